@@ -1,0 +1,65 @@
+//! The gateway's one error type.
+//!
+//! Variants name what went wrong in domain terms; the S3 front maps them to wire codes in
+//! exactly one place (`s3::to_s3_error`). A failed integrity or decryption check is one
+//! variant that carries where it happened but never key material or plaintext.
+
+use keyring::BlobId;
+
+/// Errors of the gateway engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    #[error("bucket {0:?} already exists")]
+    BucketExists(String),
+    #[error("bucket {0:?} is not empty")]
+    BucketNotEmpty(String),
+    #[error("object {bucket:?}/{key:?} does not exist")]
+    NoSuchKey { bucket: String, key: String },
+    #[error("the Content-MD5 you specified did not match what was received")]
+    BadDigest,
+    #[error("the body ended after {got} bytes but {expected} were announced")]
+    IncompleteBody { expected: u64, got: u64 },
+    #[error("the requested range is not satisfiable for an object of {size} bytes")]
+    InvalidRange { size: u64 },
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("integrity check failed for blob {blob} chunk {chunk}")]
+    Integrity { blob: String, chunk: u64 },
+    #[error("no wrapped key for this gateway on object {0}")]
+    NoStanza(String),
+    #[error("the upload was reaped by gc before it committed; retry the request")]
+    Reaped,
+    #[error("access key {0:?} does not exist")]
+    NoSuchAccessKey(String),
+    #[error("the request body could not be read")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("public store: {0}")]
+    Public(#[from] object_store::Error),
+    #[error("private store: {0}")]
+    Private(#[from] sled::Error),
+    #[error("private store record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("crypto: {0}")]
+    Keyring(#[from] keyring::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn integrity(blob: &BlobId, chunk: u64) -> Self {
+        Error::Integrity {
+            blob: blob.to_hex(),
+            chunk,
+        }
+    }
+}
+
+/// Result alias of the gateway.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,151 @@
+//! The private (on-premises) store: everything that must stay inside the hospital.
+//!
+//! It holds bucket and object names, manifests, wrapped data keys (stanzas), the Merkle
+//! leaves of every blob, blob reference counts, pending uploads and S3 access keys with
+//! their secrets sealed under the institution's identity. [`PrivateStore`] is the
+//! contract; [`sled`](self::sled) is the embedded implementation.
+//!
+//! # Contract
+//! - Every method that changes more than one record is atomic: after a crash either all
+//!   of its writes are visible or none is.
+//! - A successful [`PrivateStore::commit_put`] or [`PrivateStore::delete_object`] is
+//!   durable once [`PrivateStore::flush`] returns; callers flush before they answer.
+//! - Blobs are never deleted here; a blob whose reference count drops to zero is
+//!   recorded as an orphan for `gc`.
+
+pub mod sled;
+
+use async_trait::async_trait;
+use keyring::{BlobId, DekId, Hash, Manifest, WrappedKey};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// A bucket as the private store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created_ms: u64,
+}
+
+/// An S3 access key. The secret is sealed under the institution's vault key; the store
+/// never sees it in clear.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    pub id: String,
+    /// `VaultKey::seal` output; opened only by the S3 front when it checks a signature.
+    pub sealed_secret: Vec<u8>,
+    /// Buckets this key may use; empty means every bucket.
+    pub buckets: Vec<String>,
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for AccessKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyRecord")
+            .field("id", &self.id)
+            .field("buckets", &self.buckets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the private store knows about a blob of the public store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobState {
+    /// At least one manifest references it.
+    Referenced(u64),
+    /// A write is (or was, before a crash) uploading it.
+    Pending { created_ms: u64 },
+    /// Its last reference went away at this time.
+    Orphan { since_ms: u64 },
+    /// Nothing refers to it (an upload that crashed before its pending row, or a blob
+    /// gc already forgot).
+    Unknown,
+}
+
+/// A write precondition checked inside the commit transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// `If-None-Match: *`: fail if the key exists.
+    Absent,
+    /// `If-Match: ETAG`: fail unless the current ETag is this one (quoted).
+    ETag(String),
+}
+
+/// One object write, committed atomically.
+#[derive(Clone, Debug)]
+pub struct PutCommit {
+    pub bucket: String,
+    pub key: String,
+    pub manifest: Manifest,
+    /// Stanzas of the manifest's DEK. For a new DEK these become its record; for a DEK
+    /// that already exists (a copy) they are added to it.
+    pub stanzas: Vec<WrappedKey>,
+    pub precondition: Precondition,
+}
+
+/// A page of a key listing.
+#[derive(Clone, Debug)]
+pub struct ListedObject {
+    pub key: String,
+    pub manifest: Manifest,
+}
+
+/// The private store's interface. See the module docs for the contract.
+#[async_trait]
+pub trait PrivateStore: Send + Sync + 'static {
+    async fn create_bucket(&self, name: &str, created_ms: u64) -> Result<()>;
+    async fn delete_bucket(&self, name: &str) -> Result<()>;
+    async fn bucket(&self, name: &str) -> Result<Option<BucketInfo>>;
+    async fn list_buckets(&self) -> Result<Vec<BucketInfo>>;
+
+    async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>>;
+    /// Keys of `bucket` that start with `prefix` and sort strictly after `after`, in
+    /// byte order, at most `limit` of them.
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>>;
+
+    /// Records that a blob upload is starting. Must precede the first byte sent to the
+    /// public store, so that a crash leaves a row gc can find.
+    async fn add_pending(&self, blob: BlobId, created_ms: u64) -> Result<()>;
+    /// Forgets a pending upload that failed (its blob, if any, is left to gc).
+    async fn drop_pending(&self, blob: BlobId) -> Result<()>;
+    /// Stores leaves `first..first + leaves.len()` of a blob. Leaves of a blob that no
+    /// manifest references are harmless and removed by gc.
+    async fn put_leaves(&self, blob: BlobId, first: u64, leaves: &[Hash]) -> Result<()>;
+    /// Leaves `first..=last` of a blob, in order.
+    async fn leaves(&self, blob: BlobId, first: u64, last: u64) -> Result<Vec<Hash>>;
+
+    /// Commits an object: checks the bucket and precondition, moves every part's blob
+    /// from pending to referenced (failing with `Error::Reaped` if gc got there first),
+    /// writes the manifest and stanzas, and releases the old version's references.
+    /// Returns the manifest it replaced.
+    async fn commit_put(&self, commit: PutCommit) -> Result<Option<Manifest>>;
+    /// Removes an object, releasing its blob and DEK references. Returns what it removed.
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>>;
+    /// The stanzas of a DEK.
+    async fn stanzas(&self, dek: DekId) -> Result<Vec<WrappedKey>>;
+
+    async fn blob_state(&self, blob: BlobId) -> Result<BlobState>;
+    /// Atomically forgets a blob that is not referenced and whose pending or orphan row
+    /// is older than `cutoff_ms`, with its leaves. Returns false (and changes nothing)
+    /// if the blob is referenced or too young; the caller then must not delete it.
+    async fn reap_blob(&self, blob: BlobId, cutoff_ms: u64) -> Result<bool>;
+    /// Pending uploads, for gc.
+    async fn pending(&self) -> Result<Vec<(BlobId, u64)>>;
+
+    async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()>;
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>>;
+    async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
+    async fn delete_access_key(&self, id: &str) -> Result<bool>;
+
+    /// Makes every completed write durable.
+    async fn flush(&self) -> Result<()>;
+}

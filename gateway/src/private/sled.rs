@@ -1,0 +1,615 @@
+//! The embedded private store on sled 0.34.
+//!
+//! One sled database in `DATA_DIR/private`; sled lets one process open it at a time,
+//! which [`SledStore::open`] reports as [`crate::Error::Locked`]-like I/O errors the binary
+//! turns into a clear message.
+//!
+//! # Trees and keys
+//! | tree          | key                                   | value                         |
+//! |---------------|---------------------------------------|-------------------------------|
+//! | `buckets`     | bucket name                           | JSON `BucketRow` (`v` = 1)    |
+//! | `objects`     | bucket ‖ 0x00 ‖ object key            | `keyring::Manifest` encoding  |
+//! | `leaves`      | blob id (16) ‖ chunk index (u64 BE)   | leaf hash (32)                |
+//! | `blobs`       | blob id (16)                          | reference count (u64 BE)      |
+//! | `pending`     | blob id (16)                          | created, unix ms (u64 BE)     |
+//! | `orphans`     | blob id (16)                          | orphaned at, unix ms (u64 BE) |
+//! | `deks`        | DEK id (16)                           | [`DekRecord`] encoding        |
+//! | `dek_refs`    | DEK id (16) ‖ bucket ‖ 0x00 ‖ key     | empty                         |
+//! | `access_keys` | access key id                         | JSON `AccessKeyRecord`        |
+//!
+//! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
+//! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use keyring::{BlobId, DekId, Hash, Manifest, WrappedKey};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::{
+    AccessKeyRecord, BlobState, BucketInfo, ListedObject, Precondition, PrivateStore, PutCommit,
+};
+use crate::{Error, Result};
+
+/// The sled-backed [`PrivateStore`].
+pub struct SledStore {
+    db: sled::Db,
+    buckets: sled::Tree,
+    objects: sled::Tree,
+    leaves: sled::Tree,
+    blobs: sled::Tree,
+    pending: sled::Tree,
+    orphans: sled::Tree,
+    deks: sled::Tree,
+    dek_refs: sled::Tree,
+    access_keys: sled::Tree,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BucketRow {
+    v: u8,
+    created_ms: u64,
+    objects: u64,
+}
+
+/// The record of one data key: how many manifests use it, and its stanzas.
+///
+/// | offset | len       | field                                   |
+/// |--------|-----------|-----------------------------------------|
+/// | 0      | 1         | version = 0x01                          |
+/// | 1      | 8         | manifests referencing this DEK (u64 BE) |
+/// | 9      | 4         | stanza count n (u32 BE)                 |
+/// | 13     | n × (2+l) | each stanza: length l (u16 BE) ‖ bytes  |
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct DekRecord {
+    refs: u64,
+    stanzas: Vec<WrappedKey>,
+}
+
+impl DekRecord {
+    const VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + self.stanzas.len() * 87);
+        out.push(Self::VERSION);
+        out.extend_from_slice(&self.refs.to_be_bytes());
+        out.extend_from_slice(&(self.stanzas.len() as u32).to_be_bytes());
+        for s in &self.stanzas {
+            let bytes = s.to_bytes();
+            out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::Corrupt("DEK record".into());
+        let (&version, rest) = bytes.split_first().ok_or_else(bad)?;
+        if version != Self::VERSION {
+            return Err(bad());
+        }
+        let (refs, rest) = split_u64(rest).ok_or_else(bad)?;
+        let (count, mut rest) = split_u32(rest).ok_or_else(bad)?;
+        let mut stanzas = Vec::new();
+        for _ in 0..count {
+            let (len, r) = split_u16(rest).ok_or_else(bad)?;
+            let len = usize::from(len);
+            if r.len() < len {
+                return Err(bad());
+            }
+            stanzas.push(WrappedKey::from_bytes(&r[..len]).map_err(|_| bad())?);
+            rest = &r[len..];
+        }
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+        Ok(DekRecord { refs, stanzas })
+    }
+}
+
+fn split_u64(b: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = b.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*head), rest))
+}
+fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = b.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*head), rest))
+}
+fn split_u16(b: &[u8]) -> Option<(u16, &[u8])> {
+    let (head, rest) = b.split_first_chunk::<2>()?;
+    Some((u16::from_be_bytes(*head), rest))
+}
+
+fn read_u64(v: &[u8]) -> Result<u64> {
+    split_u64(v)
+        .map(|(n, _)| n)
+        .ok_or_else(|| Error::Corrupt("counter".into()))
+}
+
+fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn dek_ref_key(dek: &DekId, bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = dek.0.to_vec();
+    k.extend_from_slice(&object_key(bucket, key));
+    k
+}
+
+fn leaf_key(blob: &BlobId, index: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&blob.0);
+    k[16..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+fn abort<T>(e: Error) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn tx_err(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => Error::Private(e),
+    }
+}
+
+fn decode_bucket(v: &[u8]) -> Result<BucketRow> {
+    serde_json::from_slice(v).map_err(|_| Error::Corrupt("bucket row".into()))
+}
+
+fn encode_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Releases one reference to each blob of `old`, recording blobs that drop to zero as
+/// orphans, and one reference to its DEK (removing the DEK record, and with it every
+/// stanza, when none is left: that is crypto-shredding).
+fn release(
+    old: &Manifest,
+    bucket: &str,
+    key: &str,
+    now: u64,
+    blobs: &TransactionalTree,
+    orphans: &TransactionalTree,
+    deks: &TransactionalTree,
+    dek_refs: &TransactionalTree,
+) -> TxResult<()> {
+    for part in &old.parts {
+        let id = part.blob.0;
+        let refs = match blobs.get(id)? {
+            Some(v) => read_u64(&v).or_else(abort)?,
+            None => 0,
+        };
+        if refs <= 1 {
+            blobs.remove(&id)?;
+            orphans.insert(&id, &now.to_be_bytes())?;
+        } else {
+            blobs.insert(&id, &(refs - 1).to_be_bytes())?;
+        }
+    }
+    dek_refs.remove(dek_ref_key(&old.dek_id, bucket, key))?;
+    if let Some(v) = deks.get(old.dek_id.0)? {
+        let mut rec = DekRecord::decode(&v).or_else(abort)?;
+        if rec.refs <= 1 {
+            deks.remove(&old.dek_id.0)?;
+        } else {
+            rec.refs -= 1;
+            deks.insert(&old.dek_id.0, rec.encode())?;
+        }
+    }
+    Ok(())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// An I/O error of kind `WouldBlock` when another process holds the database
+    /// (sled allows one at a time), or any sled error.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) => Error::Io(io),
+                other => Error::Private(other),
+            })?;
+        Ok(SledStore {
+            buckets: db.open_tree("buckets")?,
+            objects: db.open_tree("objects")?,
+            leaves: db.open_tree("leaves")?,
+            blobs: db.open_tree("blobs")?,
+            pending: db.open_tree("pending")?,
+            orphans: db.open_tree("orphans")?,
+            deks: db.open_tree("deks")?,
+            dek_refs: db.open_tree("dek_refs")?,
+            access_keys: db.open_tree("access_keys")?,
+            db,
+        })
+    }
+}
+
+#[async_trait]
+impl PrivateStore for SledStore {
+    async fn create_bucket(&self, name: &str, created_ms: u64) -> Result<()> {
+        let row = encode_json(&BucketRow {
+            v: 1,
+            created_ms,
+            objects: 0,
+        })?;
+        match self
+            .buckets
+            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(row))?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::BucketExists(name.to_string())),
+        }
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<()> {
+        self.buckets
+            .transaction(|b| {
+                let Some(v) = b.get(name.as_bytes())? else {
+                    return abort(Error::NoSuchBucket(name.to_string()));
+                };
+                let row = decode_bucket(&v).or_else(abort)?;
+                if row.objects > 0 {
+                    return abort(Error::BucketNotEmpty(name.to_string()));
+                }
+                b.remove(name.as_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    async fn bucket(&self, name: &str) -> Result<Option<BucketInfo>> {
+        let Some(v) = self.buckets.get(name.as_bytes())? else {
+            return Ok(None);
+        };
+        let row = decode_bucket(&v)?;
+        Ok(Some(BucketInfo {
+            name: name.to_string(),
+            created_ms: row.created_ms,
+        }))
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
+        let mut out = Vec::new();
+        for item in self.buckets.iter() {
+            let (k, v) = item?;
+            let row = decode_bucket(&v)?;
+            let name =
+                String::from_utf8(k.to_vec()).map_err(|_| Error::Corrupt("bucket name".into()))?;
+            out.push(BucketInfo {
+                name,
+                created_ms: row.created_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+        match self.objects.get(object_key(bucket, key))? {
+            Some(v) => {
+                Ok(Some(Manifest::decode(&v).map_err(|_| {
+                    Error::Corrupt(format!("manifest of {bucket}/{key}"))
+                })?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>> {
+        let base = object_key(bucket, "");
+        let want = object_key(bucket, prefix);
+        let mut start = object_key(bucket, after);
+        // Strictly after `after`: the smallest key greater than it is `after ‖ 0x00`.
+        start.push(0);
+        if start < want {
+            start = want.clone();
+        }
+        let mut out = Vec::new();
+        for item in self.objects.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if !k.starts_with(&want) {
+                break;
+            }
+            let key = String::from_utf8(k[base.len()..].to_vec())
+                .map_err(|_| Error::Corrupt("object key".into()))?;
+            let manifest = Manifest::decode(&v)
+                .map_err(|_| Error::Corrupt(format!("manifest of {bucket}/{key}")))?;
+            out.push(ListedObject { key, manifest });
+        }
+        Ok(out)
+    }
+
+    async fn add_pending(&self, blob: BlobId, created_ms: u64) -> Result<()> {
+        self.pending.insert(blob.0, &created_ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    async fn drop_pending(&self, blob: BlobId) -> Result<()> {
+        // The blob may already be in the public store; record it as an orphan so gc
+        // reclaims it after the grace period.
+        (&self.pending, &self.orphans)
+            .transaction(|(pending, orphans)| {
+                if pending.remove(&blob.0)?.is_some() {
+                    orphans.insert(&blob.0, &crate::now_ms().to_be_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    async fn put_leaves(&self, blob: BlobId, first: u64, leaves: &[Hash]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (i, leaf) in leaves.iter().enumerate() {
+            batch.insert(&leaf_key(&blob, first + i as u64)[..], &leaf[..]);
+        }
+        self.leaves.apply_batch(batch)?;
+        Ok(())
+    }
+
+    async fn leaves(&self, blob: BlobId, first: u64, last: u64) -> Result<Vec<Hash>> {
+        let mut out = Vec::new();
+        let mut expect = first;
+        for item in self
+            .leaves
+            .range(leaf_key(&blob, first)..=leaf_key(&blob, last))
+        {
+            let (k, v) = item?;
+            let index = k
+                .get(16..24)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            let leaf = <Hash>::try_from(&v[..]).ok();
+            match (index, leaf) {
+                (Some(i), Some(leaf)) if i == expect => out.push(leaf),
+                _ => return Err(Error::Corrupt(format!("leaves of blob {}", blob.to_hex()))),
+            }
+            expect += 1;
+        }
+        if expect != last + 1 {
+            return Err(Error::Corrupt(format!(
+                "leaves of blob {} are missing",
+                blob.to_hex()
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn commit_put(&self, commit: PutCommit) -> Result<Option<Manifest>> {
+        let okey = object_key(&commit.bucket, &commit.key);
+        let encoded = commit.manifest.encode();
+        let dek = commit.manifest.dek_id;
+        let now = crate::now_ms();
+        (
+            &self.buckets,
+            &self.objects,
+            &self.blobs,
+            &self.pending,
+            &self.orphans,
+            &self.deks,
+            &self.dek_refs,
+        )
+            .transaction(
+                |(buckets, objects, blobs, pending, orphans, deks, dek_refs)| {
+                    let Some(brow) = buckets.get(commit.bucket.as_bytes())? else {
+                        return abort(Error::NoSuchBucket(commit.bucket.clone()));
+                    };
+                    let mut brow = decode_bucket(&brow).or_else(abort)?;
+                    let old = match objects.get(&okey)? {
+                        Some(v) => Some(Manifest::decode(&v).or_else(|_| {
+                            abort(Error::Corrupt(format!(
+                                "manifest of {}/{}",
+                                commit.bucket, commit.key
+                            )))
+                        })?),
+                        None => None,
+                    };
+                    match (&commit.precondition, &old) {
+                        (Precondition::Absent, Some(_)) => return abort(Error::PreconditionFailed),
+                        (Precondition::ETag(want), Some(m)) if *want != m.etag => {
+                            return abort(Error::PreconditionFailed)
+                        }
+                        (Precondition::ETag(_), None) => return abort(Error::PreconditionFailed),
+                        _ => {}
+                    }
+                    for part in &commit.manifest.parts {
+                        let id = part.blob.0;
+                        let refs = match blobs.get(id)? {
+                            Some(v) => read_u64(&v).or_else(abort)?,
+                            None => 0,
+                        };
+                        if refs == 0 {
+                            // A fresh blob must still be pending: if gc reaped it, its bytes
+                            // may be gone and committing would point at a missing blob.
+                            if pending.remove(&id)?.is_none() {
+                                return abort(Error::Reaped);
+                            }
+                            orphans.remove(&id)?;
+                        }
+                        blobs.insert(&id, &(refs + 1).to_be_bytes())?;
+                    }
+                    let mut rec = match deks.get(dek.0)? {
+                        Some(v) => DekRecord::decode(&v).or_else(abort)?,
+                        None => DekRecord::default(),
+                    };
+                    rec.refs += 1;
+                    for s in &commit.stanzas {
+                        if !rec.stanzas.contains(s) {
+                            rec.stanzas.push(s.clone());
+                        }
+                    }
+                    deks.insert(&dek.0, rec.encode())?;
+                    dek_refs.insert(dek_ref_key(&dek, &commit.bucket, &commit.key), &[][..])?;
+                    objects.insert(okey.as_slice(), encoded.as_slice())?;
+                    match &old {
+                        Some(m) => release(
+                            m,
+                            &commit.bucket,
+                            &commit.key,
+                            now,
+                            blobs,
+                            orphans,
+                            deks,
+                            dek_refs,
+                        )?,
+                        None => {
+                            brow.objects += 1;
+                            buckets.insert(
+                                commit.bucket.as_bytes(),
+                                encode_json(&brow).or_else(abort)?,
+                            )?;
+                        }
+                    }
+                    Ok(old)
+                },
+            )
+            .map_err(tx_err)
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+        let okey = object_key(bucket, key);
+        let now = crate::now_ms();
+        (
+            &self.buckets,
+            &self.objects,
+            &self.blobs,
+            &self.orphans,
+            &self.deks,
+            &self.dek_refs,
+        )
+            .transaction(|(buckets, objects, blobs, orphans, deks, dek_refs)| {
+                let Some(brow) = buckets.get(bucket.as_bytes())? else {
+                    return abort(Error::NoSuchBucket(bucket.to_string()));
+                };
+                let Some(v) = objects.remove(okey.as_slice())? else {
+                    return Ok(None);
+                };
+                let old = Manifest::decode(&v)
+                    .or_else(|_| abort(Error::Corrupt(format!("manifest of {bucket}/{key}"))))?;
+                release(&old, bucket, key, now, blobs, orphans, deks, dek_refs)?;
+                let mut brow = decode_bucket(&brow).or_else(abort)?;
+                brow.objects = brow.objects.saturating_sub(1);
+                buckets.insert(bucket.as_bytes(), encode_json(&brow).or_else(abort)?)?;
+                Ok(Some(old))
+            })
+            .map_err(tx_err)
+    }
+
+    async fn stanzas(&self, dek: DekId) -> Result<Vec<WrappedKey>> {
+        match self.deks.get(dek.0)? {
+            Some(v) => Ok(DekRecord::decode(&v)?.stanzas),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn blob_state(&self, blob: BlobId) -> Result<BlobState> {
+        if let Some(v) = self.blobs.get(blob.0)? {
+            return Ok(BlobState::Referenced(read_u64(&v)?));
+        }
+        if let Some(v) = self.pending.get(blob.0)? {
+            return Ok(BlobState::Pending {
+                created_ms: read_u64(&v)?,
+            });
+        }
+        if let Some(v) = self.orphans.get(blob.0)? {
+            return Ok(BlobState::Orphan {
+                since_ms: read_u64(&v)?,
+            });
+        }
+        Ok(BlobState::Unknown)
+    }
+
+    async fn reap_blob(&self, blob: BlobId, cutoff_ms: u64) -> Result<bool> {
+        let reaped = (&self.blobs, &self.pending, &self.orphans)
+            .transaction(|(blobs, pending, orphans)| {
+                if blobs.get(blob.0)?.is_some() {
+                    return Ok(false);
+                }
+                for tree in [pending, orphans] {
+                    if let Some(v) = tree.get(blob.0)? {
+                        if read_u64(&v).or_else(abort)? > cutoff_ms {
+                            return Ok(false);
+                        }
+                    }
+                }
+                pending.remove(&blob.0)?;
+                orphans.remove(&blob.0)?;
+                Ok(true)
+            })
+            .map_err(tx_err)?;
+        if reaped {
+            let mut batch = sled::Batch::default();
+            for item in self.leaves.scan_prefix(blob.0) {
+                let (k, _) = item?;
+                batch.remove(k);
+            }
+            self.leaves.apply_batch(batch)?;
+        }
+        Ok(reaped)
+    }
+
+    async fn pending(&self) -> Result<Vec<(BlobId, u64)>> {
+        let mut out = Vec::new();
+        for item in self.pending.iter() {
+            let (k, v) = item?;
+            let id = <[u8; 16]>::try_from(&k[..]).map_err(|_| Error::Corrupt("pending".into()))?;
+            out.push((BlobId(id), read_u64(&v)?));
+        }
+        Ok(out)
+    }
+
+    async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()> {
+        self.access_keys
+            .insert(record.id.as_bytes(), encode_json(&record)?)?;
+        Ok(())
+    }
+
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>> {
+        match self.access_keys.get(id.as_bytes())? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|_| Error::Corrupt("access key".into()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>> {
+        let mut out = Vec::new();
+        for item in self.access_keys.iter() {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(&v).map_err(|_| Error::Corrupt("access key".into()))?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_access_key(&self, id: &str) -> Result<bool> {
+        Ok(self.access_keys.remove(id.as_bytes())?.is_some())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,580 @@
+//! Records: sealing a body into a blob on the way in, opening byte ranges on the way out.
+//!
+//! The write path follows DESIGN.md's commit order: a pending row, then the body streamed
+//! through fixed-size plaintext chunks, each sealed (STREAM) and hashed into a Merkle leaf
+//! while the sealed bytes stream to one public blob; only when the body ended whole and
+//! its digest matched does one private-store transaction publish the manifest, and only
+//! after a flush is the write acknowledged. Memory is bounded by the chunk size and the
+//! public store's part size, never by the object size.
+//!
+//! The read path fetches only the sealed chunks a range needs, checks each against its
+//! leaf before opening it, and checks the first chunk before any header is sent.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use keyring::{
+    leaf_hash, BlobId, DataKey, DekId, Hash, Identity, Layout, Manifest, Part, PayloadKey,
+    Recipient, RootBuilder, WrappedKey,
+};
+use md5::{Digest, Md5};
+use object_store::{PutPayload, WriteMultipart};
+use subtle::ConstantTimeEq;
+
+use crate::private::{Precondition, PrivateStore, PutCommit};
+use crate::public::{blob_path, PublicStore};
+use crate::{now_ms, Error, Result};
+
+/// Leaves are written to the private store in batches of this many while a blob uploads.
+const LEAF_BATCH: usize = 256;
+/// Sealed chunks fetched per public-store request on reads.
+const READ_WINDOW: u64 = 4;
+/// Plaintext chunks decrypted ahead of the client on reads.
+const READ_AHEAD: usize = 2;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Plaintext bytes per sealed chunk.
+    pub chunk_size: u32,
+    /// Bytes per public-store multipart part; blobs smaller than this go in one PUT.
+    pub part_size: usize,
+    /// Public-store part uploads in flight per blob.
+    pub upload_concurrency: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            chunk_size: keyring::DEFAULT_CHUNK_SIZE,
+            part_size: 8 << 20,
+            upload_concurrency: 2,
+        }
+    }
+}
+
+/// What a PUT carries besides its body.
+#[derive(Clone, Debug, Default)]
+pub struct PutRequest {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub metadata: Vec<(String, String)>,
+    /// Content-MD5 as sent, decoded.
+    pub content_md5: Option<[u8; 16]>,
+    /// Announced plaintext length, checked when the body ends.
+    pub content_length: Option<u64>,
+    pub precondition: Precondition,
+}
+
+/// The record engine shared by every request.
+pub struct Engine {
+    pub public: PublicStore,
+    pub private: Arc<dyn PrivateStore>,
+    institution: Arc<Identity>,
+    institution_recipient: Recipient,
+    config: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(
+        public: PublicStore,
+        private: Arc<dyn PrivateStore>,
+        institution: Arc<Identity>,
+        config: EngineConfig,
+    ) -> Self {
+        let institution_recipient = institution.recipient();
+        Engine {
+            public,
+            private,
+            institution,
+            institution_recipient,
+            config,
+        }
+    }
+
+    /// The institution's identity, for sealing access-key secrets.
+    pub fn institution(&self) -> &Identity {
+        &self.institution
+    }
+
+    /// Writes one object from a body stream.
+    ///
+    /// # Errors
+    /// `NoSuchBucket` before reading the body; `BadDigest` or `IncompleteBody` when the
+    /// body does not match what was announced (nothing is committed); public or private
+    /// store failures. On any error the old version of the key, if any, is untouched.
+    pub async fn put<S, E>(&self, req: PutRequest, body: S) -> Result<Manifest>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if self.private.bucket(&req.bucket).await?.is_none() {
+            return Err(Error::NoSuchBucket(req.bucket));
+        }
+        let dek = DataKey::generate();
+        let blob = BlobId::random();
+        self.private.add_pending(blob, now_ms()).await?;
+        let written = self.write_blob(&dek, blob, body).await;
+        let (part, md5) = match written {
+            Ok(v) => v,
+            Err(e) => {
+                if let Err(drop_err) = self.private.drop_pending(blob).await {
+                    tracing::warn!(error = %drop_err, "could not drop pending row");
+                }
+                return Err(e);
+            }
+        };
+        let check = || -> Result<()> {
+            if let Some(expected) = req.content_length {
+                if expected != part.plaintext_len {
+                    return Err(Error::IncompleteBody {
+                        expected,
+                        got: part.plaintext_len,
+                    });
+                }
+            }
+            if let Some(want) = req.content_md5 {
+                if !bool::from(want.ct_eq(&md5)) {
+                    return Err(Error::BadDigest);
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = check() {
+            self.forget_blob(blob).await;
+            return Err(e);
+        }
+        let stanza = self.institution_recipient.wrap_key(&dek)?;
+        let manifest = Manifest {
+            suite: keyring::SUITE_V1,
+            dek_id: DekId::random(),
+            size: part.plaintext_len,
+            last_modified_ms: now_ms(),
+            etag: format!("\"{}\"", hex::encode(md5)),
+            content_type: req.content_type,
+            headers: req.headers,
+            metadata: req.metadata,
+            checksums: Vec::new(),
+            patient: None,
+            parts: vec![part],
+        };
+        manifest.validate()?;
+        let commit = PutCommit {
+            bucket: req.bucket,
+            key: req.key,
+            manifest: manifest.clone(),
+            stanzas: vec![stanza],
+            precondition: req.precondition,
+        };
+        match self.private.commit_put(commit).await {
+            Ok(_old) => {}
+            Err(e) => {
+                self.forget_blob(blob).await;
+                return Err(e);
+            }
+        }
+        self.private.flush().await?;
+        Ok(manifest)
+    }
+
+    /// Best effort after a failed write: the blob is orphaned for gc.
+    async fn forget_blob(&self, blob: BlobId) {
+        if let Err(e) = self.private.drop_pending(blob).await {
+            tracing::warn!(error = %e, blob = %blob.to_hex(), "could not drop pending row");
+        }
+    }
+
+    /// Streams `body` into a new blob. Returns the blob's part entry and the MD5 of the
+    /// plaintext.
+    async fn write_blob<S, E>(
+        &self,
+        dek: &DataKey,
+        blob: BlobId,
+        mut body: S,
+    ) -> Result<(Part, [u8; 16])>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut w = BlobWriter::new(self, dek, blob);
+        let result = async {
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(|e| Error::Body(e.into()))?;
+                w.write(&piece).await?;
+            }
+            w.finish().await
+        }
+        .await;
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The manifest of an object.
+    ///
+    /// # Errors
+    /// `NoSuchBucket` or `NoSuchKey`.
+    pub async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest> {
+        match self.private.manifest(bucket, key).await? {
+            Some(m) => Ok(m),
+            None => {
+                if self.private.bucket(bucket).await?.is_none() {
+                    Err(Error::NoSuchBucket(bucket.to_string()))
+                } else {
+                    Err(Error::NoSuchKey {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn data_key(&self, manifest: &Manifest, stanzas: &[WrappedKey]) -> Result<DataKey> {
+        for s in stanzas {
+            if let Some(r) = self.institution.unwrap_key(s) {
+                return Ok(r?);
+            }
+        }
+        Err(Error::NoStanza(manifest.dek_id.to_hex()))
+    }
+
+    /// Opens plaintext bytes `start..end` of an object as a stream.
+    ///
+    /// The first needed chunk is fetched and verified before this returns, so most
+    /// tampering surfaces as an error here; a bad later chunk ends the stream with an
+    /// error (the connection is cut short of its Content-Length), never wrong bytes.
+    ///
+    /// # Errors
+    /// Integrity failures of the first chunk, missing stanzas, store failures.
+    pub async fn open(
+        self: &Arc<Self>,
+        manifest: &Manifest,
+        start: u64,
+        end: u64,
+    ) -> Result<
+        impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+    > {
+        let stanzas = self.private.stanzas(manifest.dek_id).await?;
+        let dek = self.data_key(manifest, &stanzas)?;
+        let mut plan = Vec::new();
+        let mut part_start = 0u64;
+        for part in &manifest.parts {
+            let part_end = part_start + part.plaintext_len;
+            if part_end > start && part_start < end || (part.plaintext_len == 0 && start == end) {
+                let layout = Layout::new(part.plaintext_len, part.chunk_size)?;
+                let from = start.max(part_start) - part_start;
+                let to = end.min(part_end) - part_start;
+                if to > from {
+                    plan.push(Window {
+                        part: part.clone(),
+                        layout,
+                        key: PayloadKey::derive(&dek, &part.blob),
+                        from,
+                        to,
+                    });
+                }
+            }
+            part_start = part_end;
+        }
+        drop(dek);
+        let (mut tx, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(READ_AHEAD);
+        let mut plan = plan.into_iter();
+        // Verify the first window now so that tampering becomes a clean S3 error.
+        let mut first = None;
+        if let Some(w) = plan.next() {
+            let mut reader = WindowReader::new(w);
+            let chunks = reader.next_batch(self).await?;
+            first = Some((reader, chunks));
+        }
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let result: Result<()> = async {
+                if let Some((mut reader, mut chunks)) = first {
+                    loop {
+                        for c in chunks {
+                            if tx.send(Ok(c)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        if reader.done() {
+                            break;
+                        }
+                        chunks = reader.next_batch(&engine).await?;
+                    }
+                }
+                for w in plan {
+                    let mut reader = WindowReader::new(w);
+                    while !reader.done() {
+                        for c in reader.next_batch(&engine).await? {
+                            if tx.send(Ok(c)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "aborting a GET body: a later chunk failed");
+                let _ = tx
+                    .send(Err(std::io::Error::other("integrity check failed")))
+                    .await;
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// The plaintext bytes `from..to` of one part.
+struct Window {
+    part: Part,
+    layout: Layout,
+    key: PayloadKey,
+    from: u64,
+    to: u64,
+}
+
+/// Walks a [`Window`] a few chunks at a time.
+struct WindowReader {
+    w: Window,
+    next_chunk: u64,
+    last_chunk: u64,
+    done: bool,
+}
+
+impl WindowReader {
+    fn new(w: Window) -> Self {
+        let range = w.layout.chunks_for_range(w.from, w.to - 1);
+        WindowReader {
+            next_chunk: *range.start(),
+            last_chunk: *range.end(),
+            w,
+            done: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Fetches, verifies, opens and trims the next few chunks.
+    async fn next_batch(&mut self, engine: &Engine) -> Result<Vec<Bytes>> {
+        let first = self.next_chunk;
+        let last = (first + READ_WINDOW - 1).min(self.last_chunk);
+        let layout = &self.w.layout;
+        let blob = self.w.part.blob;
+        let sealed_start = layout.sealed_offset(first);
+        let sealed_end = layout.sealed_offset(last) + layout.sealed_len(last);
+        let leaves = engine.private.leaves(blob, first, last).await?;
+        let bytes = engine
+            .public
+            .get_range(&blob_path(&blob), sealed_start..sealed_end)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => Error::integrity(&blob, first),
+                other => Error::Public(other),
+            })?;
+        if bytes.len() as u64 != sealed_end - sealed_start {
+            return Err(Error::integrity(&blob, first));
+        }
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        for (n, i) in (first..=last).enumerate() {
+            let off = (layout.sealed_offset(i) - sealed_start) as usize;
+            let len = layout.sealed_len(i) as usize;
+            let sealed = bytes.slice(off..off + len);
+            let leaf: Hash = leaf_hash(&sealed);
+            let expected = leaves.get(n).ok_or_else(|| Error::integrity(&blob, i))?;
+            if !bool::from(leaf.ct_eq(expected)) {
+                return Err(Error::integrity(&blob, i));
+            }
+            let mut buf = sealed.to_vec();
+            self.w
+                .key
+                .open_in_place(i, layout.is_last(i), &mut buf)
+                .map_err(|_| Error::integrity(&blob, i))?;
+            let chunk_start = layout.plain_offset(i);
+            let lo = self.w.from.saturating_sub(chunk_start) as usize;
+            let hi = (self.w.to - chunk_start).min(buf.len() as u64) as usize;
+            let mut plain = Bytes::from(buf);
+            plain = plain.slice(lo..hi);
+            out.push(plain);
+        }
+        self.next_chunk = last + 1;
+        self.done = last >= self.last_chunk;
+        Ok(out)
+    }
+}
+
+/// Where sealed bytes go: held in memory until they exceed one part, then a multipart
+/// upload with bounded parts in flight.
+enum Sink {
+    Buffer(Vec<Bytes>, usize),
+    Multipart(WriteMultipart),
+}
+
+/// Seals one blob chunk by chunk.
+struct BlobWriter<'a> {
+    engine: &'a Engine,
+    blob: BlobId,
+    key: PayloadKey,
+    chunk_size: usize,
+    index: u64,
+    plain: Vec<u8>,
+    md5: Md5,
+    total: u64,
+    root: RootBuilder,
+    leaves: Vec<Hash>,
+    leaves_first: u64,
+    sink: Option<Sink>,
+}
+
+impl<'a> BlobWriter<'a> {
+    fn new(engine: &'a Engine, dek: &DataKey, blob: BlobId) -> Self {
+        let chunk_size = engine.config.chunk_size as usize;
+        BlobWriter {
+            engine,
+            blob,
+            key: PayloadKey::derive(dek, &blob),
+            chunk_size,
+            index: 0,
+            plain: Vec::with_capacity(chunk_size + keyring::TAG_LEN),
+            md5: Md5::new(),
+            total: 0,
+            root: RootBuilder::new(),
+            leaves: Vec::new(),
+            leaves_first: 0,
+            sink: Some(Sink::Buffer(Vec::new(), 0)),
+        }
+    }
+
+    async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        self.md5.update(data);
+        self.total += data.len() as u64;
+        while !data.is_empty() {
+            // A full chunk is sealed only once a byte beyond it arrives: until then it
+            // might be the last one, which is sealed with the last-chunk flag.
+            if self.plain.len() == self.chunk_size {
+                let next = Vec::with_capacity(self.chunk_size + keyring::TAG_LEN);
+                let chunk = std::mem::replace(&mut self.plain, next);
+                self.seal(chunk, false).await?;
+            }
+            let take = (self.chunk_size - self.plain.len()).min(data.len());
+            self.plain.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    async fn seal(&mut self, mut chunk: Vec<u8>, last: bool) -> Result<()> {
+        self.key.seal_in_place(self.index, last, &mut chunk)?;
+        self.index += 1;
+        let leaf = leaf_hash(&chunk);
+        self.root.push(leaf);
+        self.leaves.push(leaf);
+        if self.leaves.len() >= LEAF_BATCH {
+            self.flush_leaves().await?;
+        }
+        self.emit(Bytes::from(chunk)).await
+    }
+
+    async fn flush_leaves(&mut self) -> Result<()> {
+        if self.leaves.is_empty() {
+            return Ok(());
+        }
+        self.engine
+            .private
+            .put_leaves(self.blob, self.leaves_first, &self.leaves)
+            .await?;
+        self.leaves_first += self.leaves.len() as u64;
+        self.leaves.clear();
+        Ok(())
+    }
+
+    async fn emit(&mut self, sealed: Bytes) -> Result<()> {
+        let part_size = self.engine.config.part_size;
+        match self.sink.take() {
+            Some(Sink::Buffer(mut held, size)) if size + sealed.len() <= part_size => {
+                let size = size + sealed.len();
+                held.push(sealed);
+                self.sink = Some(Sink::Buffer(held, size));
+            }
+            Some(Sink::Buffer(held, _)) => {
+                let upload = self
+                    .engine
+                    .public
+                    .put_multipart(&blob_path(&self.blob))
+                    .await?;
+                let mut mp = WriteMultipart::new_with_chunk_size(upload, part_size);
+                for b in held {
+                    mp.put(b);
+                }
+                mp.put(sealed);
+                self.sink = Some(Sink::Multipart(mp));
+                self.wait().await?;
+            }
+            Some(Sink::Multipart(mut mp)) => {
+                mp.put(sealed);
+                self.sink = Some(Sink::Multipart(mp));
+                self.wait().await?;
+            }
+            None => return Err(Error::Internal("blob writer used after finish".into())),
+        }
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<()> {
+        if let Some(Sink::Multipart(mp)) = &mut self.sink {
+            mp.wait_for_capacity(self.engine.config.upload_concurrency)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(Part, [u8; 16])> {
+        let chunk = std::mem::take(&mut self.plain);
+        self.seal(chunk, true).await?;
+        self.flush_leaves().await?;
+        match self.sink.take() {
+            Some(Sink::Buffer(held, _)) => {
+                let payload: PutPayload = held.into_iter().collect();
+                self.engine
+                    .public
+                    .put(&blob_path(&self.blob), payload)
+                    .await?;
+            }
+            Some(Sink::Multipart(mp)) => {
+                mp.finish().await?;
+            }
+            None => return Err(Error::Internal("blob writer finished twice".into())),
+        }
+        let root = std::mem::take(&mut self.root).finish();
+        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        Ok((
+            Part {
+                blob: self.blob,
+                chunk_size: self.chunk_size as u32,
+                plaintext_len: self.total,
+                root,
+            },
+            md5,
+        ))
+    }
+
+    async fn abort(&mut self) {
+        if let Some(Sink::Multipart(mp)) = self.sink.take() {
+            if let Err(e) = mp.abort().await {
+                tracing::warn!(error = %e, "could not abort a multipart upload; gc will retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The S3 front: s3s operations mapped onto the record engine.
+//!
+//! Handlers destructure and validate their input, call the engine, and build the output.
+//! Every engine error becomes an S3 error in [`to_s3_error`], the one place where
+//! failures get wire codes. Operations not implemented here answer `NotImplemented`
+//! (s3s's default for every `S3` method).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+
+use crate::private::Precondition;
+use crate::record::{Engine, PutRequest};
+use crate::Error;
+
+/// The vault purpose under which access-key secrets are sealed.
+pub const ACCESS_KEY_VAULT: &str = "medgate/v1/access-keys";
+
+/// Maps an engine error to the S3 error a client sees. Internal failures are logged with
+/// their cause and answered with a generic message.
+pub fn to_s3_error(e: Error) -> S3Error {
+    use S3ErrorCode as C;
+    let (code, msg): (S3ErrorCode, String) = match &e {
+        Error::NoSuchBucket(_) => (C::NoSuchBucket, e.to_string()),
+        Error::BucketExists(_) => (C::BucketAlreadyOwnedByYou, e.to_string()),
+        Error::BucketNotEmpty(_) => (C::BucketNotEmpty, e.to_string()),
+        Error::NoSuchKey { .. } => (C::NoSuchKey, "The specified key does not exist.".into()),
+        Error::BadDigest => (C::BadDigest, e.to_string()),
+        Error::IncompleteBody { .. } => (C::IncompleteBody, e.to_string()),
+        Error::InvalidRange { .. } => (C::InvalidRange, e.to_string()),
+        Error::PreconditionFailed => (C::PreconditionFailed, e.to_string()),
+        Error::InvalidArgument(_) => (C::InvalidArgument, e.to_string()),
+        Error::NoSuchAccessKey(_) => (C::InvalidAccessKeyId, e.to_string()),
+        Error::Reaped => (C::ServiceUnavailable, e.to_string()),
+        Error::Body(_) => (
+            C::IncompleteBody,
+            "the request body could not be read".into(),
+        ),
+        Error::Public(_) => {
+            tracing::warn!(error = %e, "public store failure");
+            (
+                C::ServiceUnavailable,
+                "the storage backend is unavailable".into(),
+            )
+        }
+        Error::Integrity { .. } | Error::NoStanza(_) => {
+            tracing::warn!(error = %e, "integrity failure");
+            (
+                C::InternalError,
+                "stored data failed its integrity check".into(),
+            )
+        }
+        _ => {
+            tracing::warn!(error = %e, "internal error");
+            (C::InternalError, "internal error".into())
+        }
+    };
+    S3Error::with_message(code, msg)
+}
+
+fn timestamp(ms: u64) -> Timestamp {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map(Timestamp::from)
+        .unwrap_or_default()
+}
+
+fn etag(quoted: &str) -> ETag {
+    ETag::Strong(quoted.trim_matches('"').to_string())
+}
+
+fn header<'a>(m: &'a keyring::Manifest, name: &str) -> Option<String> {
+    m.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v): &'a (String, String)| v.clone())
+}
+
+fn metadata(m: &keyring::Manifest) -> Option<Metadata> {
+    if m.metadata.is_empty() {
+        return None;
+    }
+    Some(m.metadata.iter().cloned().collect::<HashMap<_, _>>())
+}
+
+/// The S3 service.
+#[derive(Clone)]
+pub struct Front {
+    engine: Arc<Engine>,
+}
+
+impl Front {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Front { engine }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Front {
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let allowed = match &req.credentials {
+            Some(c) => self
+                .engine
+                .private
+                .access_key(&c.access_key)
+                .await
+                .map_err(to_s3_error)?
+                .map(|r| r.buckets)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let buckets = self
+            .engine
+            .private
+            .list_buckets()
+            .await
+            .map_err(to_s3_error)?
+            .into_iter()
+            .filter(|b| allowed.is_empty() || allowed.contains(&b.name))
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(timestamp(b.created_ms)),
+                bucket_region: None,
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(Owner {
+                display_name: Some("medgate".into()),
+                id: Some("medgate".into()),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let name = req.input.bucket;
+        self.engine
+            .private
+            .create_bucket(&name, crate::now_ms())
+            .await
+            .map_err(to_s3_error)?;
+        self.engine.private.flush().await.map_err(to_s3_error)?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{name}")),
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        match self.engine.private.bucket(&req.input.bucket).await {
+            Ok(Some(_)) => Ok(S3Response::new(HeadBucketOutput::default())),
+            Ok(None) => Err(to_s3_error(Error::NoSuchBucket(req.input.bucket))),
+            Err(e) => Err(to_s3_error(e)),
+        }
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        match self.engine.private.bucket(&req.input.bucket).await {
+            Ok(Some(_)) => Ok(S3Response::new(GetBucketLocationOutput::default())),
+            Ok(None) => Err(to_s3_error(Error::NoSuchBucket(req.input.bucket))),
+            Err(e) => Err(to_s3_error(e)),
+        }
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.engine
+            .private
+            .delete_bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3_error)?;
+        self.engine.private.flush().await.map_err(to_s3_error)?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        if input.grant_full_control.is_some()
+            || input.grant_read.is_some()
+            || input.grant_read_acp.is_some()
+            || input.grant_write_acp.is_some()
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "ACL grants cannot be enforced by this gateway"
+            ));
+        }
+        let content_md5 = match &input.content_md5 {
+            Some(s) => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not valid base64"))?;
+                Some(
+                    <[u8; 16]>::try_from(raw.as_slice())
+                        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes"))?,
+                )
+            }
+            None => None,
+        };
+        let precondition = match (&input.if_none_match, &input.if_match) {
+            (Some(c), _) if c.is_any() => Precondition::Absent,
+            (Some(_), _) => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "If-None-Match on PUT supports only '*'"
+                ))
+            }
+            (None, Some(c)) => match c.as_etag() {
+                Some(t) => Precondition::ETag(format!("\"{}\"", t.value())),
+                None => Precondition::None,
+            },
+            (None, None) => Precondition::None,
+        };
+        let mut headers = Vec::new();
+        for (name, value) in [
+            ("cache-control", &input.cache_control),
+            ("content-disposition", &input.content_disposition),
+            ("content-encoding", &input.content_encoding),
+            ("content-language", &input.content_language),
+        ] {
+            if let Some(v) = value {
+                headers.push((name.to_string(), v.clone()));
+            }
+        }
+        let mut meta: Vec<(String, String)> =
+            input.metadata.unwrap_or_default().into_iter().collect();
+        meta.sort();
+        let put = PutRequest {
+            bucket: input.bucket,
+            key: input.key,
+            content_type: input.content_type,
+            headers,
+            metadata: meta,
+            content_md5,
+            content_length: input.content_length.and_then(|n| u64::try_from(n).ok()),
+            precondition,
+        };
+        let manifest = match input.body {
+            Some(body) => self.engine.put(put, body).await,
+            None => {
+                let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
+                self.engine.put(put, empty).await
+            }
+        }
+        .map_err(to_s3_error)?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&manifest.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let m = self
+            .engine
+            .manifest(&input.bucket, &input.key)
+            .await
+            .map_err(to_s3_error)?;
+        let (range, content_range) = match input.range {
+            Some(r) => {
+                let r = r
+                    .check(m.size)
+                    .map_err(|_| to_s3_error(Error::InvalidRange { size: m.size }))?;
+                let cr = format!("bytes {}-{}/{}", r.start, r.end - 1, m.size);
+                (r, Some(cr))
+            }
+            None => (0..m.size, None),
+        };
+        let body = self
+            .engine
+            .open(&m, range.start, range.end)
+            .await
+            .map_err(to_s3_error)?;
+        let len = range.end - range.start;
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(body)),
+            content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&m.etag)),
+            last_modified: Some(timestamp(m.last_modified_ms)),
+            content_type: input
+                .response_content_type
+                .or_else(|| m.content_type.clone()),
+            cache_control: input
+                .response_cache_control
+                .or_else(|| header(&m, "cache-control")),
+            content_disposition: input
+                .response_content_disposition
+                .or_else(|| header(&m, "content-disposition")),
+            content_encoding: input
+                .response_content_encoding
+                .or_else(|| header(&m, "content-encoding")),
+            content_language: input
+                .response_content_language
+                .or_else(|| header(&m, "content-language")),
+            metadata: metadata(&m),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let m = self
+            .engine
+            .manifest(&input.bucket, &input.key)
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&m.etag)),
+            last_modified: Some(timestamp(m.last_modified_ms)),
+            content_type: m.content_type.clone(),
+            cache_control: header(&m, "cache-control"),
+            content_disposition: header(&m, "content-disposition"),
+            content_encoding: header(&m, "content-encoding"),
+            content_language: header(&m, "content-language"),
+            metadata: metadata(&m),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.engine
+            .private
+            .delete_object(&input.bucket, &input.key)
+            .await
+            .map_err(to_s3_error)?;
+        self.engine.private.flush().await.map_err(to_s3_error)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        if self
+            .engine
+            .private
+            .bucket(&input.bucket)
+            .await
+            .map_err(to_s3_error)?
+            .is_none()
+        {
+            return Err(to_s3_error(Error::NoSuchBucket(input.bucket)));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let token_after = match &input.continuation_token {
+            Some(t) => Some(decode_token(t)?),
+            None => None,
+        };
+        let mut after = match (&token_after, &input.start_after) {
+            (Some(t), _) => t.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => String::new(),
+        };
+        let mut contents = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut truncated = false;
+        let mut last_entry = String::new();
+        'scan: loop {
+            let batch = self
+                .engine
+                .private
+                .list_objects(&input.bucket, &prefix, &after, 1000)
+                .await
+                .map_err(to_s3_error)?;
+            if batch.is_empty() {
+                break;
+            }
+            for obj in batch {
+                after.clone_from(&obj.key);
+                let group = delimiter.as_ref().and_then(|d| {
+                    obj.key[prefix.len()..]
+                        .find(d.as_str())
+                        .map(|pos| obj.key[..prefix.len() + pos + d.len()].to_string())
+                });
+                if let Some(cp) = &group {
+                    if prefixes.last() == Some(cp) {
+                        continue;
+                    }
+                }
+                if contents.len() + prefixes.len() >= max_keys {
+                    truncated = true;
+                    break 'scan;
+                }
+                match group {
+                    Some(cp) => {
+                        // Skip every other key under this common prefix.
+                        after = format!("{cp}\u{10FFFF}");
+                        last_entry.clone_from(&after);
+                        prefixes.push(cp);
+                        continue 'scan;
+                    }
+                    None => {
+                        last_entry.clone_from(&obj.key);
+                        contents.push(Object {
+                            key: Some(obj.key),
+                            size: Some(i64::try_from(obj.manifest.size).unwrap_or(i64::MAX)),
+                            e_tag: Some(etag(&obj.manifest.etag)),
+                            last_modified: Some(timestamp(obj.manifest.last_modified_ms)),
+                            storage_class: Some(ObjectStorageClass::from_static(
+                                ObjectStorageClass::STANDARD,
+                            )),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+        let key_count = (contents.len() + prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            max_keys: Some(max_keys as i32),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after,
+            is_truncated: Some(truncated),
+            next_continuation_token: truncated.then(|| encode_token(&last_entry)),
+            contents: Some(contents),
+            common_prefixes: Some(
+                prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+}
+
+fn encode_token(after: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after.as_bytes())
+}
+
+fn decode_token(token: &str) -> S3Result<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
+}
+
+/// Looks up S3 secret keys in the private store and opens them with the vault key.
+pub struct KeyAuth {
+    engine: Arc<Engine>,
+}
+
+impl KeyAuth {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        KeyAuth { engine }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for KeyAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        let record = self
+            .engine
+            .private
+            .access_key(access_key)
+            .await
+            .map_err(to_s3_error)?
+            .ok_or_else(|| {
+                s3_error!(
+                    InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records."
+                )
+            })?;
+        let vault = self.engine.institution().vault_key(ACCESS_KEY_VAULT);
+        let secret = vault
+            .open(record.id.as_bytes(), &record.sealed_secret)
+            .map_err(|_| {
+                tracing::warn!(
+                    access_key,
+                    "access key secret does not open under this identity"
+                );
+                s3_error!(InternalError, "access key store is damaged")
+            })?;
+        let text = String::from_utf8(secret.to_vec())
+            .map_err(|_| s3_error!(InternalError, "access key store is damaged"))?;
+        Ok(SecretKey::from(text))
+    }
+}
+
+/// Per-key bucket restrictions.
+pub struct KeyAccess {
+    engine: Arc<Engine>,
+}
+
+impl KeyAccess {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        KeyAccess { engine }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for KeyAccess {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let Some(cred) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        let record = self
+            .engine
+            .private
+            .access_key(&cred.access_key)
+            .await
+            .map_err(to_s3_error)?
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        if record.buckets.is_empty() {
+            return Ok(());
+        }
+        match cx.s3_path().get_bucket_name() {
+            None => Ok(()),
+            Some(b) if record.buckets.iter().any(|x| x == b) => Ok(()),
+            Some(_) => Err(s3_error!(
+                AccessDenied,
+                "this access key may not use that bucket"
+            )),
+        }
+    }
+}

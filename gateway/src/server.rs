@@ -1,0 +1,106 @@
+//! Binds the S3 front to a listener: one task per connection, TCP_NODELAY, a request id
+//! and a log line per request, and graceful shutdown that lets in-flight requests finish
+//! within a bounded wait.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+
+use crate::record::Engine;
+use crate::s3::{Front, KeyAccess, KeyAuth};
+
+/// Builds the s3s service over an engine.
+pub fn s3_service(engine: Arc<Engine>) -> S3Service {
+    let mut b = S3ServiceBuilder::new(Front::new(Arc::clone(&engine)));
+    b.set_auth(KeyAuth::new(Arc::clone(&engine)));
+    b.set_access(KeyAccess::new(engine));
+    b.build()
+}
+
+fn request_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    hex::encode_upper(bytes)
+}
+
+/// Serves S3 on `listener` until `shutdown` resolves, then waits at most `grace` for
+/// in-flight requests.
+///
+/// # Errors
+/// Only an accept loop failure that is not per-connection.
+pub async fn serve(
+    listener: TcpListener,
+    service: S3Service,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let builder = ConnBuilder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    // Per-connection failures (e.g. the peer reset before accept) must not
+                    // stop the server.
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let svc = service.clone();
+        let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let svc = svc.clone();
+            async move {
+                let id = request_id();
+                let method = req.method().clone();
+                let path = req.uri().path().to_string();
+                let t0 = Instant::now();
+                let result = svc.call(req.map(s3s::Body::from)).await;
+                let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                match result {
+                    Ok(mut resp) => {
+                        let status = resp.status().as_u16();
+                        if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+                            resp.headers_mut().insert("x-amz-request-id", v);
+                        }
+                        if status >= 400 {
+                            tracing::warn!(request_id = %id, %method, %path, status, ms, "request failed");
+                        } else {
+                            tracing::debug!(request_id = %id, %method, %path, status, ms, "request");
+                        }
+                        Ok(resp)
+                    }
+                    Err(e) => {
+                        tracing::warn!(request_id = %id, %method, %path, ms, error = ?e, "request error");
+                        Err(e)
+                    }
+                }
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), handler);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "shutdown grace elapsed; dropping open connections"),
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! The crate's single error type.
+//!
+//! Failures that an attacker could use as an oracle (a tag that does not verify, a signature that
+//! does not check) are one opaque variant each and carry nothing about *why* they failed.
+
+/// Everything that can go wrong in `keyring`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An AEAD open failed: wrong key, wrong nonce (index, last flag), or tampered bytes.
+    ///
+    /// Deliberately carries no detail; see the module docs.
+    #[error("decryption failed")]
+    Decrypt,
+    /// An Ed25519 signature did not verify for the given key, context and message.
+    #[error("bad signature")]
+    BadSignature,
+    /// A Merkle proof does not lead from the leaf to the expected root.
+    #[error("invalid Merkle proof")]
+    InvalidProof,
+    /// Bytes or text that do not follow the format they claim to be; the string names what.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// A format's leading version byte is one this build cannot read.
+    #[error("unsupported format version {0:#04x}")]
+    UnsupportedVersion(u8),
+    /// A manifest names an AEAD suite this build does not implement.
+    #[error("unsupported AEAD suite {0:#04x}")]
+    UnsupportedSuite(u8),
+    /// The identity file is sealed and no passphrase was given.
+    #[error("identity file is sealed with a passphrase; none was given")]
+    PassphraseRequired,
+    /// The recipient's X25519 key is a low-order point, so wrapping to it would give a key any
+    /// observer could compute.
+    #[error("recipient key gives a non-contributory key exchange")]
+    NotContributory,
+    /// A length or chunk count does not fit the 64-bit arithmetic of the layout.
+    #[error("size overflows the chunk layout")]
+    CounterOverflow,
+    /// An index past the end of the leaves it refers to.
+    #[error("index {index} out of range for size {size}")]
+    IndexOutOfRange {
+        /// The requested index.
+        index: u64,
+        /// The number of items there are.
+        size: u64,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

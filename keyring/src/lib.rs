@@ -1,0 +1,39 @@
+//! medgate's pure cryptography and binary formats.
+//!
+//! Values in, values out: this crate does no I/O, spawns nothing and knows nothing about S3. The
+//! gateway calls it on buffers. Every format here is versioned, described by a byte table on the
+//! type that encodes it, and pinned by the vectors under `testdata/`.
+//!
+//! - [`key`]: data keys (DEKs) and the random ids of blobs and DEKs.
+//! - [`identity`]: X25519 + Ed25519 identities and their public [`Recipient`]s.
+//! - [`stanza`]: a DEK wrapped to one recipient.
+//! - [`chunk`]: STREAM sealing of a blob's chunks and the chunk layout arithmetic.
+//! - [`merkle`]: RFC 6962 hashing of sealed chunks, roots and inclusion proofs.
+//! - [`vault`]: sealing small secrets under a key derived from an identity.
+//! - [`idfile`]: the text form of an identity file, optionally passphrase-sealed.
+//! - [`manifest`]: the per-object manifest kept in the private store.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod chunk;
+pub mod error;
+mod hex;
+pub mod identity;
+pub mod idfile;
+pub mod key;
+pub mod manifest;
+pub mod merkle;
+pub mod stanza;
+pub mod vault;
+
+#[cfg(test)]
+mod vectors;
+
+pub use chunk::{Layout, PayloadKey, DEFAULT_CHUNK_SIZE, TAG_LEN};
+pub use error::{Error, Result};
+pub use identity::{Identity, Recipient, Signature};
+pub use key::{BlobId, DataKey, DekId};
+pub use manifest::{Manifest, Part, SUITE_V1};
+pub use merkle::{leaf_hash, node_hash, root, Hash, InclusionProof, RootBuilder};
+pub use stanza::WrappedKey;
+pub use vault::VaultKey;

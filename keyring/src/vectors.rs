@@ -1,0 +1,617 @@
+//! The checked-in test vectors under `testdata/`: one deterministic generator (run explicitly
+//! with `cargo test -p medgate-keyring -- --ignored generate_vectors`) and one table-driven check
+//! that every file still opens (or fails) as its header says, and that deterministic encodings
+//! reproduce the stored bytes exactly.
+//!
+//! File shape: `# comment` lines, `key: value` header lines (hex values unless noted), a blank
+//! line, then the body: hex of the bytes, or raw text when the header says `encoding: text`.
+//! Regenerating a file that already exists is a format change (see DESIGN.md).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use x25519_dalek::StaticSecret;
+
+use crate::chunk::{Layout, PayloadKey};
+use crate::error::Error;
+use crate::identity::Identity;
+use crate::idfile::{self, Cost};
+use crate::key::{BlobId, DataKey};
+use crate::manifest::Manifest;
+use crate::merkle::{leaf_hash, RootBuilder};
+use crate::stanza::{wrap_key_with_ephemeral, WrappedKey};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+fn seq<const N: usize>(start: u8) -> [u8; N] {
+    std::array::from_fn(|i| start.wrapping_add(i as u8))
+}
+
+fn identity_a() -> Identity {
+    Identity::from_bytes(&seq::<64>(0x01)).expect("fixed identity")
+}
+
+fn identity_b() -> Identity {
+    Identity::from_bytes(&seq::<64>(0x81)).expect("fixed identity")
+}
+
+const DEK: [u8; 32] = [0xd0; 32];
+const EPHEMERAL: [u8; 32] = [0x42; 32];
+const BLOB: [u8; 16] = [0xb1; 16];
+const OTHER_BLOB: [u8; 16] = [0xb2; 16];
+const CHUNK_SIZE: u32 = 64;
+
+fn plaintext() -> Vec<u8> {
+    (0..150u8).collect()
+}
+
+struct Vector {
+    comment: &'static str,
+    expect: &'static str,
+    header: Vec<(&'static str, String)>,
+    body: Body,
+}
+
+enum Body {
+    Bytes(Vec<u8>),
+    Text(String),
+}
+
+fn write(name: &str, v: Vector) {
+    let mut out = String::new();
+    for line in v.comment.lines() {
+        writeln!(out, "# {line}").expect("String write");
+    }
+    writeln!(out, "expect: {}", v.expect).expect("String write");
+    for (k, val) in &v.header {
+        writeln!(out, "{k}: {val}").expect("String write");
+    }
+    if let Body::Text(_) = v.body {
+        writeln!(out, "encoding: text").expect("String write");
+    }
+    out.push('\n');
+    match v.body {
+        Body::Bytes(b) => {
+            for line in hex::encode(b).as_bytes().chunks(64) {
+                out.push_str(std::str::from_utf8(line).expect("hex is ASCII"));
+                out.push('\n');
+            }
+        }
+        Body::Text(t) => out.push_str(&t),
+    }
+    std::fs::write(dir().join(format!("{name}.txt")), out).expect("write vector");
+}
+
+fn seal_stream(dek: &DataKey, blob: &BlobId, data: &[u8]) -> Vec<Vec<u8>> {
+    let layout = Layout::new(data.len() as u64, CHUNK_SIZE).expect("small layout");
+    let key = PayloadKey::derive(dek, blob);
+    (0..layout.chunk_count())
+        .map(|i| {
+            let start = layout.plain_offset(i) as usize;
+            let end = start + layout.plain_len(i) as usize;
+            key.seal(i, layout.is_last(i), &data[start..end])
+                .expect("seal")
+        })
+        .collect()
+}
+
+fn chunk_vector(
+    comment: &'static str,
+    expect: &'static str,
+    data: &[u8],
+    chunks: Vec<Vec<u8>>,
+) -> Vector {
+    let mut header = vec![
+        ("dek", hex::encode(DEK)),
+        ("blob", hex::encode(BLOB)),
+        ("chunk-size", CHUNK_SIZE.to_string()),
+        ("plaintext", hex::encode(data)),
+    ];
+    if expect == "ok" {
+        let mut b = RootBuilder::new();
+        chunks.iter().for_each(|c| b.push(leaf_hash(c)));
+        header.push(("root", hex::encode(b.finish())));
+    }
+    Vector {
+        comment,
+        expect,
+        header,
+        body: Body::Bytes(chunks.concat()),
+    }
+}
+
+#[test]
+#[ignore = "writes testdata/; run explicitly, only when adding vectors"]
+fn generate_vectors() {
+    std::fs::create_dir_all(dir()).expect("mkdir testdata");
+    let a = identity_a();
+    let dek = DataKey::from_bytes(DEK);
+    let stanza = wrap_key_with_ephemeral(&a.recipient(), &dek, &StaticSecret::from(EPHEMERAL))
+        .expect("wrap")
+        .to_bytes();
+    let stanza_header = || {
+        vec![
+            ("identity", hex::encode(a.to_bytes().as_ref())),
+            ("ephemeral", hex::encode(EPHEMERAL)),
+            ("dek", hex::encode(DEK)),
+        ]
+    };
+    let stanza_case = |comment, expect, body: Vec<u8>| Vector {
+        comment,
+        expect,
+        header: stanza_header(),
+        body: Body::Bytes(body),
+    };
+    write(
+        "stanza_v1_ok",
+        stanza_case(
+            "A DEK wrapped to `identity` with a fixed ephemeral secret.",
+            "ok",
+            stanza.clone(),
+        ),
+    );
+    let mut bad_tag = stanza.clone();
+    bad_tag[84] ^= 0x01;
+    write(
+        "stanza_bad_tag",
+        stanza_case(
+            "Last byte of the Poly1305 tag flipped.",
+            "decrypt-error",
+            bad_tag,
+        ),
+    );
+    let mut bad_ct = stanza.clone();
+    bad_ct[40] ^= 0x80;
+    write(
+        "stanza_bad_ciphertext",
+        stanza_case("A bit of the wrapped DEK flipped.", "decrypt-error", bad_ct),
+    );
+    let mut low_order = stanza.clone();
+    low_order[5..37].fill(0);
+    write(
+        "stanza_low_order",
+        stanza_case("Ephemeral key replaced by the all-zero (low-order) point: must be rejected, not unwrapped to a\nkey anyone can compute.", "decrypt-error", low_order),
+    );
+    let other = wrap_key_with_ephemeral(
+        &identity_b().recipient(),
+        &dek,
+        &StaticSecret::from(EPHEMERAL),
+    )
+    .expect("wrap")
+    .to_bytes();
+    write(
+        "stanza_other_recipient",
+        stanza_case(
+            "Wrapped to a different identity: the tag does not match, so it is skipped.",
+            "not-mine",
+            other,
+        ),
+    );
+    let mut v2 = stanza.clone();
+    v2[0] = 0x02;
+    write(
+        "stanza_bad_version",
+        stanza_case("Version byte 0x02.", "unsupported-version", v2),
+    );
+    write(
+        "stanza_truncated",
+        stanza_case("Last byte missing.", "malformed", stanza[..84].to_vec()),
+    );
+
+    let data = plaintext();
+    let blob = BlobId(BLOB);
+    let chunks = seal_stream(&dek, &blob, &data);
+    assert_eq!(chunks.len(), 3);
+    write(
+        "chunk_v1_ok",
+        chunk_vector(
+            "150 bytes in 64-byte chunks: 3 sealed chunks (64, 64, 22 bytes + tags), concatenated.",
+            "ok",
+            &data,
+            chunks.clone(),
+        ),
+    );
+    write(
+        "chunk_empty_ok",
+        chunk_vector(
+            "An empty object: one empty final chunk (just a tag).",
+            "ok",
+            &[],
+            seal_stream(&dek, &blob, &[]),
+        ),
+    );
+    let mut swapped = chunks.clone();
+    swapped.swap(0, 1);
+    write(
+        "chunk_swapped",
+        chunk_vector("Chunks 0 and 1 swapped.", "decrypt-error", &data, swapped),
+    );
+    write(
+        "chunk_truncated",
+        chunk_vector(
+            "Final chunk dropped: chunk 1 now has to open as final and must not.",
+            "decrypt-error",
+            &data,
+            chunks[..2].to_vec(),
+        ),
+    );
+    let mut bad = chunks.clone();
+    bad[1][10] ^= 0x04;
+    write(
+        "chunk_bad_tag",
+        chunk_vector(
+            "One ciphertext bit flipped in chunk 1.",
+            "decrypt-error",
+            &data,
+            bad,
+        ),
+    );
+    let full = seal_stream(&dek, &blob, &[data.clone(), vec![0xee; 64]].concat());
+    let mut not_last = chunks[..2].to_vec();
+    not_last.push(full[2].clone());
+    write(
+        "chunk_last_flag_missing",
+        chunk_vector(
+            "A full-size chunk 2 sealed as non-final, in place of the final chunk.",
+            "decrypt-error",
+            &data,
+            not_last,
+        ),
+    );
+    write(
+        "chunk_other_blob",
+        chunk_vector(
+            "Sealed under another blob id with the same DEK: a different payload key.",
+            "decrypt-error",
+            &data,
+            seal_stream(&dek, &BlobId(OTHER_BLOB), &data),
+        ),
+    );
+
+    let m = crate::manifest::tests::sample().encode();
+    let manifest_case = |comment, expect, body: Vec<u8>| Vector {
+        comment,
+        expect,
+        header: Vec::new(),
+        body: Body::Bytes(body),
+    };
+    write(
+        "manifest_v1_ok",
+        manifest_case(
+            "manifest::tests::sample(): two parts, all optional fields set, non-ASCII metadata.",
+            "ok",
+            m.clone(),
+        ),
+    );
+    let mut v2 = m.clone();
+    v2[0] = 0x02;
+    write(
+        "manifest_bad_version",
+        manifest_case("Version byte 0x02.", "unsupported-version", v2),
+    );
+    write(
+        "manifest_truncated",
+        manifest_case(
+            "Last byte of the last part's root missing.",
+            "malformed",
+            m[..m.len() - 1].to_vec(),
+        ),
+    );
+    write(
+        "manifest_trailing",
+        manifest_case(
+            "One byte after the last part.",
+            "malformed",
+            [m.as_slice(), &[0]].concat(),
+        ),
+    );
+
+    let cost = crate::idfile::tests::TEST_COST;
+    let (salt, nonce) = (seq::<16>(0x51), seq::<24>(0x61));
+    let pass = b"correct horse battery staple";
+    let sealed = idfile::sealed(&a, pass, cost, &salt, &nonce).expect("seal idfile");
+    let id_header = |with_pass: bool| {
+        let mut h = vec![
+            ("identity", hex::encode(a.to_bytes().as_ref())),
+            ("recipient", a.recipient().to_string()),
+            ("salt", hex::encode(salt)),
+            ("nonce", hex::encode(nonce)),
+            ("argon2-m-kib", cost.m_kib.to_string()),
+            ("argon2-t", cost.t.to_string()),
+            ("argon2-p", cost.p.to_string()),
+        ];
+        if with_pass {
+            h.push(("passphrase", hex::encode(pass)));
+        }
+        h
+    };
+    write(
+        "idfile_plain_ok",
+        Vector {
+            comment: "A plain identity file for `identity`.",
+            expect: "ok",
+            header: id_header(false),
+            body: Body::Text(idfile::plain(&a).to_string()),
+        },
+    );
+    write("idfile_sealed_ok", Vector {
+        comment: "`identity` sealed under `passphrase` (cheap argon2id parameters, carried in the file).",
+        expect: "ok",
+        header: id_header(true),
+        body: Body::Text(sealed.to_string()),
+    });
+    let mut wrong = id_header(false);
+    wrong.push(("passphrase", hex::encode(b"correct horse battery stapler")));
+    write(
+        "idfile_sealed_wrong_passphrase",
+        Vector {
+            comment: "The sealed file above, opened with a wrong passphrase.",
+            expect: "decrypt-error",
+            header: wrong,
+            body: Body::Text(sealed.to_string()),
+        },
+    );
+    write(
+        "idfile_sealed_no_passphrase",
+        Vector {
+            comment: "The sealed file above, opened without a passphrase.",
+            expect: "passphrase-required",
+            header: id_header(false),
+            body: Body::Text(sealed.to_string()),
+        },
+    );
+
+    let vk = a.vault_key("medgate/v1/s3-secret");
+    let vnonce = seq::<24>(0x71);
+    let boxed = vk.seal_with_nonce(
+        &vnonce,
+        b"AKIDEXAMPLE",
+        b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    );
+    let vault_header = |aad: &[u8]| {
+        vec![
+            ("identity", hex::encode(a.to_bytes().as_ref())),
+            ("purpose", "medgate/v1/s3-secret".to_string()),
+            ("aad", hex::encode(aad)),
+            ("nonce", hex::encode(vnonce)),
+            (
+                "plaintext",
+                hex::encode(b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            ),
+        ]
+    };
+    write("vault_v1_ok", Vector {
+        comment: "An S3 secret key sealed under identity.vault_key(purpose), bound to its access key id.",
+        expect: "ok",
+        header: vault_header(b"AKIDEXAMPLE"),
+        body: Body::Bytes(boxed.clone()),
+    });
+    write(
+        "vault_wrong_aad",
+        Vector {
+            comment: "The box above, opened for another access key id.",
+            expect: "decrypt-error",
+            header: vault_header(b"AKIDOTHER"),
+            body: Body::Bytes(boxed),
+        },
+    );
+}
+
+struct Parsed {
+    expect: String,
+    header: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Parsed {
+    fn get(&self, key: &str) -> &str {
+        self.header
+            .get(key)
+            .unwrap_or_else(|| panic!("missing header {key}"))
+    }
+
+    fn hex(&self, key: &str) -> Vec<u8> {
+        hex::decode(self.get(key)).unwrap_or_else(|_| panic!("bad hex in {key}"))
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("text body")
+    }
+}
+
+fn parse(text: &str) -> Parsed {
+    let (head, body) = text.split_once("\n\n").expect("blank line after header");
+    let mut header = BTreeMap::new();
+    for line in head.lines().filter(|l| !l.starts_with('#')) {
+        let (k, v) = line.split_once(": ").expect("key: value");
+        header.insert(k.to_string(), v.to_string());
+    }
+    let expect = header.remove("expect").expect("expect header");
+    let body = if header.get("encoding").map(String::as_str) == Some("text") {
+        body.as_bytes().to_vec()
+    } else {
+        hex::decode(body.split_whitespace().collect::<String>()).expect("hex body")
+    };
+    Parsed {
+        expect,
+        header,
+        body,
+    }
+}
+
+fn outcome<T>(r: Result<T, Error>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(Error::Decrypt) => "decrypt-error".into(),
+        Err(Error::Malformed(_)) => "malformed".into(),
+        Err(Error::UnsupportedVersion(_)) => "unsupported-version".into(),
+        Err(Error::PassphraseRequired) => "passphrase-required".into(),
+        Err(e) => format!("unexpected error: {e}"),
+    }
+}
+
+fn check_stanza(v: &Parsed) -> String {
+    let id = Identity::from_bytes(&v.hex("identity")).expect("identity");
+    let w = match WrappedKey::from_bytes(&v.body) {
+        Ok(w) => w,
+        Err(e) => return outcome::<()>(Err(e)),
+    };
+    match id.unwrap_key(&w) {
+        None => "not-mine".into(),
+        Some(Err(e)) => outcome::<()>(Err(e)),
+        Some(Ok(dek)) => {
+            assert_eq!(dek.expose().to_vec(), v.hex("dek"));
+            let eph: [u8; 32] = v.hex("ephemeral").try_into().expect("32 bytes");
+            let again = wrap_key_with_ephemeral(&id.recipient(), &dek, &StaticSecret::from(eph))
+                .expect("wrap");
+            assert_eq!(
+                again.as_bytes(),
+                v.body.as_slice(),
+                "re-wrap must reproduce the stanza"
+            );
+            "ok".into()
+        }
+    }
+}
+
+/// Opens the body the way a streaming reader that does not know the length would: split it into
+/// sealed chunks of `chunk-size + 16` bytes, the final piece being the final chunk.
+fn check_chunks(v: &Parsed) -> String {
+    let dek = DataKey::from_bytes(v.hex("dek").try_into().expect("32 bytes"));
+    let blob = BlobId(v.hex("blob").try_into().expect("16 bytes"));
+    let cs: usize = v.get("chunk-size").parse().expect("chunk size");
+    let key = PayloadKey::derive(&dek, &blob);
+    let pieces: Vec<&[u8]> = v.body.chunks(cs + crate::TAG_LEN).collect();
+    if pieces.is_empty() {
+        return "malformed".into();
+    }
+    let mut plain = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        match key.open(i as u64, i + 1 == pieces.len(), piece) {
+            Ok(p) => plain.extend(p),
+            Err(e) => return outcome::<()>(Err(e)),
+        }
+    }
+    let want = v.hex("plaintext");
+    assert_eq!(plain, want);
+    let mut root = RootBuilder::new();
+    pieces.iter().for_each(|c| root.push(leaf_hash(c)));
+    assert_eq!(root.finish().to_vec(), v.hex("root"));
+    let layout = Layout::new(want.len() as u64, cs as u32).expect("layout");
+    let again: Vec<u8> = (0..layout.chunk_count())
+        .flat_map(|i| {
+            let start = layout.plain_offset(i) as usize;
+            let end = start + layout.plain_len(i) as usize;
+            key.seal(i, layout.is_last(i), &want[start..end])
+                .expect("seal")
+        })
+        .collect();
+    assert_eq!(again, v.body, "re-seal must reproduce the stream");
+    "ok".into()
+}
+
+fn check_manifest(v: &Parsed) -> String {
+    match Manifest::decode(&v.body) {
+        Ok(m) => {
+            let sample = crate::manifest::tests::sample();
+            assert_eq!(m, sample);
+            assert_eq!(
+                sample.encode(),
+                v.body,
+                "re-encode must reproduce the manifest"
+            );
+            "ok".into()
+        }
+        Err(e) => outcome::<()>(Err(e)),
+    }
+}
+
+fn key_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect()
+}
+
+fn check_idfile(v: &Parsed) -> String {
+    let pass = v.header.get("passphrase").map(|_| v.hex("passphrase"));
+    let id = match idfile::decode(v.text(), pass.as_deref()) {
+        Ok(id) => id,
+        Err(e) => return outcome::<()>(Err(e)),
+    };
+    assert_eq!(id.to_bytes().to_vec(), v.hex("identity"));
+    assert_eq!(id.recipient().to_string(), v.get("recipient"));
+    let again = match &pass {
+        None => idfile::plain(&id),
+        Some(p) => {
+            let cost = Cost {
+                m_kib: v.get("argon2-m-kib").parse().expect("m"),
+                t: v.get("argon2-t").parse().expect("t"),
+                p: v.get("argon2-p").parse().expect("p"),
+            };
+            let salt = v.hex("salt").try_into().expect("16 bytes");
+            let nonce = v.hex("nonce").try_into().expect("24 bytes");
+            idfile::sealed(&id, p, cost, &salt, &nonce).expect("seal")
+        }
+    };
+    // Comment lines carry the crate version; only the key line is the format.
+    assert_eq!(
+        key_lines(&again),
+        key_lines(v.text()),
+        "re-encode must reproduce the key line"
+    );
+    "ok".into()
+}
+
+fn check_vault(v: &Parsed) -> String {
+    let id = Identity::from_bytes(&v.hex("identity")).expect("identity");
+    let key = id.vault_key(v.get("purpose"));
+    let aad = v.hex("aad");
+    match key.open(&aad, &v.body) {
+        Ok(plain) => {
+            assert_eq!(*plain, v.hex("plaintext"));
+            let nonce = v.hex("nonce").try_into().expect("24 bytes");
+            assert_eq!(
+                key.seal_with_nonce(&nonce, &aad, &plain),
+                v.body,
+                "re-seal must reproduce the box"
+            );
+            "ok".into()
+        }
+        Err(e) => outcome::<()>(Err(e)),
+    }
+}
+
+#[test]
+fn vectors() {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir())
+        .expect("testdata/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 20,
+        "expected the checked-in vectors, found {}",
+        names.len()
+    );
+    for path in names {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 name")
+            .to_string();
+        let v = parse(&std::fs::read_to_string(&path).expect("read vector"));
+        let got = match name.split('_').next() {
+            Some("stanza") => check_stanza(&v),
+            Some("chunk") => check_chunks(&v),
+            Some("manifest") => check_manifest(&v),
+            Some("idfile") => check_idfile(&v),
+            Some("vault") => check_vault(&v),
+            _ => panic!("vector {name}: unknown kind"),
+        };
+        assert_eq!(got, v.expect, "vector {name}");
+    }
+}

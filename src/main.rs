@@ -1,0 +1,582 @@
+//! The `medgate` binary: parses arguments, wires the gateway together, and runs admin
+//! commands against a running server (admin socket) or a stopped one (the store itself).
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gateway::admin::{self, AdminContext, AdminRequest, AdminResponse};
+use gateway::private::sled::SledStore;
+use gateway::private::PrivateStore;
+use gateway::record::{Engine, EngineConfig};
+use keyring::Identity;
+
+use crate::config::{parse_kv, FileConfig};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+#[derive(Parser)]
+#[command(
+    name = "medgate",
+    version,
+    about = "S3 gateway that encrypts medical records before they reach a public cloud"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataDirArg {
+    /// Data directory: private store, institution identity, credentials, admin socket.
+    #[arg(long, env = "MEDGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (settings below override it).
+    #[arg(long, env = "MEDGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the S3 gateway.
+    Serve(ServeArgs),
+    /// Show the institution's public Recipient.
+    Keys {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Manage S3 access keys.
+    AccessKey {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(subcommand)]
+        action: AccessKeyAction,
+    },
+    /// Delete public-store blobs that nothing references (dry run unless --apply).
+    Gc {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Keep unreferenced blobs younger than this (e.g. 0s, 30m, 1h).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: Duration,
+        /// Actually delete; without it gc only reports.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessKeyAction {
+    /// Create a key; its secret is shown once.
+    Create {
+        /// Limit the key to this bucket (repeatable); without it the key may use every bucket.
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+    },
+    /// List keys (never secrets).
+    List,
+    /// Delete a key.
+    Delete { id: String },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Address for the S3 endpoint.
+    #[arg(long, env = "MEDGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://…
+    #[arg(long, env = "MEDGATE_PUBLIC_STORE")]
+    public_store: Option<String>,
+    /// Public store option KEY=VALUE (endpoint, region, access_key_id, allow_http, …); repeatable.
+    #[arg(long = "public-store-opt", value_parser = parse_kv)]
+    public_store_opts: Vec<(String, String)>,
+    /// Plaintext bytes per sealed chunk (default 1 MiB).
+    #[arg(long, env = "MEDGATE_CHUNK_SIZE")]
+    chunk_size: Option<u32>,
+    /// Log format: human or json.
+    #[arg(long, env = "MEDGATE_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Institution identity file (default DATA_DIR/institution.key).
+    #[arg(long, env = "MEDGATE_IDENTITY")]
+    identity: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medgate: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Keys { dir } => keys(&dir).await,
+        Command::AccessKey { dir, action } => access_key(&dir, action).await,
+        Command::Gc { dir, grace, apply } => gc(&dir, grace, apply).await,
+    }
+}
+
+/// Resolved data dir and the file config it came with.
+struct Setup {
+    file: FileConfig,
+    data_dir: PathBuf,
+}
+
+fn setup(dir: &DataDirArg) -> Result<Setup> {
+    let file = FileConfig::load(dir.config.as_deref())?;
+    let data_dir = dir
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("./medgate-data"));
+    Ok(Setup { file, data_dir })
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MEDGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,s3s=off"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "human" => builder.init(),
+        other => bail!("--log-format must be human or json, not {other:?}"),
+    }
+    Ok(())
+}
+
+/// Secrets live in this process's memory; a core dump would write them to disk.
+fn disable_core_dumps() {
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+}
+
+fn passphrase() -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    std::env::var("MEDGATE_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(|p| zeroize::Zeroizing::new(p.into_bytes()))
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn identity_path(setup: &Setup, flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| setup.file.identity.clone())
+        .unwrap_or_else(|| setup.data_dir.join("institution.key"))
+}
+
+/// Loads the institution identity, creating it on first run.
+fn load_identity(path: &Path, data_dir: &Path, create: bool) -> Result<Identity> {
+    let pass = passphrase();
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the institution identity {}", path.display()))?;
+        let text = zeroize::Zeroizing::new(text);
+        if keyring::idfile::is_sealed(&text) && pass.is_none() {
+            bail!(
+                "the institution identity {} is sealed with a passphrase: set MEDGATE_PASSPHRASE",
+                path.display()
+            );
+        }
+        let id =
+            keyring::idfile::decode(&text, pass.as_deref().map(|p| p.as_slice())).map_err(|e| {
+                match e {
+                    keyring::Error::Decrypt => anyhow!(
+                        "MEDGATE_PASSPHRASE does not open the institution identity {}",
+                        path.display()
+                    ),
+                    other => anyhow!("institution identity {}: {other}", path.display()),
+                }
+            })?;
+        if !keyring::idfile::is_sealed(&text) && path.starts_with(data_dir) {
+            tracing::warn!(
+                path = %path.display(),
+                "the institution identity is an unsealed file inside the data dir: set MEDGATE_PASSPHRASE \
+                 to seal it, or keep it elsewhere with --identity"
+            );
+        }
+        return Ok(id);
+    }
+    if !create {
+        bail!(
+            "no institution identity at {}: run `medgate serve` once to create it",
+            path.display()
+        );
+    }
+    let id = Identity::generate();
+    let text = keyring::idfile::encode(&id, pass.as_deref().map(|p| p.as_slice()));
+    write_private_file(path, text.as_bytes())?;
+    tracing::info!(path = %path.display(), sealed = pass.is_some(), "created the institution identity");
+    if pass.is_none() {
+        tracing::warn!(
+            "the institution identity is stored unsealed (0600); set MEDGATE_PASSPHRASE to seal it with argon2id"
+        );
+    }
+    Ok(id)
+}
+
+fn open_private(data_dir: &Path, cache_bytes: u64) -> Result<SledStore> {
+    let dir = data_dir.join("private");
+    SledStore::open(&dir, cache_bytes).map_err(|e| match e {
+        gateway::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => anyhow!(
+            "the private store {} is locked by another process (a running medgate server?). \
+             Admin commands reach a running server through DATA_DIR/admin.sock; if none answers, \
+             stop the other process first",
+            dir.display()
+        ),
+        gateway::Error::Io(io) if io.raw_os_error() == Some(11) => anyhow!(
+            "the private store {} is locked by another process (a running medgate server?)",
+            dir.display()
+        ),
+        other => anyhow!("cannot open the private store {}: {other}", dir.display()),
+    })
+}
+
+fn create_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let setup = setup(&args.dir)?;
+    let log_format = args
+        .log_format
+        .clone()
+        .or_else(|| setup.file.log_format.clone())
+        .unwrap_or_else(|| "human".into());
+    init_logging(&log_format)?;
+    disable_core_dumps();
+    let data_dir = setup.data_dir.clone();
+    create_data_dir(&data_dir)?;
+    let identity = Arc::new(load_identity(
+        &identity_path(&setup, args.identity.as_deref()),
+        &data_dir,
+        true,
+    )?);
+    let cache = setup
+        .file
+        .private_store
+        .cache_bytes
+        .unwrap_or(DEFAULT_CACHE_BYTES);
+    let private: Arc<dyn PrivateStore> = Arc::new(open_private(&data_dir, cache)?);
+
+    let mut opts: BTreeMap<String, String> = setup.file.public_store.options.clone();
+    opts.extend(args.public_store_opts.iter().cloned());
+    let url = args
+        .public_store
+        .clone()
+        .or_else(|| setup.file.public_store.url.clone());
+    let public = gateway::public::open(url.as_deref(), &opts, &data_dir.join("public"))
+        .context("cannot open the public store")?;
+
+    let mut engine_config = EngineConfig::default();
+    if let Some(cs) = args.chunk_size.or(setup.file.engine.chunk_size) {
+        if cs < 1024 {
+            bail!("--chunk-size must be at least 1024 bytes");
+        }
+        engine_config.chunk_size = cs;
+    }
+    if let Some(ps) = setup.file.engine.part_size {
+        engine_config.part_size = ps.max(5 << 20);
+    }
+    let engine = Arc::new(Engine::new(
+        public.clone(),
+        Arc::clone(&private),
+        Arc::clone(&identity),
+        engine_config,
+    ));
+
+    let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
+
+    let listen = args.listen.or(setup.file.listen).unwrap_or_else(|| {
+        DEFAULT_LISTEN
+            .parse()
+            .expect("the default listen address parses")
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+
+    let socket = data_dir.join("admin.sock");
+    let admin_task = admin::listen(
+        &socket,
+        AdminContext {
+            private: Arc::clone(&private),
+            public,
+            institution: Arc::clone(&identity),
+        },
+    )
+    .context("cannot open the admin socket")?;
+
+    tracing::info!(recipient = %identity.recipient(), "institution recipient");
+    println!("medgate listening on http://{local}");
+    if let Some(id) = first_key {
+        println!(
+            "created access key {id}; its secret is in {}",
+            data_dir.join("credentials").display()
+        );
+    }
+    println!(
+        "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile medgate --endpoint-url http://{local} s3 ls",
+        data_dir.join("credentials").display()
+    );
+
+    let service = gateway::server::s3_service(engine);
+    gateway::server::serve(
+        listener,
+        service,
+        shutdown_signal(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    admin_task.abort();
+    let _ = std::fs::remove_file(&socket);
+    private
+        .flush()
+        .await
+        .context("final flush of the private store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// On first run, creates the first access key (from MEDGATE_ACCESS_KEY_ID and
+/// MEDGATE_SECRET_ACCESS_KEY when set) and writes DATA_DIR/credentials. Returns the id of
+/// a key it created.
+async fn ensure_first_access_key(
+    store: &dyn PrivateStore,
+    identity: &Identity,
+    data_dir: &Path,
+) -> Result<Option<String>> {
+    let env_id = std::env::var("MEDGATE_ACCESS_KEY_ID")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let env_secret = std::env::var("MEDGATE_SECRET_ACCESS_KEY")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(zeroize::Zeroizing::new);
+    let (id, secret) = match (env_id, env_secret) {
+        (Some(id), Some(secret)) => {
+            if store.access_key(&id).await?.is_some() {
+                return Ok(None);
+            }
+            (id, secret)
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("set both MEDGATE_ACCESS_KEY_ID and MEDGATE_SECRET_ACCESS_KEY, or neither")
+        }
+        (None, None) => {
+            if !store.list_access_keys().await?.is_empty() {
+                return Ok(None);
+            }
+            (admin::new_access_key_id(), admin::new_secret())
+        }
+    };
+    admin::add_access_key(store, identity, &id, &secret, Vec::new())
+        .await
+        .map_err(|e| anyhow!("cannot create the first access key: {e}"))?;
+    let creds = zeroize::Zeroizing::new(format!(
+        "[medgate]\naws_access_key_id = {id}\naws_secret_access_key = {}\n",
+        secret.as_str()
+    ));
+    write_private_file(&data_dir.join("credentials"), creds.as_bytes())?;
+    Ok(Some(id))
+}
+
+/// Runs an admin request through the running server, or directly on the store when no
+/// server answers. Says which on stderr.
+async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result<AdminResponse> {
+    let setup = setup(dir)?;
+    let socket = setup.data_dir.join("admin.sock");
+    if socket.exists() {
+        match admin::call(&socket, &req).await {
+            Ok(resp) => {
+                eprintln!(
+                    "(through the running server's admin socket {})",
+                    socket.display()
+                );
+                return Ok(resp);
+            }
+            Err(e) => tracing::debug!(error = %e, "admin socket did not answer"),
+        }
+    }
+    if !setup.data_dir.join("private").exists() {
+        bail!(
+            "{} is not a medgate data dir (no private store): pass --data-dir, or run `medgate serve` once",
+            setup.data_dir.display()
+        );
+    }
+    let identity = Arc::new(load_identity(
+        &identity_path(&setup, None),
+        &setup.data_dir,
+        false,
+    )?);
+    let cache = setup
+        .file
+        .private_store
+        .cache_bytes
+        .unwrap_or(DEFAULT_CACHE_BYTES);
+    let private: Arc<dyn PrivateStore> = Arc::new(open_private(&setup.data_dir, cache)?);
+    let public = gateway::public::open(
+        setup.file.public_store.url.as_deref(),
+        &setup.file.public_store.options,
+        &setup.data_dir.join("public"),
+    )?;
+    eprintln!(
+        "(no server running: opened the store in {} directly)",
+        setup.data_dir.display()
+    );
+    let cx = AdminContext {
+        private,
+        public,
+        institution: identity,
+    };
+    Ok(admin::handle(&cx, req).await)
+}
+
+fn fail_on_error(resp: AdminResponse) -> Result<AdminResponse> {
+    match resp {
+        AdminResponse::Error { message } => Err(anyhow!(message)),
+        other => Ok(other),
+    }
+}
+
+async fn keys(dir: &DataDirArg) -> Result<()> {
+    match fail_on_error(admin_request(dir, AdminRequest::Recipient).await?)? {
+        AdminResponse::Recipient { recipient } => {
+            println!("{recipient}");
+            Ok(())
+        }
+        _ => bail!("unexpected answer from the server"),
+    }
+}
+
+async fn access_key(dir: &DataDirArg, action: AccessKeyAction) -> Result<()> {
+    let req = match action {
+        AccessKeyAction::Create { buckets } => AdminRequest::AccessKeyCreate { buckets },
+        AccessKeyAction::List => AdminRequest::AccessKeyList,
+        AccessKeyAction::Delete { id } => AdminRequest::AccessKeyDelete { id },
+    };
+    match fail_on_error(admin_request(dir, req).await?)? {
+        AdminResponse::AccessKeyCreated {
+            id,
+            secret,
+            buckets,
+        } => {
+            println!("aws_access_key_id = {id}");
+            println!("aws_secret_access_key = {secret}");
+            if buckets.is_empty() {
+                println!("# may use every bucket");
+            } else {
+                println!("# limited to buckets: {}", buckets.join(", "));
+            }
+            eprintln!("The secret is shown only now; store it in the application's credentials.");
+        }
+        AdminResponse::AccessKeys { keys } => {
+            for k in keys {
+                let scope = if k.buckets.is_empty() {
+                    "all buckets".to_string()
+                } else {
+                    k.buckets.join(",")
+                };
+                println!("{}\t{}", k.id, scope);
+            }
+        }
+        AdminResponse::Deleted { id, existed } => {
+            if !existed {
+                bail!("no access key {id}");
+            }
+            println!("deleted access key {id}");
+        }
+        _ => bail!("unexpected answer from the server"),
+    }
+    Ok(())
+}
+
+async fn gc(dir: &DataDirArg, grace: Duration, apply: bool) -> Result<()> {
+    let req = AdminRequest::Gc {
+        grace_secs: grace.as_secs(),
+        apply,
+    };
+    match fail_on_error(admin_request(dir, req).await?)? {
+        AdminResponse::Gc { report: r } => {
+            println!(
+                "scanned {} blobs: {} live, {} unreferenced but younger than the grace period, {} foreign names",
+                r.scanned, r.live, r.young, r.foreign
+            );
+            let verb = if r.applied { "deleted" } else { "would delete" };
+            println!(
+                "{verb} {} unreferenced blobs ({} bytes) and {} stale pending uploads",
+                r.reclaimable, r.reclaimable_bytes, r.stale_pending
+            );
+            if !r.applied && (r.reclaimable > 0 || r.stale_pending > 0) {
+                println!("dry run: pass --apply to delete");
+            }
+            Ok(())
+        }
+        _ => bail!("unexpected answer from the server"),
+    }
+}

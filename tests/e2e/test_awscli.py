@@ -1,0 +1,141 @@
+"""The real aws CLI (`aws s3 ...`) against medgate: buckets, uploads, downloads, listings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from support import MIB, random_name
+
+SIZES = {
+    "empty": 0,
+    "one-byte": 1,
+    "5MiB+1": 5 * MIB + 1,
+    "64MiB": 64 * MIB,
+}
+
+
+def write_random(path, size: int) -> str:
+    """Writes `size` random bytes to `path` in pieces; returns their SHA-256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = os.urandom(min(left, 4 * MIB))
+            h.update(piece)
+            f.write(piece)
+            left -= len(piece)
+    return h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(4 * MIB), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
+def ls_entries(stdout: str) -> dict[str, int]:
+    """Parses `aws s3 ls s3://b/[prefix]` object lines: name -> size."""
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0][:4].isdigit():  # "2024-01-01 12:00:00  SIZE NAME"
+            out[" ".join(parts[3:])] = int(parts[2])
+    return out
+
+
+def test_mb_ls_rb(gateway, aws):
+    bucket = random_name("cli-mb")
+    out = aws(gateway, "s3", "mb", f"s3://{bucket}")
+    assert f"make_bucket: {bucket}" in out.stdout
+    listing = aws(gateway, "s3", "ls").stdout
+    assert bucket in [line.split()[-1] for line in listing.splitlines() if line.strip()]
+    assert ls_entries(aws(gateway, "s3", "ls", f"s3://{bucket}").stdout) == {}
+    out = aws(gateway, "s3", "rb", f"s3://{bucket}")
+    assert f"remove_bucket: {bucket}" in out.stdout
+    listing = aws(gateway, "s3", "ls").stdout
+    assert bucket not in listing
+    # The bucket is really gone: listing it now fails.
+    gone = aws(gateway, "s3", "ls", f"s3://{bucket}", check=False)
+    assert gone.returncode != 0
+    assert "NoSuchBucket" in gone.stderr
+
+
+@pytest.mark.timeout_s(300)
+@pytest.mark.parametrize("label", list(SIZES))
+def test_cp_roundtrip(gateway, aws, tmp_path, label):
+    size = SIZES[label]
+    bucket = random_name("cli-cp")
+    key = f"studies/{label}.bin"
+    src = tmp_path / "src.bin"
+    dst = tmp_path / "dst.bin"
+    digest = write_random(src, size)
+
+    aws(gateway, "s3", "mb", f"s3://{bucket}")
+    up = aws(gateway, "s3", "cp", str(src), f"s3://{bucket}/{key}")
+    assert "upload: " in up.stdout and f"s3://{bucket}/{key}" in up.stdout
+
+    entries = ls_entries(aws(gateway, "s3", "ls", f"s3://{bucket}/studies/").stdout)
+    assert entries == {f"{label}.bin": size}
+
+    down = aws(gateway, "s3", "cp", f"s3://{bucket}/{key}", str(dst))
+    assert "download: " in down.stdout
+    assert dst.stat().st_size == size
+    assert file_sha256(dst) == digest, "downloaded bytes differ from the uploaded ones"
+
+    rm = aws(gateway, "s3", "rm", f"s3://{bucket}/{key}")
+    assert f"delete: s3://{bucket}/{key}" in rm.stdout
+    assert ls_entries(aws(gateway, "s3", "ls", f"s3://{bucket}", "--recursive").stdout) == {}
+    aws(gateway, "s3", "rb", f"s3://{bucket}")
+
+
+@pytest.mark.timeout_s(180)
+def test_full_flow_several_objects(gateway, aws, tmp_path):
+    """mb, several uploads under prefixes, ls (flat and recursive), downloads, rm, rb."""
+    bucket = random_name("cli-flow")
+    files = {
+        "empty.txt": 0,
+        "a/one.bin": 1,
+        "a/b/five.bin": 5 * MIB + 1,
+        "report.pdf": 12345,
+    }
+    digests = {}
+    aws(gateway, "s3", "mb", f"s3://{bucket}")
+    for i, (key, size) in enumerate(files.items()):
+        src = tmp_path / f"src{i}"
+        digests[key] = write_random(src, size)
+        aws(gateway, "s3", "cp", str(src), f"s3://{bucket}/{key}")
+
+    top = aws(gateway, "s3", "ls", f"s3://{bucket}").stdout
+    assert ls_entries(top) == {"empty.txt": 0, "report.pdf": 12345}
+    assert "PRE a/" in top
+    recursive = ls_entries(aws(gateway, "s3", "ls", f"s3://{bucket}", "--recursive").stdout)
+    assert recursive == files
+
+    for i, key in enumerate(files):
+        dst = tmp_path / f"dst{i}"
+        aws(gateway, "s3", "cp", f"s3://{bucket}/{key}", str(dst))
+        assert file_sha256(dst) == digests[key], f"{key}: downloaded bytes differ"
+
+    # rb refuses a non-empty bucket.
+    refused = aws(gateway, "s3", "rb", f"s3://{bucket}", check=False)
+    assert refused.returncode != 0
+    assert "BucketNotEmpty" in refused.stderr
+
+    aws(gateway, "s3", "rm", f"s3://{bucket}", "--recursive")
+    assert ls_entries(aws(gateway, "s3", "ls", f"s3://{bucket}", "--recursive").stdout) == {}
+    aws(gateway, "s3", "rb", f"s3://{bucket}")
+    assert bucket not in aws(gateway, "s3", "ls").stdout
+
+
+def test_wrong_secret_is_refused(gateway, aws):
+    bucket = random_name("cli-auth")
+    aws(gateway, "s3", "mb", f"s3://{bucket}")
+    bad = aws(gateway, "s3", "ls", f"s3://{bucket}", check=False,
+              secret="x" * 40)
+    assert bad.returncode != 0
+    assert "SignatureDoesNotMatch" in bad.stderr

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The one command that runs every medgate test on a fresh Debian machine that has
+# only Rust installed: formatting, the release build, `cargo test` (unit, property
+# and Rust aws-sdk-s3 end-to-end tests) and the Python end-to-end suite (boto3, the
+# aws CLI, moto_server) against the real `medgate` binary.
+#
+#   tests/run.sh                 everything (what CI runs, with CI=true)
+#   tests/run.sh -k range        extra arguments go to pytest
+#
+# For local iteration only (ignored when CI=true): MEDGATE_E2E_ONLY=1 skips the
+# cargo stages and runs pytest against the existing target/release/medgate.
+#
+# Exits non-zero if any stage fails; later stages still run when they can, so one
+# run reports everything, and a summary with timings closes the output.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+VENV=$ROOT/target/e2e-venv
+PY_PACKAGES=(awscli boto3 'moto[server]' pytest requests)
+CI=${CI:-false}
+E2E_ONLY=${MEDGATE_E2E_ONLY:-0}
+if [[ $CI == true ]]; then E2E_ONLY=0; fi
+
+declare -a RESULTS=()
+FAILED=0
+STAGE_START=0
+STAGE_NAME=""
+
+section() {
+    STAGE_NAME=$1
+    STAGE_START=$SECONDS
+    printf '\n==================== %s ====================\n' "$1"
+}
+
+# record <rc>: remembers how the current stage ended.
+record() {
+    local rc=$1 took=$((SECONDS - STAGE_START))
+    if [[ $rc -eq 0 ]]; then
+        RESULTS+=("ok      ${took}s  $STAGE_NAME")
+    else
+        RESULTS+=("FAILED  ${took}s  $STAGE_NAME (exit $rc)")
+        FAILED=1
+    fi
+}
+
+summary() {
+    printf '\n==================== summary (%ss in all) ====================\n' "$SECONDS"
+    local line
+    for line in "${RESULTS[@]}"; do echo "$line"; done
+    if [[ $FAILED -ne 0 ]]; then
+        echo "tests/run.sh: FAILED"
+    else
+        echo "tests/run.sh: all stages passed"
+    fi
+}
+
+die() {
+    record 1
+    echo "tests/run.sh: $*" >&2
+    summary
+    exit 1
+}
+
+# ---------------------------------------------------------------------------
+section "tools"
+# ---------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
+    export PATH=$HOME/.cargo/bin:$PATH
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust first"
+
+APT_UPDATED=0
+apt_install() {
+    if [[ $(id -u) -ne 0 ]]; then
+        die "missing system packages ($*) and not root: install them with apt-get"
+    fi
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+venv_works() {
+    local probe
+    probe=$(mktemp -d)
+    if python3 -m venv "$probe/v" >/dev/null 2>&1 && "$probe/v/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$probe"
+        return 0
+    fi
+    rm -rf "$probe"
+    return 1
+}
+
+if ! command -v python3 >/dev/null 2>&1 || ! venv_works; then
+    echo "python3 with a working venv module is missing: installing it"
+    apt_install python3 python3-venv python3-pip curl
+    venv_works || die "python3 -m venv still does not work"
+fi
+if ! cargo fmt --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        rustup component add rustfmt || die "rustfmt is missing and could not be added"
+    else
+        die "rustfmt is missing"
+    fi
+fi
+echo "cargo:   $(cargo --version)"
+echo "rustfmt: $(cargo fmt --version)"
+echo "python3: $(python3 --version) ($(command -v python3))"
+record 0
+
+# ---------------------------------------------------------------------------
+section "python venv (target/e2e-venv)"
+# ---------------------------------------------------------------------------
+mkdir -p "$ROOT/target"
+if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "could not create $VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" \
+    || die "pip install ${PY_PACKAGES[*]} failed"
+for tool in aws moto_server pytest; do
+    [[ -x $VENV/bin/$tool ]] || die "$tool is missing from $VENV/bin after pip install"
+done
+"$VENV/bin/aws" --version
+"$VENV/bin/python" -m pytest --version
+record 0
+
+if [[ $E2E_ONLY != 1 ]]; then
+    # -----------------------------------------------------------------------
+    section "cargo fmt --all -- --check"
+    # -----------------------------------------------------------------------
+    set +e
+    cargo fmt --all -- --check
+    record $?
+    set -e
+
+    # -----------------------------------------------------------------------
+    section "cargo build --release --bins"
+    # -----------------------------------------------------------------------
+    set +e
+    cargo build --release --bins
+    rc=$?
+    set -e
+    [[ $rc -eq 0 ]] || die "the release build failed: no test can run"
+    record 0
+
+    # -----------------------------------------------------------------------
+    section "cargo test --workspace --release"
+    # -----------------------------------------------------------------------
+    set +e
+    cargo test --workspace --release
+    record $?
+    set -e
+else
+    echo
+    echo "MEDGATE_E2E_ONLY=1: skipping cargo fmt, build and test (never in CI)"
+fi
+
+# ---------------------------------------------------------------------------
+section "pytest tests/e2e"
+# ---------------------------------------------------------------------------
+export MEDGATE_BIN=$ROOT/target/release/medgate
+[[ -x $MEDGATE_BIN ]] || die "$MEDGATE_BIN does not exist"
+export PATH=$VENV/bin:$PATH
+export PYTHONDONTWRITEBYTECODE=1
+export CI
+set +e
+python -m pytest tests/e2e -v -ra --durations=15 \
+    -o cache_dir="$ROOT/target/pytest-cache" \
+    --junitxml="$ROOT/target/e2e-junit.xml" "$@"
+record $?
+set -e
+
+summary
+exit "$FAILED"
