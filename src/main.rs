@@ -38,10 +38,10 @@ struct Cli {
 #[derive(Args, Clone)]
 struct DataDirArg {
     /// Data directory: private store, institution identity, credentials, admin socket.
-    #[arg(long, env = "MEDGATE_DATA_DIR")]
+    #[arg(long, env = "MEDGATE_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// TOML config file (settings below override it).
-    #[arg(long, env = "MEDGATE_CONFIG")]
+    #[arg(long, env = "MEDGATE_CONFIG", global = true)]
     config: Option<PathBuf>,
 }
 

@@ -105,18 +105,22 @@ pub struct AccessKeyInfo {
 /// Draws a new access key id (20 upper-case alphanumerics, AWS style).
 pub fn new_access_key_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let bytes: [u8; 16] = rand::random();
+    let bytes: [u8; 18] = rand::random();
     let mut id = String::from("MG");
     id.extend(bytes.iter().map(|b| ALPHABET[usize::from(b % 32)] as char));
-    id.truncate(20);
     id
 }
 
-/// Draws a new secret (40 characters of base64url, 240 bits).
+/// Draws a new secret: 40 ASCII letters and digits (about 238 bits), safe to paste
+/// into any shell or config file.
 pub fn new_secret() -> zeroize::Zeroizing<String> {
-    use base64::Engine as _;
-    let bytes: [u8; 30] = rand::random();
-    zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    use rand::Rng;
+    let secret: String = rand::rngs::OsRng
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    zeroize::Zeroizing::new(secret)
 }
 
 /// Stores an access key with its secret sealed under the institution's vault key.

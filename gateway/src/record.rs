@@ -33,6 +33,10 @@ const LEAF_BATCH: usize = 256;
 const READ_WINDOW: u64 = 4;
 /// Plaintext chunks decrypted ahead of the client on reads.
 const READ_AHEAD: usize = 2;
+/// Chunks being sealed on the blocking pool while the request task reads and hashes
+/// the next ones (MD5 of the plaintext runs on the request task, sealing and leaf
+/// hashing beside it: two cores busy on one upload).
+const SEAL_AHEAD: usize = 2;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -277,7 +281,7 @@ impl Engine {
                     plan.push(Window {
                         part: part.clone(),
                         layout,
-                        key: PayloadKey::derive(&dek, &part.blob),
+                        key: Arc::new(PayloadKey::derive(&dek, &part.blob)),
                         from,
                         to,
                     });
@@ -339,7 +343,7 @@ impl Engine {
 struct Window {
     part: Part,
     layout: Layout,
-    key: PayloadKey,
+    key: Arc<PayloadKey>,
     from: u64,
     to: u64,
 }
@@ -387,27 +391,35 @@ impl WindowReader {
         if bytes.len() as u64 != sealed_end - sealed_start {
             return Err(Error::integrity(&blob, first));
         }
-        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        let mut jobs = Vec::with_capacity((last - first + 1) as usize);
         for (n, i) in (first..=last).enumerate() {
             let off = (layout.sealed_offset(i) - sealed_start) as usize;
             let len = layout.sealed_len(i) as usize;
             let sealed = bytes.slice(off..off + len);
-            let leaf: Hash = leaf_hash(&sealed);
-            let expected = leaves.get(n).ok_or_else(|| Error::integrity(&blob, i))?;
-            if !bool::from(leaf.ct_eq(expected)) {
-                return Err(Error::integrity(&blob, i));
-            }
-            let mut buf = sealed.to_vec();
-            self.w
-                .key
-                .open_in_place(i, layout.is_last(i), &mut buf)
-                .map_err(|_| Error::integrity(&blob, i))?;
+            let expected = *leaves.get(n).ok_or_else(|| Error::integrity(&blob, i))?;
+            let key = Arc::clone(&self.w.key);
+            let last_flag = layout.is_last(i);
             let chunk_start = layout.plain_offset(i);
             let lo = self.w.from.saturating_sub(chunk_start) as usize;
-            let hi = (self.w.to - chunk_start).min(buf.len() as u64) as usize;
-            let mut plain = Bytes::from(buf);
-            plain = plain.slice(lo..hi);
-            out.push(plain);
+            let hi_limit = self.w.to - chunk_start;
+            jobs.push(tokio::task::spawn_blocking(move || -> Result<Bytes> {
+                let leaf: Hash = leaf_hash(&sealed);
+                if !bool::from(leaf.ct_eq(&expected)) {
+                    return Err(Error::integrity(&blob, i));
+                }
+                let mut buf = sealed.to_vec();
+                key.open_in_place(i, last_flag, &mut buf)
+                    .map_err(|_| Error::integrity(&blob, i))?;
+                let hi = hi_limit.min(buf.len() as u64) as usize;
+                Ok(Bytes::from(buf).slice(lo.min(hi)..hi))
+            }));
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(
+                job.await
+                    .map_err(|e| Error::Internal(format!("opening task failed: {e}")))??,
+            );
         }
         self.next_chunk = last + 1;
         self.done = last >= self.last_chunk;
@@ -422,11 +434,14 @@ enum Sink {
     Multipart(WriteMultipart),
 }
 
+type Sealing = tokio::task::JoinHandle<keyring::Result<(Vec<u8>, Hash)>>;
+
 /// Seals one blob chunk by chunk.
 struct BlobWriter<'a> {
     engine: &'a Engine,
     blob: BlobId,
-    key: PayloadKey,
+    key: Arc<PayloadKey>,
+    sealing: std::collections::VecDeque<Sealing>,
     chunk_size: usize,
     index: u64,
     plain: Vec<u8>,
@@ -444,7 +459,8 @@ impl<'a> BlobWriter<'a> {
         BlobWriter {
             engine,
             blob,
-            key: PayloadKey::derive(dek, &blob),
+            key: Arc::new(PayloadKey::derive(dek, &blob)),
+            sealing: std::collections::VecDeque::new(),
             chunk_size,
             index: 0,
             plain: Vec::with_capacity(chunk_size + keyring::TAG_LEN),
@@ -475,10 +491,30 @@ impl<'a> BlobWriter<'a> {
         Ok(())
     }
 
-    async fn seal(&mut self, mut chunk: Vec<u8>, last: bool) -> Result<()> {
-        self.key.seal_in_place(self.index, last, &mut chunk)?;
+    /// Queues a chunk for sealing; takes in finished chunks in order.
+    async fn seal(&mut self, chunk: Vec<u8>, last: bool) -> Result<()> {
+        let key = Arc::clone(&self.key);
+        let index = self.index;
         self.index += 1;
-        let leaf = leaf_hash(&chunk);
+        self.sealing.push_back(tokio::task::spawn_blocking(move || {
+            let mut chunk = chunk;
+            key.seal_in_place(index, last, &mut chunk)?;
+            let leaf = leaf_hash(&chunk);
+            Ok((chunk, leaf))
+        }));
+        while self.sealing.len() > SEAL_AHEAD {
+            self.take_sealed().await?;
+        }
+        Ok(())
+    }
+
+    async fn take_sealed(&mut self) -> Result<()> {
+        let Some(job) = self.sealing.pop_front() else {
+            return Ok(());
+        };
+        let (chunk, leaf) = job
+            .await
+            .map_err(|e| Error::Internal(format!("sealing task failed: {e}")))??;
         self.root.push(leaf);
         self.leaves.push(leaf);
         if self.leaves.len() >= LEAF_BATCH {
@@ -543,6 +579,9 @@ impl<'a> BlobWriter<'a> {
     async fn finish(&mut self) -> Result<(Part, [u8; 16])> {
         let chunk = std::mem::take(&mut self.plain);
         self.seal(chunk, true).await?;
+        while !self.sealing.is_empty() {
+            self.take_sealed().await?;
+        }
         self.flush_leaves().await?;
         match self.sink.take() {
             Some(Sink::Buffer(held, _)) => {
@@ -557,7 +596,7 @@ impl<'a> BlobWriter<'a> {
             }
             None => return Err(Error::Internal("blob writer finished twice".into())),
         }
-        let root = std::mem::take(&mut self.root).finish();
+        let root = std::mem::replace(&mut self.root, RootBuilder::new()).finish();
         let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
         Ok((
             Part {

@@ -613,3 +613,55 @@ impl PrivateStore for SledStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyring::{DataKey, Identity};
+
+    fn stanza() -> WrappedKey {
+        Identity::generate()
+            .recipient()
+            .wrap_key(&DataKey::generate())
+            .unwrap()
+    }
+
+    #[test]
+    fn dek_record_round_trips_and_rejects_damage() {
+        for n in 0..3 {
+            let rec = DekRecord {
+                refs: 0x0102_0304_0506_0708 + n as u64,
+                stanzas: (0..n).map(|_| stanza()).collect(),
+            };
+            let bytes = rec.encode();
+            assert_eq!(bytes[0], DekRecord::VERSION);
+            assert_eq!(DekRecord::decode(&bytes).unwrap(), rec);
+            // Every truncation, a trailing byte and another version are corrupt.
+            for cut in 0..bytes.len() {
+                assert!(
+                    matches!(DekRecord::decode(&bytes[..cut]), Err(Error::Corrupt(_))),
+                    "n={n} cut={cut}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(matches!(DekRecord::decode(&longer), Err(Error::Corrupt(_))));
+            let mut other = bytes.clone();
+            other[0] = 2;
+            assert!(matches!(DekRecord::decode(&other), Err(Error::Corrupt(_))));
+        }
+    }
+
+    #[test]
+    fn object_keys_sort_by_bucket_then_key_bytes() {
+        // The listing relies on `bucket ‖ 0x00` being an exact prefix and on byte order.
+        assert!(object_key("a", "z") < object_key("a", "é"));
+        assert!(object_key("a", "\u{FFFF}") < object_key("a", "😀"));
+        assert!(!object_key("ab", "").starts_with(&object_key("a", "")));
+        assert!(object_key("a", "\u{10FFFF}") < object_key("a0", ""));
+        assert_eq!(
+            leaf_key(&BlobId([1; 16]), 0x0102)[16..],
+            [0, 0, 0, 0, 0, 0, 1, 2]
+        );
+    }
+}
