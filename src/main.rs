@@ -43,6 +43,12 @@ struct DataDirArg {
     /// TOML config file (settings below override it).
     #[arg(long, env = "MEDGATE_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://…
+    #[arg(long, env = "MEDGATE_PUBLIC_STORE", global = true)]
+    public_store: Option<String>,
+    /// Public store option KEY=VALUE (endpoint, region, access_key_id, allow_http, …); repeatable.
+    #[arg(long = "public-store-opt", value_parser = parse_kv, global = true)]
+    public_store_opts: Vec<(String, String)>,
 }
 
 #[derive(Subcommand)]
@@ -95,12 +101,6 @@ struct ServeArgs {
     /// Address for the S3 endpoint.
     #[arg(long, env = "MEDGATE_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://…
-    #[arg(long, env = "MEDGATE_PUBLIC_STORE")]
-    public_store: Option<String>,
-    /// Public store option KEY=VALUE (endpoint, region, access_key_id, allow_http, …); repeatable.
-    #[arg(long = "public-store-opt", value_parser = parse_kv)]
-    public_store_opts: Vec<(String, String)>,
     /// Plaintext bytes per sealed chunk (default 1 MiB).
     #[arg(long, env = "MEDGATE_CHUNK_SIZE")]
     chunk_size: Option<u32>,
@@ -142,10 +142,28 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Resolved data dir and the file config it came with.
+/// Resolved data dir and public store settings, and the file config they came with.
 struct Setup {
     file: FileConfig,
     data_dir: PathBuf,
+    public_url: Option<String>,
+    public_opts: BTreeMap<String, String>,
+}
+
+impl Setup {
+    fn default_public_dir(&self) -> PathBuf {
+        self.data_dir.join("public")
+    }
+
+    fn open_public(&self) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
+        let url = self.public_url.as_deref();
+        let store = gateway::public::open(url, &self.public_opts, &self.default_public_dir())
+            .context("cannot open the public store")?;
+        Ok((
+            store,
+            gateway::public::local_root(url, &self.default_public_dir()),
+        ))
+    }
 }
 
 fn setup(dir: &DataDirArg) -> Result<Setup> {
@@ -155,7 +173,18 @@ fn setup(dir: &DataDirArg) -> Result<Setup> {
         .clone()
         .or_else(|| file.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("./medgate-data"));
-    Ok(Setup { file, data_dir })
+    let public_url = dir
+        .public_store
+        .clone()
+        .or_else(|| file.public_store.url.clone());
+    let mut public_opts = file.public_store.options.clone();
+    public_opts.extend(dir.public_store_opts.iter().cloned());
+    Ok(Setup {
+        file,
+        data_dir,
+        public_url,
+        public_opts,
+    })
 }
 
 fn init_logging(format: &str) -> Result<()> {
@@ -163,8 +192,10 @@ fn init_logging(format: &str) -> Result<()> {
     let filter = EnvFilter::try_from_env("MEDGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,s3s=off"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().init(),
@@ -306,14 +337,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or(DEFAULT_CACHE_BYTES);
     let private: Arc<dyn PrivateStore> = Arc::new(open_private(&data_dir, cache)?);
 
-    let mut opts: BTreeMap<String, String> = setup.file.public_store.options.clone();
-    opts.extend(args.public_store_opts.iter().cloned());
-    let url = args
-        .public_store
-        .clone()
-        .or_else(|| setup.file.public_store.url.clone());
-    let public = gateway::public::open(url.as_deref(), &opts, &data_dir.join("public"))
-        .context("cannot open the public store")?;
+    let (public, public_root) = setup.open_public()?;
 
     let mut engine_config = EngineConfig::default();
     if let Some(cs) = args.chunk_size.or(setup.file.engine.chunk_size) {
@@ -350,6 +374,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         AdminContext {
             private: Arc::clone(&private),
             public,
+            public_root,
             institution: Arc::clone(&identity),
         },
     )
@@ -480,11 +505,7 @@ async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result<AdminRespo
         .cache_bytes
         .unwrap_or(DEFAULT_CACHE_BYTES);
     let private: Arc<dyn PrivateStore> = Arc::new(open_private(&setup.data_dir, cache)?);
-    let public = gateway::public::open(
-        setup.file.public_store.url.as_deref(),
-        &setup.file.public_store.options,
-        &setup.data_dir.join("public"),
-    )?;
+    let (public, public_root) = setup.open_public()?;
     eprintln!(
         "(no server running: opened the store in {} directly)",
         setup.data_dir.display()
@@ -492,6 +513,7 @@ async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result<AdminRespo
     let cx = AdminContext {
         private,
         public,
+        public_root,
         institution: identity,
     };
     Ok(admin::handle(&cx, req).await)
@@ -569,10 +591,10 @@ async fn gc(dir: &DataDirArg, grace: Duration, apply: bool) -> Result<()> {
             );
             let verb = if r.applied { "deleted" } else { "would delete" };
             println!(
-                "{verb} {} unreferenced blobs ({} bytes) and {} stale pending uploads",
-                r.reclaimable, r.reclaimable_bytes, r.stale_pending
+                "{verb} {} unreferenced blobs ({} bytes), {} stale pending uploads and {} staging files of unfinished uploads",
+                r.reclaimable, r.reclaimable_bytes, r.stale_pending, r.stale_staging
             );
-            if !r.applied && (r.reclaimable > 0 || r.stale_pending > 0) {
+            if !r.applied && (r.reclaimable > 0 || r.stale_pending > 0 || r.stale_staging > 0) {
                 println!("dry run: pass --apply to delete");
             }
             Ok(())

@@ -161,7 +161,7 @@ fi
 # ---------------------------------------------------------------------------
 section "pytest tests/e2e"
 # ---------------------------------------------------------------------------
-export MEDGATE_BIN=$ROOT/target/release/medgate
+export MEDGATE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/medgate
 [[ -x $MEDGATE_BIN ]] || die "$MEDGATE_BIN does not exist"
 export PATH=$VENV/bin:$PATH
 export PYTHONDONTWRITEBYTECODE=1

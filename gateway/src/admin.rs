@@ -68,6 +68,7 @@ pub struct GcSummary {
     pub reclaimable: u64,
     pub reclaimable_bytes: u64,
     pub stale_pending: u64,
+    pub stale_staging: u64,
     pub applied: bool,
 }
 
@@ -81,6 +82,7 @@ impl From<&GcReport> for GcSummary {
             reclaimable: r.reclaimable.len() as u64,
             reclaimable_bytes: r.reclaimable_bytes(),
             stale_pending: r.stale_pending,
+            stale_staging: r.stale_staging,
             applied: r.applied,
         }
     }
@@ -91,6 +93,8 @@ impl From<&GcReport> for GcSummary {
 pub struct AdminContext {
     pub private: Arc<dyn PrivateStore>,
     pub public: PublicStore,
+    /// The folder behind `public`, when it is one (for gc's staging sweep).
+    pub public_root: Option<std::path::PathBuf>,
     pub institution: Arc<Identity>,
 }
 
@@ -200,6 +204,7 @@ pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
             AdminRequest::Gc { grace_secs, apply } => {
                 let report = crate::gc::run(
                     &cx.public,
+                    cx.public_root.as_deref(),
                     store,
                     std::time::Duration::from_secs(grace_secs),
                     apply,

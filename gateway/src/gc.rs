@@ -7,6 +7,7 @@
 //! pending row gone and fails cleanly (`Error::Reaped`), so no manifest ever points at
 //! a deleted blob.
 
+use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -29,8 +30,11 @@ pub struct GcReport {
     pub reclaimable: Vec<(BlobId, u64)>,
     /// Names under `v1/b/` that are not blobs of ours; never touched.
     pub foreign: u64,
-    /// Pending rows whose upload never produced a blob, old enough to drop.
+    /// Pending or orphan rows whose blob is not in the public store (the upload failed
+    /// or crashed before anything landed), old enough to drop with their leaves.
     pub stale_pending: u64,
+    /// Staging files of unfinished folder-store uploads, old enough to delete.
+    pub stale_staging: u64,
     /// Whether deletions were carried out.
     pub applied: bool,
 }
@@ -48,6 +52,7 @@ impl GcReport {
 /// Listing or store failures; a blob that vanished meanwhile is not an error.
 pub async fn run(
     public: &PublicStore,
+    local_root: Option<&Path>,
     private: &dyn PrivateStore,
     grace: Duration,
     apply: bool,
@@ -95,7 +100,9 @@ pub async fn run(
         }
         report.reclaimable.push((blob, meta.size));
     }
-    for (blob, created_ms) in private.pending().await? {
+    let mut rows = private.pending().await?;
+    rows.extend(private.orphans().await?);
+    for (blob, created_ms) in rows {
         if seen.contains(&blob) || created_ms > cutoff {
             continue;
         }
@@ -104,8 +111,69 @@ pub async fn run(
             private.reap_blob(blob, cutoff).await?;
         }
     }
+    if let Some(root) = local_root {
+        sweep_staging(root, private, cutoff, &mut report).await?;
+    }
     if apply {
         private.flush().await?;
     }
     Ok(report)
+}
+
+/// Deletes `v1/b/<xx>/<blob>#<n>` staging files of a folder store whose upload is no
+/// longer pending (or pending for longer than the grace period) and that are old enough.
+async fn sweep_staging(
+    root: &Path,
+    private: &dyn PrivateStore,
+    cutoff: u64,
+    report: &mut GcReport,
+) -> Result<()> {
+    let base = root.join("v1").join("b");
+    let mut dirs = match tokio::fs::read_dir(&base).await {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    while let Some(dir) = dirs.next_entry().await? {
+        if !dir.file_type().await?.is_dir() {
+            continue;
+        }
+        let mut files = tokio::fs::read_dir(dir.path()).await?;
+        while let Some(f) = files.next_entry().await? {
+            let name = f.file_name();
+            let Some((id, n)) = name.to_str().and_then(|n| n.split_once('#')) else {
+                continue;
+            };
+            let Ok(blob) = BlobId::from_hex(id) else {
+                continue;
+            };
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let modified_ms = f
+                .metadata()
+                .await?
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            if modified_ms > cutoff {
+                continue;
+            }
+            if let BlobState::Pending { created_ms } = private.blob_state(blob).await? {
+                if created_ms > cutoff {
+                    continue;
+                }
+            }
+            report.stale_staging += 1;
+            if report.applied {
+                match tokio::fs::remove_file(f.path()).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! id (DESIGN.md, "Public store layout"). Nothing else of a record is ever written here.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyring::BlobId;
@@ -63,6 +63,20 @@ pub fn open(
         Ok(Arc::from(store))
     } else {
         Ok(Arc::new(PrefixStore::new(store, prefix)))
+    }
+}
+
+/// The folder behind a public store URL, when it is a local folder. gc uses it to find
+/// the staging files (`<blob>#<n>`) that a killed multipart upload leaves there, which
+/// `object_store`'s listing hides.
+pub fn local_root(url: Option<&str>, default_dir: &Path) -> Option<PathBuf> {
+    match url {
+        None => Some(default_dir.to_path_buf()),
+        Some(u) if !u.contains("://") => Some(PathBuf::from(u)),
+        Some(u) => url::Url::parse(u)
+            .ok()
+            .filter(|p| p.scheme() == "file")
+            .and_then(|p| p.to_file_path().ok()),
     }
 }
 

@@ -380,14 +380,28 @@ impl WindowReader {
         let sealed_start = layout.sealed_offset(first);
         let sealed_end = layout.sealed_offset(last) + layout.sealed_len(last);
         let leaves = engine.private.leaves(blob, first, last).await?;
-        let bytes = engine
+        let path = blob_path(&blob);
+        let bytes = match engine
             .public
-            .get_range(&blob_path(&blob), sealed_start..sealed_end)
+            .get_range(&path, sealed_start..sealed_end)
             .await
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => Error::integrity(&blob, first),
-                other => Error::Public(other),
-            })?;
+        {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::integrity(&blob, first))
+            }
+            Err(e) => {
+                // Stores report a range past the end differently; a blob shorter than
+                // its layout says is tampering, not an outage the client should retry.
+                return match engine.public.head(&path).await {
+                    Ok(meta) if meta.size < sealed_end => Err(Error::integrity(&blob, first)),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        Err(Error::integrity(&blob, first))
+                    }
+                    _ => Err(Error::Public(e)),
+                };
+            }
+        };
         if bytes.len() as u64 != sealed_end - sealed_start {
             return Err(Error::integrity(&blob, first));
         }

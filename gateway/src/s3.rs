@@ -445,14 +445,27 @@ impl S3 for Front {
             }
         }
         let key_count = (contents.len() + prefixes.len()) as i32;
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let contents: Vec<Object> = contents
+            .into_iter()
+            .map(|mut o| {
+                o.key = o.key.map(enc);
+                o
+            })
+            .collect();
+        let prefixes: Vec<String> = prefixes.into_iter().map(enc).collect();
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
+            prefix: input.prefix.map(enc),
+            delimiter: input.delimiter.map(enc),
             max_keys: Some(max_keys as i32),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
-            start_after: input.start_after,
+            start_after: input.start_after.map(enc),
             is_truncated: Some(truncated),
             next_continuation_token: truncated.then(|| encode_token(&last_entry)),
             contents: Some(contents),
@@ -466,6 +479,20 @@ impl S3 for Front {
             ..Default::default()
         }))
     }
+}
+
+/// S3's `encoding-type=url`: every byte outside the unreserved set is %XX-escaped
+/// (the aws CLI and boto3 always ask for it and decode what they get).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn encode_token(after: &str) -> String {

@@ -75,7 +75,10 @@ pub async fn serve(
                         if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
                             resp.headers_mut().insert("x-amz-request-id", v);
                         }
-                        if status >= 400 {
+                        // 404, 304 and 412 are how clients probe (HEAD before PUT,
+                        // conditional GETs): normal flow, not failures worth a warning.
+                        let probe = matches!(status, 304 | 404 | 412);
+                        if status >= 400 && !probe {
                             tracing::warn!(request_id = %id, %method, %path, status, ms, "request failed");
                         } else {
                             tracing::debug!(request_id = %id, %method, %path, status, ms, "request");

@@ -297,7 +297,7 @@ fn prop_round_trip() {
         .unwrap();
     let env = rt.block_on(Env::new());
     let mut runner = TestRunner::new(Config {
-        cases: 96,
+        cases: 256,
         failure_persistence: None,
         ..Config::default()
     });
@@ -581,6 +581,22 @@ async fn truncated_or_missing_blob_errors() {
     ));
 }
 
+/// A public blob cut short before a chunk starts is tampering like any other: an integrity
+/// failure (S3 InternalError), not a public-store outage (503, which clients retry).
+#[tokio::test]
+async fn blob_truncated_before_a_chunk_is_an_integrity_error() {
+    let env = Env::new().await;
+    let public = memory();
+    let engine = env.engine(&public, CHUNK, 5 << 20);
+    let v = data(640, 16);
+    let m = put(&engine, "t4", &v).await;
+    let blob = m.parts[0].blob;
+    let sealed = get_blob(&public, &blob).await;
+    put_blob(&public, &blob, sealed[..100].to_vec()).await;
+    let err = engine.open(&m, 600, 640).await.err().expect("must fail");
+    assert!(matches!(err, Error::Integrity { chunk: 9, .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn swapped_blobs_do_not_open() {
     let env = Env::new().await;
@@ -659,7 +675,7 @@ async fn gc_reports_then_deletes_exactly_the_orphans() {
     let orphans: HashSet<BlobId> = [a1.parts[0].blob, b.parts[0].blob].into();
     let size_of = |m: &Manifest| m.parts[0].layout().unwrap().sealed_total();
 
-    let dry = gc::run(&public, env.private.as_ref(), Duration::ZERO, false)
+    let dry = gc::run(&public, None, env.private.as_ref(), Duration::ZERO, false)
         .await
         .unwrap();
     assert!(!dry.applied);
@@ -675,7 +691,7 @@ async fn gc_reports_then_deletes_exactly_the_orphans() {
         BlobState::Orphan { .. }
     ));
 
-    let applied = gc::run(&public, env.private.as_ref(), Duration::ZERO, true)
+    let applied = gc::run(&public, None, env.private.as_ref(), Duration::ZERO, true)
         .await
         .unwrap();
     assert!(applied.applied);
@@ -703,7 +719,7 @@ async fn gc_reports_then_deletes_exactly_the_orphans() {
     assert_eq!(read(&engine, &a2, 0, 200).await.unwrap(), va2);
     assert_eq!(read(&engine, &c, 0, 130).await.unwrap(), vc);
 
-    let again = gc::run(&public, env.private.as_ref(), Duration::ZERO, true)
+    let again = gc::run(&public, None, env.private.as_ref(), Duration::ZERO, true)
         .await
         .unwrap();
     assert!(again.reclaimable.is_empty());
@@ -733,7 +749,7 @@ async fn gc_keeps_what_is_younger_than_grace() {
     put(&engine, "young", &data(10, 2)).await;
 
     let hour = Duration::from_secs(3600);
-    let report = gc::run(&public, env.private.as_ref(), hour, true)
+    let report = gc::run(&public, None, env.private.as_ref(), hour, true)
         .await
         .unwrap();
     assert_eq!(report.young, 2);
@@ -752,7 +768,7 @@ async fn gc_keeps_what_is_younger_than_grace() {
 
     // Once the grace period is over they go.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let report = gc::run(&public, env.private.as_ref(), Duration::ZERO, true)
+    let report = gc::run(&public, None, env.private.as_ref(), Duration::ZERO, true)
         .await
         .unwrap();
     assert_eq!(reclaimed(&report), [uploading, old.parts[0].blob].into());
@@ -769,7 +785,7 @@ async fn commit_after_reap_fails_with_reaped() {
     let blob = BlobId::random();
     env.private.add_pending(blob, 1).await.unwrap();
     put_blob(&public, &blob, vec![0; 80]).await;
-    let report = gc::run(&public, env.private.as_ref(), Duration::ZERO, true)
+    let report = gc::run(&public, None, env.private.as_ref(), Duration::ZERO, true)
         .await
         .unwrap();
     assert_eq!(reclaimed(&report), [blob].into());
@@ -829,7 +845,7 @@ async fn engine_put_racing_gc_fails_with_reaped() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let report = gc::run(&public, env.private.as_ref(), Duration::ZERO, true)
+        let report = gc::run(&public, None, env.private.as_ref(), Duration::ZERO, true)
             .await
             .unwrap();
         assert_eq!(report.stale_pending, 1, "{report:?}");
@@ -842,7 +858,7 @@ async fn engine_put_racing_gc_fails_with_reaped() {
     assert_eq!(read(&engine, &m1, 0, 100).await.unwrap(), v1);
     // The blob it uploaded anyway is collected by the next pass.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let report = gc::run(&public, env.private.as_ref(), Duration::ZERO, true)
+    let report = gc::run(&public, None, env.private.as_ref(), Duration::ZERO, true)
         .await
         .unwrap();
     assert_eq!(report.reclaimable.len(), 1);

@@ -140,6 +140,8 @@ pub trait PrivateStore: Send + Sync + 'static {
     async fn reap_blob(&self, blob: BlobId, cutoff_ms: u64) -> Result<bool>;
     /// Pending uploads, for gc.
     async fn pending(&self) -> Result<Vec<(BlobId, u64)>>;
+    /// Orphan rows (blobs whose last reference went, or whose upload failed), for gc.
+    async fn orphans(&self) -> Result<Vec<(BlobId, u64)>>;
 
     async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()>;
     async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>>;
