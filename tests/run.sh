@@ -105,6 +105,13 @@ if ! cargo fmt --version >/dev/null 2>&1; then
         die "rustfmt is missing"
     fi
 fi
+if ! cargo clippy --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        rustup component add clippy || die "clippy is missing and could not be added"
+    else
+        die "clippy is missing"
+    fi
+fi
 echo "cargo:   $(cargo --version)"
 echo "rustfmt: $(cargo fmt --version)"
 echo "python3: $(python3 --version) ($(command -v python3))"
@@ -133,6 +140,14 @@ if [[ $E2E_ONLY != 1 ]]; then
     # -----------------------------------------------------------------------
     set +e
     cargo fmt --all -- --check
+    record $?
+    set -e
+
+    # -----------------------------------------------------------------------
+    section "cargo clippy --workspace --all-targets -- -D warnings"
+    # -----------------------------------------------------------------------
+    set +e
+    cargo clippy --workspace --all-targets --release -- -D warnings
     record $?
     set -e
 
