@@ -29,8 +29,8 @@ use crate::{now_ms, Error, Result};
 
 /// Leaves are written to the private store in batches of this many while a blob uploads.
 const LEAF_BATCH: usize = 256;
-/// Sealed chunks fetched per public-store request on reads.
-const READ_WINDOW: u64 = 4;
+/// Sealed chunks fetched and opened at once on reads (each is one ranged request).
+const READ_CONCURRENCY: usize = 4;
 /// Plaintext chunks decrypted ahead of the client on reads.
 const READ_AHEAD: usize = 2;
 /// Chunks being sealed on the blocking pool while the request task reads and hashes
@@ -256,6 +256,7 @@ impl Engine {
     /// The first needed chunk is fetched and verified before this returns, so most
     /// tampering surfaces as an error here; a bad later chunk ends the stream with an
     /// error (the connection is cut short of its Content-Length), never wrong bytes.
+    /// Up to [`READ_CONCURRENCY`] chunks are fetched and opened at once, in order.
     ///
     /// # Errors
     /// Integrity failures of the first chunk, missing stanzas, store failures.
@@ -269,70 +270,59 @@ impl Engine {
     > {
         let stanzas = self.private.stanzas(manifest.dek_id).await?;
         let dek = self.data_key(manifest, &stanzas)?;
-        let mut plan = Vec::new();
+        let mut windows = Vec::new();
         let mut part_start = 0u64;
         for part in &manifest.parts {
             let part_end = part_start + part.plaintext_len;
-            if part_end > start && part_start < end || (part.plaintext_len == 0 && start == end) {
-                let layout = Layout::new(part.plaintext_len, part.chunk_size)?;
+            if part_end > start && part_start < end {
                 let from = start.max(part_start) - part_start;
                 let to = end.min(part_end) - part_start;
-                if to > from {
-                    plan.push(Window {
-                        part: part.clone(),
-                        layout,
-                        key: Arc::new(PayloadKey::derive(&dek, &part.blob)),
-                        from,
-                        to,
-                    });
-                }
+                windows.push(Window {
+                    blob: part.blob,
+                    layout: Layout::new(part.plaintext_len, part.chunk_size)?,
+                    key: Arc::new(PayloadKey::derive(&dek, &part.blob)),
+                    from,
+                    to,
+                });
             }
             part_start = part_end;
         }
         drop(dek);
-        let (mut tx, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(READ_AHEAD);
-        let mut plan = plan.into_iter();
-        // Verify the first window now so that tampering becomes a clean S3 error.
-        let mut first = None;
-        if let Some(w) = plan.next() {
-            let mut reader = WindowReader::new(w);
-            let chunks = reader.next_batch(self).await?;
-            first = Some((reader, chunks));
-        }
         let engine = Arc::clone(self);
+        let jobs = windows.into_iter().flat_map(Window::chunks);
+        let mut chunks = futures::stream::iter(jobs)
+            .map(move |job| {
+                let engine = Arc::clone(&engine);
+                async move { job.read(&engine).await }
+            })
+            .buffered(READ_CONCURRENCY);
+        // Verify the first chunk now so that tampering becomes a clean S3 error.
+        let first = match chunks.next().await {
+            Some(r) => Some(r?),
+            None => None,
+        };
+        let (mut tx, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(READ_AHEAD);
         tokio::spawn(async move {
-            let result: Result<()> = async {
-                if let Some((mut reader, mut chunks)) = first {
-                    loop {
-                        for c in chunks {
-                            if tx.send(Ok(c)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        if reader.done() {
-                            break;
-                        }
-                        chunks = reader.next_batch(&engine).await?;
-                    }
+            if let Some(first) = first {
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
                 }
-                for w in plan {
-                    let mut reader = WindowReader::new(w);
-                    while !reader.done() {
-                        for c in reader.next_batch(&engine).await? {
-                            if tx.send(Ok(c)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                Ok(())
             }
-            .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "aborting a GET body: a later chunk failed");
-                let _ = tx
-                    .send(Err(std::io::Error::other("integrity check failed")))
-                    .await;
+            while let Some(next) = chunks.next().await {
+                match next {
+                    Ok(bytes) => {
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "aborting a GET body: a later chunk failed");
+                        let _ = tx
+                            .send(Err(std::io::Error::other("integrity check failed")))
+                            .await;
+                        return;
+                    }
+                }
             }
         });
         Ok(rx)
@@ -341,103 +331,98 @@ impl Engine {
 
 /// The plaintext bytes `from..to` of one part.
 struct Window {
-    part: Part,
+    blob: BlobId,
     layout: Layout,
     key: Arc<PayloadKey>,
     from: u64,
     to: u64,
 }
 
-/// Walks a [`Window`] a few chunks at a time.
-struct WindowReader {
-    w: Window,
-    next_chunk: u64,
-    last_chunk: u64,
-    done: bool,
+impl Window {
+    /// One job per chunk the window touches, generated lazily (an object may have
+    /// millions of chunks).
+    fn chunks(self) -> impl Iterator<Item = ChunkJob> {
+        let range = self.layout.chunks_for_range(self.from, self.to - 1);
+        range.map(move |index| {
+            let chunk_start = self.layout.plain_offset(index);
+            ChunkJob {
+                blob: self.blob,
+                layout: self.layout,
+                key: Arc::clone(&self.key),
+                index,
+                lo: self.from.saturating_sub(chunk_start),
+                hi: self.to - chunk_start,
+            }
+        })
+    }
 }
 
-impl WindowReader {
-    fn new(w: Window) -> Self {
-        let range = w.layout.chunks_for_range(w.from, w.to - 1);
-        WindowReader {
-            next_chunk: *range.start(),
-            last_chunk: *range.end(),
-            w,
-            done: false,
-        }
-    }
+/// One sealed chunk to fetch, check against its leaf, open and trim to `lo..hi`.
+struct ChunkJob {
+    blob: BlobId,
+    layout: Layout,
+    key: Arc<PayloadKey>,
+    index: u64,
+    lo: u64,
+    hi: u64,
+}
 
-    fn done(&self) -> bool {
-        self.done
-    }
-
-    /// Fetches, verifies, opens and trims the next few chunks.
-    async fn next_batch(&mut self, engine: &Engine) -> Result<Vec<Bytes>> {
-        let first = self.next_chunk;
-        let last = (first + READ_WINDOW - 1).min(self.last_chunk);
-        let layout = &self.w.layout;
-        let blob = self.w.part.blob;
-        let sealed_start = layout.sealed_offset(first);
-        let sealed_end = layout.sealed_offset(last) + layout.sealed_len(last);
-        let leaves = engine.private.leaves(blob, first, last).await?;
+impl ChunkJob {
+    async fn read(self, engine: &Engine) -> Result<Bytes> {
+        let ChunkJob {
+            blob,
+            layout,
+            key,
+            index,
+            lo,
+            hi,
+        } = self;
+        let sealed_start = layout.sealed_offset(index);
+        let sealed_end = sealed_start + layout.sealed_len(index);
+        let leaves = engine.private.leaves(blob, index, index).await?;
+        let expected = *leaves
+            .first()
+            .ok_or_else(|| Error::integrity(&blob, index))?;
         let path = blob_path(&blob);
-        let bytes = match engine
+        let sealed = match engine
             .public
             .get_range(&path, sealed_start..sealed_end)
             .await
         {
             Ok(b) => b,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::integrity(&blob, first))
+                return Err(Error::integrity(&blob, index))
             }
             Err(e) => {
                 // Stores report a range past the end differently; a blob shorter than
                 // its layout says is tampering, not an outage the client should retry.
                 return match engine.public.head(&path).await {
-                    Ok(meta) if meta.size < sealed_end => Err(Error::integrity(&blob, first)),
+                    Ok(meta) if meta.size < sealed_end => Err(Error::integrity(&blob, index)),
                     Err(object_store::Error::NotFound { .. }) => {
-                        Err(Error::integrity(&blob, first))
+                        Err(Error::integrity(&blob, index))
                     }
                     _ => Err(Error::Public(e)),
                 };
             }
         };
-        if bytes.len() as u64 != sealed_end - sealed_start {
-            return Err(Error::integrity(&blob, first));
+        if sealed.len() as u64 != sealed_end - sealed_start {
+            return Err(Error::integrity(&blob, index));
         }
-        let mut jobs = Vec::with_capacity((last - first + 1) as usize);
-        for (n, i) in (first..=last).enumerate() {
-            let off = (layout.sealed_offset(i) - sealed_start) as usize;
-            let len = layout.sealed_len(i) as usize;
-            let sealed = bytes.slice(off..off + len);
-            let expected = *leaves.get(n).ok_or_else(|| Error::integrity(&blob, i))?;
-            let key = Arc::clone(&self.w.key);
-            let last_flag = layout.is_last(i);
-            let chunk_start = layout.plain_offset(i);
-            let lo = self.w.from.saturating_sub(chunk_start) as usize;
-            let hi_limit = self.w.to - chunk_start;
-            jobs.push(tokio::task::spawn_blocking(move || -> Result<Bytes> {
-                let leaf: Hash = leaf_hash(&sealed);
-                if !bool::from(leaf.ct_eq(&expected)) {
-                    return Err(Error::integrity(&blob, i));
-                }
-                let mut buf = sealed.to_vec();
-                key.open_in_place(i, last_flag, &mut buf)
-                    .map_err(|_| Error::integrity(&blob, i))?;
-                let hi = hi_limit.min(buf.len() as u64) as usize;
-                Ok(Bytes::from(buf).slice(lo.min(hi)..hi))
-            }));
-        }
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(
-                job.await
-                    .map_err(|e| Error::Internal(format!("opening task failed: {e}")))??,
-            );
-        }
-        self.next_chunk = last + 1;
-        self.done = last >= self.last_chunk;
-        Ok(out)
+        let last = layout.is_last(index);
+        tokio::task::spawn_blocking(move || -> Result<Bytes> {
+            let leaf: Hash = leaf_hash(&sealed);
+            if !bool::from(leaf.ct_eq(&expected)) {
+                return Err(Error::integrity(&blob, index));
+            }
+            let mut buf = sealed.to_vec();
+            key.open_in_place(index, last, &mut buf)
+                .map_err(|_| Error::integrity(&blob, index))?;
+            let hi = hi.min(buf.len() as u64) as usize;
+            let lo = (lo as usize).min(hi);
+            Ok(Bytes::from(buf).slice(lo..hi))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("opening task failed: {e}")))?
     }
 }
 

@@ -133,6 +133,7 @@ class Gateway:
         self.public_store = public_store
         self.public_store_opts = dict(public_store_opts or {})
         self.extra_args = list(extra_args or [])
+        self.extra_env: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
         self.runs = 0
@@ -153,6 +154,7 @@ class Gateway:
         env["MEDGATE_ACCESS_KEY_ID"] = self.access_key_id
         env["MEDGATE_SECRET_ACCESS_KEY"] = self.secret_access_key
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         return env
 
     def argv(self) -> list[str]:
