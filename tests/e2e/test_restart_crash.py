@@ -379,3 +379,30 @@ def test_gc_grace_keeps_recent_blobs(gateway):
     assert blobs(gateway.public_files()) == before
     gateway.start()
     assert get_bytes(client_for(gateway), "grace", "k") == b"v2"
+
+
+# ---------------------------------------------------------------------------
+# Graceful shutdown and process hardening
+# ---------------------------------------------------------------------------
+
+
+def test_sigterm_lets_an_in_flight_put_finish(gateway):
+    s3 = client_for(gateway)
+    s3.create_bucket(Bucket="drain")
+    body = os.urandom(3 * MIB)
+    put = RawPut(gateway, "drain", "slow", body, piece=256 * 1024, delay=0.15).start()
+    put.wait_sent(MIB)
+    gateway.proc.send_signal(__import__("signal").SIGTERM)
+    put.join()
+    assert put.error is None, f"the in-flight PUT failed: {put.error!r}"
+    assert put.status == 200, put.response[:500]
+    assert gateway.proc.wait(timeout=30) == 0, "SIGTERM: expected exit 0 after draining"
+    gateway.start()
+    assert get_bytes(client_for(gateway), "drain", "slow") == body
+
+
+def test_core_dumps_are_disabled(gateway):
+    limits = open(f"/proc/{gateway.proc.pid}/limits").read()
+    line = next(l for l in limits.splitlines() if l.startswith("Max core file size"))
+    soft, hard = line.split()[4:6]
+    assert (soft, hard) == ("0", "0"), f"core dumps must be off (secrets in memory): {line}"

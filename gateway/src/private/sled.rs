@@ -149,6 +149,14 @@ fn leaf_key(blob: &BlobId, index: u64) -> [u8; 24] {
     k
 }
 
+/// The trees that count references, as seen inside one transaction.
+struct RefTrees<'a> {
+    blobs: &'a TransactionalTree,
+    orphans: &'a TransactionalTree,
+    deks: &'a TransactionalTree,
+    dek_refs: &'a TransactionalTree,
+}
+
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
 fn abort<T>(e: Error) -> TxResult<T> {
@@ -173,17 +181,13 @@ fn encode_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 /// Releases one reference to each blob of `old`, recording blobs that drop to zero as
 /// orphans, and one reference to its DEK (removing the DEK record, and with it every
 /// stanza, when none is left: that is crypto-shredding).
-#[allow(clippy::too_many_arguments)]
-fn release(
-    old: &Manifest,
-    bucket: &str,
-    key: &str,
-    now: u64,
-    blobs: &TransactionalTree,
-    orphans: &TransactionalTree,
-    deks: &TransactionalTree,
-    dek_refs: &TransactionalTree,
-) -> TxResult<()> {
+fn release(old: &Manifest, bucket: &str, key: &str, now: u64, t: &RefTrees<'_>) -> TxResult<()> {
+    let RefTrees {
+        blobs,
+        orphans,
+        deks,
+        dek_refs,
+    } = t;
     for part in &old.parts {
         let id = part.blob.0;
         let refs = match blobs.get(id)? {
@@ -481,10 +485,12 @@ impl PrivateStore for SledStore {
                             &commit.bucket,
                             &commit.key,
                             now,
-                            blobs,
-                            orphans,
-                            deks,
-                            dek_refs,
+                            &RefTrees {
+                                blobs,
+                                orphans,
+                                deks,
+                                dek_refs,
+                            },
                         )?,
                         None => {
                             brow.objects += 1;
@@ -520,7 +526,18 @@ impl PrivateStore for SledStore {
                 };
                 let old = Manifest::decode(&v)
                     .or_else(|_| abort(Error::Corrupt(format!("manifest of {bucket}/{key}"))))?;
-                release(&old, bucket, key, now, blobs, orphans, deks, dek_refs)?;
+                release(
+                    &old,
+                    bucket,
+                    key,
+                    now,
+                    &RefTrees {
+                        blobs,
+                        orphans,
+                        deks,
+                        dek_refs,
+                    },
+                )?;
                 let mut brow = decode_bucket(&brow).or_else(abort)?;
                 brow.objects = brow.objects.saturating_sub(1);
                 buckets.insert(bucket.as_bytes(), encode_json(&brow).or_else(abort)?)?;
