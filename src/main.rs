@@ -594,7 +594,14 @@ async fn gc(dir: &DataDirArg, grace: Duration, apply: bool) -> Result<()> {
                 "{verb} {} unreferenced blobs ({} bytes), {} stale pending uploads and {} staging files of unfinished uploads",
                 r.reclaimable, r.reclaimable_bytes, r.stale_pending, r.stale_staging
             );
-            if !r.applied && (r.reclaimable > 0 || r.stale_pending > 0 || r.stale_staging > 0) {
+            let verb = if r.applied { "aborted" } else { "would abort" };
+            println!(
+                "{verb} {} multipart uploads idle for longer than the grace period",
+                r.stale_uploads
+            );
+            let pending_work =
+                r.reclaimable + r.stale_pending + r.stale_staging + r.stale_uploads > 0;
+            if !r.applied && pending_work {
                 println!("dry run: pass --apply to delete");
             }
             Ok(())

@@ -69,6 +69,7 @@ pub struct GcSummary {
     pub reclaimable_bytes: u64,
     pub stale_pending: u64,
     pub stale_staging: u64,
+    pub stale_uploads: u64,
     pub applied: bool,
 }
 
@@ -83,6 +84,7 @@ impl From<&GcReport> for GcSummary {
             reclaimable_bytes: r.reclaimable_bytes(),
             stale_pending: r.stale_pending,
             stale_staging: r.stale_staging,
+            stale_uploads: r.stale_uploads,
             applied: r.applied,
         }
     }

@@ -24,6 +24,14 @@ pub enum Error {
     IncompleteBody { expected: u64, got: u64 },
     #[error("the requested range is not satisfiable for an object of {size} bytes")]
     InvalidRange { size: u64 },
+    #[error("multipart upload {0:?} does not exist")]
+    NoSuchUpload(String),
+    #[error("part {0} was not uploaded or its ETag does not match")]
+    InvalidPart(u32),
+    #[error("the list of parts was not in ascending order")]
+    InvalidPartOrder,
+    #[error("part {number} is {size} bytes; every part but the last must be at least 5 MiB")]
+    EntityTooSmall { number: u32, size: u64 },
     #[error("precondition failed")]
     PreconditionFailed,
     #[error("invalid argument: {0}")]

@@ -35,6 +35,8 @@ pub struct GcReport {
     pub stale_pending: u64,
     /// Staging files of unfinished folder-store uploads, old enough to delete.
     pub stale_staging: u64,
+    /// Multipart uploads idle for longer than the grace period (aborted when applying).
+    pub stale_uploads: u64,
     /// Whether deletions were carried out.
     pub applied: bool,
 }
@@ -62,6 +64,17 @@ pub async fn run(
         applied: apply,
         ..Default::default()
     };
+    for bucket in private.list_buckets().await? {
+        for (id, upload) in private.list_uploads(&bucket.name).await? {
+            if upload.touched_ms > cutoff {
+                continue;
+            }
+            report.stale_uploads += 1;
+            if apply {
+                abort_upload(public, private, &id).await?;
+            }
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     let mut listing = public.list(Some(&blob_root()));
     while let Some(meta) = listing.next().await {
@@ -118,6 +131,30 @@ pub async fn run(
         private.flush().await?;
     }
     Ok(report)
+}
+
+/// Removes a multipart upload and deletes its part blobs, which no manifest can
+/// reference (an upload's parts are referenced only once it completes, and completing
+/// removes the upload in the same transaction).
+///
+/// # Errors
+/// `NoSuchUpload`; store failures. A part blob that cannot be deleted is left to gc.
+pub async fn abort_upload(
+    public: &PublicStore,
+    private: &dyn PrivateStore,
+    id: &str,
+) -> Result<()> {
+    let parts = private.abort_upload(id).await?;
+    private.flush().await?;
+    for part in parts {
+        if private.reap_blob(part.blob, u64::MAX).await? {
+            match public.delete(&blob_path(&part.blob)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "could not delete an aborted part; gc will"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes `v1/b/<xx>/<blob>#<n>` staging files of a folder store whose upload is no

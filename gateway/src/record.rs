@@ -23,7 +23,7 @@ use md5::{Digest, Md5};
 use object_store::{PutPayload, WriteMultipart};
 use subtle::ConstantTimeEq;
 
-use crate::private::{Precondition, PrivateStore, PutCommit};
+use crate::private::{PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord};
 use crate::public::{blob_path, PublicStore};
 use crate::{now_ms, Error, Result};
 
@@ -74,6 +74,17 @@ pub struct PutRequest {
     pub precondition: Precondition,
 }
 
+/// What an UploadPart carries besides its body.
+#[derive(Clone, Debug, Default)]
+pub struct PartRequest {
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub number: u32,
+    pub content_length: Option<u64>,
+    pub content_md5: Option<[u8; 16]>,
+}
+
 /// The record engine shared by every request.
 pub struct Engine {
     pub public: PublicStore,
@@ -120,38 +131,10 @@ impl Engine {
             return Err(Error::NoSuchBucket(req.bucket));
         }
         let dek = DataKey::generate();
-        let blob = BlobId::random();
-        self.private.add_pending(blob, now_ms()).await?;
-        let written = self.write_blob(&dek, blob, body).await;
-        let (part, md5) = match written {
-            Ok(v) => v,
-            Err(e) => {
-                if let Err(drop_err) = self.private.drop_pending(blob).await {
-                    tracing::warn!(error = %drop_err, "could not drop pending row");
-                }
-                return Err(e);
-            }
-        };
-        let check = || -> Result<()> {
-            if let Some(expected) = req.content_length {
-                if expected != part.plaintext_len {
-                    return Err(Error::IncompleteBody {
-                        expected,
-                        got: part.plaintext_len,
-                    });
-                }
-            }
-            if let Some(want) = req.content_md5 {
-                if !bool::from(want.ct_eq(&md5)) {
-                    return Err(Error::BadDigest);
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = check() {
-            self.forget_blob(blob).await;
-            return Err(e);
-        }
+        let (part, md5) = self
+            .write_checked(&dek, body, req.content_length, req.content_md5)
+            .await?;
+        let blob = part.blob;
         let stanza = self.institution_recipient.wrap_key(&dek)?;
         let manifest = Manifest {
             suite: keyring::SUITE_V1,
@@ -173,6 +156,7 @@ impl Engine {
             manifest: manifest.clone(),
             stanzas: vec![stanza],
             precondition: req.precondition,
+            upload: None,
         };
         match self.private.commit_put(commit).await {
             Ok(_old) => {}
@@ -183,6 +167,230 @@ impl Engine {
         }
         self.private.flush().await?;
         Ok(manifest)
+    }
+
+    /// Seals `body` into a new pending blob and checks it against the announced length
+    /// and Content-MD5. On any failure the blob is orphaned for gc.
+    async fn write_checked<S, E>(
+        &self,
+        dek: &DataKey,
+        body: S,
+        content_length: Option<u64>,
+        content_md5: Option<[u8; 16]>,
+    ) -> Result<(Part, [u8; 16])>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let blob = BlobId::random();
+        self.private.add_pending(blob, now_ms()).await?;
+        let (part, md5) = match self.write_blob(dek, blob, body).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.forget_blob(blob).await;
+                return Err(e);
+            }
+        };
+        if let Some(expected) = content_length {
+            if expected != part.plaintext_len {
+                self.forget_blob(blob).await;
+                return Err(Error::IncompleteBody {
+                    expected,
+                    got: part.plaintext_len,
+                });
+            }
+        }
+        if let Some(want) = content_md5 {
+            if !bool::from(want.ct_eq(&md5)) {
+                self.forget_blob(blob).await;
+                return Err(Error::BadDigest);
+            }
+        }
+        Ok((part, md5))
+    }
+
+    /// Starts a multipart upload: draws its DEK and wraps it for the institution.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`; store failures.
+    pub async fn create_upload(&self, req: PutRequest) -> Result<String> {
+        if self.private.bucket(&req.bucket).await?.is_none() {
+            return Err(Error::NoSuchBucket(req.bucket));
+        }
+        let dek = DataKey::generate();
+        let stanza = self.institution_recipient.wrap_key(&dek)?;
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let now = now_ms();
+        self.private
+            .create_upload(
+                &id,
+                UploadRecord {
+                    bucket: req.bucket,
+                    key: req.key,
+                    created_ms: now,
+                    touched_ms: now,
+                    dek_id: DekId::random(),
+                    stanza: stanza.to_bytes(),
+                    content_type: req.content_type,
+                    headers: req.headers,
+                    metadata: req.metadata,
+                },
+            )
+            .await?;
+        self.private.flush().await?;
+        Ok(id)
+    }
+
+    /// The upload `id`, checked against the bucket and key the request names.
+    ///
+    /// # Errors
+    /// `NoSuchUpload` when it does not exist or belongs to another key.
+    pub async fn upload(&self, id: &str, bucket: &str, key: &str) -> Result<UploadRecord> {
+        match self.private.upload(id).await? {
+            Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+            _ => Err(Error::NoSuchUpload(id.to_string())),
+        }
+    }
+
+    fn upload_key(&self, upload: &UploadRecord) -> Result<DataKey> {
+        let stanza = WrappedKey::from_bytes(&upload.stanza)?;
+        match self.institution.unwrap_key(&stanza) {
+            Some(r) => Ok(r?),
+            None => Err(Error::NoStanza(upload.dek_id.to_hex())),
+        }
+    }
+
+    /// Uploads one part: its own blob, sealed under the upload's DEK with a fresh blob
+    /// id (so a client's retry of the same part never reuses a key and nonce). Returns
+    /// the part's ETag (quoted MD5).
+    ///
+    /// # Errors
+    /// `NoSuchUpload`, `InvalidArgument` for a part number outside 1..=10000, digest and
+    /// length mismatches, store failures.
+    pub async fn upload_part<S, E>(&self, req: PartRequest, body: S) -> Result<String>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let PartRequest {
+            upload_id: id,
+            bucket,
+            key,
+            number,
+            content_length,
+            content_md5,
+        } = req;
+        let id = id.as_str();
+        if !(1..=10_000).contains(&number) {
+            return Err(Error::InvalidArgument(
+                "part numbers run from 1 to 10000".into(),
+            ));
+        }
+        let upload = self.upload(id, &bucket, &key).await?;
+        let dek = self.upload_key(&upload)?;
+        let (part, md5) = self
+            .write_checked(&dek, body, content_length, content_md5)
+            .await?;
+        let blob = part.blob;
+        let record = PartRecord {
+            blob,
+            chunk_size: part.chunk_size,
+            plaintext_len: part.plaintext_len,
+            root: part.root,
+            md5: hex::encode(md5),
+            created_ms: now_ms(),
+        };
+        if let Err(e) = self.private.put_part(id, number, record).await {
+            self.forget_blob(blob).await;
+            return Err(e);
+        }
+        self.private.flush().await?;
+        Ok(format!("\"{}\"", hex::encode(md5)))
+    }
+
+    /// Completes an upload from the parts the client names, in one commit.
+    ///
+    /// # Errors
+    /// `InvalidPartOrder`, `InvalidPart`, `EntityTooSmall` (all but the last part must
+    /// be at least 5 MiB), `NoSuchUpload`, `PreconditionFailed`, store failures.
+    pub async fn complete_upload(
+        &self,
+        id: &str,
+        bucket: &str,
+        key: &str,
+        chosen: &[(u32, String)],
+        precondition: Precondition,
+    ) -> Result<Manifest> {
+        const MIN_PART: u64 = 5 << 20;
+        let upload = self.upload(id, bucket, key).await?;
+        if chosen.is_empty() {
+            return Err(Error::InvalidArgument(
+                "CompleteMultipartUpload needs at least one part".into(),
+            ));
+        }
+        if chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(Error::InvalidPartOrder);
+        }
+        let uploaded: std::collections::BTreeMap<u32, PartRecord> =
+            self.private.parts(id).await?.into_iter().collect();
+        let mut parts = Vec::with_capacity(chosen.len());
+        let mut md5s = Vec::with_capacity(chosen.len() * 16);
+        for (i, (number, etag)) in chosen.iter().enumerate() {
+            let rec = uploaded.get(number).ok_or(Error::InvalidPart(*number))?;
+            if etag.trim_matches('"') != rec.md5 {
+                return Err(Error::InvalidPart(*number));
+            }
+            if i + 1 < chosen.len() && rec.plaintext_len < MIN_PART {
+                return Err(Error::EntityTooSmall {
+                    number: *number,
+                    size: rec.plaintext_len,
+                });
+            }
+            md5s.extend(hex::decode(&rec.md5).map_err(|_| Error::Corrupt("part md5".into()))?);
+            parts.push(Part {
+                blob: rec.blob,
+                chunk_size: rec.chunk_size,
+                plaintext_len: rec.plaintext_len,
+                root: rec.root,
+            });
+        }
+        let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&md5s)), chosen.len());
+        let manifest = Manifest {
+            suite: keyring::SUITE_V1,
+            dek_id: upload.dek_id,
+            size: parts.iter().map(|p| p.plaintext_len).sum(),
+            last_modified_ms: now_ms(),
+            etag,
+            content_type: upload.content_type,
+            headers: upload.headers,
+            metadata: upload.metadata,
+            checksums: Vec::new(),
+            patient: None,
+            parts,
+        };
+        manifest.validate()?;
+        let stanza = WrappedKey::from_bytes(&upload.stanza)?;
+        self.private
+            .commit_put(PutCommit {
+                bucket: upload.bucket,
+                key: upload.key,
+                manifest: manifest.clone(),
+                stanzas: vec![stanza],
+                precondition,
+                upload: Some(id.to_string()),
+            })
+            .await?;
+        self.private.flush().await?;
+        Ok(manifest)
+    }
+
+    /// Aborts an upload and deletes its part blobs (no manifest ever referenced them).
+    ///
+    /// # Errors
+    /// `NoSuchUpload`; store failures.
+    pub async fn abort_upload(&self, id: &str, bucket: &str, key: &str) -> Result<()> {
+        self.upload(id, bucket, key).await?;
+        crate::gc::abort_upload(&self.public, &*self.private, id).await
     }
 
     /// Best effort after a failed write: the blob is orphaned for gc.

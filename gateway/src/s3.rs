@@ -15,7 +15,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::private::Precondition;
-use crate::record::{Engine, PutRequest};
+use crate::record::{Engine, PartRequest, PutRequest};
 use crate::Error;
 
 /// The vault purpose under which access-key secrets are sealed.
@@ -34,6 +34,10 @@ pub fn to_s3_error(e: Error) -> S3Error {
         Error::IncompleteBody { .. } => (C::IncompleteBody, e.to_string()),
         Error::InvalidRange { .. } => (C::InvalidRange, e.to_string()),
         Error::PreconditionFailed => (C::PreconditionFailed, e.to_string()),
+        Error::NoSuchUpload(_) => (C::NoSuchUpload, e.to_string()),
+        Error::InvalidPart(_) => (C::InvalidPart, e.to_string()),
+        Error::InvalidPartOrder => (C::InvalidPartOrder, e.to_string()),
+        Error::EntityTooSmall { .. } => (C::EntityTooSmall, e.to_string()),
         Error::InvalidArgument(_) => (C::InvalidArgument, e.to_string()),
         Error::NoSuchAccessKey(_) => (C::InvalidAccessKeyId, e.to_string()),
         Error::Reaped => (C::ServiceUnavailable, e.to_string()),
@@ -197,62 +201,25 @@ impl S3 for Front {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
-        if input.grant_full_control.is_some()
-            || input.grant_read.is_some()
-            || input.grant_read_acp.is_some()
-            || input.grant_write_acp.is_some()
-        {
-            return Err(s3_error!(
-                NotImplemented,
-                "ACL grants cannot be enforced by this gateway"
-            ));
-        }
-        let content_md5 = match &input.content_md5 {
-            Some(s) => {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(s.trim())
-                    .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not valid base64"))?;
-                Some(
-                    <[u8; 16]>::try_from(raw.as_slice())
-                        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes"))?,
-                )
-            }
-            None => None,
-        };
-        let precondition = match (&input.if_none_match, &input.if_match) {
-            (Some(c), _) if c.is_any() => Precondition::Absent,
-            (Some(_), _) => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "If-None-Match on PUT supports only '*'"
-                ))
-            }
-            (None, Some(c)) => match c.as_etag() {
-                Some(t) => Precondition::ETag(format!("\"{}\"", t.value())),
-                None => Precondition::None,
-            },
-            (None, None) => Precondition::None,
-        };
-        let mut headers = Vec::new();
-        for (name, value) in [
-            ("cache-control", &input.cache_control),
-            ("content-disposition", &input.content_disposition),
-            ("content-encoding", &input.content_encoding),
-            ("content-language", &input.content_language),
-        ] {
-            if let Some(v) = value {
-                headers.push((name.to_string(), v.clone()));
-            }
-        }
-        let mut meta: Vec<(String, String)> =
-            input.metadata.unwrap_or_default().into_iter().collect();
-        meta.sort();
+        refuse_grants([
+            &input.grant_full_control,
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write_acp,
+        ])?;
+        let content_md5 = parse_md5(input.content_md5.as_deref())?;
+        let precondition = write_precondition(&input.if_none_match, &input.if_match)?;
         let put = PutRequest {
+            headers: stored_headers([
+                &input.cache_control,
+                &input.content_disposition,
+                &input.content_encoding,
+                &input.content_language,
+            ]),
+            metadata: sorted_metadata(input.metadata),
             bucket: input.bucket,
             key: input.key,
             content_type: input.content_type,
-            headers,
-            metadata: meta,
             content_md5,
             content_length: input.content_length.and_then(|n| u64::try_from(n).ok()),
             precondition,
@@ -361,6 +328,209 @@ impl S3 for Front {
             .map_err(to_s3_error)?;
         self.engine.private.flush().await.map_err(to_s3_error)?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        refuse_grants([
+            &input.grant_full_control,
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write_acp,
+        ])?;
+        let bucket = input.bucket.clone();
+        let key = input.key.clone();
+        let id = self
+            .engine
+            .create_upload(PutRequest {
+                headers: stored_headers([
+                    &input.cache_control,
+                    &input.content_disposition,
+                    &input.content_encoding,
+                    &input.content_language,
+                ]),
+                metadata: sorted_metadata(input.metadata),
+                bucket: input.bucket,
+                key: input.key,
+                content_type: input.content_type,
+                ..Default::default()
+            })
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(bucket),
+            key: Some(key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        let number = part_number(input.part_number)?;
+        let md5 = parse_md5(input.content_md5.as_deref())?;
+        let len = input.content_length.and_then(|n| u64::try_from(n).ok());
+        let part = PartRequest {
+            upload_id: input.upload_id,
+            bucket: input.bucket,
+            key: input.key,
+            number,
+            content_length: len,
+            content_md5: md5,
+        };
+        let etag_value = match input.body {
+            Some(body) => self.engine.upload_part(part, body).await,
+            None => {
+                let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
+                self.engine.upload_part(part, empty).await
+            }
+        }
+        .map_err(to_s3_error)?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(etag(&etag_value)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let precondition = write_precondition(&input.if_none_match, &input.if_match)?;
+        let mut chosen = Vec::new();
+        for p in input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+        {
+            let number = part_number(p.part_number.unwrap_or(0))?;
+            let tag = p.e_tag.map(|t| t.into_value()).unwrap_or_default();
+            chosen.push((number, tag));
+        }
+        let m = self
+            .engine
+            .complete_upload(
+                &input.upload_id,
+                &input.bucket,
+                &input.key,
+                &chosen,
+                precondition,
+            )
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(etag(&m.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.engine
+            .abort_upload(&input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        self.engine
+            .upload(&input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(to_s3_error)?;
+        let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+        let marker = input.part_number_marker.unwrap_or(0);
+        let all = self
+            .engine
+            .private
+            .parts(&input.upload_id)
+            .await
+            .map_err(to_s3_error)?;
+        let after: Vec<_> = all
+            .into_iter()
+            .filter(|(n, _)| i64::from(*n) > i64::from(marker))
+            .collect();
+        let truncated = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let next = page.last().map(|(n, _)| *n as i32);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max as i32),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: if truncated { next } else { None },
+            is_truncated: Some(truncated),
+            parts: Some(
+                page.into_iter()
+                    .map(|(n, p)| Part {
+                        part_number: Some(n as i32),
+                        e_tag: Some(ETag::Strong(p.md5)),
+                        size: Some(i64::try_from(p.plaintext_len).unwrap_or(i64::MAX)),
+                        last_modified: Some(timestamp(p.created_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        if self
+            .engine
+            .private
+            .bucket(&input.bucket)
+            .await
+            .map_err(to_s3_error)?
+            .is_none()
+        {
+            return Err(to_s3_error(Error::NoSuchBucket(input.bucket)));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let uploads = self
+            .engine
+            .private
+            .list_uploads(&input.bucket)
+            .await
+            .map_err(to_s3_error)?
+            .into_iter()
+            .filter(|(_, u)| u.key.starts_with(&prefix))
+            .map(|(id, u)| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(id),
+                initiated: Some(timestamp(u.created_ms)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            uploads: Some(uploads),
+            is_truncated: Some(false),
+            ..Default::default()
+        }))
     }
 
     async fn list_objects_v2(
@@ -493,6 +663,81 @@ fn url_encode(s: &str) -> String {
         }
     }
     out
+}
+
+fn parse_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    let Some(s) = header else { return Ok(None) };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not valid base64"))?;
+    let md5 = <[u8; 16]>::try_from(raw.as_slice())
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes"))?;
+    Ok(Some(md5))
+}
+
+/// The system headers a manifest keeps, in a fixed order.
+fn stored_headers(values: [&Option<String>; 4]) -> Vec<(String, String)> {
+    const NAMES: [&str; 4] = [
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+    ];
+    NAMES
+        .iter()
+        .zip(values)
+        .filter_map(|(n, v)| v.as_ref().map(|v| (n.to_string(), v.clone())))
+        .collect()
+}
+
+fn sorted_metadata(meta: Option<Metadata>) -> Vec<(String, String)> {
+    let mut meta: Vec<(String, String)> = meta.unwrap_or_default().into_iter().collect();
+    meta.sort();
+    meta
+}
+
+/// ACL grants name other AWS accounts; this gateway has none to enforce them for, so it
+/// refuses them rather than ignore them silently.
+fn refuse_grants(grants: [&Option<String>; 4]) -> S3Result<()> {
+    if grants.iter().any(|g| g.is_some()) {
+        return Err(s3_error!(
+            NotImplemented,
+            "ACL grants cannot be enforced by this gateway"
+        ));
+    }
+    Ok(())
+}
+
+fn write_precondition(
+    if_none_match: &Option<ETagCondition>,
+    if_match: &Option<ETagCondition>,
+) -> S3Result<Precondition> {
+    Ok(match (if_none_match, if_match) {
+        (Some(c), _) if c.is_any() => Precondition::Absent,
+        (Some(_), _) => {
+            return Err(s3_error!(
+                NotImplemented,
+                "If-None-Match on writes supports only '*'"
+            ))
+        }
+        (None, Some(c)) => match c.as_etag() {
+            Some(t) => Precondition::ETag(format!("\"{}\"", t.value())),
+            None => Precondition::None,
+        },
+        (None, None) => Precondition::None,
+    })
+}
+
+fn part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })
 }
 
 fn encode_token(after: &str) -> String {

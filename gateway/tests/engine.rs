@@ -817,6 +817,7 @@ async fn commit_after_reap_fails_with_reaped() {
             manifest,
             stanzas: Vec::new(),
             precondition: Precondition::None,
+            upload: None,
         })
         .await
         .unwrap_err();

@@ -33,6 +33,7 @@ on_sled!(
     conformance_leaves,
     conformance_reap,
     conformance_access_keys,
+    conformance_uploads,
 );
 
 #[tokio::test]

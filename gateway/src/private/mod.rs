@@ -84,6 +84,41 @@ pub struct PutCommit {
     /// that already exists (a copy) they are added to it.
     pub stanzas: Vec<WrappedKey>,
     pub precondition: Precondition,
+    /// The multipart upload this commit completes: it is removed in the same
+    /// transaction, and its parts that the manifest does not use become orphans.
+    pub upload: Option<String>,
+}
+
+/// A multipart upload in progress. Its DEK is drawn at creation and wrapped for the
+/// institution; every part is sealed under it with a fresh blob id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub bucket: String,
+    pub key: String,
+    pub created_ms: u64,
+    /// Last part upload; gc aborts uploads idle for longer than the grace period.
+    pub touched_ms: u64,
+    #[serde(with = "hex_dek")]
+    pub dek_id: DekId,
+    /// The DEK wrapped for the institution (`WrappedKey` bytes).
+    pub stanza: Vec<u8>,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// One uploaded part: one blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    #[serde(with = "hex_blob")]
+    pub blob: BlobId,
+    pub chunk_size: u32,
+    pub plaintext_len: u64,
+    #[serde(with = "hex_hash")]
+    pub root: Hash,
+    /// MD5 of the part's plaintext (its ETag without quotes, hex).
+    pub md5: String,
+    pub created_ms: u64,
 }
 
 /// A page of a key listing.
@@ -143,6 +178,19 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// Orphan rows (blobs whose last reference went, or whose upload failed), for gc.
     async fn orphans(&self) -> Result<Vec<(BlobId, u64)>>;
 
+    /// Starts a multipart upload.
+    async fn create_upload(&self, id: &str, record: UploadRecord) -> Result<()>;
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>>;
+    /// Multipart uploads of a bucket, by key then id.
+    async fn list_uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>>;
+    /// Records a part (its blob stays pending until the upload completes). A part
+    /// uploaded again under the same number replaces the old one, whose blob becomes an
+    /// orphan. Fails with `NoSuchUpload` if the upload is gone.
+    async fn put_part(&self, id: &str, number: u32, part: PartRecord) -> Result<()>;
+    async fn parts(&self, id: &str) -> Result<Vec<(u32, PartRecord)>>;
+    /// Removes an upload and its parts; their blobs become orphans. Returns the parts.
+    async fn abort_upload(&self, id: &str) -> Result<Vec<PartRecord>>;
+
     async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()>;
     async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>>;
     async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
@@ -151,3 +199,40 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// Makes every completed write durable.
     async fn flush(&self) -> Result<()>;
 }
+
+/// Serde adapters: ids and hashes are hex strings in the JSON records.
+macro_rules! hex_serde {
+    ($name:ident, $ty:ty, $len:expr, $wrap:expr, $unwrap:expr) => {
+        mod $name {
+            use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+            pub fn serialize<S: Serializer>(v: &$ty, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&hex::encode(($unwrap)(v)))
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let text = String::deserialize(d)?;
+                let bytes = hex::decode(&text).map_err(D::Error::custom)?;
+                let arr = <[u8; $len]>::try_from(bytes.as_slice())
+                    .map_err(|_| D::Error::custom("wrong length"))?;
+                Ok(($wrap)(arr))
+            }
+        }
+    };
+}
+
+hex_serde!(
+    hex_blob,
+    keyring::BlobId,
+    16,
+    keyring::BlobId,
+    |v: &keyring::BlobId| v.0
+);
+hex_serde!(
+    hex_dek,
+    keyring::DekId,
+    16,
+    keyring::DekId,
+    |v: &keyring::DekId| v.0
+);
+hex_serde!(hex_hash, keyring::Hash, 32, |a| a, |v: &keyring::Hash| *v);

@@ -16,6 +16,9 @@
 //! | `deks`        | DEK id (16)                           | [`DekRecord`] encoding        |
 //! | `dek_refs`    | DEK id (16) ‖ bucket ‖ 0x00 ‖ key     | empty                         |
 //! | `access_keys` | access key id                         | JSON `AccessKeyRecord`        |
+//! | `uploads`     | upload id                             | JSON `UploadRecord`           |
+//! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
+//! | `part_blobs`  | blob id (16)                          | upload id                     |
 //!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
@@ -29,7 +32,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::{
-    AccessKeyRecord, BlobState, BucketInfo, ListedObject, Precondition, PrivateStore, PutCommit,
+    AccessKeyRecord, BlobState, BucketInfo, ListedObject, PartRecord, Precondition, PrivateStore,
+    PutCommit, UploadRecord,
 };
 use crate::{Error, Result};
 
@@ -45,6 +49,9 @@ pub struct SledStore {
     deks: sled::Tree,
     dek_refs: sled::Tree,
     access_keys: sled::Tree,
+    uploads: sled::Tree,
+    parts: sled::Tree,
+    part_blobs: sled::Tree,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +147,18 @@ fn dek_ref_key(dek: &DekId, bucket: &str, key: &str) -> Vec<u8> {
     let mut k = dek.0.to_vec();
     k.extend_from_slice(&object_key(bucket, key));
     k
+}
+
+fn part_key(upload: &str, number: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(upload.len() + 5);
+    k.extend_from_slice(upload.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&number.to_be_bytes());
+    k
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(v: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(v).map_err(|_| Error::Corrupt(what.to_string()))
 }
 
 fn leaf_key(blob: &BlobId, index: u64) -> [u8; 24] {
@@ -250,6 +269,9 @@ impl SledStore {
             deks: db.open_tree("deks")?,
             dek_refs: db.open_tree("dek_refs")?,
             access_keys: db.open_tree("access_keys")?,
+            uploads: db.open_tree("uploads")?,
+            parts: db.open_tree("parts")?,
+            part_blobs: db.open_tree("part_blobs")?,
             db,
         })
     }
@@ -418,6 +440,13 @@ impl PrivateStore for SledStore {
         let encoded = commit.manifest.encode();
         let dek = commit.manifest.dek_id;
         let now = crate::now_ms();
+        // The parts of the upload being completed, read before the transaction (sled
+        // transactions cannot scan); a part added concurrently stays pending and gc
+        // reaps it after the grace period.
+        let upload_parts = match &commit.upload {
+            Some(id) => self.parts(id).await?,
+            None => Vec::new(),
+        };
         (
             &self.buckets,
             &self.objects,
@@ -426,9 +455,36 @@ impl PrivateStore for SledStore {
             &self.orphans,
             &self.deks,
             &self.dek_refs,
+            &self.uploads,
+            &self.parts,
+            &self.part_blobs,
         )
             .transaction(
-                |(buckets, objects, blobs, pending, orphans, deks, dek_refs)| {
+                |(
+                    buckets,
+                    objects,
+                    blobs,
+                    pending,
+                    orphans,
+                    deks,
+                    dek_refs,
+                    uploads,
+                    parts,
+                    part_blobs,
+                )| {
+                    if let Some(id) = &commit.upload {
+                        if uploads.remove(id.as_bytes())?.is_none() {
+                            return abort(Error::NoSuchUpload(id.clone()));
+                        }
+                        for (number, part) in &upload_parts {
+                            parts.remove(part_key(id, *number))?;
+                            part_blobs.remove(&part.blob.0)?;
+                            let used = commit.manifest.parts.iter().any(|p| p.blob == part.blob);
+                            if !used && pending.remove(&part.blob.0)?.is_some() {
+                                orphans.insert(&part.blob.0, &now.to_be_bytes())?;
+                            }
+                        }
+                    }
                     let Some(brow) = buckets.get(commit.bucket.as_bytes())? else {
                         return abort(Error::NoSuchBucket(commit.bucket.clone()));
                     };
@@ -558,9 +614,15 @@ impl PrivateStore for SledStore {
             return Ok(BlobState::Referenced(read_u64(&v)?));
         }
         if let Some(v) = self.pending.get(blob.0)? {
-            return Ok(BlobState::Pending {
-                created_ms: read_u64(&v)?,
-            });
+            let mut created_ms = read_u64(&v)?;
+            // A part of a live upload is as young as the upload's last part.
+            if let Some(id) = self.part_blobs.get(blob.0)? {
+                if let Some(u) = self.uploads.get(&id)? {
+                    let rec: UploadRecord = decode_json(&u, "upload")?;
+                    created_ms = created_ms.max(rec.touched_ms);
+                }
+            }
+            return Ok(BlobState::Pending { created_ms });
         }
         if let Some(v) = self.orphans.get(blob.0)? {
             return Ok(BlobState::Orphan {
@@ -605,6 +667,106 @@ impl PrivateStore for SledStore {
 
     async fn orphans(&self) -> Result<Vec<(BlobId, u64)>> {
         blob_rows(&self.orphans)
+    }
+
+    async fn create_upload(&self, id: &str, record: UploadRecord) -> Result<()> {
+        self.uploads.insert(id.as_bytes(), encode_json(&record)?)?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        match self.uploads.get(id.as_bytes())? {
+            Some(v) => Ok(Some(decode_json(&v, "upload")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>> {
+        let mut out = Vec::new();
+        for item in self.uploads.iter() {
+            let (k, v) = item?;
+            let rec: UploadRecord = decode_json(&v, "upload")?;
+            if rec.bucket == bucket {
+                let id = String::from_utf8(k.to_vec())
+                    .map_err(|_| Error::Corrupt("upload id".into()))?;
+                out.push((id, rec));
+            }
+        }
+        out.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
+        Ok(out)
+    }
+
+    async fn put_part(&self, id: &str, number: u32, part: PartRecord) -> Result<()> {
+        let encoded = encode_json(&part)?;
+        let now = crate::now_ms();
+        (
+            &self.uploads,
+            &self.parts,
+            &self.part_blobs,
+            &self.pending,
+            &self.orphans,
+        )
+            .transaction(|(uploads, parts, part_blobs, pending, orphans)| {
+                let Some(v) = uploads.get(id.as_bytes())? else {
+                    return abort(Error::NoSuchUpload(id.to_string()));
+                };
+                let mut rec: UploadRecord = decode_json(&v, "upload").or_else(abort)?;
+                rec.touched_ms = now;
+                uploads.insert(id.as_bytes(), encode_json(&rec).or_else(abort)?)?;
+                if let Some(old) = parts.insert(part_key(id, number), encoded.as_slice())? {
+                    let old: PartRecord = decode_json(&old, "part").or_else(abort)?;
+                    part_blobs.remove(&old.blob.0)?;
+                    if pending.remove(&old.blob.0)?.is_some() {
+                        orphans.insert(&old.blob.0, &now.to_be_bytes())?;
+                    }
+                }
+                part_blobs.insert(&part.blob.0, id.as_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    async fn parts(&self, id: &str) -> Result<Vec<(u32, PartRecord)>> {
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.parts.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let number = k
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| Error::Corrupt("part key".into()))?;
+            out.push((number, decode_json(&v, "part")?));
+        }
+        Ok(out)
+    }
+
+    async fn abort_upload(&self, id: &str) -> Result<Vec<PartRecord>> {
+        let listed = self.parts(id).await?;
+        let now = crate::now_ms();
+        (
+            &self.uploads,
+            &self.parts,
+            &self.part_blobs,
+            &self.pending,
+            &self.orphans,
+        )
+            .transaction(|(uploads, parts, part_blobs, pending, orphans)| {
+                if uploads.remove(id.as_bytes())?.is_none() {
+                    return abort(Error::NoSuchUpload(id.to_string()));
+                }
+                for (number, part) in &listed {
+                    parts.remove(part_key(id, *number))?;
+                    part_blobs.remove(&part.blob.0)?;
+                    if pending.remove(&part.blob.0)?.is_some() {
+                        orphans.insert(&part.blob.0, &now.to_be_bytes())?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        Ok(listed.into_iter().map(|(_, p)| p).collect())
     }
 
     async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()> {

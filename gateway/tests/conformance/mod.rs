@@ -6,7 +6,9 @@
 //! its own fresh store.
 #![allow(dead_code)]
 
-use gateway::private::{AccessKeyRecord, BlobState, Precondition, PrivateStore, PutCommit};
+use gateway::private::{
+    AccessKeyRecord, BlobState, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord,
+};
 use gateway::Error;
 use keyring::{BlobId, DataKey, DekId, Hash, Identity, Manifest, Part, WrappedKey, SUITE_V1};
 
@@ -49,6 +51,7 @@ fn commit(bucket: &str, key: &str, manifest: &Manifest, precondition: Preconditi
         manifest: manifest.clone(),
         stanzas: vec![stanza()],
         precondition,
+        upload: None,
     }
 }
 
@@ -164,6 +167,7 @@ pub async fn conformance_commit_and_overwrite(store: &dyn PrivateStore) {
             manifest: m1.clone(),
             stanzas: vec![s1.clone()],
             precondition: Precondition::None,
+            upload: None,
         })
         .await
         .unwrap();
@@ -190,6 +194,7 @@ pub async fn conformance_commit_and_overwrite(store: &dyn PrivateStore) {
             manifest: m2.clone(),
             stanzas: vec![s2.clone()],
             precondition: Precondition::None,
+            upload: None,
         })
         .await
         .unwrap();
@@ -231,6 +236,7 @@ pub async fn conformance_shared_blob_and_dek(store: &dyn PrivateStore) {
             manifest: m.clone(),
             stanzas: vec![s_orig[0].clone(), extra.clone()],
             precondition: Precondition::None,
+            upload: None,
         })
         .await
         .unwrap();
@@ -675,5 +681,116 @@ pub async fn persistence_check(store: &dyn PrivateStore, p: &Persisted) {
     assert!(matches!(
         store.delete_bucket("keep").await,
         Err(Error::BucketNotEmpty(_))
+    ));
+}
+
+fn part_record(blob: BlobId, len: u64) -> PartRecord {
+    PartRecord {
+        blob,
+        chunk_size: 64,
+        plaintext_len: len,
+        root: [9u8; 32],
+        md5: "00".repeat(16),
+        created_ms: 1,
+    }
+}
+
+pub async fn conformance_uploads(store: &dyn PrivateStore) {
+    store.create_bucket("mp", 1).await.unwrap();
+    let rec = UploadRecord {
+        bucket: "mp".into(),
+        key: "big".into(),
+        created_ms: 5,
+        touched_ms: 5,
+        dek_id: DekId::random(),
+        stanza: stanza().to_bytes(),
+        content_type: Some("application/dicom".into()),
+        headers: Vec::new(),
+        metadata: vec![("k".into(), "v".into())],
+    };
+    store.create_upload("u1", rec.clone()).await.unwrap();
+    assert_eq!(store.upload("u1").await.unwrap(), Some(rec.clone()));
+    assert!(matches!(
+        store
+            .put_part("nope", 1, part_record(BlobId::random(), 1))
+            .await,
+        Err(Error::NoSuchUpload(_))
+    ));
+
+    let (a, b, b2, c) = (
+        BlobId::random(),
+        BlobId::random(),
+        BlobId::random(),
+        BlobId::random(),
+    );
+    for blob in [a, b, b2, c] {
+        store.add_pending(blob, 10).await.unwrap();
+    }
+    store.put_part("u1", 2, part_record(b, 64)).await.unwrap();
+    store.put_part("u1", 1, part_record(a, 64)).await.unwrap();
+    store.put_part("u1", 3, part_record(c, 10)).await.unwrap();
+    // A part uploaded again replaces the earlier one, whose blob becomes an orphan.
+    store.put_part("u1", 2, part_record(b2, 64)).await.unwrap();
+    assert!(matches!(
+        store.blob_state(b).await.unwrap(),
+        BlobState::Orphan { .. }
+    ));
+    let parts = store.parts("u1").await.unwrap();
+    assert_eq!(
+        parts.iter().map(|(n, p)| (*n, p.blob)).collect::<Vec<_>>(),
+        vec![(1, a), (2, b2), (3, c)]
+    );
+    // A part of a live upload is as young as the upload's last activity.
+    let touched = store.upload("u1").await.unwrap().unwrap().touched_ms;
+    assert!(touched > 5);
+    assert_eq!(
+        store.blob_state(a).await.unwrap(),
+        BlobState::Pending {
+            created_ms: touched
+        }
+    );
+    let listed = store.list_uploads("mp").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, "u1");
+    assert!(store.list_uploads("other").await.unwrap().is_empty());
+
+    // Completing with parts 1 and 2 only: part 3 becomes an orphan, the upload is gone.
+    let m = manifest_with(&[(a, 64), (b2, 64)], "\"x-2\"");
+    let mut done = commit("mp", "big", &m, Precondition::None);
+    done.upload = Some("u1".into());
+    store.commit_put(done.clone()).await.unwrap();
+    assert_eq!(store.blob_state(a).await.unwrap(), BlobState::Referenced(1));
+    assert_eq!(
+        store.blob_state(b2).await.unwrap(),
+        BlobState::Referenced(1)
+    );
+    assert!(matches!(
+        store.blob_state(c).await.unwrap(),
+        BlobState::Orphan { .. }
+    ));
+    assert_eq!(store.upload("u1").await.unwrap(), None);
+    assert!(store.parts("u1").await.unwrap().is_empty());
+    assert_eq!(store.manifest("mp", "big").await.unwrap(), Some(m));
+    // Completing twice fails cleanly.
+    assert!(matches!(
+        store.commit_put(done).await,
+        Err(Error::NoSuchUpload(_))
+    ));
+
+    // Abort: the upload and its parts go, their blobs become orphans.
+    store.create_upload("u2", rec).await.unwrap();
+    let d = BlobId::random();
+    store.add_pending(d, 10).await.unwrap();
+    store.put_part("u2", 1, part_record(d, 64)).await.unwrap();
+    let aborted = store.abort_upload("u2").await.unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert!(matches!(
+        store.blob_state(d).await.unwrap(),
+        BlobState::Orphan { .. }
+    ));
+    assert_eq!(store.upload("u2").await.unwrap(), None);
+    assert!(matches!(
+        store.abort_upload("u2").await,
+        Err(Error::NoSuchUpload(_))
     ));
 }
