@@ -36,7 +36,7 @@ const READ_AHEAD: usize = 2;
 /// Chunks being sealed on the blocking pool while the request task reads and hashes
 /// the next ones (MD5 of the plaintext runs on the request task, sealing and leaf
 /// hashing beside it: two cores busy on one upload).
-const SEAL_AHEAD: usize = 2;
+const SEAL_AHEAD: usize = 4;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -54,7 +54,7 @@ impl Default for EngineConfig {
         EngineConfig {
             chunk_size: keyring::DEFAULT_CHUNK_SIZE,
             part_size: 8 << 20,
-            upload_concurrency: 2,
+            upload_concurrency: 3,
         }
     }
 }
@@ -634,6 +634,62 @@ impl ChunkJob {
     }
 }
 
+/// MD5 of a blob's plaintext (its S3 ETag), computed on a thread of its own: MD5 is
+/// inherently sequential and the slowest hash on the write path, so the request task
+/// only hands it chunks and goes on reading the body while sealing runs beside both.
+struct Md5Lane {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    done: Option<tokio::task::JoinHandle<[u8; 16]>>,
+}
+
+/// Plaintext chunks queued for the MD5 lane (bounds memory at this many chunks).
+const MD5_AHEAD: usize = 4;
+
+impl Md5Lane {
+    fn start() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(MD5_AHEAD);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut h = Md5::new();
+            while let Some(b) = rx.blocking_recv() {
+                h.update(&b);
+            }
+            h.finalize().into()
+        });
+        Md5Lane {
+            tx: Some(tx),
+            done: Some(done),
+        }
+    }
+
+    /// A lane that hashes nothing, left behind by [`Md5Lane::finish`].
+    fn idle() -> Self {
+        Md5Lane {
+            tx: None,
+            done: None,
+        }
+    }
+
+    async fn push(&mut self, chunk: Bytes) -> Result<()> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Internal("MD5 lane used after finish".into()))?;
+        tx.send(chunk)
+            .await
+            .map_err(|_| Error::Internal("MD5 lane stopped".into()))
+    }
+
+    async fn finish(mut self) -> Result<[u8; 16]> {
+        drop(self.tx.take());
+        let done = self
+            .done
+            .take()
+            .ok_or_else(|| Error::Internal("MD5 lane finished twice".into()))?;
+        done.await
+            .map_err(|e| Error::Internal(format!("MD5 task failed: {e}")))
+    }
+}
+
 /// Where sealed bytes go: held in memory until they exceed one part, then a multipart
 /// upload with bounded parts in flight.
 enum Sink {
@@ -652,7 +708,7 @@ struct BlobWriter<'a> {
     chunk_size: usize,
     index: u64,
     plain: Vec<u8>,
-    md5: Md5,
+    md5: Md5Lane,
     total: u64,
     root: RootBuilder,
     leaves: Vec<Hash>,
@@ -671,7 +727,7 @@ impl<'a> BlobWriter<'a> {
             chunk_size,
             index: 0,
             plain: Vec::with_capacity(chunk_size + keyring::TAG_LEN),
-            md5: Md5::new(),
+            md5: Md5Lane::start(),
             total: 0,
             root: RootBuilder::new(),
             leaves: Vec::new(),
@@ -681,7 +737,6 @@ impl<'a> BlobWriter<'a> {
     }
 
     async fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        self.md5.update(data);
         self.total += data.len() as u64;
         while !data.is_empty() {
             // A full chunk is sealed only once a byte beyond it arrives: until then it
@@ -698,16 +753,18 @@ impl<'a> BlobWriter<'a> {
         Ok(())
     }
 
-    /// Queues a chunk for sealing; takes in finished chunks in order.
+    /// Hands a plaintext chunk to the MD5 lane and queues it for sealing; takes in
+    /// finished chunks in order.
     async fn seal(&mut self, chunk: Vec<u8>, last: bool) -> Result<()> {
+        let chunk = Bytes::from(chunk);
+        self.md5.push(chunk.clone()).await?;
         let key = Arc::clone(&self.key);
         let index = self.index;
         self.index += 1;
         self.sealing.push_back(tokio::task::spawn_blocking(move || {
-            let mut chunk = chunk;
-            key.seal_in_place(index, last, &mut chunk)?;
-            let leaf = leaf_hash(&chunk);
-            Ok((chunk, leaf))
+            let sealed = key.seal(index, last, &chunk)?;
+            let leaf = leaf_hash(&sealed);
+            Ok((sealed, leaf))
         }));
         while self.sealing.len() > SEAL_AHEAD {
             self.take_sealed().await?;
@@ -804,7 +861,9 @@ impl<'a> BlobWriter<'a> {
             None => return Err(Error::Internal("blob writer finished twice".into())),
         }
         let root = std::mem::replace(&mut self.root, RootBuilder::new()).finish();
-        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        let md5 = std::mem::replace(&mut self.md5, Md5Lane::idle())
+            .finish()
+            .await?;
         Ok((
             Part {
                 blob: self.blob,
