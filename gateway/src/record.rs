@@ -393,6 +393,43 @@ impl Engine {
         crate::gc::abort_upload(&self.public, &*self.private, id).await
     }
 
+    /// Copies an object in O(1): the new manifest references the same blobs and the
+    /// same DEK (reference-counted in the private store, so deleting either copy keeps
+    /// the other readable, and rotation or shredding of the DEK reaches both).
+    /// `replace` carries new content type, headers and metadata (`REPLACE`); `None` keeps
+    /// the source's (`COPY`).
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, `NoSuchKey` for the source; `Reaped` if the source was deleted and
+    /// collected meanwhile; store failures.
+    pub async fn copy(
+        &self,
+        source: &Manifest,
+        bucket: &str,
+        key: &str,
+        replace: Option<PutRequest>,
+    ) -> Result<Manifest> {
+        let mut manifest = source.clone();
+        manifest.last_modified_ms = now_ms();
+        if let Some(r) = replace {
+            manifest.content_type = r.content_type;
+            manifest.headers = r.headers;
+            manifest.metadata = r.metadata;
+        }
+        self.private
+            .commit_put(PutCommit {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                manifest: manifest.clone(),
+                stanzas: Vec::new(),
+                precondition: Precondition::None,
+                upload: None,
+            })
+            .await?;
+        self.private.flush().await?;
+        Ok(manifest)
+    }
+
     /// Best effort after a failed write: the blob is orphaned for gc.
     async fn forget_blob(&self, blob: BlobId) {
         if let Err(e) = self.private.drop_pending(blob).await {

@@ -533,6 +533,145 @@ impl S3 for Front {
         }))
     }
 
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        refuse_grants([
+            &input.grant_full_control,
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write_acp,
+        ])?;
+        let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+        let src = self
+            .engine
+            .manifest(&src_bucket, &src_key)
+            .await
+            .map_err(to_s3_error)?;
+        if let Some(c) = &input.copy_source_if_match {
+            if !etag_matches(c, &src.etag) {
+                return Err(to_s3_error(Error::PreconditionFailed));
+            }
+        }
+        if let Some(c) = &input.copy_source_if_none_match {
+            if etag_matches(c, &src.etag) {
+                return Err(to_s3_error(Error::PreconditionFailed));
+            }
+        }
+        let src_time = time::OffsetDateTime::from(timestamp(src.last_modified_ms));
+        if let Some(t) = &input.copy_source_if_modified_since {
+            if src_time <= time::OffsetDateTime::from(t.clone()) {
+                return Err(to_s3_error(Error::PreconditionFailed));
+            }
+        }
+        if let Some(t) = &input.copy_source_if_unmodified_since {
+            if src_time > time::OffsetDateTime::from(t.clone()) {
+                return Err(to_s3_error(Error::PreconditionFailed));
+            }
+        }
+        let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
+            Some(MetadataDirective::REPLACE) => Some(PutRequest {
+                headers: stored_headers([
+                    &input.cache_control,
+                    &input.content_disposition,
+                    &input.content_encoding,
+                    &input.content_language,
+                ]),
+                metadata: sorted_metadata(input.metadata),
+                content_type: input.content_type,
+                ..Default::default()
+            }),
+            Some(MetadataDirective::COPY) | None => {
+                if src_bucket == input.bucket && src_key == input.key {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata."
+                    ));
+                }
+                None
+            }
+            Some(other) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "Unknown metadata directive {other:?}"
+                ))
+            }
+        };
+        let m = self
+            .engine
+            .copy(&src, &input.bucket, &input.key, replace)
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&m.etag)),
+                last_modified: Some(timestamp(m.last_modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        if input.delete.objects.len() > 1000 {
+            return Err(s3_error!(
+                MalformedXML,
+                "DeleteObjects takes at most 1000 keys"
+            ));
+        }
+        if self
+            .engine
+            .private
+            .bucket(&input.bucket)
+            .await
+            .map_err(to_s3_error)?
+            .is_none()
+        {
+            return Err(to_s3_error(Error::NoSuchBucket(input.bucket)));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for obj in input.delete.objects {
+            match self
+                .engine
+                .private
+                .delete_object(&input.bucket, &obj.key)
+                .await
+            {
+                Ok(_) => {
+                    if !quiet {
+                        deleted.push(DeletedObject {
+                            key: Some(obj.key),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(e) => {
+                    let err = to_s3_error(e);
+                    errors.push(s3s::dto::Error {
+                        code: Some(err.code().as_str().to_string()),
+                        key: Some(obj.key),
+                        message: err.message().map(str::to_string),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        self.engine.private.flush().await.map_err(to_s3_error)?;
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+
     async fn list_objects_v2(
         &self,
         req: S3Request<ListObjectsV2Input>,
@@ -728,6 +867,36 @@ fn write_precondition(
     })
 }
 
+/// The bucket and key a copy reads from.
+fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+    match src {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            if version_id.as_deref().is_some_and(|v| v != "null") {
+                return Err(s3_error!(
+                    NoSuchVersion,
+                    "this gateway keeps one version per key (version id null)"
+                ));
+            }
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(s3_error!(
+            NotImplemented,
+            "copy sources other than bucket/key are not supported"
+        )),
+    }
+}
+
+fn etag_matches(cond: &ETagCondition, quoted: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(t) => t.value() == quoted.trim_matches('"'),
+    }
+}
+
 fn part_number(n: i32) -> S3Result<u32> {
     u32::try_from(n)
         .ok()
@@ -833,6 +1002,30 @@ impl S3Access for KeyAccess {
                 AccessDenied,
                 "this access key may not use that bucket"
             )),
+        }
+    }
+
+    /// A copy reads another bucket: a key limited to named buckets must be allowed
+    /// there too.
+    async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
+        let Some(cred) = &req.credentials else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        let record = self
+            .engine
+            .private
+            .access_key(&cred.access_key)
+            .await
+            .map_err(to_s3_error)?
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        let (src_bucket, _) = copy_source(&req.input.copy_source)?;
+        if record.buckets.is_empty() || record.buckets.contains(&src_bucket) {
+            Ok(())
+        } else {
+            Err(s3_error!(
+                AccessDenied,
+                "this access key may not read the copy source bucket"
+            ))
         }
     }
 }
