@@ -14,7 +14,7 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use crate::private::Precondition;
+use crate::private::{ListedObject, Precondition};
 use crate::record::{Engine, PartRequest, PutRequest};
 use crate::Error;
 
@@ -137,10 +137,7 @@ impl S3 for Front {
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner {
-                display_name: Some("medgate".into()),
-                id: Some("medgate".into()),
-            }),
+            owner: Some(owner()),
             ..Default::default()
         }))
     }
@@ -248,6 +245,13 @@ impl S3 for Front {
             .manifest(&input.bucket, &input.key)
             .await
             .map_err(to_s3_error)?;
+        check_read_conditions(
+            &m,
+            &input.if_match,
+            &input.if_none_match,
+            &input.if_modified_since,
+            &input.if_unmodified_since,
+        )?;
         let (range, content_range) = match input.range {
             Some(r) => {
                 let r = r
@@ -301,6 +305,13 @@ impl S3 for Front {
             .manifest(&input.bucket, &input.key)
             .await
             .map_err(to_s3_error)?;
+        check_read_conditions(
+            &m,
+            &input.if_match,
+            &input.if_none_match,
+            &input.if_modified_since,
+            &input.if_unmodified_since,
+        )?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
             accept_ranges: Some("bytes".into()),
@@ -677,37 +688,261 @@ impl S3 for Front {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        if self
-            .engine
-            .private
-            .bucket(&input.bucket)
-            .await
-            .map_err(to_s3_error)?
-            .is_none()
-        {
-            return Err(to_s3_error(Error::NoSuchBucket(input.bucket)));
-        }
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let token_after = match &input.continuation_token {
-            Some(t) => Some(decode_token(t)?),
-            None => None,
-        };
-        let mut after = match (&token_after, &input.start_after) {
-            (Some(t), _) => t.clone(),
+        let after = match (&input.continuation_token, &input.start_after) {
+            (Some(t), _) => decode_token(t)?,
             (None, Some(s)) => s.clone(),
             (None, None) => String::new(),
         };
-        let mut contents = Vec::new();
-        let mut prefixes: Vec<String> = Vec::new();
-        let mut truncated = false;
-        let mut last_entry = String::new();
+        let page = self
+            .list_page(
+                &input.bucket,
+                &input.prefix,
+                &input.delimiter,
+                after,
+                input.max_keys,
+            )
+            .await?;
+        let enc = encoder(&input.encoding_type);
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: input.prefix.map(enc),
+            delimiter: input.delimiter.map(enc),
+            max_keys: Some(page.max_keys as i32),
+            key_count: Some((page.objects.len() + page.prefixes.len()) as i32),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after.map(enc),
+            is_truncated: Some(page.truncated),
+            next_continuation_token: page.truncated.then(|| encode_token(&page.resume_after)),
+            contents: Some(page.objects(enc)),
+            common_prefixes: Some(page.common_prefixes(enc)),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let after = input.marker.clone().unwrap_or_default();
+        let page = self
+            .list_page(
+                &input.bucket,
+                &input.prefix,
+                &input.delimiter,
+                after,
+                input.max_keys,
+            )
+            .await?;
+        let enc = encoder(&input.encoding_type);
+        // S3 returns NextMarker only with a delimiter; clients otherwise resume after the
+        // last key. Ours is the exact resume point (past a whole common prefix).
+        let next_marker =
+            (page.truncated && input.delimiter.is_some()).then(|| enc(page.resume_after.clone()));
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: input.prefix.map(enc),
+            delimiter: input.delimiter.map(enc),
+            marker: input.marker.map(enc),
+            max_keys: Some(page.max_keys as i32),
+            is_truncated: Some(page.truncated),
+            next_marker,
+            contents: Some(page.objects(enc)),
+            common_prefixes: Some(page.common_prefixes(enc)),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    /// This gateway keeps one version per key; tools that always list versions get each
+    /// object once, with version id `null`.
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        let after = input.key_marker.clone().unwrap_or_default();
+        let page = self
+            .list_page(
+                &input.bucket,
+                &input.prefix,
+                &input.delimiter,
+                after,
+                input.max_keys,
+            )
+            .await?;
+        let enc = encoder(&input.encoding_type);
+        let versions = page
+            .objects
+            .iter()
+            .map(|o| ObjectVersion {
+                key: Some(enc(o.key.clone())),
+                version_id: Some("null".into()),
+                is_latest: Some(true),
+                size: Some(i64::try_from(o.manifest.size).unwrap_or(i64::MAX)),
+                e_tag: Some(etag(&o.manifest.etag)),
+                last_modified: Some(timestamp(o.manifest.last_modified_ms)),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: input.prefix.map(enc),
+            delimiter: input.delimiter.map(enc),
+            key_marker: input.key_marker.map(enc),
+            max_keys: Some(page.max_keys as i32),
+            is_truncated: Some(page.truncated),
+            next_key_marker: page.truncated.then(|| enc(page.resume_after.clone())),
+            next_version_id_marker: page.truncated.then(|| "null".to_string()),
+            versions: Some(versions),
+            common_prefixes: Some(page.common_prefixes(enc)),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketAclOutput {
+            grants: Some(owner_full_control()),
+            owner: Some(owner()),
+        }))
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        self.engine
+            .manifest(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(GetObjectAclOutput {
+            grants: Some(owner_full_control()),
+            owner: Some(owner()),
+            ..Default::default()
+        }))
+    }
+}
+
+/// The single owner every bucket and object has: the institution running the gateway.
+fn owner() -> Owner {
+    Owner {
+        display_name: Some("medgate".into()),
+        id: Some("medgate".into()),
+    }
+}
+
+fn owner_full_control() -> Vec<Grant> {
+    vec![Grant {
+        grantee: Some(Grantee {
+            display_name: Some("medgate".into()),
+            id: Some("medgate".into()),
+            type_: Type::from_static(Type::CANONICAL_USER),
+            email_address: None,
+            uri: None,
+        }),
+        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+    }]
+}
+
+/// One page of a key listing, shared by ListObjects, ListObjectsV2 and
+/// ListObjectVersions.
+struct ListPage {
+    objects: Vec<ListedObject>,
+    prefixes: Vec<String>,
+    truncated: bool,
+    /// Where the next page starts (exclusive): the last key, or past the last common
+    /// prefix.
+    resume_after: String,
+    max_keys: usize,
+}
+
+impl ListPage {
+    fn objects(&self, enc: impl Fn(String) -> String) -> Vec<Object> {
+        self.objects
+            .iter()
+            .map(|o| Object {
+                key: Some(enc(o.key.clone())),
+                size: Some(i64::try_from(o.manifest.size).unwrap_or(i64::MAX)),
+                e_tag: Some(etag(&o.manifest.etag)),
+                last_modified: Some(timestamp(o.manifest.last_modified_ms)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn common_prefixes(&self, enc: impl Fn(String) -> String) -> Vec<CommonPrefix> {
+        self.prefixes
+            .iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p.clone())),
+            })
+            .collect()
+    }
+}
+
+/// `encoding-type=url` turns every name in a listing into its %-escaped form.
+fn encoder(encoding: &Option<EncodingType>) -> impl Fn(String) -> String + Copy {
+    let url = encoding
+        .as_ref()
+        .is_some_and(|e| e.as_str() == EncodingType::URL);
+    move |s: String| if url { url_encode(&s) } else { s }
+}
+
+impl Front {
+    async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        match self.engine.private.bucket(bucket).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(to_s3_error(Error::NoSuchBucket(bucket.to_string()))),
+            Err(e) => Err(to_s3_error(e)),
+        }
+    }
+
+    /// Keys of `bucket` under `prefix` strictly after `after`, rolled up at `delimiter`
+    /// into common prefixes, at most `max_keys` entries (keys plus prefixes).
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &Option<String>,
+        delimiter: &Option<String>,
+        mut after: String,
+        max_keys: Option<i32>,
+    ) -> S3Result<ListPage> {
+        self.require_bucket(bucket).await?;
+        let prefix = prefix.clone().unwrap_or_default();
+        let delimiter = delimiter.clone().filter(|d| !d.is_empty());
+        let max_keys = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let mut page = ListPage {
+            objects: Vec::new(),
+            prefixes: Vec::new(),
+            truncated: false,
+            resume_after: String::new(),
+            max_keys,
+        };
         'scan: loop {
             let batch = self
                 .engine
                 .private
-                .list_objects(&input.bucket, &prefix, &after, 1000)
+                .list_objects(bucket, &prefix, &after, 1000)
                 .await
                 .map_err(to_s3_error)?;
             if batch.is_empty() {
@@ -721,72 +956,30 @@ impl S3 for Front {
                         .map(|pos| obj.key[..prefix.len() + pos + d.len()].to_string())
                 });
                 if let Some(cp) = &group {
-                    if prefixes.last() == Some(cp) {
+                    if page.prefixes.last() == Some(cp) {
                         continue;
                     }
                 }
-                if contents.len() + prefixes.len() >= max_keys {
-                    truncated = true;
+                if page.objects.len() + page.prefixes.len() >= max_keys {
+                    page.truncated = true;
                     break 'scan;
                 }
                 match group {
                     Some(cp) => {
                         // Skip every other key under this common prefix.
                         after = format!("{cp}\u{10FFFF}");
-                        last_entry.clone_from(&after);
-                        prefixes.push(cp);
+                        page.resume_after.clone_from(&after);
+                        page.prefixes.push(cp);
                         continue 'scan;
                     }
                     None => {
-                        last_entry.clone_from(&obj.key);
-                        contents.push(Object {
-                            key: Some(obj.key),
-                            size: Some(i64::try_from(obj.manifest.size).unwrap_or(i64::MAX)),
-                            e_tag: Some(etag(&obj.manifest.etag)),
-                            last_modified: Some(timestamp(obj.manifest.last_modified_ms)),
-                            storage_class: Some(ObjectStorageClass::from_static(
-                                ObjectStorageClass::STANDARD,
-                            )),
-                            ..Default::default()
-                        });
+                        page.resume_after.clone_from(&obj.key);
+                        page.objects.push(obj);
                     }
                 }
             }
         }
-        let key_count = (contents.len() + prefixes.len()) as i32;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: String| if url { url_encode(&s) } else { s };
-        let contents: Vec<Object> = contents
-            .into_iter()
-            .map(|mut o| {
-                o.key = o.key.map(enc);
-                o
-            })
-            .collect();
-        let prefixes: Vec<String> = prefixes.into_iter().map(enc).collect();
-        Ok(S3Response::new(ListObjectsV2Output {
-            name: Some(input.bucket),
-            prefix: input.prefix.map(enc),
-            delimiter: input.delimiter.map(enc),
-            max_keys: Some(max_keys as i32),
-            key_count: Some(key_count),
-            continuation_token: input.continuation_token,
-            start_after: input.start_after.map(enc),
-            is_truncated: Some(truncated),
-            next_continuation_token: truncated.then(|| encode_token(&last_entry)),
-            contents: Some(contents),
-            common_prefixes: Some(
-                prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect(),
-            ),
-            encoding_type: input.encoding_type,
-            ..Default::default()
-        }))
+        Ok(page)
     }
 }
 
@@ -888,6 +1081,38 @@ fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
             "copy sources other than bucket/key are not supported"
         )),
     }
+}
+
+/// GET and HEAD preconditions, in RFC 9110 §13.2.2 order: If-Match, else
+/// If-Unmodified-Since (412 when false); then If-None-Match, else If-Modified-Since (304
+/// when false). HTTP dates have whole seconds, so times compare at that precision.
+fn check_read_conditions(
+    m: &keyring::Manifest,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+) -> S3Result<()> {
+    let modified = i64::try_from(m.last_modified_ms / 1000).unwrap_or(i64::MAX);
+    let secs = |t: &Timestamp| time::OffsetDateTime::from(t.clone()).unix_timestamp();
+    match (if_match, if_unmodified_since) {
+        (Some(c), _) if !etag_matches(c, &m.etag) => {
+            return Err(to_s3_error(Error::PreconditionFailed))
+        }
+        (None, Some(t)) if modified > secs(t) => {
+            return Err(to_s3_error(Error::PreconditionFailed))
+        }
+        _ => {}
+    }
+    let not_modified = match (if_none_match, if_modified_since) {
+        (Some(c), _) => etag_matches(c, &m.etag),
+        (None, Some(t)) => modified <= secs(t),
+        (None, None) => false,
+    };
+    if not_modified {
+        return Err(S3Error::new(S3ErrorCode::NotModified));
+    }
+    Ok(())
 }
 
 fn etag_matches(cond: &ETagCondition, quoted: &str) -> bool {

@@ -52,6 +52,11 @@ pub struct SledStore {
     uploads: sled::Tree,
     parts: sled::Tree,
     part_blobs: sled::Tree,
+    /// Group commit state (see `flush`): tickets handed out, tickets known durable,
+    /// and one flush at a time.
+    flush_tickets: std::sync::atomic::AtomicU64,
+    flushed_through: std::sync::atomic::AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -272,6 +277,9 @@ impl SledStore {
             uploads: db.open_tree("uploads")?,
             parts: db.open_tree("parts")?,
             part_blobs: db.open_tree("part_blobs")?,
+            flush_tickets: std::sync::atomic::AtomicU64::new(0),
+            flushed_through: std::sync::atomic::AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
             db,
         })
     }
@@ -797,8 +805,19 @@ impl PrivateStore for SledStore {
         Ok(self.access_keys.remove(id.as_bytes())?.is_some())
     }
 
+    /// Group commit: concurrent callers share one fsync. A caller takes a ticket after
+    /// its writes; a flush that starts after the ticket was taken covers them, so a
+    /// caller whose ticket is already covered returns without flushing again.
     async fn flush(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let ticket = self.flush_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = self.flush_lock.lock().await;
+        if self.flushed_through.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covers = self.flush_tickets.load(Ordering::SeqCst);
         self.db.flush_async().await?;
+        self.flushed_through.store(covers, Ordering::SeqCst);
         Ok(())
     }
 }

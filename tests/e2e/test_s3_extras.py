@@ -1,0 +1,108 @@
+"""Conditional GET/HEAD, ListObjects v1, ListObjectVersions, versioning and ACL reads,
+and `aws s3 sync` (which relies on listings and sizes/times being right)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from botocore.exceptions import ClientError
+
+from support import client_for, md5_etag
+
+
+def status(e: ClientError) -> int:
+    return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def code(e: ClientError) -> str:
+    return e.response["Error"]["Code"]
+
+
+def test_conditional_get_and_head(gateway):
+    s3 = client_for(gateway)
+    s3.create_bucket(Bucket="cond")
+    body = b"conditional record"
+    s3.put_object(Bucket="cond", Key="r", Body=body)
+    tag = md5_etag(body)
+    head = s3.head_object(Bucket="cond", Key="r")
+    modified = head["LastModified"]
+    before = modified - dt.timedelta(hours=1)
+    after = modified + dt.timedelta(hours=1)
+
+    for call in (s3.get_object, s3.head_object):
+        assert call(Bucket="cond", Key="r", IfMatch=tag)["ETag"] == tag
+        assert call(Bucket="cond", Key="r", IfNoneMatch='"0000"')["ETag"] == tag
+        assert call(Bucket="cond", Key="r", IfModifiedSince=before)["ETag"] == tag
+        assert call(Bucket="cond", Key="r", IfUnmodifiedSince=after)["ETag"] == tag
+        for kw, want in (({"IfMatch": '"0000"'}, 412),
+                         ({"IfUnmodifiedSince": before}, 412),
+                         ({"IfNoneMatch": tag}, 304),
+                         ({"IfNoneMatch": "*"}, 304),
+                         ({"IfModifiedSince": after}, 304)):
+            with pytest.raises(ClientError) as e:
+                call(Bucket="cond", Key="r", **kw)
+            assert status(e.value) == want, (call.__name__, kw)
+        # If-Match wins over a failing If-Unmodified-Since (RFC 9110 13.2.2).
+        assert call(Bucket="cond", Key="r", IfMatch=tag, IfUnmodifiedSince=before)["ETag"] == tag
+    assert s3.get_object(Bucket="cond", Key="r", IfMatch=tag)["Body"].read() == body
+
+
+def test_list_objects_v1_and_versions(gateway):
+    s3 = client_for(gateway)
+    s3.create_bucket(Bucket="v1list")
+    keys = sorted([f"a/{i:02d}" for i in range(7)] + [f"b/x/{i}" for i in range(3)] + ["c", "d"])
+    for k in keys:
+        s3.put_object(Bucket="v1list", Key=k, Body=k.encode())
+
+    got = []
+    for page in s3.get_paginator("list_objects").paginate(Bucket="v1list",
+                                                           PaginationConfig={"PageSize": 3}):
+        got += [o["Key"] for o in page.get("Contents", [])]
+    assert got == keys
+
+    seen_keys, seen_prefixes = [], []
+    marker = ""
+    for _ in range(10):
+        page = s3.list_objects(Bucket="v1list", Delimiter="/", MaxKeys=2, Marker=marker)
+        seen_keys += [o["Key"] for o in page.get("Contents", [])]
+        seen_prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = page["NextMarker"]
+    assert seen_keys == ["c", "d"]
+    assert seen_prefixes == ["a/", "b/"]
+
+    versions = s3.list_object_versions(Bucket="v1list", Prefix="a/")
+    assert [v["Key"] for v in versions["Versions"]] == [k for k in keys if k.startswith("a/")]
+    assert {v["VersionId"] for v in versions["Versions"]} == {"null"}
+    assert all(v["IsLatest"] for v in versions["Versions"])
+
+    assert "Status" not in s3.get_bucket_versioning(Bucket="v1list")
+    for acl in (s3.get_bucket_acl(Bucket="v1list"), s3.get_object_acl(Bucket="v1list", Key="c")):
+        assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"]
+        assert acl["Grants"][0]["Grantee"]["ID"] == acl["Owner"]["ID"]
+    with pytest.raises(ClientError) as e:
+        s3.get_object_acl(Bucket="v1list", Key="missing")
+    assert code(e.value) == "NoSuchKey"
+    with pytest.raises(ClientError) as e:
+        s3.list_objects(Bucket="no-such-bucket-v1")
+    assert code(e.value) == "NoSuchBucket"
+
+
+def test_aws_s3_sync_twice_copies_nothing_the_second_time(gateway, aws, tmp_path):
+    tree = tmp_path / "tree"
+    for i in range(300):
+        d = tree / f"dir{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i}.txt").write_bytes(os.urandom(100 + i))
+    aws(gateway, "s3", "mb", "s3://synced")
+    first = aws(gateway, "s3", "sync", str(tree), "s3://synced/tree")
+    assert first.stdout.count("upload:") == 300, first.stdout[-2000:]
+    second = aws(gateway, "s3", "sync", str(tree), "s3://synced/tree")
+    assert "upload:" not in second.stdout, second.stdout[-2000:]
+    back = tmp_path / "back"
+    aws(gateway, "s3", "sync", "s3://synced/tree", str(back))
+    for p in tree.rglob("*.txt"):
+        assert (back / p.relative_to(tree)).read_bytes() == p.read_bytes()
