@@ -22,6 +22,15 @@ pub struct FileConfig {
     pub engine: EngineFileConfig,
     #[serde(default)]
     pub private_store: PrivateStoreConfig,
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Base domain for virtual-host-style addressing.
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -110,6 +110,9 @@ struct ServeArgs {
     /// Institution identity file (default DATA_DIR/institution.key).
     #[arg(long, env = "MEDGATE_IDENTITY")]
     identity: Option<PathBuf>,
+    /// Base domain for virtual-host-style requests (bucket.DOMAIN); path style always works.
+    #[arg(long, env = "MEDGATE_DOMAIN")]
+    domain: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -356,6 +359,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         engine_config,
     ));
 
+    let domain = args.domain.clone().or_else(|| setup.file.s3.domain.clone());
+    let service = gateway::server::s3_service(engine, domain.as_deref())?;
+
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
 
     let listen = args.listen.or(setup.file.listen).unwrap_or_else(|| {
@@ -393,7 +399,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         data_dir.join("credentials").display()
     );
 
-    let service = gateway::server::s3_service(engine);
     gateway::server::serve(
         listener,
         service,

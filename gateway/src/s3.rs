@@ -207,12 +207,16 @@ impl S3 for Front {
         let content_md5 = parse_md5(input.content_md5.as_deref())?;
         let precondition = write_precondition(&input.if_none_match, &input.if_match)?;
         let put = PutRequest {
-            headers: stored_headers([
-                &input.cache_control,
-                &input.content_disposition,
-                &input.content_encoding,
-                &input.content_language,
-            ]),
+            headers: stored_headers(
+                [
+                    &input.cache_control,
+                    &input.content_disposition,
+                    &input.content_encoding,
+                    &input.content_language,
+                ],
+                input.acl.as_ref().map(|a| a.as_str()),
+                input.tagging.as_deref(),
+            ),
             metadata: sorted_metadata(input.metadata),
             bucket: input.bucket,
             key: input.key,
@@ -357,12 +361,16 @@ impl S3 for Front {
         let id = self
             .engine
             .create_upload(PutRequest {
-                headers: stored_headers([
-                    &input.cache_control,
-                    &input.content_disposition,
-                    &input.content_encoding,
-                    &input.content_language,
-                ]),
+                headers: stored_headers(
+                    [
+                        &input.cache_control,
+                        &input.content_disposition,
+                        &input.content_encoding,
+                        &input.content_language,
+                    ],
+                    input.acl.as_ref().map(|a| a.as_str()),
+                    input.tagging.as_deref(),
+                ),
                 metadata: sorted_metadata(input.metadata),
                 bucket: input.bucket,
                 key: input.key,
@@ -584,12 +592,16 @@ impl S3 for Front {
         }
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             Some(MetadataDirective::REPLACE) => Some(PutRequest {
-                headers: stored_headers([
-                    &input.cache_control,
-                    &input.content_disposition,
-                    &input.content_encoding,
-                    &input.content_language,
-                ]),
+                headers: stored_headers(
+                    [
+                        &input.cache_control,
+                        &input.content_disposition,
+                        &input.content_encoding,
+                        &input.content_language,
+                    ],
+                    input.acl.as_ref().map(|a| a.as_str()),
+                    input.tagging.as_deref(),
+                ),
                 metadata: sorted_metadata(input.metadata),
                 content_type: input.content_type,
                 ..Default::default()
@@ -1007,19 +1019,32 @@ fn parse_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
     Ok(Some(md5))
 }
 
-/// The system headers a manifest keeps, in a fixed order.
-fn stored_headers(values: [&Option<String>; 4]) -> Vec<(String, String)> {
+/// The system headers a manifest keeps, in a fixed order. The canned ACL and the
+/// tagging header are kept as sent (ACL reads answer the owner's FULL_CONTROL: there is
+/// no other account to grant to).
+fn stored_headers(
+    values: [&Option<String>; 4],
+    acl: Option<&str>,
+    tagging: Option<&str>,
+) -> Vec<(String, String)> {
     const NAMES: [&str; 4] = [
         "cache-control",
         "content-disposition",
         "content-encoding",
         "content-language",
     ];
-    NAMES
+    let mut out: Vec<(String, String)> = NAMES
         .iter()
         .zip(values)
         .filter_map(|(n, v)| v.as_ref().map(|v| (n.to_string(), v.clone())))
-        .collect()
+        .collect();
+    if let Some(a) = acl {
+        out.push(("x-amz-acl".into(), a.to_string()));
+    }
+    if let Some(t) = tagging {
+        out.push(("x-amz-tagging".into(), t.to_string()));
+    }
+    out
 }
 
 fn sorted_metadata(meta: Option<Metadata>) -> Vec<(String, String)> {

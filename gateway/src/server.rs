@@ -16,12 +16,64 @@ use tokio::net::TcpListener;
 use crate::record::Engine;
 use crate::s3::{Front, KeyAccess, KeyAuth};
 
-/// Builds the s3s service over an engine.
-pub fn s3_service(engine: Arc<Engine>) -> S3Service {
+/// Builds the s3s service over an engine. With `domain` set, virtual-host-style
+/// requests (`bucket.DOMAIN`) are understood beside path-style ones.
+///
+/// # Errors
+/// A domain s3s cannot use as a base domain.
+pub fn s3_service(engine: Arc<Engine>, domain: Option<&str>) -> crate::Result<S3Service> {
     let mut b = S3ServiceBuilder::new(Front::new(Arc::clone(&engine)));
     b.set_auth(KeyAuth::new(Arc::clone(&engine)));
     b.set_access(KeyAccess::new(engine));
-    b.build()
+    if let Some(d) = domain {
+        b.set_host(DomainHost::new(d)?);
+    }
+    Ok(b.build())
+}
+
+/// Virtual-host-style addressing under one base domain: `bucket.DOMAIN[:port]` names a
+/// bucket; any other host (`DOMAIN`, `localhost`, an IP) is path style, so turning the
+/// option on never breaks path-style clients.
+struct DomainHost {
+    domain: String,
+}
+
+impl DomainHost {
+    fn new(domain: &str) -> crate::Result<Self> {
+        let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = !d.is_empty()
+            && d.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(crate::Error::InvalidArgument(format!(
+                "--domain {domain:?} is not a DNS name (e.g. s3.hospital.example)"
+            )));
+        }
+        Ok(DomainHost { domain: d })
+    }
+}
+
+impl s3s::host::S3Host for DomainHost {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let vh = s3s::host::VirtualHost::new(self.domain.as_str());
+        let bucket = name
+            .strip_suffix(self.domain.as_str())
+            .and_then(|rest| rest.strip_suffix('.'))
+            .filter(|b| !b.is_empty());
+        Ok(match bucket {
+            Some(b) => vh.with_bucket(b),
+            None => vh,
+        })
+    }
 }
 
 fn request_id() -> String {

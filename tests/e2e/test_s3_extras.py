@@ -106,3 +106,92 @@ def test_aws_s3_sync_twice_copies_nothing_the_second_time(gateway, aws, tmp_path
     aws(gateway, "s3", "sync", "s3://synced/tree", str(back))
     for p in tree.rglob("*.txt"):
         assert (back / p.relative_to(tree)).read_bytes() == p.read_bytes()
+
+
+def test_presigned_get_put_and_expiry(gateway):
+    import time
+
+    import requests
+
+    s3 = client_for(gateway, signature_version="s3v4")
+    s3.create_bucket(Bucket="presigned")
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "presigned", "Key": "p"},
+                                        ExpiresIn=300)
+    r = requests.put(put_url, data=b"via presigned put", timeout=30)
+    assert r.status_code == 200, r.text
+    get_url = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "p"},
+                                        ExpiresIn=300)
+    r = requests.get(get_url, timeout=30)
+    assert r.status_code == 200 and r.content == b"via presigned put"
+    head_url = s3.generate_presigned_url("head_object", Params={"Bucket": "presigned", "Key": "p"},
+                                         ExpiresIn=300)
+    r = requests.head(head_url, timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Length"] == str(len(b"via presigned put"))
+
+    short = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "p"},
+                                      ExpiresIn=1)
+    time.sleep(2.5)
+    r = requests.get(short, timeout=30)
+    assert r.status_code == 403, r.text
+    assert "<Code>AccessDenied</Code>" in r.text, r.text
+
+
+def test_response_overrides_acl_and_tagging_headers(gateway):
+    s3 = client_for(gateway)
+    s3.create_bucket(Bucket="hdrs", ACL="private")
+    s3.put_object(Bucket="hdrs", Key="report.pdf", Body=b"%PDF-1.7", ContentType="application/pdf",
+                  ACL="bucket-owner-full-control", Tagging="ward=cardio&kind=report",
+                  CacheControl="no-store", ContentDisposition="inline")
+    got = s3.get_object(Bucket="hdrs", Key="report.pdf",
+                        ResponseContentType="application/octet-stream",
+                        ResponseContentDisposition='attachment; filename="r.pdf"',
+                        ResponseCacheControl="max-age=60")
+    assert got["ContentType"] == "application/octet-stream"
+    assert got["ContentDisposition"] == 'attachment; filename="r.pdf"'
+    assert got["CacheControl"] == "max-age=60"
+    plain = s3.get_object(Bucket="hdrs", Key="report.pdf")
+    assert plain["ContentType"] == "application/pdf"
+    assert plain["CacheControl"] == "no-store"
+    assert plain["ContentDisposition"] == "inline"
+    # A grant to another account cannot be enforced here: refused, not ignored.
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="hdrs", Key="shared", Body=b"x",
+                      GrantRead='id="0123456789abcdef"')
+    assert code(e.value) == "NotImplemented"
+
+
+def test_virtual_host_addressing_with_domain(gateway_factory):
+    import boto3
+    import requests
+    from botocore.config import Config
+
+    gw = gateway_factory(start=False, extra_args=["--domain", "s3.medgate.test"])
+    gw.start()
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="vhost")
+    s3.put_object(Bucket="vhost", Key="dir/obj", Body=b"virtual host body")
+    # Presign for the virtual-host name (no DNS needed: the request goes to the loopback
+    # address with that Host header, which is what the signature covers).
+    vsigner = boto3.session.Session().client(
+        "s3", endpoint_url=f"http://s3.medgate.test:{gw.port}",
+        aws_access_key_id=gw.access_key_id, aws_secret_access_key=gw.secret_access_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "virtual"}, signature_version="s3v4"))
+    vurl = vsigner.generate_presigned_url("get_object",
+                                          Params={"Bucket": "vhost", "Key": "dir/obj"},
+                                          ExpiresIn=300)
+    vhost = f"vhost.s3.medgate.test:{gw.port}"
+    assert vurl.startswith(f"http://{vhost}/dir/obj?"), vurl
+    path_and_query = vurl[len(f"http://{vhost}"):]
+    r = requests.get(f"http://127.0.0.1:{gw.port}{path_and_query}", headers={"Host": vhost},
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.content == b"virtual host body"
+    # Path style still works on the same server, by IP and by a host name that is not
+    # under the domain.
+    assert s3.get_object(Bucket="vhost", Key="dir/obj")["Body"].read() == b"virtual host body"
+    by_name = boto3.session.Session().client(
+        "s3", endpoint_url=f"http://localhost:{gw.port}",
+        aws_access_key_id=gw.access_key_id, aws_secret_access_key=gw.secret_access_key,
+        region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+    assert by_name.get_object(Bucket="vhost", Key="dir/obj")["Body"].read() == b"virtual host body"
