@@ -195,3 +195,41 @@ def test_virtual_host_addressing_with_domain(gateway_factory):
         aws_access_key_id=gw.access_key_id, aws_secret_access_key=gw.secret_access_key,
         region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
     assert by_name.get_object(Bucket="vhost", Key="dir/obj")["Body"].read() == b"virtual host body"
+
+
+def test_conditional_writes_race_exactly_one_wins(gateway):
+    import threading
+
+    s3a, s3b = client_for(gateway), client_for(gateway)
+    s3a.create_bucket(Bucket="race")
+    for round_ in range(10):
+        key = f"claim-{round_}"
+        results: dict[str, str] = {}
+        barrier = threading.Barrier(2)
+
+        def put(name, client, body):
+            barrier.wait()
+            try:
+                client.put_object(Bucket="race", Key=key, Body=body, IfNoneMatch="*")
+                results[name] = "won"
+            except ClientError as e:
+                results[name] = code(e)
+
+        bodies = {"a": os.urandom(200_000), "b": os.urandom(200_000)}
+        threads = [threading.Thread(target=put, args=(n, c, bodies[n]))
+                   for n, c in (("a", s3a), ("b", s3b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(results.values()) == ["PreconditionFailed", "won"], results
+        winner = next(n for n, r in results.items() if r == "won")
+        assert s3a.get_object(Bucket="race", Key=key)["Body"].read() == bodies[winner]
+
+    # If-Match: only the writer holding the current ETag replaces it.
+    s3a.put_object(Bucket="race", Key="versioned", Body=b"v1")
+    s3a.put_object(Bucket="race", Key="versioned", Body=b"v2", IfMatch=md5_etag(b"v1"))
+    with pytest.raises(ClientError) as e:
+        s3a.put_object(Bucket="race", Key="versioned", Body=b"v3", IfMatch=md5_etag(b"v1"))
+    assert code(e.value) == "PreconditionFailed"
+    assert s3a.get_object(Bucket="race", Key="versioned")["Body"].read() == b"v2"
