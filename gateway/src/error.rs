@@ -20,6 +20,8 @@ pub enum Error {
     NoSuchKey { bucket: String, key: String },
     #[error("the Content-MD5 you specified did not match what was received")]
     BadDigest,
+    #[error("the {0} checksum you specified did not match the calculated checksum")]
+    ChecksumMismatch(String),
     #[error("the body ended after {got} bytes but {expected} were announced")]
     IncompleteBody { expected: u64, got: u64 },
     #[error("the requested range is not satisfiable for an object of {size} bytes")]

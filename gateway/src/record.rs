@@ -72,6 +72,74 @@ pub struct PutRequest {
     /// Announced plaintext length, checked when the body ends.
     pub content_length: Option<u64>,
     pub precondition: Precondition,
+    /// Additional checksums (CRC32, CRC32C, SHA1, SHA256, CRC64NVME) to compute on the
+    /// plaintext and check.
+    pub checksums: ChecksumCheck,
+}
+
+/// S3 "additional checksums": which to compute over the plaintext, and the values the
+/// client announced, in headers or in aws-chunked trailers that arrive after the body.
+#[derive(Clone, Debug, Default)]
+pub struct ChecksumCheck {
+    /// Upper-case algorithm names: CRC32, CRC32C, SHA1, SHA256, CRC64NVME.
+    pub algorithms: Vec<String>,
+    /// (algorithm, base64 value) known before the body.
+    pub expected: Vec<(String, String)>,
+    /// Trailers of a streaming body, read once it ended.
+    pub trailers: Option<s3s::TrailingHeaders>,
+}
+
+impl ChecksumCheck {
+    fn hasher(&self) -> Option<s3s::checksum::ChecksumHasher> {
+        use s3s::crypto::{Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
+        if self.algorithms.is_empty() {
+            return None;
+        }
+        let mut h = s3s::checksum::ChecksumHasher::default();
+        for a in &self.algorithms {
+            match a.as_str() {
+                "CRC32" => h.crc32 = Some(Crc32::default()),
+                "CRC32C" => h.crc32c = Some(Crc32c::default()),
+                "SHA1" => h.sha1 = Some(Sha1::default()),
+                "SHA256" => h.sha256 = Some(Sha256::default()),
+                "CRC64NVME" => h.crc64nvme = Some(Crc64Nvme::default()),
+                _ => {}
+            }
+        }
+        Some(h)
+    }
+
+    /// Every expected value, the trailers' included.
+    fn all_expected(&self) -> Vec<(String, String)> {
+        let mut out = self.expected.clone();
+        if let Some(t) = &self.trailers {
+            t.read(|headers| {
+                for (name, value) in headers {
+                    let Some(algo) = name.as_str().strip_prefix("x-amz-checksum-") else {
+                        continue;
+                    };
+                    if let Ok(v) = value.to_str() {
+                        out.push((algo.to_ascii_uppercase(), v.to_string()));
+                    }
+                }
+            });
+        }
+        out
+    }
+}
+
+/// The checksums a hasher computed, as (algorithm, base64) pairs.
+fn computed_checksums(c: s3s::dto::Checksum) -> Vec<(String, String)> {
+    [
+        ("CRC32", c.checksum_crc32),
+        ("CRC32C", c.checksum_crc32c),
+        ("SHA1", c.checksum_sha1),
+        ("SHA256", c.checksum_sha256),
+        ("CRC64NVME", c.checksum_crc64nvme),
+    ]
+    .into_iter()
+    .filter_map(|(a, v)| v.map(|v| (a.to_string(), v)))
+    .collect()
 }
 
 /// What an UploadPart carries besides its body.
@@ -83,6 +151,7 @@ pub struct PartRequest {
     pub number: u32,
     pub content_length: Option<u64>,
     pub content_md5: Option<[u8; 16]>,
+    pub checksums: ChecksumCheck,
 }
 
 /// The record engine shared by every request.
@@ -131,8 +200,14 @@ impl Engine {
             return Err(Error::NoSuchBucket(req.bucket));
         }
         let dek = DataKey::generate();
-        let (part, md5) = self
-            .write_checked(&dek, body, req.content_length, req.content_md5)
+        let (part, md5, checksums) = self
+            .write_checked(
+                &dek,
+                body,
+                req.content_length,
+                req.content_md5,
+                &req.checksums,
+            )
             .await?;
         let blob = part.blob;
         let stanza = self.institution_recipient.wrap_key(&dek)?;
@@ -145,7 +220,7 @@ impl Engine {
             content_type: req.content_type,
             headers: req.headers,
             metadata: req.metadata,
-            checksums: Vec::new(),
+            checksums,
             patient: None,
             parts: vec![part],
         };
@@ -177,14 +252,15 @@ impl Engine {
         body: S,
         content_length: Option<u64>,
         content_md5: Option<[u8; 16]>,
-    ) -> Result<(Part, [u8; 16])>
+        check: &ChecksumCheck,
+    ) -> Result<(Part, [u8; 16], Vec<(String, String)>)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let blob = BlobId::random();
         self.private.add_pending(blob, now_ms()).await?;
-        let (part, md5) = match self.write_blob(dek, blob, body).await {
+        let (part, md5, computed) = match self.write_blob(dek, blob, body, check.hasher()).await {
             Ok(v) => v,
             Err(e) => {
                 self.forget_blob(blob).await;
@@ -206,7 +282,23 @@ impl Engine {
                 return Err(Error::BadDigest);
             }
         }
-        Ok((part, md5))
+        for (algo, want) in check.all_expected() {
+            let got = computed.iter().find(|(a, _)| *a == algo).map(|(_, v)| v);
+            match got {
+                Some(v) if bool::from(v.as_bytes().ct_eq(want.as_bytes())) => {}
+                Some(_) => {
+                    self.forget_blob(blob).await;
+                    return Err(Error::ChecksumMismatch(algo));
+                }
+                None => {
+                    self.forget_blob(blob).await;
+                    return Err(Error::InvalidArgument(format!(
+                        "checksum {algo} was sent but not announced"
+                    )));
+                }
+            }
+        }
+        Ok((part, md5, computed))
     }
 
     /// Starts a multipart upload: draws its DEK and wraps it for the institution.
@@ -279,6 +371,7 @@ impl Engine {
             number,
             content_length,
             content_md5,
+            checksums,
         } = req;
         let id = id.as_str();
         if !(1..=10_000).contains(&number) {
@@ -288,8 +381,8 @@ impl Engine {
         }
         let upload = self.upload(id, &bucket, &key).await?;
         let dek = self.upload_key(&upload)?;
-        let (part, md5) = self
-            .write_checked(&dek, body, content_length, content_md5)
+        let (part, md5, _) = self
+            .write_checked(&dek, body, content_length, content_md5, &checksums)
             .await?;
         let blob = part.blob;
         let record = PartRecord {
@@ -444,12 +537,13 @@ impl Engine {
         dek: &DataKey,
         blob: BlobId,
         mut body: S,
-    ) -> Result<(Part, [u8; 16])>
+        hasher: Option<s3s::checksum::ChecksumHasher>,
+    ) -> Result<(Part, [u8; 16], Vec<(String, String)>)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut w = BlobWriter::new(self, dek, blob);
+        let mut w = BlobWriter::new(self, dek, blob, hasher);
         let result = async {
             while let Some(piece) = body.next().await {
                 let piece = piece.map_err(|e| Error::Body(e.into()))?;
@@ -674,23 +768,30 @@ impl ChunkJob {
 /// MD5 of a blob's plaintext (its S3 ETag), computed on a thread of its own: MD5 is
 /// inherently sequential and the slowest hash on the write path, so the request task
 /// only hands it chunks and goes on reading the body while sealing runs beside both.
+/// The S3 additional checksums the client asked for run on the same lane.
 struct Md5Lane {
     tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    done: Option<tokio::task::JoinHandle<[u8; 16]>>,
+    done: Option<tokio::task::JoinHandle<LaneDigests>>,
 }
+
+type LaneDigests = ([u8; 16], Vec<(String, String)>);
 
 /// Plaintext chunks queued for the MD5 lane (bounds memory at this many chunks).
 const MD5_AHEAD: usize = 4;
 
 impl Md5Lane {
-    fn start() -> Self {
+    fn start(mut extra: Option<s3s::checksum::ChecksumHasher>) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(MD5_AHEAD);
         let done = tokio::task::spawn_blocking(move || {
             let mut h = Md5::new();
             while let Some(b) = rx.blocking_recv() {
                 h.update(&b);
+                if let Some(x) = &mut extra {
+                    x.update(&b);
+                }
             }
-            h.finalize().into()
+            let extra = extra.map(|x| computed_checksums(x.finalize()));
+            (h.finalize().into(), extra.unwrap_or_default())
         });
         Md5Lane {
             tx: Some(tx),
@@ -716,7 +817,7 @@ impl Md5Lane {
             .map_err(|_| Error::Internal("MD5 lane stopped".into()))
     }
 
-    async fn finish(mut self) -> Result<[u8; 16]> {
+    async fn finish(mut self) -> Result<LaneDigests> {
         drop(self.tx.take());
         let done = self
             .done
@@ -754,7 +855,12 @@ struct BlobWriter<'a> {
 }
 
 impl<'a> BlobWriter<'a> {
-    fn new(engine: &'a Engine, dek: &DataKey, blob: BlobId) -> Self {
+    fn new(
+        engine: &'a Engine,
+        dek: &DataKey,
+        blob: BlobId,
+        hasher: Option<s3s::checksum::ChecksumHasher>,
+    ) -> Self {
         let chunk_size = engine.config.chunk_size as usize;
         BlobWriter {
             engine,
@@ -764,7 +870,7 @@ impl<'a> BlobWriter<'a> {
             chunk_size,
             index: 0,
             plain: Vec::with_capacity(chunk_size + keyring::TAG_LEN),
-            md5: Md5Lane::start(),
+            md5: Md5Lane::start(hasher),
             total: 0,
             root: RootBuilder::new(),
             leaves: Vec::new(),
@@ -877,7 +983,7 @@ impl<'a> BlobWriter<'a> {
         Ok(())
     }
 
-    async fn finish(&mut self) -> Result<(Part, [u8; 16])> {
+    async fn finish(&mut self) -> Result<(Part, [u8; 16], Vec<(String, String)>)> {
         let chunk = std::mem::take(&mut self.plain);
         self.seal(chunk, true).await?;
         while !self.sealing.is_empty() {
@@ -898,7 +1004,7 @@ impl<'a> BlobWriter<'a> {
             None => return Err(Error::Internal("blob writer finished twice".into())),
         }
         let root = std::mem::replace(&mut self.root, RootBuilder::new()).finish();
-        let md5 = std::mem::replace(&mut self.md5, Md5Lane::idle())
+        let (md5, checksums) = std::mem::replace(&mut self.md5, Md5Lane::idle())
             .finish()
             .await?;
         Ok((
@@ -909,6 +1015,7 @@ impl<'a> BlobWriter<'a> {
                 root,
             },
             md5,
+            checksums,
         ))
     }
 

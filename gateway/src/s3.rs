@@ -15,7 +15,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::private::{ListedObject, Precondition};
-use crate::record::{Engine, PartRequest, PutRequest};
+use crate::record::{ChecksumCheck, Engine, PartRequest, PutRequest};
 use crate::Error;
 
 /// The vault purpose under which access-key secrets are sealed.
@@ -30,7 +30,7 @@ pub fn to_s3_error(e: Error) -> S3Error {
         Error::BucketExists(_) => (C::BucketAlreadyOwnedByYou, e.to_string()),
         Error::BucketNotEmpty(_) => (C::BucketNotEmpty, e.to_string()),
         Error::NoSuchKey { .. } => (C::NoSuchKey, "The specified key does not exist.".into()),
-        Error::BadDigest => (C::BadDigest, e.to_string()),
+        Error::BadDigest | Error::ChecksumMismatch(_) => (C::BadDigest, e.to_string()),
         Error::IncompleteBody { .. } => (C::IncompleteBody, e.to_string()),
         Error::InvalidRange { .. } => (C::InvalidRange, e.to_string()),
         Error::PreconditionFailed => (C::PreconditionFailed, e.to_string()),
@@ -207,6 +207,18 @@ impl S3 for Front {
         let content_md5 = parse_md5(input.content_md5.as_deref())?;
         let precondition = write_precondition(&input.if_none_match, &input.if_match)?;
         let put = PutRequest {
+            checksums: checksum_check(
+                &req.headers,
+                req.trailing_headers.clone(),
+                input.checksum_algorithm.as_ref(),
+                [
+                    &input.checksum_crc32,
+                    &input.checksum_crc32c,
+                    &input.checksum_sha1,
+                    &input.checksum_sha256,
+                    &input.checksum_crc64nvme,
+                ],
+            ),
             headers: stored_headers(
                 [
                     &input.cache_control,
@@ -272,6 +284,8 @@ impl S3 for Front {
             .await
             .map_err(to_s3_error)?;
         let len = range.end - range.start;
+        // Whole-object checksums describe whole objects only.
+        let sums = content_range.is_none() && checksum_mode_enabled(&input.checksum_mode);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
@@ -295,6 +309,11 @@ impl S3 for Front {
                 .response_content_language
                 .or_else(|| header(&m, "content-language")),
             metadata: metadata(&m),
+            checksum_crc32: stored_checksum(&m, sums, "CRC32"),
+            checksum_crc32c: stored_checksum(&m, sums, "CRC32C"),
+            checksum_sha1: stored_checksum(&m, sums, "SHA1"),
+            checksum_sha256: stored_checksum(&m, sums, "SHA256"),
+            checksum_crc64nvme: stored_checksum(&m, sums, "CRC64NVME"),
             ..Default::default()
         }))
     }
@@ -316,7 +335,13 @@ impl S3 for Front {
             &input.if_modified_since,
             &input.if_unmodified_since,
         )?;
+        let sums = checksum_mode_enabled(&input.checksum_mode);
         Ok(S3Response::new(HeadObjectOutput {
+            checksum_crc32: stored_checksum(&m, sums, "CRC32"),
+            checksum_crc32c: stored_checksum(&m, sums, "CRC32C"),
+            checksum_sha1: stored_checksum(&m, sums, "SHA1"),
+            checksum_sha256: stored_checksum(&m, sums, "SHA256"),
+            checksum_crc64nvme: stored_checksum(&m, sums, "CRC64NVME"),
             content_length: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&m.etag)),
@@ -396,6 +421,18 @@ impl S3 for Front {
         let md5 = parse_md5(input.content_md5.as_deref())?;
         let len = input.content_length.and_then(|n| u64::try_from(n).ok());
         let part = PartRequest {
+            checksums: checksum_check(
+                &req.headers,
+                req.trailing_headers.clone(),
+                input.checksum_algorithm.as_ref(),
+                [
+                    &input.checksum_crc32,
+                    &input.checksum_crc32c,
+                    &input.checksum_sha1,
+                    &input.checksum_sha256,
+                    &input.checksum_crc64nvme,
+                ],
+            ),
             upload_id: input.upload_id,
             bucket: input.bucket,
             key: input.key,
@@ -1007,6 +1044,59 @@ fn url_encode(s: &str) -> String {
         }
     }
     out
+}
+
+const CHECKSUM_ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME"];
+
+/// The additional checksums a write asks for: values in `x-amz-checksum-*` headers,
+/// the algorithm named by `x-amz-sdk-checksum-algorithm`, and the ones announced in
+/// `x-amz-trailer` (their values arrive after an aws-chunked body).
+fn checksum_check(
+    headers: &hyper::HeaderMap,
+    trailers: Option<s3s::TrailingHeaders>,
+    algorithm: Option<&ChecksumAlgorithm>,
+    values: [&Option<String>; 5],
+) -> ChecksumCheck {
+    let mut check = ChecksumCheck {
+        trailers,
+        ..Default::default()
+    };
+    for (name, value) in CHECKSUM_ALGORITHMS.iter().zip(values) {
+        if let Some(v) = value {
+            check.algorithms.push(name.to_string());
+            check.expected.push((name.to_string(), v.clone()));
+        }
+    }
+    if let Some(a) = algorithm {
+        check.algorithms.push(a.as_str().to_ascii_uppercase());
+    }
+    for t in headers.get_all("x-amz-trailer") {
+        for name in t.to_str().unwrap_or_default().split(',') {
+            if let Some(a) = name.trim().strip_prefix("x-amz-checksum-") {
+                check.algorithms.push(a.to_ascii_uppercase());
+            }
+        }
+    }
+    check.algorithms.sort();
+    check.algorithms.dedup();
+    check
+}
+
+/// A stored checksum, for a GET or HEAD of the whole object with
+/// `x-amz-checksum-mode: ENABLED`.
+fn stored_checksum(m: &keyring::Manifest, enabled: bool, algo: &str) -> Option<String> {
+    if !enabled {
+        return None;
+    }
+    m.checksums
+        .iter()
+        .find(|(a, _)| a == algo)
+        .map(|(_, v)| v.clone())
+}
+
+fn checksum_mode_enabled(mode: &Option<ChecksumMode>) -> bool {
+    mode.as_ref()
+        .is_some_and(|c| c.as_str() == ChecksumMode::ENABLED)
 }
 
 fn parse_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
