@@ -162,22 +162,16 @@ impl S3 for Front {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        match self.engine.private.bucket(&req.input.bucket).await {
-            Ok(Some(_)) => Ok(S3Response::new(HeadBucketOutput::default())),
-            Ok(None) => Err(to_s3_error(Error::NoSuchBucket(req.input.bucket))),
-            Err(e) => Err(to_s3_error(e)),
-        }
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
     async fn get_bucket_location(
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        match self.engine.private.bucket(&req.input.bucket).await {
-            Ok(Some(_)) => Ok(S3Response::new(GetBucketLocationOutput::default())),
-            Ok(None) => Err(to_s3_error(Error::NoSuchBucket(req.input.bucket))),
-            Err(e) => Err(to_s3_error(e)),
-        }
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
     async fn delete_bucket(
@@ -554,16 +548,7 @@ impl S3 for Front {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let input = req.input;
-        if self
-            .engine
-            .private
-            .bucket(&input.bucket)
-            .await
-            .map_err(to_s3_error)?
-            .is_none()
-        {
-            return Err(to_s3_error(Error::NoSuchBucket(input.bucket)));
-        }
+        self.require_bucket(&input.bucket).await?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let uploads = self
             .engine
@@ -685,16 +670,7 @@ impl S3 for Front {
                 "DeleteObjects takes at most 1000 keys"
             ));
         }
-        if self
-            .engine
-            .private
-            .bucket(&input.bucket)
-            .await
-            .map_err(to_s3_error)?
-            .is_none()
-        {
-            return Err(to_s3_error(Error::NoSuchBucket(input.bucket)));
-        }
+        self.require_bucket(&input.bucket).await?;
         let quiet = input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
@@ -1317,6 +1293,15 @@ impl KeyAccess {
     pub fn new(engine: Arc<Engine>) -> Self {
         KeyAccess { engine }
     }
+
+    async fn record(&self, access_key: &str) -> S3Result<crate::private::AccessKeyRecord> {
+        self.engine
+            .private
+            .access_key(access_key)
+            .await
+            .map_err(to_s3_error)?
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))
+    }
 }
 
 #[async_trait::async_trait]
@@ -1325,13 +1310,7 @@ impl S3Access for KeyAccess {
         let Some(cred) = cx.credentials() else {
             return Err(s3_error!(AccessDenied, "Signature is required"));
         };
-        let record = self
-            .engine
-            .private
-            .access_key(&cred.access_key)
-            .await
-            .map_err(to_s3_error)?
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        let record = self.record(&cred.access_key).await?;
         if record.buckets.is_empty() {
             return Ok(());
         }
@@ -1351,13 +1330,7 @@ impl S3Access for KeyAccess {
         let Some(cred) = &req.credentials else {
             return Err(s3_error!(AccessDenied, "Signature is required"));
         };
-        let record = self
-            .engine
-            .private
-            .access_key(&cred.access_key)
-            .await
-            .map_err(to_s3_error)?
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        let record = self.record(&cred.access_key).await?;
         let (src_bucket, _) = copy_source(&req.input.copy_source)?;
         if record.buckets.is_empty() || record.buckets.contains(&src_bucket) {
             Ok(())
