@@ -605,7 +605,7 @@ impl Engine {
         start: u64,
         end: u64,
     ) -> Result<
-        impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+        impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + Unpin + 'static,
     > {
         let stanzas = self.private.stanzas(manifest.dek_id).await?;
         let dek = self.data_key(manifest, &stanzas)?;

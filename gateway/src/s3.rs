@@ -448,6 +448,73 @@ impl S3 for Front {
         }))
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let number = part_number(input.part_number)?;
+        let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+        let src = self
+            .engine
+            .manifest(&src_bucket, &src_key)
+            .await
+            .map_err(to_s3_error)?;
+        check_copy_conditions(
+            &src,
+            &input.copy_source_if_match,
+            &input.copy_source_if_none_match,
+            &input.copy_source_if_modified_since,
+            &input.copy_source_if_unmodified_since,
+        )?;
+        // The part is re-sealed under the upload's DEK: the source's plaintext range is
+        // streamed through the reader into a new part blob.
+        let range = match &input.copy_source_range {
+            Some(r) => {
+                let parsed = Range::parse(r).map_err(|_| {
+                    s3_error!(
+                        InvalidArgument,
+                        "x-amz-copy-source-range must be bytes=first-last"
+                    )
+                })?;
+                match parsed {
+                    Range::Int {
+                        first,
+                        last: Some(last),
+                    } if last < src.size => first..last + 1,
+                    _ => return Err(to_s3_error(Error::InvalidRange { size: src.size })),
+                }
+            }
+            None => 0..src.size,
+        };
+        let body = self
+            .engine
+            .open(&src, range.start, range.end)
+            .await
+            .map_err(to_s3_error)?;
+        let part = PartRequest {
+            upload_id: input.upload_id,
+            bucket: input.bucket,
+            key: input.key,
+            number,
+            content_length: Some(range.end - range.start),
+            ..Default::default()
+        };
+        let tag = self
+            .engine
+            .upload_part(part, body)
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&tag)),
+                last_modified: Some(timestamp(crate::now_ms())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
@@ -591,27 +658,13 @@ impl S3 for Front {
             .manifest(&src_bucket, &src_key)
             .await
             .map_err(to_s3_error)?;
-        if let Some(c) = &input.copy_source_if_match {
-            if !etag_matches(c, &src.etag) {
-                return Err(to_s3_error(Error::PreconditionFailed));
-            }
-        }
-        if let Some(c) = &input.copy_source_if_none_match {
-            if etag_matches(c, &src.etag) {
-                return Err(to_s3_error(Error::PreconditionFailed));
-            }
-        }
-        let src_time = time::OffsetDateTime::from(timestamp(src.last_modified_ms));
-        if let Some(t) = &input.copy_source_if_modified_since {
-            if src_time <= time::OffsetDateTime::from(t.clone()) {
-                return Err(to_s3_error(Error::PreconditionFailed));
-            }
-        }
-        if let Some(t) = &input.copy_source_if_unmodified_since {
-            if src_time > time::OffsetDateTime::from(t.clone()) {
-                return Err(to_s3_error(Error::PreconditionFailed));
-            }
-        }
+        check_copy_conditions(
+            &src,
+            &input.copy_source_if_match,
+            &input.copy_source_if_none_match,
+            &input.copy_source_if_modified_since,
+            &input.copy_source_if_unmodified_since,
+        )?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             Some(MetadataDirective::REPLACE) => Some(PutRequest {
                 headers: stored_headers(
@@ -1206,6 +1259,35 @@ fn check_read_conditions(
     Ok(())
 }
 
+/// `x-amz-copy-source-if-*`: every failing condition is a 412 (S3 does not answer 304
+/// for copies). Times compare at whole seconds, as HTTP dates carry.
+fn check_copy_conditions(
+    src: &keyring::Manifest,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+) -> S3Result<()> {
+    let modified = i64::try_from(src.last_modified_ms / 1000).unwrap_or(i64::MAX);
+    let secs = |t: &Timestamp| time::OffsetDateTime::from(t.clone()).unix_timestamp();
+    let failed = if_match
+        .as_ref()
+        .is_some_and(|c| !etag_matches(c, &src.etag))
+        || if_none_match
+            .as_ref()
+            .is_some_and(|c| etag_matches(c, &src.etag))
+        || if_modified_since
+            .as_ref()
+            .is_some_and(|t| modified <= secs(t))
+        || if_unmodified_since
+            .as_ref()
+            .is_some_and(|t| modified > secs(t));
+    if failed {
+        return Err(to_s3_error(Error::PreconditionFailed));
+    }
+    Ok(())
+}
+
 fn etag_matches(cond: &ETagCondition, quoted: &str) -> bool {
     match cond {
         ETagCondition::Any => true,
@@ -1294,6 +1376,26 @@ impl KeyAccess {
         KeyAccess { engine }
     }
 
+    async fn check_source(
+        &self,
+        credentials: Option<&s3s::auth::Credentials>,
+        source: &CopySource,
+    ) -> S3Result<()> {
+        let Some(cred) = credentials else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        let record = self.record(&cred.access_key).await?;
+        let (src_bucket, _) = copy_source(source)?;
+        if record.buckets.is_empty() || record.buckets.contains(&src_bucket) {
+            Ok(())
+        } else {
+            Err(s3_error!(
+                AccessDenied,
+                "this access key may not read the copy source bucket"
+            ))
+        }
+    }
+
     async fn record(&self, access_key: &str) -> S3Result<crate::private::AccessKeyRecord> {
         self.engine
             .private
@@ -1327,18 +1429,12 @@ impl S3Access for KeyAccess {
     /// A copy reads another bucket: a key limited to named buckets must be allowed
     /// there too.
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
-        let Some(cred) = &req.credentials else {
-            return Err(s3_error!(AccessDenied, "Signature is required"));
-        };
-        let record = self.record(&cred.access_key).await?;
-        let (src_bucket, _) = copy_source(&req.input.copy_source)?;
-        if record.buckets.is_empty() || record.buckets.contains(&src_bucket) {
-            Ok(())
-        } else {
-            Err(s3_error!(
-                AccessDenied,
-                "this access key may not read the copy source bucket"
-            ))
-        }
+        self.check_source(req.credentials.as_ref(), &req.input.copy_source)
+            .await
+    }
+
+    async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
+        self.check_source(req.credentials.as_ref(), &req.input.copy_source)
+            .await
     }
 }

@@ -149,3 +149,51 @@ def test_delete_objects_batch_quiet_and_verbose(gateway, aws):
     aws(gateway, "s3", "rm", "--recursive", "s3://many/tree/")
     assert s3.list_objects_v2(Bucket="many")["KeyCount"] == 0
     aws(gateway, "s3", "rb", "s3://many")
+
+
+def test_upload_part_copy_reseals_ranges_of_other_objects(gateway):
+    s3 = client_for(gateway)
+    s3.create_bucket(Bucket="upc-src")
+    s3.create_bucket(Bucket="upc-dst")
+    big = os.urandom(12 * MIB + 5)
+    small = os.urandom(300_001)
+    s3.put_object(Bucket="upc-src", Key="big", Body=big)
+    s3.put_object(Bucket="upc-src", Key="small", Body=small)
+    tail = os.urandom(1234)
+    up = s3.create_multipart_upload(Bucket="upc-dst", Key="assembled")["UploadId"]
+    first = 5 * MIB + 9
+    p1 = s3.upload_part_copy(Bucket="upc-dst", Key="assembled", UploadId=up, PartNumber=1,
+                             CopySource={"Bucket": "upc-src", "Key": "big"},
+                             CopySourceRange=f"bytes=3-{3 + first - 1}")
+    assert p1["CopyPartResult"]["ETag"] == md5_etag(big[3:3 + first])
+    p2 = s3.upload_part_copy(Bucket="upc-dst", Key="assembled", UploadId=up, PartNumber=2,
+                             CopySource={"Bucket": "upc-src", "Key": "big"})
+    assert p2["CopyPartResult"]["ETag"] == md5_etag(big)
+    p3 = s3.upload_part(Bucket="upc-dst", Key="assembled", UploadId=up, PartNumber=3, Body=tail)
+    with pytest.raises(ClientError) as e:
+        s3.upload_part_copy(Bucket="upc-dst", Key="assembled", UploadId=up, PartNumber=4,
+                            CopySource={"Bucket": "upc-src", "Key": "small"},
+                            CopySourceRange=f"bytes=0-{len(small)}")
+    assert code(e.value) == "InvalidRange"
+    with pytest.raises(ClientError) as e:
+        s3.upload_part_copy(Bucket="upc-dst", Key="assembled", UploadId=up, PartNumber=4,
+                            CopySource={"Bucket": "upc-src", "Key": "big"},
+                            CopySourceIfMatch='"00000000000000000000000000000000"')
+    assert code(e.value) == "PreconditionFailed"
+    s3.complete_multipart_upload(Bucket="upc-dst", Key="assembled", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
+                  {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]},
+                  {"PartNumber": 3, "ETag": p3["ETag"]}]})
+    assert get_bytes(s3, "upc-dst", "assembled") == big[3:3 + first] + big + tail
+
+    # A key limited to the destination bucket may not read the source bucket this way.
+    cp = gateway.run_cli("access-key", "create", "--data-dir", str(gateway.data_dir),
+                         "--bucket", "upc-dst")
+    kid = re.search(rb"aws_access_key_id = (\S+)", cp.stdout).group(1).decode()
+    secret = re.search(rb"aws_secret_access_key = (\S+)", cp.stdout).group(1).decode()
+    limited = client_for(gateway, access_key_id=kid, secret=secret)
+    up2 = limited.create_multipart_upload(Bucket="upc-dst", Key="stolen")["UploadId"]
+    with pytest.raises(ClientError) as e:
+        limited.upload_part_copy(Bucket="upc-dst", Key="stolen", UploadId=up2, PartNumber=1,
+                                 CopySource={"Bucket": "upc-src", "Key": "small"})
+    assert code(e.value) == "AccessDenied"
