@@ -627,6 +627,17 @@ impl Engine {
             part_start = part_end;
         }
         drop(dek);
+        // One line per read says what it costs in the public store; tests assert on it
+        // (a 1 MiB range fetches at most 2 chunks of each part it touches).
+        let per_part: Vec<u64> = windows.iter().map(Window::chunk_count).collect();
+        tracing::debug!(
+            start,
+            end,
+            parts = per_part.len(),
+            chunks = per_part.iter().sum::<u64>(),
+            max_chunks_per_part = per_part.iter().copied().max().unwrap_or(0),
+            "read plan"
+        );
         let engine = Arc::clone(self);
         let jobs = windows.into_iter().flat_map(Window::chunks);
         let mut chunks = futures::stream::iter(jobs)
@@ -678,6 +689,11 @@ struct Window {
 }
 
 impl Window {
+    fn chunk_count(&self) -> u64 {
+        let range = self.layout.chunks_for_range(self.from, self.to - 1);
+        range.end() - range.start() + 1
+    }
+
     /// One job per chunk the window touches, generated lazily (an object may have
     /// millions of chunks).
     fn chunks(self) -> impl Iterator<Item = ChunkJob> {
