@@ -22,7 +22,7 @@ use keyring::Identity;
 use crate::config::{parse_kv, FileConfig};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
-const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 #[derive(Parser)]
 #[command(
@@ -349,9 +349,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
         engine_config.chunk_size = cs;
     }
-    if let Some(ps) = setup.file.engine.part_size {
-        engine_config.part_size = ps.max(5 << 20);
-    }
+    // A folder has no minimum part size; smaller parts keep concurrent uploads light.
+    let min_part: usize = if public_root.is_some() {
+        1 << 20
+    } else {
+        5 << 20
+    };
+    engine_config.part_size = match setup.file.engine.part_size {
+        Some(ps) => ps.max(min_part),
+        None if public_root.is_some() => 2 << 20,
+        None => engine_config.part_size,
+    };
     let engine = Arc::new(Engine::new(
         public.clone(),
         Arc::clone(&private),

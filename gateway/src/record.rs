@@ -32,11 +32,15 @@ const LEAF_BATCH: usize = 256;
 /// Sealed chunks fetched and opened at once on reads (each is one ranged request).
 const READ_CONCURRENCY: usize = 4;
 /// Plaintext chunks decrypted ahead of the client on reads.
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 1;
+/// Chunks being fetched and opened at once across all reads: with many concurrent
+/// GETs (the aws CLI runs 10), this, not the request count, bounds read memory
+/// (about 2 MiB a chunk: sealed and plain).
+const READ_BUDGET: usize = 12;
 /// Chunks being sealed on the blocking pool while the request task reads and hashes
 /// the next ones (MD5 of the plaintext runs on the request task, sealing and leaf
 /// hashing beside it: two cores busy on one upload).
-const SEAL_AHEAD: usize = 4;
+const SEAL_AHEAD: usize = 3;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ pub struct EngineConfig {
     /// Plaintext bytes per sealed chunk.
     pub chunk_size: u32,
     /// Bytes per public-store multipart part; blobs smaller than this go in one PUT.
+    /// Each concurrent write holds up to about this much sealed data, so it bounds
+    /// memory: 5 MiB (S3's minimum part) for cloud stores, less for a folder.
     pub part_size: usize,
     /// Public-store part uploads in flight per blob.
     pub upload_concurrency: usize,
@@ -53,8 +59,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             chunk_size: keyring::DEFAULT_CHUNK_SIZE,
-            part_size: 8 << 20,
-            upload_concurrency: 3,
+            part_size: 5 << 20,
+            upload_concurrency: 2,
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct Engine {
     institution: Arc<Identity>,
     institution_recipient: Recipient,
     config: EngineConfig,
+    /// Shared by every read; see [`READ_BUDGET`].
+    read_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -177,6 +185,7 @@ impl Engine {
             institution,
             institution_recipient,
             config,
+            read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
         }
     }
 
@@ -616,13 +625,17 @@ impl Engine {
             if part_end > start && part_start < end {
                 let from = start.max(part_start) - part_start;
                 let to = end.min(part_end) - part_start;
-                windows.push(Window {
-                    blob: part.blob,
-                    layout: Layout::new(part.plaintext_len, part.chunk_size)?,
-                    key: Arc::new(PayloadKey::derive(&dek, &part.blob)),
-                    from,
-                    to,
-                });
+                // Invariant for Window: from < to. An empty part inside the range
+                // contributes no bytes and is skipped.
+                if from < to {
+                    windows.push(Window {
+                        blob: part.blob,
+                        layout: Layout::new(part.plaintext_len, part.chunk_size)?,
+                        key: Arc::new(PayloadKey::derive(&dek, &part.blob)),
+                        from,
+                        to,
+                    });
+                }
             }
             part_start = part_end;
         }
@@ -679,7 +692,7 @@ impl Engine {
     }
 }
 
-/// The plaintext bytes `from..to` of one part.
+/// The plaintext bytes `from..to` of one part; never empty (`from < to`).
 struct Window {
     blob: BlobId,
     layout: Layout,
@@ -732,6 +745,12 @@ impl ChunkJob {
             lo,
             hi,
         } = self;
+        // Invariant: the semaphore is never closed, so acquiring only waits.
+        let _permit = engine
+            .read_budget
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("read budget closed".into()))?;
         let sealed_start = layout.sealed_offset(index);
         let sealed_end = sealed_start + layout.sealed_len(index);
         let leaves = engine.private.leaves(blob, index, index).await?;
@@ -793,7 +812,7 @@ struct Md5Lane {
 type LaneDigests = ([u8; 16], Vec<(String, String)>);
 
 /// Plaintext chunks queued for the MD5 lane (bounds memory at this many chunks).
-const MD5_AHEAD: usize = 4;
+const MD5_AHEAD: usize = 2;
 
 impl Md5Lane {
     fn start(mut extra: Option<s3s::checksum::ChecksumHasher>) -> Self {
