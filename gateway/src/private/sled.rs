@@ -238,6 +238,19 @@ fn release(old: &Manifest, bucket: &str, key: &str, now: u64, t: &RefTrees<'_>) 
     Ok(())
 }
 
+/// Moves a blob from pending to orphaned (for gc), if it is pending.
+fn orphan_if_pending(
+    pending: &TransactionalTree,
+    orphans: &TransactionalTree,
+    blob: &BlobId,
+    now: u64,
+) -> TxResult<()> {
+    if pending.remove(&blob.0)?.is_some() {
+        orphans.insert(&blob.0, &now.to_be_bytes())?;
+    }
+    Ok(())
+}
+
 /// Every row of a tree keyed by blob id with a u64 value.
 fn blob_rows(tree: &sled::Tree) -> Result<Vec<(BlobId, u64)>> {
     let mut out = Vec::new();
@@ -398,10 +411,7 @@ impl PrivateStore for SledStore {
         // reclaims it after the grace period.
         (&self.pending, &self.orphans)
             .transaction(|(pending, orphans)| {
-                if pending.remove(&blob.0)?.is_some() {
-                    orphans.insert(&blob.0, &crate::now_ms().to_be_bytes())?;
-                }
-                Ok(())
+                orphan_if_pending(pending, orphans, &blob, crate::now_ms())
             })
             .map_err(tx_err)
     }
@@ -488,8 +498,8 @@ impl PrivateStore for SledStore {
                             parts.remove(part_key(id, *number))?;
                             part_blobs.remove(&part.blob.0)?;
                             let used = commit.manifest.parts.iter().any(|p| p.blob == part.blob);
-                            if !used && pending.remove(&part.blob.0)?.is_some() {
-                                orphans.insert(&part.blob.0, &now.to_be_bytes())?;
+                            if !used {
+                                orphan_if_pending(pending, orphans, &part.blob, now)?;
                             }
                         }
                     }
@@ -724,9 +734,7 @@ impl PrivateStore for SledStore {
                 if let Some(old) = parts.insert(part_key(id, number), encoded.as_slice())? {
                     let old: PartRecord = decode_json(&old, "part").or_else(abort)?;
                     part_blobs.remove(&old.blob.0)?;
-                    if pending.remove(&old.blob.0)?.is_some() {
-                        orphans.insert(&old.blob.0, &now.to_be_bytes())?;
-                    }
+                    orphan_if_pending(pending, orphans, &old.blob, now)?;
                 }
                 part_blobs.insert(&part.blob.0, id.as_bytes())?;
                 Ok(())
@@ -767,9 +775,7 @@ impl PrivateStore for SledStore {
                 for (number, part) in &listed {
                     parts.remove(part_key(id, *number))?;
                     part_blobs.remove(&part.blob.0)?;
-                    if pending.remove(&part.blob.0)?.is_some() {
-                        orphans.insert(&part.blob.0, &now.to_be_bytes())?;
-                    }
+                    orphan_if_pending(pending, orphans, &part.blob, now)?;
                 }
                 Ok(())
             })
