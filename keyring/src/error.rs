@@ -45,6 +45,53 @@ pub enum Error {
         /// The number of items there are.
         size: u64,
     },
+    // transparency log
+    /// A signed note (checkpoint) carries no signature line from the expected key. Public
+    /// information, unlike [`Error::BadSignature`]: e.g. a witness has not cosigned yet.
+    #[error("note has no signature from key {key}")]
+    MissingSignature {
+        /// The key as `<name>+<key id hex>`.
+        key: String,
+    },
+    /// A tile needed to recompute a root or extend the log was not supplied.
+    #[error("missing tile {path}")]
+    MissingTile {
+        /// The tile's path, e.g. `tile/0/x001/067.p/8`.
+        path: String,
+    },
+    // consent
+    /// A grant whose expiry has passed (expired grants stop working without anyone acting).
+    #[error("grant expired at {expires_ms} (now {now_ms})")]
+    GrantExpired {
+        /// The grant's expiry, Unix milliseconds.
+        expires_ms: u64,
+        /// The time it was checked at, Unix milliseconds.
+        now_ms: u64,
+    },
+    /// A correctly signed grant, revocation or denial that does not fit what it is checked
+    /// against; the string names the field (e.g. "institution", "request", "scope").
+    #[error("grant does not match: {0}")]
+    GrantMismatch(&'static str),
+    /// A patient auth token or key change older than the allowed age (or issued in the future).
+    #[error("patient authentication expired")]
+    AuthExpired,
+    /// A correctly signed auth token, registration or key change for another challenge, method,
+    /// path, body, patient or key; the string names the field.
+    #[error("patient authentication does not match: {0}")]
+    AuthMismatch(&'static str),
+    /// A patient index older than one already accepted: the public store served a rolled-back
+    /// copy.
+    #[error("patient index rolled back: seen sequence {seen}, got {got}")]
+    Rollback {
+        /// The lowest sequence number still acceptable (the last one accepted).
+        seen: u64,
+        /// The sequence number of the index offered.
+        got: u64,
+    },
+    /// A correctly signed and decrypted patient index made for another patient or institution;
+    /// the string names which.
+    #[error("patient index does not match: {0}")]
+    IndexMismatch(&'static str),
 }
 
 /// `Result` with [`Error`].

@@ -15,7 +15,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod chunk;
+pub mod consent;
 pub mod error;
 mod hex;
 pub mod identity;
@@ -23,17 +25,29 @@ pub mod idfile;
 pub mod key;
 pub mod manifest;
 pub mod merkle;
+pub mod patient_index;
 pub mod stanza;
+pub mod tiles;
 pub mod vault;
 
 #[cfg(test)]
 mod vectors;
 
+pub use checkpoint::{Checkpoint, NoteSignature, NoteVerifier, SignatureType, SignedNote};
 pub use chunk::{Layout, PayloadKey, DEFAULT_CHUNK_SIZE, TAG_LEN};
+pub use consent::{
+    AuthChallenge, AuthToken, Denial, Grant, KeyChange, Records, Revocation, Scope, ShareRequest,
+    SignedAuth, SignedDenial, SignedGrant, SignedKeyChange, SignedRequest, SignedRevocation,
+};
 pub use error::{Error, Result};
 pub use identity::{Identity, Recipient, Signature};
 pub use key::{BlobId, DataKey, DekId};
 pub use manifest::{Manifest, Part, SUITE_V1};
-pub use merkle::{leaf_hash, node_hash, root, Hash, InclusionProof, RootBuilder};
+pub use merkle::{
+    leaf_hash, node_hash, root, ConsistencyProof, Hash, InclusionProof, LeafFn, LeafSource,
+    RootBuilder,
+};
+pub use patient_index::{IndexRecord, PatientIndex};
 pub use stanza::WrappedKey;
+pub use tiles::{root_from_tiles, tile_path, tiles_for, tiles_for_append, TileId};
 pub use vault::VaultKey;

@@ -1,9 +1,13 @@
-//! RFC 6962 Merkle tree hashing over sealed chunks: leaf and node hashes, tree roots (batch and
-//! streaming), and inclusion proofs.
+//! RFC 6962 / RFC 9162 Merkle tree hashing: leaf and node hashes, tree roots (batch and
+//! streaming), inclusion proofs and consistency proofs.
 //!
-//! A blob's integrity index is the tree whose leaves are `leaf_hash(sealed chunk)` in chunk order;
-//! the manifest keeps its root. Proof types are thin wrappers over concatenated hashes so that
-//! consistency proofs can be added beside [`InclusionProof`] with the same shape.
+//! Two trees use it: a blob's integrity index, whose leaves are `leaf_hash(sealed chunk)` in chunk
+//! order (the manifest keeps its root), and the transparency log, whose leaves are the salted
+//! entry commitments (checkpoints sign its root, see [`crate::checkpoint`]).
+//!
+//! Proof types are thin wrappers over concatenated 32-byte hashes. Proofs can be generated from a
+//! slice of leaf hashes or from any [`LeafSource`], so the gateway can serve them from storage
+//! without loading the whole tree.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -45,9 +49,9 @@ pub fn hash_eq(a: &Hash, b: &Hash) -> bool {
 }
 
 /// Largest power of two strictly less than `n`; RFC 6962's split point. Requires `n >= 2`.
-fn split(n: usize) -> usize {
+fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// RFC 6962 Merkle Tree Hash over leaf hashes (`leaves[i] = leaf_hash(chunk i)`).
@@ -56,7 +60,9 @@ pub fn root(leaves: &[Hash]) -> Hash {
         [] => empty_root(),
         [leaf] => *leaf,
         _ => {
-            let (l, r) = leaves.split_at(split(leaves.len()));
+            // Invariant: the split point is below `len`, so it fits a usize.
+            let k = split(leaves.len() as u64) as usize;
+            let (l, r) = leaves.split_at(k);
             node_hash(&root(l), &root(r))
         }
     }
@@ -131,16 +137,40 @@ impl InclusionProof {
     /// # Errors
     /// [`Error::IndexOutOfRange`] if `index >= leaves.len()`.
     pub fn generate(leaves: &[Hash], index: u64) -> Result<InclusionProof> {
-        let out_of_range = Error::IndexOutOfRange {
-            index,
-            size: leaves.len() as u64,
-        };
-        let m = usize::try_from(index).map_err(|_| out_of_range.clone())?;
-        if m >= leaves.len() {
-            return Err(out_of_range);
+        InclusionProof::generate_from(leaves, index, leaves.len() as u64)
+    }
+
+    /// The proof that leaf `index` is in the tree of the first `size` leaves of `source`
+    /// (RFC 9162 §2.1.3.1 `PATH(m, D[n])`).
+    ///
+    /// Reads O(size) leaves through the default [`LeafSource::perfect_root`]; fewer when the
+    /// source overrides it with stored interior hashes.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] (converted) if `index >= size`; any error of the source.
+    pub fn generate_from<S: LeafSource + ?Sized>(
+        source: &S,
+        index: u64,
+        size: u64,
+    ) -> std::result::Result<InclusionProof, S::Error> {
+        if index >= size {
+            return Err(Error::IndexOutOfRange { index, size }.into());
         }
         let mut path = Vec::new();
-        collect_path(m, leaves, &mut path);
+        let (mut start, mut end) = (0, size);
+        // Walk down from the root, recording the sibling of each subtree that holds `index`;
+        // the proof lists them leaf end first, so the walk's order is reversed at the end.
+        while end - start > 1 {
+            let k = split(end - start);
+            if index < start + k {
+                path.push(subtree_root(source, start + k, end)?);
+                end = start + k;
+            } else {
+                path.push(subtree_root(source, start, start + k)?);
+                start += k;
+            }
+        }
+        path.reverse();
         Ok(InclusionProof {
             bytes: path.concat(),
         })
@@ -204,11 +234,7 @@ impl InclusionProof {
 
     /// The path hashes, leaf end first.
     pub fn hashes(&self) -> impl Iterator<Item = Hash> + '_ {
-        self.bytes.chunks_exact(32).map(|c| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(c);
-            h
-        })
+        proof_hashes(&self.bytes)
     }
 
     /// Number of hashes in the path.
@@ -222,19 +248,312 @@ impl InclusionProof {
     }
 }
 
-/// RFC 6962 `PATH(m, D[n])`, deepest sibling first. Requires `m < leaves.len()`.
-fn collect_path(m: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
-    if leaves.len() <= 1 {
-        return;
+/// Where proof generators read the tree from: leaf hashes by index and, optionally, stored roots
+/// of perfect subtrees.
+///
+/// Implemented for a slice of leaf hashes and, through [`LeafFn`], for a closure. The gateway can
+/// implement it over its private store (or over published tiles, whose hashes are perfect
+/// subtree roots of height 8·level) so proofs need not load the whole log.
+pub trait LeafSource {
+    /// What a read can fail with. Index errors raised by the generators convert into it.
+    type Error: From<Error>;
+
+    /// The hash of leaf `index`.
+    ///
+    /// # Errors
+    /// Whatever the source fails with, e.g. [`Error::IndexOutOfRange`] past its end.
+    fn leaf(&self, index: u64) -> std::result::Result<Hash, Self::Error>;
+
+    /// The root of the perfect subtree of `2^height` leaves starting at leaf `index << height`.
+    ///
+    /// The default hashes up from [`LeafSource::leaf`]; a source that stores interior hashes
+    /// overrides it.
+    ///
+    /// # Errors
+    /// Whatever the source fails with.
+    fn perfect_root(&self, height: u8, index: u64) -> std::result::Result<Hash, Self::Error> {
+        if height == 0 {
+            return self.leaf(index);
+        }
+        let left = self.perfect_root(height - 1, index << 1)?;
+        let right = self.perfect_root(height - 1, (index << 1) | 1)?;
+        Ok(node_hash(&left, &right))
     }
-    let k = split(leaves.len());
-    let (l, r) = leaves.split_at(k);
-    if m < k {
-        collect_path(m, l, out);
-        out.push(root(r));
-    } else {
-        collect_path(m - k, r, out);
-        out.push(root(l));
+}
+
+impl LeafSource for [Hash] {
+    type Error = Error;
+
+    fn leaf(&self, index: u64) -> Result<Hash> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.get(i))
+            .copied()
+            .ok_or(Error::IndexOutOfRange {
+                index,
+                size: self.len() as u64,
+            })
+    }
+
+    fn perfect_root(&self, height: u8, index: u64) -> Result<Hash> {
+        let out_of_range = || Error::IndexOutOfRange {
+            index,
+            size: self.len() as u64,
+        };
+        let width = 1u64
+            .checked_shl(u32::from(height))
+            .ok_or_else(out_of_range)?;
+        let start = index.checked_mul(width).ok_or_else(out_of_range)?;
+        let end = start.checked_add(width).ok_or_else(out_of_range)?;
+        match (usize::try_from(start), usize::try_from(end)) {
+            (Ok(start), Ok(end)) => self.get(start..end).map(root).ok_or_else(out_of_range),
+            _ => Err(out_of_range()),
+        }
+    }
+}
+
+/// A closure `Fn(index) -> Result<Hash, E>` used as a [`LeafSource`].
+pub struct LeafFn<F>(pub F);
+
+impl<F, E> LeafSource for LeafFn<F>
+where
+    F: Fn(u64) -> std::result::Result<Hash, E>,
+    E: From<Error>,
+{
+    type Error = E;
+
+    fn leaf(&self, index: u64) -> std::result::Result<Hash, E> {
+        (self.0)(index)
+    }
+}
+
+/// RFC 6962 `MTH(D[start:end])`: the root of the tree over leaves `start..end` of `source`.
+///
+/// Aligned power-of-two ranges go to [`LeafSource::perfect_root`]; others split at the largest
+/// power of two below their length, as RFC 6962 does. An empty range gives [`empty_root`].
+///
+/// # Errors
+/// [`Error::IndexOutOfRange`] (converted) if `start > end`; any error of the source.
+pub fn subtree_root<S: LeafSource + ?Sized>(
+    source: &S,
+    start: u64,
+    end: u64,
+) -> std::result::Result<Hash, S::Error> {
+    let n = end.checked_sub(start).ok_or(Error::IndexOutOfRange {
+        index: start,
+        size: end,
+    })?;
+    if n == 0 {
+        return Ok(empty_root());
+    }
+    // Aligned: n is a power of two, so `start` is a multiple of it iff its low bits are clear.
+    if n.is_power_of_two() && start & (n - 1) == 0 {
+        // Invariant: n ≤ 2^63, so its log fits a u8.
+        let height = n.trailing_zeros() as u8;
+        return source.perfect_root(height, start >> height);
+    }
+    let k = split(n);
+    let left = subtree_root(source, start, start + k)?;
+    let right = subtree_root(source, start + k, end)?;
+    Ok(node_hash(&left, &right))
+}
+
+/// The hashes of a proof, leaf end first.
+fn proof_hashes(bytes: &[u8]) -> impl Iterator<Item = Hash> + '_ {
+    bytes.chunks_exact(32).map(|c| {
+        let mut h = [0u8; 32];
+        h.copy_from_slice(c);
+        h
+    })
+}
+
+/// The longest consistency proof a `u64`-sized tree can need: one hash per level of the
+/// `SUBPROOF` recursion plus the final subtree root.
+const MAX_CONSISTENCY_HASHES: usize = MAX_PROOF_HASHES + 1;
+
+/// A proof that the tree of `old_size` leaves is a prefix of the tree of `new_size` leaves (RFC
+/// 9162 §2.1.4 `PROOF(m, D[n])`): what a witness or a client checks before accepting a newer
+/// checkpoint.
+///
+/// Encoded as the concatenated 32-byte hashes in `SUBPROOF` order (0 to 65 hashes). The proof
+/// from an empty tree, and from a tree to itself, is empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    bytes: Vec<u8>,
+}
+
+impl ConsistencyProof {
+    /// The proof that the first `old_size` leaves are a prefix of the first `new_size`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] if `old_size > new_size` or `new_size > leaves.len()`.
+    pub fn generate(leaves: &[Hash], old_size: u64, new_size: u64) -> Result<ConsistencyProof> {
+        if new_size > leaves.len() as u64 {
+            return Err(Error::IndexOutOfRange {
+                index: new_size,
+                size: leaves.len() as u64,
+            });
+        }
+        ConsistencyProof::generate_from(leaves, old_size, new_size)
+    }
+
+    /// [`ConsistencyProof::generate`] over any [`LeafSource`] that holds at least `new_size`
+    /// leaves.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] (converted) if `old_size > new_size`; any error of the source.
+    pub fn generate_from<S: LeafSource + ?Sized>(
+        source: &S,
+        old_size: u64,
+        new_size: u64,
+    ) -> std::result::Result<ConsistencyProof, S::Error> {
+        if old_size > new_size {
+            return Err(Error::IndexOutOfRange {
+                index: old_size,
+                size: new_size,
+            }
+            .into());
+        }
+        let mut path = Vec::new();
+        if old_size > 0 && old_size < new_size {
+            // SUBPROOF(m, D[start:end], b), unrolled: the recursion only ever descends into one
+            // side, so it is a walk; siblings are recorded top-down and reversed at the end.
+            let (mut m, mut start, mut end, mut complete) = (old_size, 0, new_size, true);
+            loop {
+                let n = end - start;
+                if m == n {
+                    if !complete {
+                        path.push(subtree_root(source, start, end)?);
+                    }
+                    break;
+                }
+                let k = split(n);
+                if m <= k {
+                    path.push(subtree_root(source, start + k, end)?);
+                    end = start + k;
+                } else {
+                    path.push(subtree_root(source, start, start + k)?);
+                    start += k;
+                    m -= k;
+                    complete = false;
+                }
+            }
+            path.reverse();
+        }
+        Ok(ConsistencyProof {
+            bytes: path.concat(),
+        })
+    }
+
+    /// Checks that `old_root` (of `old_size` leaves) and `new_root` (of `new_size` leaves) are
+    /// roots of one append-only tree, following RFC 9162 §2.1.4.2. Root comparisons are
+    /// constant time.
+    ///
+    /// Beyond the RFC, which assumes `0 < old_size < new_size`: equal sizes need an empty proof
+    /// and equal roots, and a size-0 old tree needs an empty proof and the empty-tree root.
+    ///
+    /// # Errors
+    /// [`Error::InvalidProof`] for any mismatch, including `old_size > new_size` and a proof of
+    /// the wrong length.
+    pub fn verify(
+        &self,
+        old_size: u64,
+        new_size: u64,
+        old_root: &Hash,
+        new_root: &Hash,
+    ) -> Result<()> {
+        let ok = if old_size > new_size {
+            false
+        } else if old_size == new_size {
+            self.is_empty() && hash_eq(old_root, new_root)
+        } else if old_size == 0 {
+            self.is_empty() && hash_eq(old_root, &empty_root())
+        } else {
+            self.verify_path(old_size, new_size, old_root, new_root)
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidProof)
+        }
+    }
+
+    /// RFC 9162 §2.1.4.2 steps 1–7, for `0 < first < second`.
+    fn verify_path(&self, first: u64, second: u64, first_hash: &Hash, second_hash: &Hash) -> bool {
+        // Step 1.
+        if self.is_empty() {
+            return false;
+        }
+        // Step 2: an old tree that is a perfect subtree is its own first proof node.
+        let seed = first.is_power_of_two().then_some(*first_hash);
+        let mut path = seed.into_iter().chain(self.hashes());
+        let Some(head) = path.next() else {
+            return false;
+        };
+        let (mut f_n, mut s_n) = (first - 1, second - 1);
+        while f_n & 1 == 1 {
+            f_n >>= 1;
+            s_n >>= 1;
+        }
+        let (mut f_r, mut s_r) = (head, head);
+        for c in path {
+            if s_n == 0 {
+                return false;
+            }
+            if f_n & 1 == 1 || f_n == s_n {
+                f_r = node_hash(&c, &f_r);
+                s_r = node_hash(&c, &s_r);
+                if f_n & 1 == 0 {
+                    while f_n & 1 == 0 && f_n != 0 {
+                        f_n >>= 1;
+                        s_n >>= 1;
+                    }
+                }
+            } else {
+                s_r = node_hash(&s_r, &c);
+            }
+            f_n >>= 1;
+            s_n >>= 1;
+        }
+        // Both comparisons run, so timing does not say which root differed.
+        let first_ok = hash_eq(&f_r, first_hash);
+        let second_ok = hash_eq(&s_r, second_hash);
+        s_n == 0 && first_ok && second_ok
+    }
+
+    /// The concatenated proof hashes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Parses concatenated proof hashes.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] unless the length is a multiple of 32 and at most 65 hashes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ConsistencyProof> {
+        if !bytes.chunks_exact(32).remainder().is_empty()
+            || bytes.len() / 32 > MAX_CONSISTENCY_HASHES
+        {
+            return Err(Error::Malformed("consistency proof: bad length"));
+        }
+        Ok(ConsistencyProof {
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The proof hashes, in `SUBPROOF` order.
+    pub fn hashes(&self) -> impl Iterator<Item = Hash> + '_ {
+        proof_hashes(&self.bytes)
+    }
+
+    /// Number of hashes in the proof.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / 32
+    }
+
+    /// Whether the proof is empty (from the empty tree, or from a tree to itself).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 }
 
@@ -409,6 +728,547 @@ mod tests {
                 let longer = InclusionProof::from_bytes(&[p.as_bytes(), &[0u8; 32]].concat()).unwrap();
                 prop_assert!(longer.verify(&leaf, i, size, &r).is_err());
             }
+        }
+    }
+
+    /// RFC 6962 §2.1.1 `PATH(m, D[n])` read literally, over raw entries.
+    fn naive_path(m: usize, d: &[Vec<u8>]) -> Vec<Hash> {
+        if d.len() <= 1 {
+            return Vec::new();
+        }
+        let k = naive_split(d.len());
+        let (mut p, sibling) = if m < k {
+            (naive_path(m, &d[..k]), naive_mth(&d[k..]))
+        } else {
+            (naive_path(m - k, &d[k..]), naive_mth(&d[..k]))
+        };
+        p.push(sibling);
+        p
+    }
+
+    /// RFC 6962 §2.1.2 `SUBPROOF(m, D[n], b)` read literally, over raw entries.
+    fn naive_subproof(m: usize, d: &[Vec<u8>], b: bool) -> Vec<Hash> {
+        let n = d.len();
+        if m == n {
+            return if b { Vec::new() } else { vec![naive_mth(d)] };
+        }
+        let k = naive_split(n);
+        let (mut p, sibling) = if m <= k {
+            (naive_subproof(m, &d[..k], b), naive_mth(&d[k..]))
+        } else {
+            (naive_subproof(m - k, &d[k..], false), naive_mth(&d[..k]))
+        };
+        p.push(sibling);
+        p
+    }
+
+    fn naive_split(n: usize) -> usize {
+        let mut k = 1;
+        while k * 2 < n {
+            k *= 2;
+        }
+        k
+    }
+
+    fn concat(hashes: &[Hash]) -> Vec<u8> {
+        hashes.concat()
+    }
+
+    struct Vectors {
+        leaves: Vec<Hash>,
+        roots: Vec<Hash>,
+        nodes: Vec<(u8, u64, Hash)>,
+        inclusion: Vec<(u64, u64, Vec<Hash>)>,
+        consistency: Vec<(u64, u64, Vec<Hash>)>,
+    }
+
+    fn proof_field(s: &str) -> Vec<Hash> {
+        if s == "-" {
+            return Vec::new();
+        }
+        s.split(',').map(unhex32).collect()
+    }
+
+    fn vectors() -> Vectors {
+        let text = include_str!("../testdata/tlog/rfc6962_vectors.txt");
+        let mut v = Vectors {
+            leaves: Vec::new(),
+            roots: Vec::new(),
+            nodes: Vec::new(),
+            inclusion: Vec::new(),
+            consistency: Vec::new(),
+        };
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let f: Vec<&str> = line.split(' ').collect();
+            match f[0] {
+                "leaf" => v.leaves.push(leaf_hash(&unhex(f[1].trim_matches('-')))),
+                "root" => {
+                    assert_eq!(f[1].parse::<usize>().unwrap(), v.roots.len());
+                    v.roots.push(unhex32(f[2]));
+                }
+                "node" => {
+                    v.nodes
+                        .push((f[1].parse().unwrap(), f[2].parse().unwrap(), unhex32(f[3])))
+                }
+                "inclusion" => v.inclusion.push((
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                    proof_field(f[3]),
+                )),
+                "consistency" => v.consistency.push((
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                    proof_field(f[3]),
+                )),
+                other => panic!("unknown vector line kind {other}"),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn rfc6962_vector_roots_and_nodes() {
+        let v = vectors();
+        assert_eq!((v.leaves.len(), v.roots.len()), (8, 9));
+        for (n, want) in v.roots.iter().enumerate() {
+            assert_eq!(&root(&v.leaves[..n]), want, "root of {n}");
+            assert_eq!(&subtree_root(&v.leaves[..], 0, n as u64).unwrap(), want);
+        }
+        for (level, index, want) in &v.nodes {
+            let src: &[Hash] = &v.leaves;
+            assert_eq!(&src.perfect_root(*level, *index).unwrap(), want);
+            let start = index << level;
+            assert_eq!(
+                &subtree_root(src, start, start + (1 << level)).unwrap(),
+                want
+            );
+            let default = LeafFn(|i| src.leaf(i));
+            assert_eq!(&default.perfect_root(*level, *index).unwrap(), want);
+        }
+    }
+
+    /// What a probe changed, index, size, proof bytes, root, leaf.
+    type InclusionProbe = (&'static str, u64, u64, Vec<u8>, Hash, Hash);
+
+    /// What a probe changed, old size, new size, old root, new root, proof bytes.
+    type ConsistencyProbe = (&'static str, u64, u64, Hash, Hash, Vec<u8>);
+
+    /// Mutations of a good inclusion proof, after transparency-dev/merkle's
+    /// `corruptInclusionProof`; every one must fail.
+    fn inclusion_probes(
+        index: u64,
+        size: u64,
+        proof: &[Hash],
+        root: &Hash,
+        leaf: &Hash,
+    ) -> Vec<InclusionProbe> {
+        let some: Hash =
+            unhex32("abacaba000000000000000000000000000000000000000000060061e00123456");
+        let p = concat(proof);
+        let mut out = vec![
+            (
+                "index - 1",
+                index.wrapping_sub(1),
+                size,
+                p.clone(),
+                *root,
+                *leaf,
+            ),
+            ("index + 1", index + 1, size, p.clone(), *root, *leaf),
+            ("index ^ 2", index ^ 2, size, p.clone(), *root, *leaf),
+            ("size * 2", index, size * 2, p.clone(), *root, *leaf),
+            ("size / 2", index, size / 2, p.clone(), *root, *leaf),
+            (
+                "wrong leaf",
+                index,
+                size,
+                p.clone(),
+                *root,
+                leaf_hash(b"WrongLeaf"),
+            ),
+            ("empty root", index, size, p.clone(), empty_root(), *leaf),
+            ("random root", index, size, p.clone(), some, *leaf),
+            (
+                "trailing zero hash",
+                index,
+                size,
+                [p.as_slice(), &[0; 32]].concat(),
+                *root,
+                *leaf,
+            ),
+            (
+                "trailing root",
+                index,
+                size,
+                [p.as_slice(), root].concat(),
+                *root,
+                *leaf,
+            ),
+            (
+                "preceding root",
+                index,
+                size,
+                [root.as_slice(), &p].concat(),
+                *root,
+                *leaf,
+            ),
+        ];
+        for i in 0..proof.len() {
+            let mut q = p.clone();
+            q[i * 32] ^= 8;
+            out.push(("modified bit", index, size, q, *root, *leaf));
+        }
+        if !proof.is_empty() {
+            out.push((
+                "removed component",
+                index,
+                size,
+                p[..p.len() - 32].to_vec(),
+                *root,
+                *leaf,
+            ));
+        }
+        if proof.len() > 1 {
+            let q = [&p[..32], some.as_slice(), &p[32..]].concat();
+            out.push(("inserted component", index, size, q, *root, *leaf));
+        }
+        out
+    }
+
+    #[test]
+    fn rfc6962_vector_inclusion_proofs() {
+        let v = vectors();
+        for (index, size, want) in &v.inclusion {
+            let got = InclusionProof::generate_from(&v.leaves[..], *index, *size).unwrap();
+            assert_eq!(got.as_bytes(), concat(want), "PATH({index}, {size})");
+            let (leaf, r) = (v.leaves[*index as usize], v.roots[*size as usize]);
+            got.verify(&leaf, *index, *size, &r).unwrap();
+            for (what, i, n, p, r, l) in inclusion_probes(*index, *size, want, &r, &leaf) {
+                let p = InclusionProof::from_bytes(&p).unwrap();
+                assert_eq!(
+                    p.verify(&l, i, n, &r),
+                    Err(Error::InvalidProof),
+                    "{what}: PATH({index}, {size})"
+                );
+            }
+        }
+        // Upstream's {0, 0} case: no proof exists for an empty tree.
+        assert!(InclusionProof::generate_from(&v.leaves[..], 0, 0).is_err());
+        let empty = InclusionProof::from_bytes(&[]).unwrap();
+        assert!(empty.verify(&v.leaves[0], 0, 0, &empty_root()).is_err());
+    }
+
+    /// Mutations of a good consistency proof, after transparency-dev/merkle's
+    /// `corruptConsistencyProof`; every one must fail.
+    fn consistency_probes(
+        m: u64,
+        n: u64,
+        r1: &Hash,
+        r2: &Hash,
+        proof: &[Hash],
+    ) -> Vec<ConsistencyProbe> {
+        let p = concat(proof);
+        let wrong = leaf_hash(b"WrongRoot");
+        let mut out = vec![
+            ("old - 1", m - 1, n, *r1, *r2, p.clone()),
+            ("old + 1", m + 1, n, *r1, *r2, p.clone()),
+            ("old ^ 2", m ^ 2, n, *r1, *r2, p.clone()),
+            ("new * 2", m, n * 2, *r1, *r2, p.clone()),
+            ("new / 2", m, n / 2, *r1, *r2, p.clone()),
+            ("wrong old root", m, n, wrong, *r2, p.clone()),
+            ("wrong new root", m, n, *r1, wrong, p.clone()),
+            ("swapped roots", m, n, *r2, *r1, p.clone()),
+            ("empty proof", m, n, *r1, *r2, Vec::new()),
+            (
+                "trailing zero hash",
+                m,
+                n,
+                *r1,
+                *r2,
+                [p.as_slice(), &[0; 32]].concat(),
+            ),
+            (
+                "trailing old root",
+                m,
+                n,
+                *r1,
+                *r2,
+                [p.as_slice(), r1].concat(),
+            ),
+            (
+                "trailing new root",
+                m,
+                n,
+                *r1,
+                *r2,
+                [p.as_slice(), r2].concat(),
+            ),
+            (
+                "preceding old root",
+                m,
+                n,
+                *r1,
+                *r2,
+                [r1.as_slice(), &p].concat(),
+            ),
+            (
+                "preceding new root",
+                m,
+                n,
+                *r1,
+                *r2,
+                [r2.as_slice(), &p].concat(),
+            ),
+            (
+                "preceding proof[0]",
+                m,
+                n,
+                *r1,
+                *r2,
+                [&p[..32], &p].concat(),
+            ),
+            ("truncated", m, n, *r1, *r2, p[..p.len() - 32].to_vec()),
+        ];
+        for i in 0..proof.len() {
+            let mut q = p.clone();
+            q[i * 32] ^= 16;
+            out.push(("modified bit", m, n, *r1, *r2, q));
+        }
+        out
+    }
+
+    #[test]
+    fn rfc6962_vector_consistency_proofs() {
+        let v = vectors();
+        for (m, n, want) in &v.consistency {
+            let got = ConsistencyProof::generate(&v.leaves, *m, *n).unwrap();
+            assert_eq!(got.as_bytes(), concat(want), "PROOF({m}, {n})");
+            let (r1, r2) = (v.roots[*m as usize], v.roots[*n as usize]);
+            got.verify(*m, *n, &r1, &r2).unwrap();
+            if want.is_empty() {
+                continue;
+            }
+            for (what, a, b, x, y, p) in consistency_probes(*m, *n, &r1, &r2, want) {
+                let p = ConsistencyProof::from_bytes(&p).unwrap();
+                assert_eq!(
+                    p.verify(a, b, &x, &y),
+                    Err(Error::InvalidProof),
+                    "{what}: PROOF({m}, {n})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn consistency_edge_cases() {
+        // After transparency-dev/merkle's TestVerifyConsistency table, with the empty-tree
+        // root required for size 0.
+        let (a, b) = (leaf_hash(b"1"), leaf_hash(b"2"));
+        let none = ConsistencyProof::from_bytes(&[]).unwrap();
+        let one = ConsistencyProof::from_bytes(&empty_root()).unwrap();
+        let e = empty_root();
+        assert!(none.verify(0, 0, &a, &b).is_err());
+        assert!(none.verify(1, 1, &a, &b).is_err());
+        assert!(none.verify(0, 0, &e, &e).is_ok());
+        assert!(none.verify(0, 1, &e, &b).is_ok());
+        assert!(
+            none.verify(0, 1, &a, &b).is_err(),
+            "size 0 needs the empty root"
+        );
+        assert!(none.verify(1, 1, &b, &b).is_ok());
+        assert!(none.verify(1, 0, &a, &b).is_err());
+        assert!(none.verify(2, 1, &a, &b).is_err());
+        assert!(none.verify(1, 2, &a, &b).is_err());
+        assert!(one.verify(0, 0, &e, &e).is_err());
+        assert!(one.verify(0, 1, &e, &e).is_err());
+        assert!(one.verify(1, 1, &e, &e).is_err());
+        assert!(ConsistencyProof::generate(&[a, b], 2, 1).is_err());
+        assert!(ConsistencyProof::generate(&[a, b], 1, 3).is_err());
+        assert!(ConsistencyProof::generate(&[a, b], 0, 2)
+            .unwrap()
+            .is_empty());
+        assert!(ConsistencyProof::generate(&[a, b], 2, 2)
+            .unwrap()
+            .is_empty());
+        assert!(ConsistencyProof::from_bytes(&[0; 33]).is_err());
+        assert!(ConsistencyProof::from_bytes(&[0; 66 * 32]).is_err());
+        assert_eq!(
+            ConsistencyProof::from_bytes(&[0; 65 * 32]).unwrap().len(),
+            65
+        );
+    }
+
+    #[test]
+    fn sources_and_subtree_roots() {
+        let leaves: Vec<Hash> = entries(37).iter().map(|e| leaf_hash(e)).collect();
+        // A closure source with its own error type, and a fallible read.
+        #[derive(Debug, PartialEq)]
+        enum StoreError {
+            Gone,
+            Keyring(Error),
+        }
+        impl From<Error> for StoreError {
+            fn from(e: Error) -> StoreError {
+                StoreError::Keyring(e)
+            }
+        }
+        let store = LeafFn(|i: u64| leaves.get(i as usize).copied().ok_or(StoreError::Gone));
+        for i in 0..37 {
+            assert_eq!(
+                InclusionProof::generate_from(&store, i, 37).unwrap(),
+                InclusionProof::generate(&leaves, i).unwrap()
+            );
+        }
+        assert_eq!(
+            ConsistencyProof::generate_from(&store, 5, 37).unwrap(),
+            ConsistencyProof::generate(&leaves, 5, 37).unwrap()
+        );
+        assert_eq!(
+            InclusionProof::generate_from(&store, 3, 38),
+            Err(StoreError::Gone)
+        );
+        assert_eq!(
+            InclusionProof::generate_from(&store, 38, 38),
+            Err(StoreError::Keyring(Error::IndexOutOfRange {
+                index: 38,
+                size: 38
+            }))
+        );
+        assert!(subtree_root(&leaves[..], 5, 4).is_err());
+        assert_eq!(subtree_root(&leaves[..], 5, 5).unwrap(), empty_root());
+        assert!(leaves[..].perfect_root(6, 0).is_err());
+        assert!(leaves[..].perfect_root(63, 3).is_err());
+        assert!(leaves[..].perfect_root(0, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn perfect_root_override_is_used() {
+        // A source that knows every perfect subtree root (as tiles would) and refuses to read
+        // leaves that a proof should not need.
+        use std::cell::Cell;
+        let leaves: Vec<Hash> = entries(1000).iter().map(|e| leaf_hash(e)).collect();
+        struct Stored<'a> {
+            leaves: &'a [Hash],
+            reads: Cell<u64>,
+        }
+        impl LeafSource for Stored<'_> {
+            type Error = Error;
+            fn leaf(&self, index: u64) -> Result<Hash> {
+                self.reads.set(self.reads.get() + 1);
+                self.leaves.leaf(index)
+            }
+            fn perfect_root(&self, height: u8, index: u64) -> Result<Hash> {
+                self.reads.set(self.reads.get() + 1);
+                self.leaves.perfect_root(height, index)
+            }
+        }
+        let s = Stored {
+            leaves: &leaves,
+            reads: Cell::new(0),
+        };
+        let p = InclusionProof::generate_from(&s, 777, 1000).unwrap();
+        assert_eq!(p, InclusionProof::generate(&leaves, 777).unwrap());
+        // One stored read per perfect piece: far fewer than the 1000 leaves.
+        assert!(s.reads.get() < 40, "{} reads", s.reads.get());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn inclusion_matches_reference(
+            (n, i) in (1usize..2000).prop_flat_map(|n| (Just(n), 0..n)),
+            other in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let e = entries(n);
+            let leaves: Vec<Hash> = e.iter().map(|d| leaf_hash(d)).collect();
+            let want = naive_path(i, &e);
+            let p = InclusionProof::generate(&leaves, i as u64).unwrap();
+            prop_assert_eq!(p.as_bytes().to_vec(), concat(&want));
+            let r = naive_mth(&e);
+            let size = n as u64;
+            prop_assert_eq!(p.verify(&leaves[i], i as u64, size, &r), Ok(()));
+            // Another (index, size) with that tree's true root accepts only its own proof.
+            let n2 = other.index(2000) + 1;
+            let i2 = other.index(n2);
+            if n2 <= n {
+                let r2 = root(&leaves[..n2]);
+                if p.verify(&leaves[i], i2 as u64, n2 as u64, &r2).is_ok() {
+                    prop_assert_eq!((i2, n2), (i, n));
+                }
+            }
+            // A flipped bit anywhere in the proof fails.
+            if !p.is_empty() {
+                let mut bad = p.as_bytes().to_vec();
+                let bit = flip.index(bad.len() * 8);
+                bad[bit / 8] ^= 1 << (bit % 8);
+                let bad = InclusionProof::from_bytes(&bad).unwrap();
+                prop_assert!(bad.verify(&leaves[i], i as u64, size, &r).is_err());
+            }
+            let mut bad_root = r;
+            bad_root[flip.index(32)] ^= 0x80;
+            prop_assert!(p.verify(&leaves[i], i as u64, size, &bad_root).is_err());
+        }
+
+        #[test]
+        fn consistency_matches_reference(
+            (n, m) in (1usize..2000).prop_flat_map(|n| (Just(n), 0..=n)),
+            other in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let e = entries(n);
+            let leaves: Vec<Hash> = e.iter().map(|d| leaf_hash(d)).collect();
+            let want = if m == 0 { Vec::new() } else { naive_subproof(m, &e, true) };
+            let p = ConsistencyProof::generate(&leaves, m as u64, n as u64).unwrap();
+            prop_assert_eq!(p.as_bytes().to_vec(), concat(&want));
+            let (r1, r2) = (naive_mth(&e[..m]), naive_mth(&e));
+            prop_assert_eq!(p.verify(m as u64, n as u64, &r1, &r2), Ok(()));
+            let p = ConsistencyProof::from_bytes(p.as_bytes()).unwrap();
+            prop_assert_eq!(p.verify(m as u64, n as u64, &r1, &r2), Ok(()));
+            // Other sizes, each with its true root, accept only an identical proof.
+            let n2 = other.index(n) + 1;
+            let m2 = other.index(n2 + 1);
+            if (m2, n2) != (m, n) {
+                let ok = p.verify(m2 as u64, n2 as u64, &root(&leaves[..m2]), &root(&leaves[..n2]));
+                if ok.is_ok() {
+                    let theirs = ConsistencyProof::generate(&leaves, m2 as u64, n2 as u64).unwrap();
+                    prop_assert_eq!(theirs, p.clone());
+                }
+            }
+            // Wrong roots, tampered hashes, truncation and extension fail.
+            let mut bad = r1;
+            bad[flip.index(32)] ^= 1;
+            if m > 0 {
+                prop_assert!(p.verify(m as u64, n as u64, &bad, &r2).is_err());
+            }
+            // From the empty tree every tree is consistent: only m > 0 binds the new root.
+            if m > 0 && m < n {
+                let mut bad = r2;
+                bad[flip.index(32)] ^= 1;
+                prop_assert!(p.verify(m as u64, n as u64, &r1, &bad).is_err());
+            }
+            if !p.is_empty() {
+                let mut b = p.as_bytes().to_vec();
+                let bit = flip.index(b.len() * 8);
+                b[bit / 8] ^= 1 << (bit % 8);
+                let tampered = ConsistencyProof::from_bytes(&b).unwrap();
+                prop_assert!(tampered.verify(m as u64, n as u64, &r1, &r2).is_err());
+                let cut = ConsistencyProof::from_bytes(&p.as_bytes()[32..]).unwrap();
+                prop_assert!(cut.verify(m as u64, n as u64, &r1, &r2).is_err());
+            }
+            let longer = ConsistencyProof::from_bytes(&[p.as_bytes(), &[0u8; 32]].concat()).unwrap();
+            prop_assert!(longer.verify(m as u64, n as u64, &r1, &r2).is_err());
+        }
+
+        #[test]
+        fn subtree_root_matches_reference(start in 0usize..300, len in 0usize..300) {
+            let e = entries(start + len);
+            let leaves: Vec<Hash> = e.iter().map(|d| leaf_hash(d)).collect();
+            let got = subtree_root(&leaves[..], start as u64, (start + len) as u64).unwrap();
+            prop_assert_eq!(got, naive_mth(&e[start..]));
         }
     }
 }

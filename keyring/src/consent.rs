@@ -1,0 +1,3030 @@
+//! Consent: what a recipient asks for ([`ShareRequest`]), what a patient signs to approve, refuse
+//! or withdraw it ([`Grant`], [`Denial`], [`Revocation`]), and how a patient proves who they are
+//! ([`AuthChallenge`] / [`AuthToken`], [`registration_proof`], [`KeyChange`]).
+//!
+//! The gateway never re-wraps a record key without a [`SignedGrant`] that passes
+//! [`SignedGrant::check`] against the key on file for the patient. Everything here is values in,
+//! values out; remembering used grant ids, challenges and nonces is the gateway's job.
+//!
+//! # Encoding conventions
+//! Every format starts with a version byte (0x01 for all of v1). Integers are big-endian with
+//! fixed widths; `str` is a u32 byte length followed by that many bytes of UTF-8; a recipient is
+//! its 64-byte [`Recipient::to_bytes`] form. Decoding is strict: truncation, trailing bytes, bad
+//! flags, invalid UTF-8 and out-of-range fields are all errors, so every value has exactly one
+//! encoding and hashes and signatures over encodings are well defined.
+//!
+//! A signed form (`Signed*`) is the payload's encoding followed by a 64-byte Ed25519 signature
+//! made with [`Identity::sign`] over that encoding, under a context string naming its use
+//! ([`GRANT_CONTEXT`], ...), so no signature can be replayed as another kind.
+//!
+//! # Text forms
+//! Every encoding has a text form for command lines and JSON: unpadded base64url (RFC 4648 §5)
+//! of the bytes. Parsing ignores surrounding whitespace and refuses padding, other alphabets and
+//! non-zero trailing bits.
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Result};
+use crate::identity::{Identity, Recipient, Signature};
+
+/// Version byte of every v1 consent format.
+pub const CONSENT_V1: u8 = 0x01;
+
+/// Signature context of a [`SignedRequest`].
+pub const REQUEST_CONTEXT: &str = "medgate/v1/request";
+/// Signature context of a [`SignedGrant`].
+pub const GRANT_CONTEXT: &str = "medgate/v1/grant";
+/// Signature context of a [`SignedRevocation`].
+pub const REVOKE_CONTEXT: &str = "medgate/v1/revoke";
+/// Signature context of a [`SignedDenial`].
+pub const DENY_CONTEXT: &str = "medgate/v1/deny";
+/// Signature context of a [`SignedAuth`].
+pub const AUTH_CONTEXT: &str = "medgate/v1/auth";
+/// Signature context of a [`registration_proof`].
+pub const REGISTER_CONTEXT: &str = "medgate/v1/register";
+/// Signature context of a [`SignedKeyChange`] (the old key's signature).
+pub const KEY_CHANGE_CONTEXT: &str = "medgate/v1/key-change";
+
+/// Prefix hashed before a request's encoding to get its id ([`ShareRequest::hash`]). Not the
+/// signature context: an id and a signature over the same request never share a preimage.
+const REQUEST_ID_PREFIX: &[u8] = b"medgate/v1/request-id\0";
+/// Prefix hashed before a grant's encoding to get its id ([`SignedGrant::id`]).
+const GRANT_ID_PREFIX: &[u8] = b"medgate/v1/grant-id\0";
+
+/// Longest patient id or requester name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest bucket name, in bytes.
+pub const MAX_BUCKET_LEN: usize = 255;
+/// Longest object key or prefix, in bytes (S3's own limit).
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest purpose code, in bytes.
+pub const MAX_PURPOSE_CODE_LEN: usize = 64;
+/// Longest free-text purpose, in bytes.
+pub const MAX_PURPOSE_TEXT_LEN: usize = 4096;
+/// Longest HTTP method in an [`AuthToken`], in bytes.
+pub const MAX_METHOD_LEN: usize = 16;
+/// Longest HTTP request target (path and query) in an [`AuthToken`], in bytes.
+pub const MAX_PATH_LEN: usize = 8192;
+
+// ---------------------------------------------------------------------------------------------
+// Encoding machinery, shared with `patient_index`.
+
+/// Error messages of one format, so a failure names the format it happened in.
+pub(crate) struct Names {
+    pub(crate) truncated: &'static str,
+    pub(crate) trailing: &'static str,
+    pub(crate) utf8: &'static str,
+    pub(crate) flag: &'static str,
+    pub(crate) text: &'static str,
+}
+
+macro_rules! names {
+    ($what:literal) => {
+        $crate::consent::Names {
+            truncated: concat!($what, ": truncated"),
+            trailing: concat!($what, ": trailing bytes"),
+            utf8: concat!($what, ": invalid UTF-8"),
+            flag: concat!($what, ": bad flag byte"),
+            text: concat!($what, ": bad base64url text"),
+        }
+    };
+}
+pub(crate) use names;
+
+/// A format with a canonical, strict encoding.
+pub(crate) trait Wire: Sized {
+    const NAMES: &'static Names;
+    fn write(&self, out: &mut Vec<u8>);
+    /// Reads one value, leaving what follows it. Validates the value's fields.
+    fn read(r: &mut Reader<'_>) -> Result<Self>;
+
+    fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write(&mut out);
+        out
+    }
+
+    fn from_wire(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, Self::NAMES);
+        let v = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(v)
+    }
+}
+
+/// Inherent `encode`/`decode`/`to_text`/`from_text` for a [`Wire`] type.
+macro_rules! wire_methods {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("The v1 encoding of the ", $what, " (see the byte table on the type).")]
+            ///
+            /// Does not validate: check with `validate` (where there is one) before signing or
+            /// storing, or `decode` will refuse the result.
+            ///
+            /// # Panics
+            /// If a string field is 4 GiB or longer.
+            pub fn encode(&self) -> Vec<u8> {
+                Wire::to_wire(self)
+            }
+
+            #[doc = concat!("Parses and validates a ", $what, ".")]
+            ///
+            /// # Errors
+            /// [`Error::UnsupportedVersion`] for an unknown version byte; [`Error::Malformed`]
+            /// for truncation, trailing bytes, invalid UTF-8, bad flags, invalid keys or fields
+            /// out of range.
+            pub fn decode(bytes: &[u8]) -> Result<$ty> {
+                <$ty as Wire>::from_wire(bytes)
+            }
+
+            /// The text form: unpadded base64url of [`Self::encode`].
+            pub fn to_text(&self) -> String {
+                base64url::encode(&self.encode())
+            }
+
+            /// Parses the text form (surrounding whitespace ignored).
+            ///
+            /// # Errors
+            /// [`Error::Malformed`] for text that is not canonical unpadded base64url, then as
+            /// [`Self::decode`].
+            pub fn from_text(text: &str) -> Result<$ty> {
+                let bytes = base64url::decode(text.trim(), <$ty as Wire>::NAMES.text)?;
+                <$ty>::decode(&bytes)
+            }
+        }
+    };
+}
+
+/// A `payload ‖ signature` type and its [`Wire`] impl.
+macro_rules! signed_type {
+    ($(#[$doc:meta])* $ty:ident, $field:ident: $payload:ident, $context:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $ty {
+            /// What is signed.
+            pub $field: $payload,
+            #[doc = concat!("Signature over the encoding of `", stringify!($field), "`, context [`", stringify!($context), "`].")]
+            pub signature: Signature,
+        }
+
+        impl Wire for $ty {
+            const NAMES: &'static Names = &names!($what);
+
+            fn write(&self, out: &mut Vec<u8>) {
+                self.$field.write(out);
+                out.extend_from_slice(&self.signature.0);
+            }
+
+            fn read(r: &mut Reader<'_>) -> Result<$ty> {
+                Ok($ty {
+                    $field: $payload::read(r)?,
+                    signature: Signature(r.array()?),
+                })
+            }
+        }
+
+        wire_methods!($ty, $what);
+    };
+}
+
+pub(crate) fn put_len(out: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).expect("Invariant: consent fields are far below 4 GiB");
+    out.extend_from_slice(&len.to_be_bytes());
+}
+
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+/// A cursor that fails with `Malformed` instead of panicking when the input runs out.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    names: &'static Names,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], names: &'static Names) -> Reader<'a> {
+        Reader { buf, names }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(Error::Malformed(self.names.truncated));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    /// The leading version byte; v1 is the only one so far.
+    pub(crate) fn version(&mut self) -> Result<()> {
+        match self.u8()? {
+            CONSENT_V1 => Ok(()),
+            v => Err(Error::UnsupportedVersion(v)),
+        }
+    }
+
+    pub(crate) fn flag(&mut self) -> Result<bool> {
+        match self.u8()? {
+            0x00 => Ok(false),
+            0x01 => Ok(true),
+            _ => Err(Error::Malformed(self.names.flag)),
+        }
+    }
+
+    /// u32 length ‖ bytes. A length beyond the input is truncation, checked before anything is
+    /// allocated.
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len =
+            usize::try_from(self.u32()?).map_err(|_| Error::Malformed(self.names.truncated))?;
+        self.take(len)
+    }
+
+    /// A u32 count of entries of at least `min_entry_len` bytes each, refused as truncation if
+    /// the rest of the input could not hold them; this bounds every allocation by the input.
+    pub(crate) fn count(&mut self, min_entry_len: usize) -> Result<usize> {
+        let n = usize::try_from(self.u32()?).map_err(|_| Error::Malformed(self.names.truncated))?;
+        match n.checked_mul(min_entry_len) {
+            Some(need) if need <= self.buf.len() => Ok(n),
+            _ => Err(Error::Malformed(self.names.truncated)),
+        }
+    }
+
+    pub(crate) fn string(&mut self) -> Result<String> {
+        let bytes = self.bytes()?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| Error::Malformed(self.names.utf8))
+    }
+
+    pub(crate) fn recipient(&mut self) -> Result<Recipient> {
+        Recipient::from_bytes(self.take(64)?)
+    }
+
+    pub(crate) fn finish(self) -> Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Malformed(self.names.trailing))
+        }
+    }
+}
+
+/// Unpadded base64url (RFC 4648 §5), strict: one text per byte string.
+pub(crate) mod base64url {
+    use crate::error::{Error, Result};
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    pub(crate) fn encode(bytes: &[u8]) -> String {
+        let mut out = String::with_capacity((bytes.len() * 4).div_ceil(3));
+        for chunk in bytes.chunks(3) {
+            let mut group = [0u8; 4];
+            group[1..=chunk.len()].copy_from_slice(chunk);
+            let n = u32::from_be_bytes(group);
+            // 1, 2 or 3 bytes need 2, 3 or 4 characters.
+            for i in 0..=chunk.len() {
+                let six = (n >> (18 - 6 * i)) & 0x3f;
+                out.push(char::from(ALPHABET[six as usize]));
+            }
+        }
+        out
+    }
+
+    fn value(c: u8) -> Option<u32> {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        Some(u32::from(v))
+    }
+
+    /// Decodes; refuses padding, characters outside the alphabet, a length that no byte string
+    /// encodes to (4k + 1), and non-zero unused bits in the last character.
+    pub(crate) fn decode(text: &str, what: &'static str) -> Result<Vec<u8>> {
+        let text = text.as_bytes();
+        if text.len() % 4 == 1 {
+            return Err(Error::Malformed(what));
+        }
+        let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
+        for chunk in text.chunks(4) {
+            let mut n = 0u32;
+            for (i, &c) in chunk.iter().enumerate() {
+                n |= value(c).ok_or(Error::Malformed(what))? << (18 - 6 * i);
+            }
+            // Invariant: chunk.len() is 2..=4 (a 1-character tail was refused above).
+            let len = chunk.len() - 1;
+            let unused = 24 - 8 * len;
+            if n & ((1 << unused) - 1) != 0 {
+                return Err(Error::Malformed(what));
+            }
+            out.extend_from_slice(&n.to_be_bytes()[1..=len]);
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scope
+
+/// Which of a patient's records a grant covers, by where they are stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Records {
+    /// One object (every version of it that [`Scope::include_future`] allows).
+    Object {
+        /// The bucket.
+        bucket: String,
+        /// The exact object key.
+        key: String,
+    },
+    /// Every object in `bucket` whose key starts with `prefix` (byte-wise, as S3 prefixes:
+    /// `scans/a` also covers `scans/ab`; end a folder prefix with `/`).
+    Prefix {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix; empty means the whole bucket.
+        prefix: String,
+    },
+    /// All of the patient's records, in every bucket.
+    Patient,
+}
+
+/// What a share request asks for and a grant allows.
+///
+/// Scope, v1 (part of [`ShareRequest`] and [`Grant`]; `str` as in the module docs):
+///
+/// | offset | len   | field                                                   |
+/// |--------|-------|---------------------------------------------------------|
+/// | 0      | 1     | kind: 0x01 object, 0x02 prefix, 0x03 patient            |
+/// | 1      | 1     | include_future: 0x00 no, 0x01 yes                       |
+/// | 2      | 4 + n | bucket (`str`); object and prefix only                  |
+/// | …      | 4 + n | key (object) or prefix (prefix) (`str`); those only     |
+///
+/// A bucket is 1 to [`MAX_BUCKET_LEN`] bytes without `/`; a key is 1 to [`MAX_KEY_LEN`] bytes; a
+/// prefix is 0 to [`MAX_KEY_LEN`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// Which records, by location.
+    pub records: Records,
+    /// Whether records (or new versions of an object) added after the grant are covered too.
+    pub include_future: bool,
+}
+
+const SCOPE_OBJECT: u8 = 0x01;
+const SCOPE_PREFIX: u8 = 0x02;
+const SCOPE_PATIENT: u8 = 0x03;
+
+impl Scope {
+    /// Whether the record stored at `bucket`/`key` is inside this scope, by location only.
+    ///
+    /// # Security
+    /// This is only the path part. The gateway must separately check that the record belongs to
+    /// the grant's patient (a prefix or a bucket may hold other patients' records too) and, with
+    /// [`Scope::covers_version`], when it was added.
+    pub fn covers(&self, bucket: &str, key: &str) -> bool {
+        match &self.records {
+            Records::Object { bucket: b, key: k } => b == bucket && k == key,
+            Records::Prefix { bucket: b, prefix } => {
+                b == bucket && key.starts_with(prefix.as_str())
+            }
+            Records::Patient => true,
+        }
+    }
+
+    /// [`Scope::covers`], and also whether a record version added at `added_ms` is covered by a
+    /// grant the gateway accepted at `granted_ms` (both on the gateway's clock):
+    /// later versions only with [`Scope::include_future`].
+    pub fn covers_version(&self, bucket: &str, key: &str, added_ms: u64, granted_ms: u64) -> bool {
+        self.covers(bucket, key) && (self.include_future || added_ms <= granted_ms)
+    }
+
+    /// Checks the field limits in the byte table.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        match &self.records {
+            Records::Object { bucket, key } => {
+                check_bucket(bucket)?;
+                check_len(key, 1, MAX_KEY_LEN, "scope: key length")
+            }
+            Records::Prefix { bucket, prefix } => {
+                check_bucket(bucket)?;
+                check_len(prefix, 0, MAX_KEY_LEN, "scope: prefix length")
+            }
+            Records::Patient => Ok(()),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        let (kind, strings) = match &self.records {
+            Records::Object { bucket, key } => (SCOPE_OBJECT, Some((bucket, key))),
+            Records::Prefix { bucket, prefix } => (SCOPE_PREFIX, Some((bucket, prefix))),
+            Records::Patient => (SCOPE_PATIENT, None),
+        };
+        out.push(kind);
+        out.push(u8::from(self.include_future));
+        if let Some((a, b)) = strings {
+            put_str(out, a);
+            put_str(out, b);
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Scope> {
+        let kind = r.u8()?;
+        let include_future = r.flag()?;
+        let records = match kind {
+            SCOPE_OBJECT => Records::Object {
+                bucket: r.string()?,
+                key: r.string()?,
+            },
+            SCOPE_PREFIX => Records::Prefix {
+                bucket: r.string()?,
+                prefix: r.string()?,
+            },
+            SCOPE_PATIENT => Records::Patient,
+            _ => return Err(Error::Malformed("scope: unknown kind")),
+        };
+        let scope = Scope {
+            records,
+            include_future,
+        };
+        scope.validate()?;
+        Ok(scope)
+    }
+}
+
+fn check_len(s: &str, min: usize, max: usize, what: &'static str) -> Result<()> {
+    if (min..=max).contains(&s.len()) {
+        Ok(())
+    } else {
+        Err(Error::Malformed(what))
+    }
+}
+
+fn check_bucket(bucket: &str) -> Result<()> {
+    check_len(bucket, 1, MAX_BUCKET_LEN, "scope: bucket length")?;
+    if bucket.contains('/') {
+        return Err(Error::Malformed("scope: bucket contains '/'"));
+    }
+    Ok(())
+}
+
+/// Free text shown to people must not carry terminal escapes or other control characters.
+fn check_text(s: &str, max: usize, allow_newline: bool, what: &'static str) -> Result<()> {
+    let bad = |c: char| c.is_control() && !(allow_newline && c == '\n');
+    if s.len() > max || s.chars().any(bad) {
+        return Err(Error::Malformed(what));
+    }
+    Ok(())
+}
+
+fn check_patient_id(patient_id: &str, what: &'static str) -> Result<()> {
+    if patient_id.is_empty() {
+        return Err(Error::Malformed(what));
+    }
+    check_text(patient_id, MAX_NAME_LEN, false, what)
+}
+
+fn random_nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    OsRng.fill_bytes(&mut n);
+    n
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Share request
+
+/// A recipient's request to read some of a patient's records.
+///
+/// ShareRequest, v1 (`str` as in the module docs):
+///
+/// | offset | len   | field                                                        |
+/// |--------|-------|--------------------------------------------------------------|
+/// | 0      | 1     | version = 0x01                                               |
+/// | 1      | 32    | institution: fingerprint of the owning gateway's recipient   |
+/// | 33     | 64    | recipient: X25519 pk ‖ Ed25519 pk of who gets the keys        |
+/// | 97     | 8     | created_ms (u64)                                             |
+/// | 105    | 8     | expires_ms (u64): when the access asked for ends              |
+/// | 113    | 16    | nonce                                                        |
+/// | 129    | 4 + n | patient_id (`str`, 1..=256 bytes, no control characters)     |
+/// | …      | 2 + … | scope (see [`Scope`])                                        |
+/// | …      | 4 + n | requester (`str`, 0..=256 bytes, no control characters)      |
+/// | …      | 4 + n | purpose_code (`str`, 1..=64 bytes of `A-Z a-z 0-9 . _ -`)     |
+/// | …      | 4 + n | purpose_text (`str`, 0..=4096 bytes, no control but newline) |
+///
+/// Nothing may follow `purpose_text`; `created_ms < expires_ms`.
+///
+/// # Security
+/// `requester` and `purpose_text` are the requester's own words. What the patient is shown
+/// about who is asking must come from the gateway's peer configuration for `recipient`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareRequest {
+    /// Fingerprint ([`Recipient::fingerprint`]) of the gateway that holds the records.
+    pub institution: [u8; 32],
+    /// The patient, as the owning gateway names them.
+    pub patient_id: String,
+    /// Which records.
+    pub scope: Scope,
+    /// Who the record keys would be wrapped to.
+    pub recipient: Recipient,
+    /// The requester's name for itself (untrusted display text).
+    pub requester: String,
+    /// Free-text purpose (untrusted display text).
+    pub purpose_text: String,
+    /// Purpose of use code, FHIR v3 ActReason style, e.g. `TREAT`, `ETREAT`, `HPAYMT`.
+    pub purpose_code: String,
+    /// When the request was made, Unix milliseconds.
+    pub created_ms: u64,
+    /// When the access asked for would end, Unix milliseconds.
+    pub expires_ms: u64,
+    /// Random, so two otherwise equal requests have different hashes.
+    pub nonce: [u8; 16],
+}
+
+impl ShareRequest {
+    /// The request's id: SHA-256("medgate/v1/request-id" ‖ 0x00 ‖ encoding). Grants and denials
+    /// name the request by it.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(REQUEST_ID_PREFIX);
+        h.update(self.encode());
+        h.finalize().into()
+    }
+
+    /// Checks the field rules in the byte table (what [`ShareRequest::decode`] guarantees).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        check_patient_id(&self.patient_id, "share request: patient id")?;
+        self.scope.validate()?;
+        check_text(
+            &self.requester,
+            MAX_NAME_LEN,
+            false,
+            "share request: requester",
+        )?;
+        let code_ok = (1..=MAX_PURPOSE_CODE_LEN).contains(&self.purpose_code.len())
+            && self
+                .purpose_code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !code_ok {
+            return Err(Error::Malformed("share request: purpose code"));
+        }
+        check_text(
+            &self.purpose_text,
+            MAX_PURPOSE_TEXT_LEN,
+            true,
+            "share request: purpose text",
+        )?;
+        if self.created_ms >= self.expires_ms {
+            return Err(Error::Malformed("share request: expires before created"));
+        }
+        Ok(())
+    }
+
+    /// Signs the request as its requester (the recipient itself, or a peer gateway asking for
+    /// it), with context [`REQUEST_CONTEXT`].
+    pub fn sign(&self, requester: &Identity) -> SignedRequest {
+        SignedRequest {
+            signature: requester.sign(REQUEST_CONTEXT, &self.encode()),
+            request: self.clone(),
+        }
+    }
+}
+
+impl Wire for ShareRequest {
+    const NAMES: &'static Names = &names!("share request");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        out.extend_from_slice(&self.institution);
+        out.extend_from_slice(&self.recipient.to_bytes());
+        out.extend_from_slice(&self.created_ms.to_be_bytes());
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        put_str(out, &self.patient_id);
+        self.scope.write(out);
+        put_str(out, &self.requester);
+        put_str(out, &self.purpose_code);
+        put_str(out, &self.purpose_text);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<ShareRequest> {
+        r.version()?;
+        let institution = r.array()?;
+        let recipient = r.recipient()?;
+        let created_ms = r.u64()?;
+        let expires_ms = r.u64()?;
+        let nonce = r.array()?;
+        let patient_id = r.string()?;
+        let scope = Scope::read(r)?;
+        let requester = r.string()?;
+        let purpose_code = r.string()?;
+        let purpose_text = r.string()?;
+        let req = ShareRequest {
+            institution,
+            patient_id,
+            scope,
+            recipient,
+            requester,
+            purpose_text,
+            purpose_code,
+            created_ms,
+            expires_ms,
+            nonce,
+        };
+        req.validate()?;
+        Ok(req)
+    }
+}
+
+wire_methods!(ShareRequest, "share request");
+
+// ---------------------------------------------------------------------------------------------
+// Grant
+
+/// A patient's approval of one [`ShareRequest`], to be signed with [`Grant::sign`].
+///
+/// Grant, v1:
+///
+/// | offset | len | field                                                  |
+/// |--------|-----|--------------------------------------------------------|
+/// | 0      | 1   | version = 0x01                                         |
+/// | 1      | 32  | request_hash ([`ShareRequest::hash`])                  |
+/// | 33     | 32  | institution: fingerprint of the owning gateway         |
+/// | 65     | 32  | patient_key_id: fingerprint of the patient's recipient |
+/// | 97     | 64  | recipient: X25519 pk ‖ Ed25519 pk                      |
+/// | 161    | 8   | issued_ms (u64)                                        |
+/// | 169    | 8   | expires_ms (u64)                                       |
+/// | 177    | 16  | nonce                                                  |
+/// | 193    | 2+… | scope (see [`Scope`]); nothing may follow              |
+///
+/// The request hash already binds the request, but the grant repeats what the patient approved
+/// (institution, recipient, scope, expiry) so that the signed bytes say it on their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The request approved.
+    pub request_hash: [u8; 32],
+    /// Fingerprint of the gateway that holds the records.
+    pub institution: [u8; 32],
+    /// Who the record keys may be wrapped to.
+    pub recipient: Recipient,
+    /// Which records.
+    pub scope: Scope,
+    /// When the access ends, Unix milliseconds; at most the request's expiry.
+    pub expires_ms: u64,
+    /// Random, so two grants of the same request have different ids.
+    pub nonce: [u8; 16],
+    /// Fingerprint of the patient's recipient: which key must have signed.
+    pub patient_key_id: [u8; 32],
+    /// When the patient signed, Unix milliseconds on the patient's clock.
+    pub issued_ms: u64,
+}
+
+impl Grant {
+    /// The grant that approves `request` exactly as asked, for the patient whose public key is
+    /// `patient`, with a fresh random nonce.
+    pub fn for_request(request: &ShareRequest, patient: &Recipient, issued_ms: u64) -> Grant {
+        Grant {
+            request_hash: request.hash(),
+            institution: request.institution,
+            recipient: request.recipient.clone(),
+            scope: request.scope.clone(),
+            expires_ms: request.expires_ms,
+            nonce: random_nonce(),
+            patient_key_id: patient.fingerprint(),
+            issued_ms,
+        }
+    }
+
+    /// Signs the grant with context [`GRANT_CONTEXT`].
+    ///
+    /// The result only passes [`SignedGrant::check`] if `patient` is the key named by
+    /// [`Grant::patient_key_id`].
+    pub fn sign(&self, patient: &Identity) -> SignedGrant {
+        SignedGrant {
+            signature: patient.sign(GRANT_CONTEXT, &self.encode()),
+            grant: self.clone(),
+        }
+    }
+}
+
+impl Wire for Grant {
+    const NAMES: &'static Names = &names!("grant");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        out.extend_from_slice(&self.request_hash);
+        out.extend_from_slice(&self.institution);
+        out.extend_from_slice(&self.patient_key_id);
+        out.extend_from_slice(&self.recipient.to_bytes());
+        out.extend_from_slice(&self.issued_ms.to_be_bytes());
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        self.scope.write(out);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Grant> {
+        r.version()?;
+        Ok(Grant {
+            request_hash: r.array()?,
+            institution: r.array()?,
+            patient_key_id: r.array()?,
+            recipient: r.recipient()?,
+            issued_ms: r.u64()?,
+            expires_ms: r.u64()?,
+            nonce: r.array()?,
+            scope: Scope::read(r)?,
+        })
+    }
+}
+
+wire_methods!(Grant, "grant");
+
+// ---------------------------------------------------------------------------------------------
+// Revocation and denial
+
+/// A patient's withdrawal of a grant, to be signed with [`Revocation::sign`].
+///
+/// Revocation, v1 (41 bytes):
+///
+/// | offset | len | field                        |
+/// |--------|-----|------------------------------|
+/// | 0      | 1   | version = 0x01               |
+/// | 1      | 16  | grant_id ([`SignedGrant::id`]) |
+/// | 17     | 8   | issued_ms (u64)              |
+/// | 25     | 16  | nonce                        |
+///
+/// The grant id binds the institution, recipient and patient key through the grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// The grant withdrawn.
+    pub grant_id: [u8; 16],
+    /// When the patient signed, Unix milliseconds on the patient's clock.
+    pub issued_ms: u64,
+    /// Random.
+    pub nonce: [u8; 16],
+}
+
+impl Revocation {
+    /// The revocation of `grant`, with a fresh random nonce.
+    pub fn for_grant(grant: &SignedGrant, issued_ms: u64) -> Revocation {
+        Revocation {
+            grant_id: grant.id(),
+            issued_ms,
+            nonce: random_nonce(),
+        }
+    }
+
+    /// Signs with context [`REVOKE_CONTEXT`].
+    pub fn sign(&self, patient: &Identity) -> SignedRevocation {
+        SignedRevocation {
+            signature: patient.sign(REVOKE_CONTEXT, &self.encode()),
+            revocation: self.clone(),
+        }
+    }
+}
+
+impl Wire for Revocation {
+    const NAMES: &'static Names = &names!("revocation");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        out.extend_from_slice(&self.grant_id);
+        out.extend_from_slice(&self.issued_ms.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Revocation> {
+        r.version()?;
+        Ok(Revocation {
+            grant_id: r.array()?,
+            issued_ms: r.u64()?,
+            nonce: r.array()?,
+        })
+    }
+}
+
+wire_methods!(Revocation, "revocation");
+
+/// A patient's refusal of a share request, to be signed with [`Denial::sign`].
+///
+/// Denial, v1 (57 bytes):
+///
+/// | offset | len | field                                  |
+/// |--------|-----|----------------------------------------|
+/// | 0      | 1   | version = 0x01                         |
+/// | 1      | 32  | request_hash ([`ShareRequest::hash`])  |
+/// | 33     | 8   | issued_ms (u64)                        |
+/// | 41     | 16  | nonce                                  |
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The request refused.
+    pub request_hash: [u8; 32],
+    /// When the patient signed, Unix milliseconds on the patient's clock.
+    pub issued_ms: u64,
+    /// Random.
+    pub nonce: [u8; 16],
+}
+
+impl Denial {
+    /// The denial of `request`, with a fresh random nonce.
+    pub fn for_request(request: &ShareRequest, issued_ms: u64) -> Denial {
+        Denial {
+            request_hash: request.hash(),
+            issued_ms,
+            nonce: random_nonce(),
+        }
+    }
+
+    /// Signs with context [`DENY_CONTEXT`].
+    pub fn sign(&self, patient: &Identity) -> SignedDenial {
+        SignedDenial {
+            signature: patient.sign(DENY_CONTEXT, &self.encode()),
+            denial: self.clone(),
+        }
+    }
+}
+
+impl Wire for Denial {
+    const NAMES: &'static Names = &names!("denial");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        out.extend_from_slice(&self.request_hash);
+        out.extend_from_slice(&self.issued_ms.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Denial> {
+        r.version()?;
+        Ok(Denial {
+            request_hash: r.array()?,
+            issued_ms: r.u64()?,
+            nonce: r.array()?,
+        })
+    }
+}
+
+wire_methods!(Denial, "denial");
+
+// ---------------------------------------------------------------------------------------------
+// Signed forms
+
+signed_type!(
+    /// A [`ShareRequest`] signed by its requester with context [`REQUEST_CONTEXT`].
+    ///
+    /// Encoding: the request's encoding ‖ signature (64).
+    SignedRequest, request: ShareRequest, REQUEST_CONTEXT, "signed share request"
+);
+
+signed_type!(
+    /// A [`Grant`] signed by the patient with context [`GRANT_CONTEXT`].
+    ///
+    /// Encoding: the grant's encoding ‖ signature (64).
+    SignedGrant, grant: Grant, GRANT_CONTEXT, "signed grant"
+);
+
+signed_type!(
+    /// A [`Revocation`] signed by the patient with context [`REVOKE_CONTEXT`].
+    ///
+    /// Encoding: the revocation's encoding (41) ‖ signature (64).
+    SignedRevocation, revocation: Revocation, REVOKE_CONTEXT, "signed revocation"
+);
+
+signed_type!(
+    /// A [`Denial`] signed by the patient with context [`DENY_CONTEXT`].
+    ///
+    /// Encoding: the denial's encoding (57) ‖ signature (64).
+    SignedDenial, denial: Denial, DENY_CONTEXT, "signed denial"
+);
+
+impl SignedRequest {
+    /// Checks the signature against `requester`: the request's recipient when it asks for
+    /// itself, or the configured key of the peer gateway asking for it.
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`].
+    pub fn verify(&self, requester: &Recipient) -> Result<()> {
+        requester.verify(REQUEST_CONTEXT, &self.request.encode(), &self.signature)
+    }
+}
+
+impl SignedGrant {
+    /// The grant's id: the first 16 bytes of SHA-256("medgate/v1/grant-id" ‖ 0x00 ‖ grant
+    /// encoding).
+    ///
+    /// Over the grant, not the signature: the patient could sign the same grant again and get a
+    /// different valid signature, which must not make it a different (unused, unrevoked) grant.
+    pub fn id(&self) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(GRANT_ID_PREFIX);
+        h.update(self.grant.encode());
+        let digest = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        id
+    }
+
+    /// Everything the gateway must know before re-wrapping keys under this grant: it was signed
+    /// by `patient` (the key on file for `request.patient_id`), names that key, this
+    /// `institution`, and `request` by hash, gives exactly the request's recipient and scope, ends
+    /// no later than the request asked, and has not ended at `now_ms`.
+    ///
+    /// Not checked here, and the gateway's job: that the grant id is not revoked or already used,
+    /// that `request` itself was accepted from that requester, and which records are the
+    /// patient's (see [`Scope::covers`]).
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`]; [`Error::GrantMismatch`] naming the field ("patient key",
+    /// "institution", "request", "recipient", "scope", "expiry"); [`Error::GrantExpired`].
+    pub fn check(
+        &self,
+        patient: &Recipient,
+        institution: [u8; 32],
+        request: &ShareRequest,
+        now_ms: u64,
+    ) -> Result<()> {
+        let g = &self.grant;
+        patient.verify(GRANT_CONTEXT, &g.encode(), &self.signature)?;
+        if !ct_eq(&g.patient_key_id, &patient.fingerprint()) {
+            return Err(Error::GrantMismatch("patient key"));
+        }
+        if !ct_eq(&g.institution, &institution) || !ct_eq(&request.institution, &institution) {
+            return Err(Error::GrantMismatch("institution"));
+        }
+        if !ct_eq(&g.request_hash, &request.hash()) {
+            return Err(Error::GrantMismatch("request"));
+        }
+        if g.recipient != request.recipient {
+            return Err(Error::GrantMismatch("recipient"));
+        }
+        if g.scope != request.scope {
+            return Err(Error::GrantMismatch("scope"));
+        }
+        // A patient may shorten the access asked for, never lengthen it.
+        if g.expires_ms > request.expires_ms {
+            return Err(Error::GrantMismatch("expiry"));
+        }
+        if now_ms >= g.expires_ms {
+            return Err(Error::GrantExpired {
+                expires_ms: g.expires_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SignedRevocation {
+    /// Checks that `patient` signed this revocation and that it withdraws `grant`, a grant made
+    /// by the same key.
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`]; [`Error::GrantMismatch`] ("grant id", "patient key").
+    pub fn check(&self, patient: &Recipient, grant: &SignedGrant) -> Result<()> {
+        patient.verify(REVOKE_CONTEXT, &self.revocation.encode(), &self.signature)?;
+        if !ct_eq(&self.revocation.grant_id, &grant.id()) {
+            return Err(Error::GrantMismatch("grant id"));
+        }
+        if !ct_eq(&grant.grant.patient_key_id, &patient.fingerprint()) {
+            return Err(Error::GrantMismatch("patient key"));
+        }
+        Ok(())
+    }
+}
+
+impl SignedDenial {
+    /// Checks that `patient` (the key on file for `request.patient_id`) signed this denial of
+    /// `request`.
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`]; [`Error::GrantMismatch`] ("request").
+    pub fn check(&self, patient: &Recipient, request: &ShareRequest) -> Result<()> {
+        patient.verify(DENY_CONTEXT, &self.denial.encode(), &self.signature)?;
+        if !ct_eq(&self.denial.request_hash, &request.hash()) {
+            return Err(Error::GrantMismatch("request"));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patient authentication
+
+/// A challenge the gateway hands a patient who wants to act (list requests, grant, revoke).
+///
+/// AuthChallenge, v1:
+///
+/// | offset | len   | field                                            |
+/// |--------|-------|--------------------------------------------------|
+/// | 0      | 1     | version = 0x01                                   |
+/// | 1      | 32    | institution: fingerprint of the issuing gateway  |
+/// | 33     | 32    | challenge: random                                |
+/// | 65     | 8     | issued_ms (u64), on the gateway's clock          |
+/// | 73     | 4 + n | patient_id (`str`, 1..=256 bytes)                |
+///
+/// The gateway keeps the challenges it issued and deletes each on first use, which makes an
+/// [`AuthToken`] single-use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthChallenge {
+    /// Fingerprint of the gateway that issued the challenge.
+    pub institution: [u8; 32],
+    /// The patient who is to answer it.
+    pub patient_id: String,
+    /// Random bytes.
+    pub challenge: [u8; 32],
+    /// When it was issued, Unix milliseconds on the gateway's clock.
+    pub issued_ms: u64,
+}
+
+impl AuthChallenge {
+    /// A fresh challenge with 32 random bytes from the operating system's CSPRNG.
+    pub fn new(institution: [u8; 32], patient_id: &str, issued_ms: u64) -> AuthChallenge {
+        let mut challenge = [0u8; 32];
+        OsRng.fill_bytes(&mut challenge);
+        AuthChallenge {
+            institution,
+            patient_id: patient_id.to_owned(),
+            challenge,
+            issued_ms,
+        }
+    }
+}
+
+impl Wire for AuthChallenge {
+    const NAMES: &'static Names = &names!("auth challenge");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        out.extend_from_slice(&self.institution);
+        out.extend_from_slice(&self.challenge);
+        out.extend_from_slice(&self.issued_ms.to_be_bytes());
+        put_str(out, &self.patient_id);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<AuthChallenge> {
+        r.version()?;
+        let c = AuthChallenge {
+            institution: r.array()?,
+            challenge: r.array()?,
+            issued_ms: r.u64()?,
+            patient_id: r.string()?,
+        };
+        check_patient_id(&c.patient_id, "auth challenge: patient id")?;
+        Ok(c)
+    }
+}
+
+wire_methods!(AuthChallenge, "auth challenge");
+
+/// What a patient signs to authorize one HTTP request: a challenge, and the request it answers.
+///
+/// AuthToken, v1:
+///
+/// | offset | len   | field                                                          |
+/// |--------|-------|----------------------------------------------------------------|
+/// | 0      | 1     | version = 0x01                                                 |
+/// | 1      | 4 + n | challenge: u32 length ‖ [`AuthChallenge`] encoding              |
+/// | …      | 4 + n | method (`str`, 1..=16 bytes of `A-Z`)                          |
+/// | …      | 4 + n | path (`str`, 1..=8192 bytes starting with `/`, no control characters): request target, query included |
+/// | …      | 32    | SHA-256 of the request body                                    |
+///
+/// Signed as a [`SignedAuth`] with context [`AUTH_CONTEXT`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthToken {
+    /// The challenge answered.
+    pub challenge: AuthChallenge,
+    /// The HTTP method, uppercase (`GET`, `POST`, ...).
+    pub method: String,
+    /// The request target as sent: path and query, e.g. `/v1/consent/grants?x=1`.
+    pub path: String,
+    /// SHA-256 of the request body (of the empty string when there is none).
+    pub body_sha256: [u8; 32],
+}
+
+impl AuthToken {
+    /// The token for `method path` with `body`.
+    pub fn new(challenge: AuthChallenge, method: &str, path: &str, body: &[u8]) -> AuthToken {
+        AuthToken {
+            challenge,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            body_sha256: Sha256::digest(body).into(),
+        }
+    }
+
+    /// Signs with context [`AUTH_CONTEXT`].
+    pub fn sign(&self, patient: &Identity) -> SignedAuth {
+        SignedAuth {
+            signature: patient.sign(AUTH_CONTEXT, &self.encode()),
+            token: self.clone(),
+        }
+    }
+
+    /// Checks the field rules in the byte table.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        check_patient_id(&self.challenge.patient_id, "auth challenge: patient id")?;
+        let m = self.method.as_bytes();
+        if m.is_empty() || m.len() > MAX_METHOD_LEN || !m.iter().all(u8::is_ascii_uppercase) {
+            return Err(Error::Malformed("auth token: method"));
+        }
+        if !self.path.starts_with('/') {
+            return Err(Error::Malformed("auth token: path"));
+        }
+        check_text(&self.path, MAX_PATH_LEN, false, "auth token: path")
+    }
+}
+
+impl Wire for AuthToken {
+    const NAMES: &'static Names = &names!("auth token");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        put_bytes(out, &self.challenge.encode());
+        put_str(out, &self.method);
+        put_str(out, &self.path);
+        out.extend_from_slice(&self.body_sha256);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<AuthToken> {
+        r.version()?;
+        let t = AuthToken {
+            challenge: AuthChallenge::decode(r.bytes()?)?,
+            method: r.string()?,
+            path: r.string()?,
+            body_sha256: r.array()?,
+        };
+        t.validate()?;
+        Ok(t)
+    }
+}
+
+wire_methods!(AuthToken, "auth token");
+
+signed_type!(
+    /// An [`AuthToken`] signed by the patient with context [`AUTH_CONTEXT`]: what a patient
+    /// sends (as text, e.g. in a header) with the request it authorizes.
+    ///
+    /// Encoding: the token's encoding ‖ signature (64).
+    SignedAuth, token: AuthToken, AUTH_CONTEXT, "signed auth token"
+);
+
+impl SignedAuth {
+    /// Checks that `patient` (the key on file for the challenge's patient) signed exactly
+    /// `expected` (which the gateway builds from the challenge it stored and the request it
+    /// received), and that the challenge was issued no more than `max_age_ms` from `now_ms`.
+    ///
+    /// The gateway must delete the challenge once it is used.
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`]; [`Error::AuthMismatch`] naming the field ("institution",
+    /// "patient", "challenge", "method", "path", "body"); [`Error::AuthExpired`].
+    pub fn verify(
+        &self,
+        patient: &Recipient,
+        expected: &AuthToken,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Result<()> {
+        patient.verify(AUTH_CONTEXT, &self.token.encode(), &self.signature)?;
+        let (got, want) = (&self.token, expected);
+        if !ct_eq(&got.challenge.institution, &want.challenge.institution) {
+            return Err(Error::AuthMismatch("institution"));
+        }
+        if got.challenge.patient_id != want.challenge.patient_id {
+            return Err(Error::AuthMismatch("patient"));
+        }
+        if !ct_eq(&got.challenge.challenge, &want.challenge.challenge)
+            || got.challenge.issued_ms != want.challenge.issued_ms
+        {
+            return Err(Error::AuthMismatch("challenge"));
+        }
+        if got.method != want.method {
+            return Err(Error::AuthMismatch("method"));
+        }
+        if got.path != want.path {
+            return Err(Error::AuthMismatch("path"));
+        }
+        if !ct_eq(&got.body_sha256, &want.body_sha256) {
+            return Err(Error::AuthMismatch("body"));
+        }
+        // Gateways behind one index may disagree slightly about the time, so a challenge "from
+        // the future" is accepted within the same window.
+        if now_ms.abs_diff(want.challenge.issued_ms) > max_age_ms {
+            return Err(Error::AuthExpired);
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key registration and change
+
+/// The message a [`registration_proof`] signs (byte table there).
+fn registration_message(
+    institution: &[u8; 32],
+    recipient: &Recipient,
+    patient_id: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 32 + 64 + 4 + patient_id.len());
+    out.push(CONSENT_V1);
+    out.extend_from_slice(institution);
+    out.extend_from_slice(&recipient.to_bytes());
+    put_str(&mut out, patient_id);
+    out
+}
+
+/// Proof that whoever registers `identity`'s public key for `patient_id` at `institution` holds
+/// its secret: a signature with context [`REGISTER_CONTEXT`] over this message.
+///
+/// Registration, v1:
+///
+/// | offset | len   | field                                               |
+/// |--------|-------|-----------------------------------------------------|
+/// | 0      | 1     | version = 0x01                                      |
+/// | 1      | 32    | institution: fingerprint of the registering gateway |
+/// | 33     | 64    | recipient: the key being registered                 |
+/// | 97     | 4 + n | patient_id (`str`)                                  |
+///
+/// The institution is bound so a proof shown to one gateway cannot register the key at another.
+pub fn registration_proof(
+    identity: &Identity,
+    institution: [u8; 32],
+    patient_id: &str,
+) -> Signature {
+    let msg = registration_message(&institution, &identity.recipient(), patient_id);
+    identity.sign(REGISTER_CONTEXT, &msg)
+}
+
+/// Checks a [`registration_proof`] for `recipient`.
+///
+/// # Errors
+/// [`Error::BadSignature`] for a proof made for another key, institution or patient id.
+pub fn verify_registration(
+    recipient: &Recipient,
+    institution: [u8; 32],
+    patient_id: &str,
+    proof: &Signature,
+) -> Result<()> {
+    let msg = registration_message(&institution, recipient, patient_id);
+    recipient.verify(REGISTER_CONTEXT, &msg, proof)
+}
+
+/// A patient's move from the key on file to a new one, signed by the old key.
+///
+/// KeyChange, v1:
+///
+/// | offset | len   | field                                             |
+/// |--------|-------|---------------------------------------------------|
+/// | 0      | 1     | version = 0x01                                    |
+/// | 1      | 32    | institution: fingerprint of the gateway           |
+/// | 33     | 32    | old: fingerprint of the key on file               |
+/// | 65     | 64    | new: the new recipient                            |
+/// | 129    | 8     | issued_ms (u64)                                   |
+/// | 137    | 16    | nonce                                             |
+/// | 153    | 4 + n | patient_id (`str`, 1..=256 bytes)                 |
+///
+/// Losing the old key needs the logged break-glass procedure instead; that is not this type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChange {
+    /// Fingerprint of the gateway.
+    pub institution: [u8; 32],
+    /// The patient.
+    pub patient_id: String,
+    /// Fingerprint of the key on file, which signs the change.
+    pub old: [u8; 32],
+    /// The key to put on file.
+    pub new: Recipient,
+    /// When the patient signed, Unix milliseconds.
+    pub issued_ms: u64,
+    /// Random.
+    pub nonce: [u8; 16],
+}
+
+impl KeyChange {
+    /// The change of `patient_id`'s key at `institution` from `old` to `new`, with a fresh nonce.
+    pub fn new(
+        institution: [u8; 32],
+        patient_id: &str,
+        old: &Recipient,
+        new: &Recipient,
+        issued_ms: u64,
+    ) -> KeyChange {
+        KeyChange {
+            institution,
+            patient_id: patient_id.to_owned(),
+            old: old.fingerprint(),
+            new: new.clone(),
+            issued_ms,
+            nonce: random_nonce(),
+        }
+    }
+
+    /// Signs with the old key (context [`KEY_CHANGE_CONTEXT`]) and adds the new key's
+    /// [`registration_proof`].
+    ///
+    /// # Errors
+    /// [`Error::AuthMismatch`] ("old key", "new key") if the identities are not the keys the
+    /// change names.
+    pub fn sign(&self, old: &Identity, new: &Identity) -> Result<SignedKeyChange> {
+        if old.recipient().fingerprint() != self.old {
+            return Err(Error::AuthMismatch("old key"));
+        }
+        if new.recipient() != self.new {
+            return Err(Error::AuthMismatch("new key"));
+        }
+        Ok(SignedKeyChange {
+            signature: old.sign(KEY_CHANGE_CONTEXT, &self.encode()),
+            new_proof: registration_proof(new, self.institution, &self.patient_id),
+            change: self.clone(),
+        })
+    }
+}
+
+impl Wire for KeyChange {
+    const NAMES: &'static Names = &names!("key change");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        out.extend_from_slice(&self.institution);
+        out.extend_from_slice(&self.old);
+        out.extend_from_slice(&self.new.to_bytes());
+        out.extend_from_slice(&self.issued_ms.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        put_str(out, &self.patient_id);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<KeyChange> {
+        r.version()?;
+        let c = KeyChange {
+            institution: r.array()?,
+            old: r.array()?,
+            new: r.recipient()?,
+            issued_ms: r.u64()?,
+            nonce: r.array()?,
+            patient_id: r.string()?,
+        };
+        check_patient_id(&c.patient_id, "key change: patient id")?;
+        Ok(c)
+    }
+}
+
+wire_methods!(KeyChange, "key change");
+
+/// A [`KeyChange`] signed by the old key, with the new key's proof of possession.
+///
+/// Encoding: the change's encoding ‖ old key's signature (64) ‖ new key's
+/// [`registration_proof`] (64).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedKeyChange {
+    /// What is changed.
+    pub change: KeyChange,
+    /// The old key's signature over the change.
+    pub signature: Signature,
+    /// The new key's [`registration_proof`] for the same institution and patient.
+    pub new_proof: Signature,
+}
+
+impl SignedKeyChange {
+    /// Checks that `current` (the key on file for `patient_id`) signed this change at
+    /// `institution`, that the new key proved possession, and that the change was issued within
+    /// `max_age_ms` of `now_ms` (so an old change cannot be replayed after the patient moved
+    /// back to the old key).
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`] for either signature; [`Error::AuthMismatch`] ("old key",
+    /// "institution", "patient", "new key"); [`Error::AuthExpired`].
+    pub fn verify(
+        &self,
+        current: &Recipient,
+        institution: [u8; 32],
+        patient_id: &str,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Result<()> {
+        let c = &self.change;
+        current.verify(KEY_CHANGE_CONTEXT, &c.encode(), &self.signature)?;
+        if !ct_eq(&c.old, &current.fingerprint()) {
+            return Err(Error::AuthMismatch("old key"));
+        }
+        if !ct_eq(&c.institution, &institution) {
+            return Err(Error::AuthMismatch("institution"));
+        }
+        if c.patient_id != patient_id {
+            return Err(Error::AuthMismatch("patient"));
+        }
+        if c.new == *current {
+            return Err(Error::AuthMismatch("new key"));
+        }
+        verify_registration(&c.new, c.institution, &c.patient_id, &self.new_proof)?;
+        if now_ms.abs_diff(c.issued_ms) > max_age_ms {
+            return Err(Error::AuthExpired);
+        }
+        Ok(())
+    }
+}
+
+impl Wire for SignedKeyChange {
+    const NAMES: &'static Names = &names!("signed key change");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        self.change.write(out);
+        out.extend_from_slice(&self.signature.0);
+        out.extend_from_slice(&self.new_proof.0);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<SignedKeyChange> {
+        Ok(SignedKeyChange {
+            change: KeyChange::read(r)?,
+            signature: Signature(r.array()?),
+            new_proof: Signature(r.array()?),
+        })
+    }
+}
+
+wire_methods!(SignedKeyChange, "signed key change");
+
+/// Fixed identities and samples, and the vector file format of `crate::vectors` (comment lines,
+/// `key: value` header, blank line, hex body), for this module's and `patient_index`'s vectors.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    pub(crate) fn seq<const N: usize>(start: u8) -> [u8; N] {
+        std::array::from_fn(|i| start.wrapping_add(i as u8))
+    }
+
+    fn fixed(start: u8) -> Identity {
+        Identity::from_bytes(&seq::<64>(start)).expect("fixed identity")
+    }
+
+    /// The owning gateway (the `identity` of the stanza vectors).
+    pub(crate) fn institution() -> Identity {
+        fixed(0x01)
+    }
+
+    /// The requesting institution, which is also the request's recipient.
+    pub(crate) fn requester() -> Identity {
+        fixed(0x41)
+    }
+
+    /// The patient.
+    pub(crate) fn patient() -> Identity {
+        fixed(0x81)
+    }
+
+    /// Anyone else.
+    pub(crate) fn other() -> Identity {
+        fixed(0xc1)
+    }
+
+    pub(crate) const PATIENT_ID: &str = "patient-0042";
+    pub(crate) const CREATED_MS: u64 = 1_700_000_000_000;
+    pub(crate) const EXPIRES_MS: u64 = CREATED_MS + 30 * 86_400_000;
+    pub(crate) const ISSUED_MS: u64 = CREATED_MS + 600_000;
+
+    /// The request pinned by `testdata/consent_request_ok.txt`.
+    pub(crate) fn request() -> ShareRequest {
+        ShareRequest {
+            institution: institution().recipient().fingerprint(),
+            patient_id: PATIENT_ID.into(),
+            scope: Scope {
+                records: Records::Prefix {
+                    bucket: "radiology".into(),
+                    prefix: "patient-0042/ct/".into(),
+                },
+                include_future: false,
+            },
+            recipient: requester().recipient(),
+            requester: "St. Elsewhere Cardiology".into(),
+            purpose_text: "Second opinion on CT thorax\nrequested by Dr. Ünal".into(),
+            purpose_code: "TREAT".into(),
+            created_ms: CREATED_MS,
+            expires_ms: EXPIRES_MS,
+            nonce: seq(0xa0),
+        }
+    }
+
+    /// The grant of [`request`] pinned by `testdata/consent_grant_ok.txt`.
+    pub(crate) fn grant() -> Grant {
+        let mut g = Grant::for_request(&request(), &patient().recipient(), ISSUED_MS);
+        g.nonce = seq(0xb0);
+        g
+    }
+
+    pub(crate) fn outcome<T>(r: Result<T>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(Error::Malformed(_)) => "malformed".into(),
+            Err(Error::UnsupportedVersion(_)) => "unsupported-version".into(),
+            Err(Error::BadSignature) => "bad-signature".into(),
+            Err(Error::Decrypt) => "decrypt-error".into(),
+            Err(Error::GrantExpired { .. }) => "grant-expired".into(),
+            Err(Error::GrantMismatch(f)) => format!("grant-mismatch/{f}"),
+            Err(Error::AuthExpired) => "auth-expired".into(),
+            Err(Error::AuthMismatch(f)) => format!("auth-mismatch/{f}"),
+            Err(Error::Rollback { .. }) => "rollback".into(),
+            Err(Error::IndexMismatch(f)) => format!("index-mismatch/{f}"),
+            Err(e) => format!("unexpected error: {e}"),
+        }
+    }
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
+    }
+
+    /// One vector file.
+    pub(crate) struct Vector {
+        pub(crate) comment: &'static str,
+        pub(crate) expect: String,
+        pub(crate) header: Vec<(&'static str, String)>,
+        pub(crate) body: Vec<u8>,
+    }
+
+    pub(crate) fn write(name: &str, v: Vector) {
+        let mut out = String::new();
+        for line in v.comment.lines() {
+            writeln!(out, "# {line}").expect("String write");
+        }
+        writeln!(out, "expect: {}", v.expect).expect("String write");
+        for (k, val) in &v.header {
+            writeln!(out, "{k}: {val}").expect("String write");
+        }
+        out.push('\n');
+        for line in hex::encode(&v.body).as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("hex is ASCII"));
+            out.push('\n');
+        }
+        std::fs::write(dir().join(format!("{name}.txt")), out).expect("write vector");
+    }
+
+    pub(crate) struct Parsed {
+        pub(crate) name: String,
+        pub(crate) expect: String,
+        header: BTreeMap<String, String>,
+        pub(crate) body: Vec<u8>,
+    }
+
+    impl Parsed {
+        pub(crate) fn get(&self, key: &str) -> &str {
+            self.header
+                .get(key)
+                .unwrap_or_else(|| panic!("{}: missing header {key}", self.name))
+        }
+
+        pub(crate) fn has(&self, key: &str) -> bool {
+            self.header.contains_key(key)
+        }
+
+        pub(crate) fn hex(&self, key: &str) -> Vec<u8> {
+            hex::decode(self.get(key)).unwrap_or_else(|_| panic!("{}: bad hex in {key}", self.name))
+        }
+
+        pub(crate) fn array<const N: usize>(&self, key: &str) -> [u8; N] {
+            self.hex(key)
+                .try_into()
+                .unwrap_or_else(|_| panic!("{}: {key} is not {N} bytes", self.name))
+        }
+
+        pub(crate) fn u64(&self, key: &str) -> u64 {
+            self.get(key)
+                .parse()
+                .unwrap_or_else(|_| panic!("{}: {key} is not a u64", self.name))
+        }
+
+        pub(crate) fn identity(&self, key: &str) -> Identity {
+            Identity::from_bytes(&self.hex(key)).expect("identity")
+        }
+
+        pub(crate) fn recipient(&self, key: &str) -> Recipient {
+            Recipient::from_bytes(&self.hex(key)).expect("recipient")
+        }
+    }
+
+    /// Every `testdata/<prefix>*.txt`, parsed, in name order.
+    pub(crate) fn read_all(prefix: &str) -> Vec<Parsed> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir())
+            .expect("testdata/ exists")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "txt")
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix))
+            })
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|path| {
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .expect("utf-8 name")
+                    .to_string();
+                let text = std::fs::read_to_string(&path).expect("read vector");
+                let (head, body) = text.split_once("\n\n").expect("blank line after header");
+                let mut header = BTreeMap::new();
+                for line in head.lines().filter(|l| !l.starts_with('#')) {
+                    let (k, v) = line.split_once(": ").expect("key: value");
+                    header.insert(k.to_string(), v.to_string());
+                }
+                let expect = header.remove("expect").expect("expect header");
+                let body =
+                    hex::decode(body.split_whitespace().collect::<String>()).expect("hex body");
+                Parsed {
+                    name,
+                    expect,
+                    header,
+                    body,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The `testdata/consent_*.txt` vectors: a deterministic generator (run explicitly with
+/// `cargo test -p medgate-keyring -- --ignored generate_consent_vectors`) and the check that every
+/// file still decodes and verifies (or fails) as its header says. Ed25519 signatures are
+/// deterministic, so `ok` files are also re-signed and must reproduce byte for byte.
+///
+/// Headers: `kind` picks the check; keys are hex (`*-identity` are the test secrets, others
+/// public recipients, 64 bytes, or fingerprints, 32 bytes); times are decimal Unix milliseconds.
+#[cfg(test)]
+mod consent_vectors {
+    use super::testkit::{self, outcome, seq, write, Parsed, Vector};
+    use super::*;
+
+    fn h(b: impl AsRef<[u8]>) -> String {
+        hex::encode(b)
+    }
+
+    fn case(
+        comment: &'static str,
+        expect: &str,
+        header: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Vector {
+        Vector {
+            comment,
+            expect: expect.into(),
+            header,
+            body,
+        }
+    }
+
+    fn flip_last(mut b: Vec<u8>) -> Vec<u8> {
+        if let Some(x) = b.last_mut() {
+            *x ^= 0x01;
+        }
+        b
+    }
+
+    #[test]
+    #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
+    fn generate_consent_vectors() {
+        let (inst, req_id, pat, other) = (
+            testkit::institution(),
+            testkit::requester(),
+            testkit::patient(),
+            testkit::other(),
+        );
+        let inst_fp = inst.recipient().fingerprint();
+        let request = testkit::request();
+        let req_bytes = request.encode();
+
+        // Share requests.
+        let req_header = || {
+            vec![
+                ("kind", "request".to_string()),
+                ("hash", h(request.hash())),
+                ("text", request.to_text()),
+            ]
+        };
+        write(
+            "consent_request_ok",
+            case(
+                "consent::testkit::request(): a prefix scope, non-ASCII and a newline in the purpose.",
+                "ok",
+                req_header(),
+                req_bytes.clone(),
+            ),
+        );
+        let mut v2 = req_bytes.clone();
+        v2[0] = 0x02;
+        write(
+            "consent_request_bad_version",
+            case(
+                "Version byte 0x02.",
+                "unsupported-version",
+                req_header(),
+                v2,
+            ),
+        );
+        write(
+            "consent_request_truncated",
+            case(
+                "Last byte of the purpose text missing.",
+                "malformed",
+                req_header(),
+                req_bytes[..req_bytes.len() - 1].to_vec(),
+            ),
+        );
+        write(
+            "consent_request_trailing",
+            case(
+                "One byte after the purpose text.",
+                "malformed",
+                req_header(),
+                [req_bytes.as_slice(), &[0]].concat(),
+            ),
+        );
+        let mut esc = request.clone();
+        esc.requester = "Evil\u{1b}[2J Clinic".into();
+        write(
+            "consent_request_control_char",
+            case(
+                "The requester name carries a terminal escape: refused.",
+                "malformed",
+                req_header(),
+                esc.encode(),
+            ),
+        );
+
+        let signed_req = request.sign(&req_id);
+        let sreq_header = |signer: &Identity, with_secret: bool| {
+            let mut hd = vec![
+                ("kind", "signed-request".to_string()),
+                ("signer", h(signer.recipient().to_bytes())),
+            ];
+            if with_secret {
+                hd.push(("signer-identity", h(signer.to_bytes().as_ref())));
+            }
+            hd
+        };
+        write(
+            "consent_signed_request_ok",
+            case(
+                "The request signed by its recipient (context medgate/v1/request).",
+                "ok",
+                sreq_header(&req_id, true),
+                signed_req.encode(),
+            ),
+        );
+        write(
+            "consent_signed_request_other_signer",
+            case(
+                "The same signed request checked against another key.",
+                "bad-signature",
+                sreq_header(&other, false),
+                signed_req.encode(),
+            ),
+        );
+
+        // Grants.
+        let grant = testkit::grant();
+        let signed = grant.sign(&pat);
+        let sg = signed.encode();
+        let grant_header = |inst_fp: [u8; 32], req: &ShareRequest, now: u64| {
+            vec![
+                ("kind", "grant".to_string()),
+                ("patient", h(pat.recipient().to_bytes())),
+                ("institution", h(inst_fp)),
+                ("request", h(req.encode())),
+                ("now-ms", now.to_string()),
+            ]
+        };
+        let now = testkit::ISSUED_MS + 1;
+        let mut ok_header = grant_header(inst_fp, &request, now);
+        ok_header.extend([
+            ("id", h(signed.id())),
+            ("text", signed.to_text()),
+            ("signer-identity", h(pat.to_bytes().as_ref())),
+        ]);
+        write(
+            "consent_grant_ok",
+            case(
+                "consent::testkit::grant() signed by the patient, checked against the request it approves.",
+                "ok",
+                ok_header,
+                sg.clone(),
+            ),
+        );
+        write(
+            "consent_grant_bad_signature",
+            case(
+                "Last signature byte flipped.",
+                "bad-signature",
+                grant_header(inst_fp, &request, now),
+                flip_last(sg.clone()),
+            ),
+        );
+        write(
+            "consent_grant_other_key",
+            case(
+                "The same grant (naming the patient's key id) signed by another key.",
+                "bad-signature",
+                grant_header(inst_fp, &request, now),
+                grant.sign(&other).encode(),
+            ),
+        );
+        let mut edited = sg.clone();
+        // The scope's include_future flag: the byte after the kind at offset 193.
+        edited[194] ^= 0x01;
+        write(
+            "consent_grant_edited_scope",
+            case(
+                "include_future switched on after signing.",
+                "bad-signature",
+                grant_header(inst_fp, &request, now),
+                edited,
+            ),
+        );
+        let mut edited = sg.clone();
+        edited[169] ^= 0x01;
+        write(
+            "consent_grant_edited_expiry",
+            case(
+                "The expiry's top byte changed after signing.",
+                "bad-signature",
+                grant_header(inst_fp, &request, now),
+                edited,
+            ),
+        );
+        let mut another = request.clone();
+        another.nonce = seq(0xa1);
+        write(
+            "consent_grant_other_request",
+            case(
+                "A valid grant replayed for another request (same fields, another nonce).",
+                "grant-mismatch/request",
+                grant_header(inst_fp, &another, now),
+                sg.clone(),
+            ),
+        );
+        write(
+            "consent_grant_wrong_institution",
+            case(
+                "A valid grant presented to another institution.",
+                "grant-mismatch/institution",
+                grant_header(other.recipient().fingerprint(), &request, now),
+                sg.clone(),
+            ),
+        );
+        write(
+            "consent_grant_expired",
+            case(
+                "Checked at the expiry instant.",
+                "grant-expired",
+                grant_header(inst_fp, &request, testkit::EXPIRES_MS),
+                sg.clone(),
+            ),
+        );
+        let mut longer = grant.clone();
+        longer.expires_ms += 1;
+        write(
+            "consent_grant_longer_expiry",
+            case(
+                "Signed by the patient with an expiry past the one requested.",
+                "grant-mismatch/expiry",
+                grant_header(inst_fp, &request, now),
+                longer.sign(&pat).encode(),
+            ),
+        );
+        let mut wider = grant.clone();
+        wider.scope.records = Records::Patient;
+        write(
+            "consent_grant_wider_scope",
+            case(
+                "Signed by the patient with a wider scope than requested.",
+                "grant-mismatch/scope",
+                grant_header(inst_fp, &request, now),
+                wider.sign(&pat).encode(),
+            ),
+        );
+        write(
+            "consent_grant_truncated",
+            case(
+                "Last signature byte missing.",
+                "malformed",
+                grant_header(inst_fp, &request, now),
+                sg[..sg.len() - 1].to_vec(),
+            ),
+        );
+        write(
+            "consent_grant_trailing",
+            case(
+                "One byte after the signature.",
+                "malformed",
+                grant_header(inst_fp, &request, now),
+                [sg.as_slice(), &[0]].concat(),
+            ),
+        );
+
+        // Revocation and denial.
+        let revocation = Revocation {
+            grant_id: signed.id(),
+            issued_ms: testkit::ISSUED_MS + 1000,
+            nonce: seq(0xc0),
+        };
+        let rev_header = |g: &SignedGrant, with_secret: bool| {
+            let mut hd = vec![
+                ("kind", "revocation".to_string()),
+                ("patient", h(pat.recipient().to_bytes())),
+                ("grant", h(g.encode())),
+            ];
+            if with_secret {
+                hd.push(("signer-identity", h(pat.to_bytes().as_ref())));
+            }
+            hd
+        };
+        let sr = revocation.sign(&pat).encode();
+        write(
+            "consent_revocation_ok",
+            case(
+                "The patient revokes consent_grant_ok's grant.",
+                "ok",
+                rev_header(&signed, true),
+                sr.clone(),
+            ),
+        );
+        let mut other_grant = grant.clone();
+        other_grant.nonce = seq(0xb1);
+        write(
+            "consent_revocation_other_grant",
+            case(
+                "The revocation checked against another grant.",
+                "grant-mismatch/grant id",
+                rev_header(&other_grant.sign(&pat), false),
+                sr,
+            ),
+        );
+        let denial = Denial {
+            request_hash: request.hash(),
+            issued_ms: testkit::ISSUED_MS,
+            nonce: seq(0xd0),
+        };
+        let den_header = |r: &ShareRequest, with_secret: bool| {
+            let mut hd = vec![
+                ("kind", "denial".to_string()),
+                ("patient", h(pat.recipient().to_bytes())),
+                ("request", h(r.encode())),
+            ];
+            if with_secret {
+                hd.push(("signer-identity", h(pat.to_bytes().as_ref())));
+            }
+            hd
+        };
+        let sd = denial.sign(&pat).encode();
+        write(
+            "consent_denial_ok",
+            case(
+                "The patient refuses consent_request_ok's request.",
+                "ok",
+                den_header(&request, true),
+                sd.clone(),
+            ),
+        );
+        write(
+            "consent_denial_other_request",
+            case(
+                "The denial checked against another request.",
+                "grant-mismatch/request",
+                den_header(&another, false),
+                sd,
+            ),
+        );
+
+        // Patient authentication.
+        let challenge = AuthChallenge {
+            institution: inst_fp,
+            patient_id: testkit::PATIENT_ID.into(),
+            challenge: seq(0xe0),
+            issued_ms: testkit::CREATED_MS,
+        };
+        let body = br#"{"grant":"..."}"#;
+        let token = AuthToken::new(challenge.clone(), "POST", "/v1/consent/grants", body);
+        let st = token.sign(&pat).encode();
+        let auth_header = |expected: &AuthToken, now: u64, with_secret: bool| {
+            let mut hd = vec![
+                ("kind", "auth".to_string()),
+                ("patient", h(pat.recipient().to_bytes())),
+                ("expected", h(expected.encode())),
+                ("now-ms", now.to_string()),
+                ("max-age-ms", "300000".to_string()),
+            ];
+            if with_secret {
+                hd.push(("signer-identity", h(pat.to_bytes().as_ref())));
+            }
+            hd
+        };
+        write(
+            "consent_auth_ok",
+            case(
+                "A patient's token for POST /v1/consent/grants, 10 s after the challenge.",
+                "ok",
+                auth_header(&token, testkit::CREATED_MS + 10_000, true),
+                st.clone(),
+            ),
+        );
+        write(
+            "consent_auth_stale",
+            case(
+                "The same token presented 5 min 1 ms after the challenge.",
+                "auth-expired",
+                auth_header(&token, testkit::CREATED_MS + 300_001, false),
+                st.clone(),
+            ),
+        );
+        let elsewhere = AuthToken::new(challenge.clone(), "POST", "/v1/consent/revocations", body);
+        write(
+            "consent_auth_wrong_path",
+            case(
+                "The token replayed on another path.",
+                "auth-mismatch/path",
+                auth_header(&elsewhere, testkit::CREATED_MS + 10_000, false),
+                st.clone(),
+            ),
+        );
+        let other_body = AuthToken::new(challenge, "POST", "/v1/consent/grants", b"{}");
+        write(
+            "consent_auth_wrong_body",
+            case(
+                "The token replayed with another body.",
+                "auth-mismatch/body",
+                auth_header(&other_body, testkit::CREATED_MS + 10_000, false),
+                st,
+            ),
+        );
+
+        // Registration and key change.
+        let reg_header = |inst_fp: [u8; 32], with_secret: bool| {
+            let mut hd = vec![
+                ("kind", "register".to_string()),
+                ("recipient", h(pat.recipient().to_bytes())),
+                ("institution", h(inst_fp)),
+                ("patient-id", testkit::PATIENT_ID.to_string()),
+            ];
+            if with_secret {
+                hd.push(("signer-identity", h(pat.to_bytes().as_ref())));
+            }
+            hd
+        };
+        let proof = registration_proof(&pat, inst_fp, testkit::PATIENT_ID)
+            .0
+            .to_vec();
+        write(
+            "consent_register_ok",
+            case(
+                "Proof of possession for registering the patient's key (context medgate/v1/register).",
+                "ok",
+                reg_header(inst_fp, true),
+                proof.clone(),
+            ),
+        );
+        write(
+            "consent_register_other_institution",
+            case(
+                "The proof replayed at another institution.",
+                "bad-signature",
+                reg_header(other.recipient().fingerprint(), false),
+                proof,
+            ),
+        );
+        let change = KeyChange {
+            institution: inst_fp,
+            patient_id: testkit::PATIENT_ID.into(),
+            old: pat.recipient().fingerprint(),
+            new: other.recipient(),
+            issued_ms: testkit::CREATED_MS,
+            nonce: seq(0xf0),
+        };
+        let skc = change.sign(&pat, &other).expect("matching keys");
+        let kc_header = |with_secret: bool| {
+            let mut hd = vec![
+                ("kind", "key-change".to_string()),
+                ("current", h(pat.recipient().to_bytes())),
+                ("institution", h(inst_fp)),
+                ("patient-id", testkit::PATIENT_ID.to_string()),
+                ("now-ms", (testkit::CREATED_MS + 1000).to_string()),
+                ("max-age-ms", "300000".to_string()),
+            ];
+            if with_secret {
+                hd.push(("signer-identity", h(pat.to_bytes().as_ref())));
+                hd.push(("new-identity", h(other.to_bytes().as_ref())));
+            }
+            hd
+        };
+        write(
+            "consent_key_change_ok",
+            case(
+                "The patient moves from their key to `new-identity`'s, signed by the old key, with the new key's proof.",
+                "ok",
+                kc_header(true),
+                skc.encode(),
+            ),
+        );
+        let mut bad = skc.clone();
+        bad.new_proof = registration_proof(&other, inst_fp, "patient-0043");
+        write(
+            "consent_key_change_bad_proof",
+            case(
+                "The new key's proof is for another patient id.",
+                "bad-signature",
+                kc_header(false),
+                bad.encode(),
+            ),
+        );
+    }
+
+    /// Re-signs `payload` with `signer-identity` (when the header has one) and compares.
+    fn resigned(v: &Parsed, context: &str, payload: &[u8], sig: &Signature) {
+        if v.has("signer-identity") {
+            let again = v.identity("signer-identity").sign(context, payload);
+            assert_eq!(
+                &again, sig,
+                "{}: re-signing must reproduce the signature",
+                v.name
+            );
+        }
+    }
+
+    fn check(v: &Parsed) -> String {
+        match v.get("kind") {
+            "request" => {
+                let r = ShareRequest::decode(&v.body);
+                if let Ok(req) = &r {
+                    assert_eq!(req, &testkit::request());
+                    assert_eq!(req.encode(), v.body);
+                    assert_eq!(req.hash().to_vec(), v.hex("hash"));
+                    assert_eq!(req.to_text(), v.get("text"));
+                    assert_eq!(ShareRequest::from_text(v.get("text")).as_ref(), Ok(req));
+                }
+                outcome(r)
+            }
+            "signed-request" => {
+                let r = SignedRequest::decode(&v.body).and_then(|s| {
+                    s.verify(&v.recipient("signer"))?;
+                    Ok(s)
+                });
+                if let Ok(s) = &r {
+                    assert_eq!(s.encode(), v.body);
+                    resigned(v, REQUEST_CONTEXT, &s.request.encode(), &s.signature);
+                }
+                outcome(r)
+            }
+            "grant" => {
+                let request = ShareRequest::decode(&v.hex("request")).expect("request");
+                let r = SignedGrant::decode(&v.body).and_then(|g| {
+                    g.check(
+                        &v.recipient("patient"),
+                        v.array("institution"),
+                        &request,
+                        v.u64("now-ms"),
+                    )?;
+                    Ok(g)
+                });
+                if let Ok(g) = &r {
+                    assert_eq!(g.encode(), v.body);
+                    assert_eq!(g.id().to_vec(), v.hex("id"));
+                    assert_eq!(g.to_text(), v.get("text"));
+                    assert_eq!(SignedGrant::from_text(v.get("text")).as_ref(), Ok(g));
+                    resigned(v, GRANT_CONTEXT, &g.grant.encode(), &g.signature);
+                }
+                outcome(r)
+            }
+            "revocation" => {
+                let grant = SignedGrant::decode(&v.hex("grant")).expect("grant");
+                let r = SignedRevocation::decode(&v.body).and_then(|s| {
+                    s.check(&v.recipient("patient"), &grant)?;
+                    Ok(s)
+                });
+                if let Ok(s) = &r {
+                    assert_eq!(s.encode(), v.body);
+                    resigned(v, REVOKE_CONTEXT, &s.revocation.encode(), &s.signature);
+                }
+                outcome(r)
+            }
+            "denial" => {
+                let request = ShareRequest::decode(&v.hex("request")).expect("request");
+                let r = SignedDenial::decode(&v.body).and_then(|s| {
+                    s.check(&v.recipient("patient"), &request)?;
+                    Ok(s)
+                });
+                if let Ok(s) = &r {
+                    assert_eq!(s.encode(), v.body);
+                    resigned(v, DENY_CONTEXT, &s.denial.encode(), &s.signature);
+                }
+                outcome(r)
+            }
+            "auth" => {
+                let expected = AuthToken::decode(&v.hex("expected")).expect("expected token");
+                let r = SignedAuth::decode(&v.body).and_then(|s| {
+                    s.verify(
+                        &v.recipient("patient"),
+                        &expected,
+                        v.u64("now-ms"),
+                        v.u64("max-age-ms"),
+                    )?;
+                    Ok(s)
+                });
+                if let Ok(s) = &r {
+                    assert_eq!(s.encode(), v.body);
+                    resigned(v, AUTH_CONTEXT, &s.token.encode(), &s.signature);
+                }
+                outcome(r)
+            }
+            "register" => {
+                let (recipient, inst) = (v.recipient("recipient"), v.array("institution"));
+                let patient_id = v.get("patient-id");
+                let r = Signature::from_bytes(&v.body).and_then(|sig| {
+                    verify_registration(&recipient, inst, patient_id, &sig)?;
+                    Ok(sig)
+                });
+                if let Ok(sig) = &r {
+                    if v.has("signer-identity") {
+                        let id = v.identity("signer-identity");
+                        assert_eq!(&registration_proof(&id, inst, patient_id), sig);
+                    }
+                }
+                outcome(r)
+            }
+            "key-change" => {
+                let r = SignedKeyChange::decode(&v.body).and_then(|s| {
+                    s.verify(
+                        &v.recipient("current"),
+                        v.array("institution"),
+                        v.get("patient-id"),
+                        v.u64("now-ms"),
+                        v.u64("max-age-ms"),
+                    )?;
+                    Ok(s)
+                });
+                if let Ok(s) = &r {
+                    assert_eq!(s.encode(), v.body);
+                    if v.has("signer-identity") {
+                        let again = s
+                            .change
+                            .sign(&v.identity("signer-identity"), &v.identity("new-identity"))
+                            .expect("matching keys");
+                        assert_eq!(&again, s, "re-signing must reproduce the change");
+                    }
+                }
+                outcome(r)
+            }
+            kind => panic!("{}: unknown kind {kind}", v.name),
+        }
+    }
+
+    #[test]
+    fn consent_vectors() {
+        let all = testkit::read_all("consent_");
+        assert!(
+            all.len() >= 30,
+            "expected the checked-in vectors, found {}",
+            all.len()
+        );
+        for v in &all {
+            assert_eq!(check(v), v.expect, "vector {}", v.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::{self, seq};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One named way to spoil a value, for table-driven negative tests.
+    type Edit<T> = Box<dyn Fn(&mut T)>;
+
+    fn now() -> u64 {
+        testkit::ISSUED_MS + 1
+    }
+
+    fn inst_fp() -> [u8; 32] {
+        testkit::institution().recipient().fingerprint()
+    }
+
+    fn check(g: &SignedGrant, request: &ShareRequest) -> Result<()> {
+        g.check(&testkit::patient().recipient(), inst_fp(), request, now())
+    }
+
+    #[test]
+    fn base64url_rfc4648_vectors() {
+        // RFC 4648 §10, without padding and with the URL-safe alphabet.
+        for (plain, text) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url::encode(plain.as_bytes()), text);
+            assert_eq!(base64url::decode(text, "t").unwrap(), plain.as_bytes());
+        }
+        assert_eq!(base64url::encode(&[0xfb, 0xff]), "-_8");
+        for bad in [
+            "Zg==", "Zm9v+", "Zm9v/w", "Z", "Zh", "Zm9", "Zm9vY", "Zm 9v", "é",
+        ] {
+            assert!(base64url::decode(bad, "t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_covers() {
+        let object = Scope {
+            records: Records::Object {
+                bucket: "b".into(),
+                key: "p1/a.dcm".into(),
+            },
+            include_future: false,
+        };
+        assert!(object.covers("b", "p1/a.dcm"));
+        assert!(!object.covers("b", "p1/a.dcm2"));
+        assert!(!object.covers("c", "p1/a.dcm"));
+        let prefix = Scope {
+            records: Records::Prefix {
+                bucket: "b".into(),
+                prefix: "p1/".into(),
+            },
+            include_future: true,
+        };
+        assert!(prefix.covers("b", "p1/a.dcm"));
+        assert!(prefix.covers("b", "p1/"));
+        assert!(!prefix.covers("b", "p1"));
+        assert!(!prefix.covers("b", "p2/a.dcm"));
+        assert!(!prefix.covers("bb", "p1/a.dcm"));
+        let patient = Scope {
+            records: Records::Patient,
+            include_future: false,
+        };
+        assert!(patient.covers("any", "thing"));
+        // Versions added after the grant only with include_future.
+        assert!(patient.covers_version("b", "k", 10, 10));
+        assert!(!patient.covers_version("b", "k", 11, 10));
+        assert!(prefix.covers_version("b", "p1/x", 11, 10));
+        assert!(!prefix.covers_version("b", "p2/x", 1, 10));
+    }
+
+    #[test]
+    fn validate_rules() {
+        let ok = testkit::request();
+        ok.validate().unwrap();
+        let cases: Vec<(&str, Edit<ShareRequest>)> = vec![
+            ("empty patient", Box::new(|r| r.patient_id.clear())),
+            ("patient NUL", Box::new(|r| r.patient_id.push('\0'))),
+            ("patient long", Box::new(|r| r.patient_id = "p".repeat(257))),
+            ("requester newline", Box::new(|r| r.requester.push('\n'))),
+            (
+                "requester bidi ctl",
+                Box::new(|r| r.requester.push('\u{85}')),
+            ),
+            ("purpose ESC", Box::new(|r| r.purpose_text.push('\u{1b}'))),
+            (
+                "purpose long",
+                Box::new(|r| r.purpose_text = "x".repeat(4097)),
+            ),
+            ("code empty", Box::new(|r| r.purpose_code.clear())),
+            ("code space", Box::new(|r| r.purpose_code = "TRE AT".into())),
+            ("code long", Box::new(|r| r.purpose_code = "A".repeat(65))),
+            ("expiry", Box::new(|r| r.expires_ms = r.created_ms)),
+            (
+                "bucket slash",
+                Box::new(|r| {
+                    r.scope.records = Records::Prefix {
+                        bucket: "a/b".into(),
+                        prefix: String::new(),
+                    }
+                }),
+            ),
+            (
+                "empty bucket",
+                Box::new(|r| {
+                    r.scope.records = Records::Object {
+                        bucket: String::new(),
+                        key: "k".into(),
+                    }
+                }),
+            ),
+            (
+                "empty key",
+                Box::new(|r| {
+                    r.scope.records = Records::Object {
+                        bucket: "b".into(),
+                        key: String::new(),
+                    }
+                }),
+            ),
+            (
+                "long key",
+                Box::new(|r| {
+                    r.scope.records = Records::Object {
+                        bucket: "b".into(),
+                        key: "k".repeat(1025),
+                    }
+                }),
+            ),
+        ];
+        for (what, edit) in cases {
+            let mut r = ok.clone();
+            edit(&mut r);
+            assert!(matches!(r.validate(), Err(Error::Malformed(_))), "{what}");
+            assert!(
+                matches!(ShareRequest::decode(&r.encode()), Err(Error::Malformed(_))),
+                "{what}"
+            );
+        }
+        let mut r = ok.clone();
+        r.purpose_code = "ETREAT.v3-x_1".into();
+        r.purpose_text = "multi\nline".into();
+        r.requester.clear();
+        r.scope.records = Records::Prefix {
+            bucket: "b".into(),
+            prefix: String::new(),
+        };
+        assert_eq!(ShareRequest::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn decode_rejects_bad_framing() {
+        let good = testkit::request().encode();
+        let mut bad = good.clone();
+        bad[0] = 0;
+        assert_eq!(
+            ShareRequest::decode(&bad),
+            Err(Error::UnsupportedVersion(0))
+        );
+        assert_eq!(
+            ShareRequest::decode(&[]),
+            Err(Error::Malformed("share request: truncated"))
+        );
+        assert_eq!(
+            ShareRequest::decode(&[good.as_slice(), b"x"].concat()),
+            Err(Error::Malformed("share request: trailing bytes"))
+        );
+        // Scope kind and flag bytes follow the patient id.
+        let scope_at = 129 + 4 + testkit::PATIENT_ID.len();
+        let mut bad = good.clone();
+        bad[scope_at] = 9;
+        assert_eq!(
+            ShareRequest::decode(&bad),
+            Err(Error::Malformed("scope: unknown kind"))
+        );
+        let mut bad = good.clone();
+        bad[scope_at + 1] = 2;
+        assert_eq!(
+            ShareRequest::decode(&bad),
+            Err(Error::Malformed("share request: bad flag byte"))
+        );
+        // A length prefix far past the end is truncation, not an allocation.
+        let mut bad = good.clone();
+        bad[129..133].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            ShareRequest::decode(&bad),
+            Err(Error::Malformed("share request: truncated"))
+        );
+        // Invalid UTF-8 in the patient id.
+        let mut bad = good.clone();
+        bad[133] = 0xff;
+        assert_eq!(
+            ShareRequest::decode(&bad),
+            Err(Error::Malformed("share request: invalid UTF-8"))
+        );
+        // A low-order recipient key.
+        let mut bad = good;
+        bad[33..65].fill(0);
+        assert!(matches!(
+            ShareRequest::decode(&bad),
+            Err(Error::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn request_hash_and_signature() {
+        let r = testkit::request();
+        let mut other = r.clone();
+        other.nonce = seq(0x01);
+        assert_ne!(r.hash(), other.hash());
+        let signed = r.sign(&testkit::requester());
+        signed.verify(&r.recipient).unwrap();
+        assert_eq!(
+            signed.verify(&testkit::other().recipient()),
+            Err(Error::BadSignature)
+        );
+        let mut edited = signed.clone();
+        edited.request.purpose_code = "HPAYMT".into();
+        assert_eq!(edited.verify(&r.recipient), Err(Error::BadSignature));
+        assert_eq!(SignedRequest::decode(&signed.encode()).unwrap(), signed);
+    }
+
+    #[test]
+    fn grant_happy_path_and_id() {
+        let request = testkit::request();
+        let patient = testkit::patient();
+        let g = Grant::for_request(&request, &patient.recipient(), testkit::ISSUED_MS);
+        let signed = g.sign(&patient);
+        check(&signed, &request).unwrap();
+        let again = SignedGrant::decode(&signed.encode()).unwrap();
+        assert_eq!(again, signed);
+        assert_eq!(again.id(), signed.id());
+        // Fresh nonces: two approvals of one request are two grants.
+        let g2 = Grant::for_request(&request, &patient.recipient(), testkit::ISSUED_MS);
+        assert_ne!(g2.sign(&patient).id(), signed.id());
+        // The id does not depend on the signature bytes.
+        let mut resigned = signed.clone();
+        resigned.signature = Signature([7; 64]);
+        assert_eq!(resigned.id(), signed.id());
+        // A patient may shorten the access.
+        let mut shorter = g.clone();
+        shorter.expires_ms = testkit::ISSUED_MS + 2;
+        check(&shorter.sign(&patient), &request).unwrap();
+    }
+
+    #[test]
+    fn grant_every_check() {
+        let request = testkit::request();
+        let patient = testkit::patient();
+        let other = testkit::other();
+        let g = testkit::grant();
+        let signed = g.sign(&patient);
+
+        // Forged: signed by another key, naming the patient's key id, or its own.
+        assert_eq!(check(&g.sign(&other), &request), Err(Error::BadSignature));
+        let mut own = g.clone();
+        own.patient_key_id = other.recipient().fingerprint();
+        assert_eq!(check(&own.sign(&other), &request), Err(Error::BadSignature));
+        // Signed by the patient but naming another key.
+        assert_eq!(
+            check(&own.sign(&patient), &request),
+            Err(Error::GrantMismatch("patient key"))
+        );
+
+        // Edited after signing.
+        let mut edited = signed.clone();
+        edited.grant.scope.include_future = true;
+        assert_eq!(check(&edited, &request), Err(Error::BadSignature));
+        let mut edited = signed.clone();
+        edited.grant.expires_ms += 1;
+        assert_eq!(check(&edited, &request), Err(Error::BadSignature));
+        let mut edited = signed.clone();
+        edited.grant.recipient = other.recipient();
+        assert_eq!(check(&edited, &request), Err(Error::BadSignature));
+
+        // Replayed with another request.
+        let mut another = request.clone();
+        another.nonce = seq(0x99);
+        assert_eq!(
+            check(&signed, &another),
+            Err(Error::GrantMismatch("request"))
+        );
+
+        // Presented to another institution, or for a request to another one.
+        assert_eq!(
+            signed.check(
+                &patient.recipient(),
+                other.recipient().fingerprint(),
+                &request,
+                now()
+            ),
+            Err(Error::GrantMismatch("institution"))
+        );
+        let mut elsewhere = request.clone();
+        elsewhere.institution = other.recipient().fingerprint();
+        let mut g2 = Grant::for_request(&elsewhere, &patient.recipient(), 0);
+        g2.institution = inst_fp();
+        assert_eq!(
+            check(&g2.sign(&patient), &elsewhere),
+            Err(Error::GrantMismatch("institution"))
+        );
+
+        // Signed by the patient, but not what was asked.
+        let mut wider = g.clone();
+        wider.scope.include_future = true;
+        assert_eq!(
+            check(&wider.sign(&patient), &request),
+            Err(Error::GrantMismatch("scope"))
+        );
+        let mut to_other = g.clone();
+        to_other.recipient = other.recipient();
+        assert_eq!(
+            check(&to_other.sign(&patient), &request),
+            Err(Error::GrantMismatch("recipient"))
+        );
+        let mut longer = g.clone();
+        longer.expires_ms = request.expires_ms + 1;
+        assert_eq!(
+            check(&longer.sign(&patient), &request),
+            Err(Error::GrantMismatch("expiry"))
+        );
+
+        // Expired.
+        let at = |t| signed.check(&patient.recipient(), inst_fp(), &request, t);
+        at(g.expires_ms - 1).unwrap();
+        assert_eq!(
+            at(g.expires_ms),
+            Err(Error::GrantExpired {
+                expires_ms: g.expires_ms,
+                now_ms: g.expires_ms
+            })
+        );
+        assert!(matches!(at(u64::MAX), Err(Error::GrantExpired { .. })));
+    }
+
+    #[test]
+    fn every_bit_flip_of_a_signed_grant_fails() {
+        let request = testkit::request();
+        let bytes = testkit::grant().sign(&testkit::patient()).encode();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                let r = SignedGrant::decode(&b).and_then(|g| check(&g, &request));
+                assert!(r.is_err(), "byte {i} bit {bit}");
+            }
+        }
+        for cut in 0..bytes.len() {
+            assert!(SignedGrant::decode(&bytes[..cut]).is_err());
+        }
+        assert!(SignedGrant::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
+    }
+
+    #[test]
+    fn signatures_do_not_cross_kinds() {
+        let patient = testkit::patient();
+        let signed = testkit::grant().sign(&patient);
+        let bytes = signed.grant.encode();
+        for ctx in [REQUEST_CONTEXT, REVOKE_CONTEXT, DENY_CONTEXT, AUTH_CONTEXT] {
+            assert_eq!(
+                patient.recipient().verify(ctx, &bytes, &signed.signature),
+                Err(Error::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn revocation_and_denial() {
+        let (patient, other) = (testkit::patient(), testkit::other());
+        let request = testkit::request();
+        let grant = testkit::grant().sign(&patient);
+        let rev = Revocation::for_grant(&grant, 5).sign(&patient);
+        rev.check(&patient.recipient(), &grant).unwrap();
+        assert_eq!(SignedRevocation::decode(&rev.encode()).unwrap(), rev);
+        assert_eq!(rev.revocation.encode().len(), 41);
+        assert_eq!(
+            rev.check(&other.recipient(), &grant),
+            Err(Error::BadSignature)
+        );
+        let other_grant = Grant::for_request(&request, &patient.recipient(), 0).sign(&patient);
+        assert_eq!(
+            rev.check(&patient.recipient(), &other_grant),
+            Err(Error::GrantMismatch("grant id"))
+        );
+        // Another key cannot revoke the patient's grant, even naming it.
+        let foreign = Revocation::for_grant(&grant, 5).sign(&other);
+        assert_eq!(
+            foreign.check(&other.recipient(), &grant),
+            Err(Error::GrantMismatch("patient key"))
+        );
+
+        let den = Denial::for_request(&request, 5).sign(&patient);
+        den.check(&patient.recipient(), &request).unwrap();
+        assert_eq!(den.denial.encode().len(), 57);
+        assert_eq!(SignedDenial::decode(&den.encode()).unwrap(), den);
+        assert_eq!(
+            den.check(&other.recipient(), &request),
+            Err(Error::BadSignature)
+        );
+        let mut another = request.clone();
+        another.purpose_code = "HRESCH".into();
+        assert_eq!(
+            den.check(&patient.recipient(), &another),
+            Err(Error::GrantMismatch("request"))
+        );
+        // A denial's signature is not a revocation's.
+        let as_rev = SignedRevocation::decode(&den.encode());
+        assert!(as_rev.is_err());
+    }
+
+    #[test]
+    fn auth_token_checks() {
+        let (patient, other) = (testkit::patient(), testkit::other());
+        let challenge = AuthChallenge::new(inst_fp(), testkit::PATIENT_ID, 1_000_000);
+        assert_ne!(
+            challenge.challenge,
+            AuthChallenge::new(inst_fp(), testkit::PATIENT_ID, 1_000_000).challenge
+        );
+        assert_eq!(
+            AuthChallenge::decode(&challenge.encode()).unwrap(),
+            challenge
+        );
+        assert_eq!(
+            AuthChallenge::from_text(&challenge.to_text()).unwrap(),
+            challenge
+        );
+        let token = AuthToken::new(challenge.clone(), "GET", "/v1/consent/requests?x=1", b"");
+        let signed = token.sign(&patient);
+        let verify = |s: &SignedAuth, expected: &AuthToken, now| {
+            s.verify(&patient.recipient(), expected, now, 60_000)
+        };
+        verify(&signed, &token, 1_000_000).unwrap();
+        verify(&signed, &token, 1_060_000).unwrap();
+        verify(&signed, &token, 940_000).unwrap();
+        assert_eq!(verify(&signed, &token, 1_060_001), Err(Error::AuthExpired));
+        assert_eq!(verify(&signed, &token, 939_999), Err(Error::AuthExpired));
+        assert_eq!(
+            signed.verify(&other.recipient(), &token, 1_000_000, 60_000),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(SignedAuth::decode(&signed.encode()).unwrap(), signed);
+
+        let mismatches: Vec<(&str, Edit<AuthToken>)> = vec![
+            ("institution", Box::new(|t| t.challenge.institution[0] ^= 1)),
+            ("patient", Box::new(|t| t.challenge.patient_id.push('9'))),
+            ("challenge", Box::new(|t| t.challenge.challenge[31] ^= 1)),
+            ("challenge", Box::new(|t| t.challenge.issued_ms += 1)),
+            ("method", Box::new(|t| t.method = "POST".into())),
+            (
+                "path",
+                Box::new(|t| t.path = "/v1/consent/requests?x=2".into()),
+            ),
+            (
+                "body",
+                Box::new(|t| t.body_sha256 = Sha256::digest(b"x").into()),
+            ),
+        ];
+        for (field, edit) in mismatches {
+            let mut expected = token.clone();
+            edit(&mut expected);
+            assert_eq!(
+                verify(&signed, &expected, 1_000_000),
+                Err(Error::AuthMismatch(field)),
+                "{field}"
+            );
+            // And a token edited after signing no longer verifies.
+            let mut forged = signed.clone();
+            edit(&mut forged.token);
+            assert_eq!(
+                verify(&forged, &token, 1_000_000),
+                Err(Error::BadSignature),
+                "{field}"
+            );
+        }
+
+        for (method, path) in [("get", "/x"), ("", "/x"), ("GET", "x"), ("GET", "/a\nb")] {
+            let t = AuthToken::new(challenge.clone(), method, path, b"");
+            assert!(t.validate().is_err(), "{method} {path}");
+            assert!(AuthToken::decode(&t.encode()).is_err(), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn registration_and_key_change() {
+        let (patient, other, inst) = (testkit::patient(), testkit::other(), inst_fp());
+        let id = testkit::PATIENT_ID;
+        let proof = registration_proof(&patient, inst, id);
+        verify_registration(&patient.recipient(), inst, id, &proof).unwrap();
+        for (r, i, p) in [
+            (other.recipient(), inst, id),
+            (patient.recipient(), other.recipient().fingerprint(), id),
+            (patient.recipient(), inst, "patient-0043"),
+        ] {
+            assert_eq!(
+                verify_registration(&r, i, p, &proof),
+                Err(Error::BadSignature)
+            );
+        }
+
+        let change = KeyChange::new(inst, id, &patient.recipient(), &other.recipient(), 1_000);
+        assert_eq!(
+            change.sign(&other, &other).err(),
+            Some(Error::AuthMismatch("old key"))
+        );
+        assert_eq!(
+            change.sign(&patient, &patient).err(),
+            Some(Error::AuthMismatch("new key"))
+        );
+        let signed = change.sign(&patient, &other).unwrap();
+        assert_eq!(SignedKeyChange::decode(&signed.encode()).unwrap(), signed);
+        assert_eq!(
+            SignedKeyChange::from_text(&signed.to_text()).unwrap(),
+            signed
+        );
+        let verify = |s: &SignedKeyChange, current: &Recipient, inst, pid: &str, now| {
+            s.verify(current, inst, pid, now, 60_000)
+        };
+        verify(&signed, &patient.recipient(), inst, id, 2_000).unwrap();
+        assert_eq!(
+            verify(&signed, &other.recipient(), inst, id, 2_000),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                &signed,
+                &patient.recipient(),
+                other.recipient().fingerprint(),
+                id,
+                2_000
+            ),
+            Err(Error::AuthMismatch("institution"))
+        );
+        assert_eq!(
+            verify(&signed, &patient.recipient(), inst, "patient-0043", 2_000),
+            Err(Error::AuthMismatch("patient"))
+        );
+        assert_eq!(
+            verify(&signed, &patient.recipient(), inst, id, 62_001),
+            Err(Error::AuthExpired)
+        );
+        let mut bad = signed.clone();
+        bad.new_proof = registration_proof(&other, inst, "patient-0043");
+        assert_eq!(
+            verify(&bad, &patient.recipient(), inst, id, 2_000),
+            Err(Error::BadSignature)
+        );
+        // Signed by the key on file but naming another old key.
+        let mut wrong_old = change.clone();
+        wrong_old.old = other.recipient().fingerprint();
+        let forged = SignedKeyChange {
+            signature: patient.sign(KEY_CHANGE_CONTEXT, &wrong_old.encode()),
+            new_proof: signed.new_proof,
+            change: wrong_old,
+        };
+        assert_eq!(
+            verify(&forged, &patient.recipient(), inst, id, 2_000),
+            Err(Error::AuthMismatch("old key"))
+        );
+        // A "change" to the same key.
+        let same = KeyChange::new(inst, id, &patient.recipient(), &patient.recipient(), 1_000)
+            .sign(&patient, &patient)
+            .unwrap();
+        assert_eq!(
+            verify(&same, &patient.recipient(), inst, id, 2_000),
+            Err(Error::AuthMismatch("new key"))
+        );
+    }
+
+    #[test]
+    fn text_forms() {
+        let g = testkit::grant().sign(&testkit::patient());
+        let text = g.to_text();
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(SignedGrant::from_text(&format!("  {text}\n")).unwrap(), g);
+        assert_eq!(
+            SignedGrant::from_text(&format!("{text}=")),
+            Err(Error::Malformed("signed grant: bad base64url text"))
+        );
+        assert!(SignedGrant::from_text(&text.replace('-', "+")).is_err());
+        // Another kind's text is not a grant.
+        assert!(SignedGrant::from_text(&testkit::request().to_text()).is_err());
+        assert!(ShareRequest::from_text(&text).is_err());
+    }
+
+    fn arb_text(max: usize) -> impl Strategy<Value = String> {
+        proptest::string::string_regex(&format!("[a-zA-Z0-9 ./äü€😀-]{{0,{max}}}"))
+            .expect("valid regex")
+    }
+
+    fn arb_scope() -> impl Strategy<Value = Scope> {
+        let bucket = || proptest::string::string_regex("[a-z0-9.-]{1,12}").expect("valid regex");
+        let records = prop_oneof![
+            (
+                bucket(),
+                arb_text(20).prop_filter("non-empty", |k| !k.is_empty())
+            )
+                .prop_map(|(bucket, key)| Records::Object { bucket, key }),
+            (bucket(), arb_text(20))
+                .prop_map(|(bucket, prefix)| Records::Prefix { bucket, prefix }),
+            Just(Records::Patient),
+        ];
+        (records, any::<bool>()).prop_map(|(records, include_future)| Scope {
+            records,
+            include_future,
+        })
+    }
+
+    prop_compose! {
+        fn arb_request()(
+            institution in any::<[u8; 32]>(),
+            patient_id in proptest::string::string_regex("[a-z0-9-]{1,20}").expect("valid regex"),
+            scope in arb_scope(),
+            recipient in any::<[u8; 64]>(),
+            requester in arb_text(20),
+            purpose_text in arb_text(40),
+            purpose_code in proptest::string::string_regex("[A-Z]{1,8}").expect("valid regex"),
+            created_ms in 0u64..u64::MAX - 1,
+            span in 1u64..1 << 40,
+            nonce in any::<[u8; 16]>(),
+        ) -> ShareRequest {
+            ShareRequest {
+                institution,
+                patient_id,
+                scope,
+                recipient: Identity::from_bytes(&recipient).expect("any 64 bytes").recipient(),
+                requester,
+                purpose_text,
+                purpose_code,
+                created_ms,
+                expires_ms: created_ms.saturating_add(span),
+                nonce,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn request_round_trip(r in arb_request()) {
+            let bytes = r.encode();
+            prop_assert_eq!(ShareRequest::decode(&bytes).unwrap(), r.clone());
+            prop_assert_eq!(ShareRequest::from_text(&r.to_text()).unwrap(), r.clone());
+            for cut in 0..bytes.len() {
+                prop_assert!(ShareRequest::decode(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn grant_round_trip_and_check(r in arb_request(), issued in any::<u64>()) {
+            let patient = testkit::patient();
+            let signed = Grant::for_request(&r, &patient.recipient(), issued).sign(&patient);
+            let again = SignedGrant::decode(&signed.encode()).unwrap();
+            prop_assert_eq!(&again, &signed);
+            let ok = again.check(&patient.recipient(), r.institution, &r, r.expires_ms - 1);
+            prop_assert_eq!(ok, Ok(()));
+            prop_assert_eq!(SignedGrant::from_text(&signed.to_text()).unwrap(), signed);
+        }
+
+        #[test]
+        fn base64url_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let text = base64url::encode(&bytes);
+            prop_assert_eq!(base64url::decode(&text, "t").unwrap(), bytes);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut v = vec![CONSENT_V1];
+            v.extend(&bytes);
+            for b in [&bytes, &v] {
+                let _ = ShareRequest::decode(b);
+                let _ = SignedGrant::decode(b);
+                let _ = SignedRevocation::decode(b);
+                let _ = SignedDenial::decode(b);
+                let _ = SignedAuth::decode(b);
+                let _ = SignedKeyChange::decode(b);
+                let _ = AuthChallenge::decode(b);
+            }
+            let _ = base64url::decode(&String::from_utf8_lossy(&bytes), "t");
+        }
+    }
+}
