@@ -30,8 +30,8 @@ pub const IDENTITY_HRP: &str = "medgate-secret-key-";
 /// Both keys are wiped on drop. Debug output never shows them.
 #[derive(Clone)]
 pub struct Identity {
-    x25519: StaticSecret,
-    ed25519: SigningKey,
+    pub(crate) x25519: StaticSecret,
+    pub(crate) ed25519: SigningKey,
 }
 
 impl Identity {
@@ -137,7 +137,7 @@ impl fmt::Debug for Identity {
     }
 }
 
-fn framed(context: &str, msg: &[u8]) -> Vec<u8> {
+pub(crate) fn framed(context: &str, msg: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(context.len() + 1 + msg.len());
     m.extend_from_slice(context.as_bytes());
     m.push(0);
@@ -157,8 +157,8 @@ fn tag_of(pk: &PublicKey) -> [u8; 4] {
 /// Text form: Bech32 with HRP `medgate` (`medgate1...`) over [`Recipient::to_bytes`].
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Recipient {
-    x25519: PublicKey,
-    ed25519: VerifyingKey,
+    pub(crate) x25519: PublicKey,
+    pub(crate) ed25519: VerifyingKey,
 }
 
 impl Recipient {
