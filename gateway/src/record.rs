@@ -38,6 +38,14 @@ const READ_AHEAD: usize = 1;
 /// GETs (the aws CLI runs 10), this, not the request count, bounds read memory
 /// (about 2 MiB a chunk: sealed and plain).
 const READ_BUDGET: usize = 12;
+
+/// Writes that may seal at once, across all requests. One write holds up to about 8 MiB
+/// (chunks queued for sealing and MD5, the public part being filled, the part in flight),
+/// so this bounds the write side near 32 MiB however many parts clients send in
+/// parallel. A write waiting for a slot has read nothing of its body: the bytes wait in
+/// the socket, not in our memory. With 2 cores busy sealing, more slots would not add
+/// throughput.
+const WRITE_SLOTS: usize = 4;
 /// Chunks being sealed on the blocking pool while the request task reads and hashes
 /// the next ones (MD5 of the plaintext runs on the request task, sealing and leaf
 /// hashing beside it: two cores busy on one upload).
@@ -181,6 +189,8 @@ pub struct Engine {
     config: EngineConfig,
     /// Shared by every read; see [`READ_BUDGET`].
     read_budget: Arc<tokio::sync::Semaphore>,
+    /// Shared by every write; see [`WRITE_SLOTS`].
+    write_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -198,6 +208,7 @@ impl Engine {
             institution_recipient,
             config,
             read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
+            write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_SLOTS)),
         }
     }
 
@@ -610,6 +621,11 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let _slot = self
+            .write_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("write slots closed".into()))?;
         let mut w = BlobWriter::new(self, dek, blob, hasher);
         let result = async {
             while let Some(piece) = body.next().await {
