@@ -473,7 +473,11 @@ def main() -> int:
         sampler.start()
         try:
             put_s = aws.run(mg2, "s3", "cp", str(rsrc), f"s3://{BUCKET}/{KEY}")
+            put_peak_kib = sampler.peak_kib
+            sampler.peak_kib = 0
             get_s = aws.run(mg2, "s3", "cp", f"s3://{BUCKET}/{KEY}", str(rout))
+            get_peak_kib = sampler.peak_kib
+            sampler.peak_kib = max(put_peak_kib, get_peak_kib)
         finally:
             sampler.finish()
         hwm_kib = proc_status_kib(mg2.pid, "VmHWM")
@@ -498,6 +502,8 @@ def main() -> int:
         print(f"  VmHWM at end        {mib(hwm_kib)}")
         print(f"  RSS at end          {mib(end_kib)}")
         print(f"  peak - idle         {mib(peak - idle_kib)}")
+        print(f"    during PUT        {mib(put_peak_kib - idle_kib)}")
+        print(f"    during GET        {mib(get_peak_kib - idle_kib)}")
         if hwm_kib is not None:
             print(f"  VmHWM - idle        {mib(hwm_kib - idle_kib)}")
         print(flush=True)

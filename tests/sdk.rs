@@ -16,6 +16,9 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+};
 use aws_sdk_s3::Client;
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -966,11 +969,9 @@ fn find_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// What an application gets with the SDK's default checksum settings (CRC32 on uploads,
-/// aws-chunked with a trailer for streaming bodies; response validation when present).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_sdk_checksums() {
-    let (root, server) = start_fresh(Some(SMALL_CHUNK));
+/// A client with the SDK's default checksum settings (CRC32 on uploads, aws-chunked with
+/// a trailer for streaming bodies; response validation when present).
+fn default_client(server: &Server) -> Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -985,7 +986,14 @@ async fn default_sdk_checksums() {
         .force_path_style(true)
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
         .build();
-    let client = Client::from_conf(conf);
+    Client::from_conf(conf)
+}
+
+/// What an application gets with the SDK's default checksum settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_sdk_checksums() {
+    let (root, server) = start_fresh(Some(SMALL_CHUNK));
+    let client = default_client(&server);
     let bucket = "checksums";
     create_bucket(&client, bucket).await;
     let body = random_bytes(3 * SMALL_CHUNK + 5);
@@ -1004,4 +1012,150 @@ async fn default_sdk_checksums() {
         .await
         .unwrap_or_else(|e| panic!("PutObject from a file with default checksums: {e:?}"));
     assert_same(&get(&client, bucket, "file").await, &body, "file body");
+}
+
+/// Uploads `pieces` as the parts of a new upload (streamed from files, so the SDK sends
+/// aws-chunked bodies with its checksum in a trailer) and completes it with the ETags and
+/// part checksums the gateway returned.
+async fn sdk_multipart(
+    client: &Client,
+    dir: &Path,
+    bucket: &str,
+    key: &str,
+    pieces: &[Vec<u8>],
+    algorithm: Option<ChecksumAlgorithm>,
+    kind: Option<ChecksumType>,
+) -> aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput {
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .set_checksum_algorithm(algorithm)
+        .set_checksum_type(kind)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateMultipartUpload: {e:?}"));
+    let id = created.upload_id().unwrap().to_string();
+    let mut parts = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let n = i as i32 + 1;
+        let path = dir.join(format!("{key}.part{n}"));
+        std::fs::write(&path, piece).unwrap();
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from_path(&path).await.unwrap())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("UploadPart {n}: {e:?}"));
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
+                .build(),
+        );
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CompleteMultipartUpload: {e:?}"))
+}
+
+/// Multipart uploads with the SDK's default checksums: CRC32 on every part whatever the
+/// upload says, a COMPOSITE CRC32 when the upload asks for CRC32, and a FULL_OBJECT
+/// CRC64NVME that the SDK itself validates against the body on GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_with_default_sdk_checksums() {
+    let (root, server) = start_fresh(None);
+    let client = default_client(&server);
+    let bucket = "mpsums";
+    create_bucket(&client, bucket).await;
+    let pieces = vec![
+        random_bytes(5 * MIB + 7),
+        random_bytes(5 * MIB + 7),
+        random_bytes(1234),
+    ];
+    let whole = pieces.concat();
+
+    // No algorithm on the upload: the SDK still sends CRC32 per part; no object checksum.
+    sdk_multipart(&client, root.path(), bucket, "plain", &pieces, None, None).await;
+    assert_same(
+        &get(&client, bucket, "plain").await,
+        &whole,
+        "plain multipart",
+    );
+
+    // CRC32, COMPOSITE: CRC32 of the concatenated part CRC32s, then -3.
+    let done = sdk_multipart(
+        &client,
+        root.path(),
+        bucket,
+        "crc32",
+        &pieces,
+        Some(ChecksumAlgorithm::Crc32),
+        None,
+    )
+    .await;
+    let raw: Vec<u8> = pieces
+        .iter()
+        .flat_map(|p| crc32fast::hash(p).to_be_bytes())
+        .collect();
+    let want = format!(
+        "{}-3",
+        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&raw).to_be_bytes())
+    );
+    assert_eq!(done.checksum_crc32(), Some(want.as_str()));
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key("crc32")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.checksum_crc32(), Some(want.as_str()));
+    assert_eq!(head.checksum_type(), Some(&ChecksumType::Composite));
+
+    // CRC64NVME, FULL_OBJECT: the GET with checksum mode is validated by the SDK.
+    sdk_multipart(
+        &client,
+        root.path(),
+        bucket,
+        "crc64",
+        &pieces,
+        Some(ChecksumAlgorithm::Crc64Nvme),
+        Some(ChecksumType::FullObject),
+    )
+    .await;
+    let got = client
+        .get_object()
+        .bucket(bucket)
+        .key("crc64")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.checksum_type(), Some(&ChecksumType::FullObject));
+    assert!(got.checksum_crc64_nvme().is_some());
+    let body = got
+        .body
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("the SDK rejected the body or its CRC64NVME: {e:?}"))
+        .into_bytes();
+    assert_same(&body, &whole, "CRC64NVME multipart");
 }

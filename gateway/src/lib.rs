@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod checksum;
 pub mod error;
 pub mod gc;
 pub mod private;

@@ -23,6 +23,7 @@ use md5::{Digest, Md5};
 use object_store::{PutPayload, WriteMultipart};
 use subtle::ConstantTimeEq;
 
+use crate::checksum;
 use crate::private::{PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord};
 use crate::public::{blob_path, PublicStore};
 use crate::{now_ms, Error, Result};
@@ -37,6 +38,14 @@ const READ_AHEAD: usize = 1;
 /// GETs (the aws CLI runs 10), this, not the request count, bounds read memory
 /// (about 2 MiB a chunk: sealed and plain).
 const READ_BUDGET: usize = 12;
+
+/// Writes that may seal at once, across all requests. One write holds up to about 8 MiB
+/// (chunks queued for sealing and MD5, the public part being filled, the part in flight),
+/// so this bounds the write side near 32 MiB however many parts clients send in
+/// parallel. A write waiting for a slot has read nothing of its body: the bytes wait in
+/// the socket, not in our memory. With 2 cores busy sealing, more slots would not add
+/// throughput.
+const WRITE_SLOTS: usize = 4;
 /// Chunks being sealed on the blocking pool while the request task reads and hashes
 /// the next ones (MD5 of the plaintext runs on the request task, sealing and leaf
 /// hashing beside it: two cores busy on one upload).
@@ -81,6 +90,17 @@ pub struct PutRequest {
     /// Additional checksums (CRC32, CRC32C, SHA1, SHA256, CRC64NVME) to compute on the
     /// plaintext and check.
     pub checksums: ChecksumCheck,
+    /// For CreateMultipartUpload: how part checksums combine (`COMPOSITE`, `FULL_OBJECT`).
+    pub checksum_type: Option<String>,
+}
+
+/// A part named by CompleteMultipartUpload: number, ETag, and the part checksums the
+/// client kept from UploadPart (checked against the stored ones).
+#[derive(Clone, Debug, Default)]
+pub struct ChosenPart {
+    pub number: u32,
+    pub etag: String,
+    pub checksums: Vec<(String, String)>,
 }
 
 /// S3 "additional checksums": which to compute over the plaintext, and the values the
@@ -169,6 +189,8 @@ pub struct Engine {
     config: EngineConfig,
     /// Shared by every read; see [`READ_BUDGET`].
     read_budget: Arc<tokio::sync::Semaphore>,
+    /// Shared by every write; see [`WRITE_SLOTS`].
+    write_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -186,6 +208,7 @@ impl Engine {
             institution_recipient,
             config,
             read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
+            write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_SLOTS)),
         }
     }
 
@@ -318,6 +341,29 @@ impl Engine {
         if self.private.bucket(&req.bucket).await?.is_none() {
             return Err(Error::NoSuchBucket(req.bucket));
         }
+        let algorithm = match req.checksums.algorithms.first() {
+            Some(name) => Some(checksum::Algorithm::parse(name).ok_or_else(|| {
+                Error::InvalidArgument(format!("unknown checksum algorithm {name}"))
+            })?),
+            None => None,
+        };
+        let kind = match (&req.checksum_type, algorithm) {
+            (Some(t), Some(a)) => {
+                let k = checksum::Kind::parse(t)
+                    .ok_or_else(|| Error::InvalidArgument(format!("unknown checksum type {t}")))?;
+                checksum::check_kind(a, k)?;
+                Some(k)
+            }
+            (Some(_), None) => {
+                return Err(Error::InvalidArgument(
+                    "x-amz-checksum-type needs x-amz-checksum-algorithm".into(),
+                ))
+            }
+            // S3's defaults: CRC64NVME combines as a full-object CRC, the rest composite.
+            (None, Some(checksum::Algorithm::Crc64Nvme)) => Some(checksum::Kind::FullObject),
+            (None, Some(_)) => Some(checksum::Kind::Composite),
+            (None, None) => None,
+        };
         let dek = DataKey::generate();
         let stanza = self.institution_recipient.wrap_key(&dek)?;
         let id = hex::encode(rand::random::<[u8; 16]>());
@@ -335,6 +381,8 @@ impl Engine {
                     content_type: req.content_type,
                     headers: req.headers,
                     metadata: req.metadata,
+                    checksum_algorithm: algorithm.map(|a| a.name().to_string()),
+                    checksum_type: kind.map(|k| k.name().to_string()),
                 },
             )
             .await?;
@@ -363,12 +411,17 @@ impl Engine {
 
     /// Uploads one part: its own blob, sealed under the upload's DEK with a fresh blob
     /// id (so a client's retry of the same part never reuses a key and nonce). Returns
-    /// the part's ETag (quoted MD5).
+    /// the part's ETag (quoted MD5) and its additional checksums (always including the
+    /// upload's algorithm, if it has one).
     ///
     /// # Errors
     /// `NoSuchUpload`, `InvalidArgument` for a part number outside 1..=10000, digest and
     /// length mismatches, store failures.
-    pub async fn upload_part<S, E>(&self, req: PartRequest, body: S) -> Result<String>
+    pub async fn upload_part<S, E>(
+        &self,
+        req: PartRequest,
+        body: S,
+    ) -> Result<(String, Vec<(String, String)>)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -380,7 +433,7 @@ impl Engine {
             number,
             content_length,
             content_md5,
-            checksums,
+            mut checksums,
         } = req;
         let id = id.as_str();
         if !(1..=10_000).contains(&number) {
@@ -390,7 +443,12 @@ impl Engine {
         }
         let upload = self.upload(id, &bucket, &key).await?;
         let dek = self.upload_key(&upload)?;
-        let (part, md5, _) = self
+        if let Some(algo) = &upload.checksum_algorithm {
+            if !checksums.algorithms.contains(algo) {
+                checksums.algorithms.push(algo.clone());
+            }
+        }
+        let (part, md5, computed) = self
             .write_checked(&dek, body, content_length, content_md5, &checksums)
             .await?;
         let blob = part.blob;
@@ -401,13 +459,14 @@ impl Engine {
             root: part.root,
             md5: hex::encode(md5),
             created_ms: now_ms(),
+            checksums: computed.clone(),
         };
         if let Err(e) = self.private.put_part(id, number, record).await {
             self.forget_blob(blob).await;
             return Err(e);
         }
         self.private.flush().await?;
-        Ok(format!("\"{}\"", hex::encode(md5)))
+        Ok((format!("\"{}\"", hex::encode(md5)), computed))
     }
 
     /// Completes an upload from the parts the client names, in one commit.
@@ -420,7 +479,8 @@ impl Engine {
         id: &str,
         bucket: &str,
         key: &str,
-        chosen: &[(u32, String)],
+        chosen: &[ChosenPart],
+        object_checksums: &[(String, String)],
         precondition: Precondition,
     ) -> Result<Manifest> {
         const MIN_PART: u64 = 5 << 20;
@@ -430,17 +490,25 @@ impl Engine {
                 "CompleteMultipartUpload needs at least one part".into(),
             ));
         }
-        if chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
+        if chosen.windows(2).any(|w| w[0].number >= w[1].number) {
             return Err(Error::InvalidPartOrder);
         }
         let uploaded: std::collections::BTreeMap<u32, PartRecord> =
             self.private.parts(id).await?.into_iter().collect();
         let mut parts = Vec::with_capacity(chosen.len());
         let mut md5s = Vec::with_capacity(chosen.len() * 16);
-        for (i, (number, etag)) in chosen.iter().enumerate() {
+        for (i, c) in chosen.iter().enumerate() {
+            let number = &c.number;
             let rec = uploaded.get(number).ok_or(Error::InvalidPart(*number))?;
-            if etag.trim_matches('"') != rec.md5 {
+            if c.etag.trim_matches('"') != rec.md5 {
                 return Err(Error::InvalidPart(*number));
+            }
+            // A part checksum the client kept must be the one the part was stored with.
+            for (algo, value) in &c.checksums {
+                let stored = rec.checksums.iter().find(|(a, _)| a == algo);
+                if stored.is_none_or(|(_, v)| v != value) {
+                    return Err(Error::InvalidPart(*number));
+                }
             }
             if i + 1 < chosen.len() && rec.plaintext_len < MIN_PART {
                 return Err(Error::EntityTooSmall {
@@ -457,6 +525,7 @@ impl Engine {
             });
         }
         let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&md5s)), chosen.len());
+        let checksums = object_checksum(&upload, chosen, &uploaded, object_checksums)?;
         let manifest = Manifest {
             suite: keyring::SUITE_V1,
             dek_id: upload.dek_id,
@@ -466,7 +535,7 @@ impl Engine {
             content_type: upload.content_type,
             headers: upload.headers,
             metadata: upload.metadata,
-            checksums: Vec::new(),
+            checksums,
             patient: None,
             parts,
         };
@@ -552,6 +621,11 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let _slot = self
+            .write_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("write slots closed".into()))?;
         let mut w = BlobWriter::new(self, dek, blob, hasher);
         let result = async {
             while let Some(piece) = body.next().await {
@@ -1061,4 +1135,58 @@ impl<'a> BlobWriter<'a> {
             }
         }
     }
+}
+
+/// The object-level checksum of a completed upload, from its parts' (see [`checksum`]),
+/// checked against the one the client sent with CompleteMultipartUpload, if any.
+fn object_checksum(
+    upload: &UploadRecord,
+    chosen: &[ChosenPart],
+    uploaded: &std::collections::BTreeMap<u32, PartRecord>,
+    sent: &[(String, String)],
+) -> Result<Vec<(String, String)>> {
+    let Some(name) = &upload.checksum_algorithm else {
+        if let Some((algo, _)) = sent.first() {
+            return Err(Error::InvalidArgument(format!(
+                "x-amz-checksum-{} was sent but the upload was created without a checksum algorithm",
+                algo.to_ascii_lowercase()
+            )));
+        }
+        return Ok(Vec::new());
+    };
+    let algo = checksum::Algorithm::parse(name)
+        .ok_or_else(|| Error::Corrupt(format!("upload checksum algorithm {name}")))?;
+    let kind = upload
+        .checksum_type
+        .as_deref()
+        .and_then(checksum::Kind::parse)
+        .unwrap_or(checksum::Kind::Composite);
+    let mut parts = Vec::with_capacity(chosen.len());
+    for c in chosen {
+        let rec = uploaded
+            .get(&c.number)
+            .ok_or(Error::InvalidPart(c.number))?;
+        let value = rec
+            .checksums
+            .iter()
+            .find(|(a, _)| a == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or(Error::InvalidPart(c.number))?;
+        parts.push((value, rec.plaintext_len));
+    }
+    let value = checksum::multipart(algo, kind, &parts)?;
+    for (a, v) in sent {
+        if a != name {
+            return Err(Error::InvalidArgument(format!(
+                "x-amz-checksum-{} does not match the upload's algorithm {name}",
+                a.to_ascii_lowercase()
+            )));
+        }
+        // A composite value may be sent with or without its -N suffix.
+        let bare = value.split('-').next().unwrap_or(&value);
+        if v != &value && v != bare {
+            return Err(Error::ChecksumMismatch(name.clone()));
+        }
+    }
+    Ok(vec![(name.clone(), value)])
 }

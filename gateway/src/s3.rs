@@ -15,7 +15,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::private::{ListedObject, Precondition};
-use crate::record::{ChecksumCheck, Engine, PartRequest, PutRequest};
+use crate::record::{ChecksumCheck, ChosenPart, Engine, PartRequest, PutRequest};
 use crate::Error;
 
 /// The vault purpose under which access-key secrets are sealed.
@@ -230,6 +230,7 @@ impl S3 for Front {
             content_md5,
             content_length: input.content_length.and_then(|n| u64::try_from(n).ok()),
             precondition,
+            checksum_type: None,
         };
         let manifest = match input.body {
             Some(body) => self.engine.put(put, body).await,
@@ -308,6 +309,7 @@ impl S3 for Front {
             checksum_sha1: stored_checksum(&m, sums, "SHA1"),
             checksum_sha256: stored_checksum(&m, sums, "SHA256"),
             checksum_crc64nvme: stored_checksum(&m, sums, "CRC64NVME"),
+            checksum_type: stored_checksum_type(&m, sums),
             ..Default::default()
         }))
     }
@@ -336,6 +338,7 @@ impl S3 for Front {
             checksum_sha1: stored_checksum(&m, sums, "SHA1"),
             checksum_sha256: stored_checksum(&m, sums, "SHA256"),
             checksum_crc64nvme: stored_checksum(&m, sums, "CRC64NVME"),
+            checksum_type: stored_checksum_type(&m, sums),
             content_length: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&m.etag)),
@@ -394,14 +397,30 @@ impl S3 for Front {
                 bucket: input.bucket,
                 key: input.key,
                 content_type: input.content_type,
+                checksums: ChecksumCheck {
+                    algorithms: input
+                        .checksum_algorithm
+                        .iter()
+                        .map(|a| a.as_str().to_ascii_uppercase())
+                        .collect(),
+                    ..Default::default()
+                },
+                checksum_type: input.checksum_type.as_ref().map(|t| t.as_str().to_string()),
                 ..Default::default()
             })
+            .await
+            .map_err(to_s3_error)?;
+        let upload = self
+            .engine
+            .upload(&id, &bucket, &key)
             .await
             .map_err(to_s3_error)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(bucket),
             key: Some(key),
             upload_id: Some(id),
+            checksum_algorithm: upload.checksum_algorithm.map(ChecksumAlgorithm::from),
+            checksum_type: upload.checksum_type.map(ChecksumType::from),
             ..Default::default()
         }))
     }
@@ -434,7 +453,7 @@ impl S3 for Front {
             content_length: len,
             content_md5: md5,
         };
-        let etag_value = match input.body {
+        let (etag_value, sums) = match input.body {
             Some(body) => self.engine.upload_part(part, body).await,
             None => {
                 let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
@@ -444,6 +463,11 @@ impl S3 for Front {
         .map_err(to_s3_error)?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag(&etag_value)),
+            checksum_crc32: part_checksum(&sums, "CRC32"),
+            checksum_crc32c: part_checksum(&sums, "CRC32C"),
+            checksum_sha1: part_checksum(&sums, "SHA1"),
+            checksum_sha256: part_checksum(&sums, "SHA256"),
+            checksum_crc64nvme: part_checksum(&sums, "CRC64NVME"),
             ..Default::default()
         }))
     }
@@ -500,7 +524,7 @@ impl S3 for Front {
             content_length: Some(range.end - range.start),
             ..Default::default()
         };
-        let tag = self
+        let (tag, sums) = self
             .engine
             .upload_part(part, body)
             .await
@@ -508,8 +532,12 @@ impl S3 for Front {
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(etag(&tag)),
+                checksum_crc32: part_checksum(&sums, "CRC32"),
+                checksum_crc32c: part_checksum(&sums, "CRC32C"),
+                checksum_sha1: part_checksum(&sums, "SHA1"),
+                checksum_sha256: part_checksum(&sums, "SHA256"),
+                checksum_crc64nvme: part_checksum(&sums, "CRC64NVME"),
                 last_modified: Some(timestamp(crate::now_ms())),
-                ..Default::default()
             }),
             ..Default::default()
         }))
@@ -529,8 +557,25 @@ impl S3 for Front {
         {
             let number = part_number(p.part_number.unwrap_or(0))?;
             let tag = p.e_tag.map(|t| t.into_value()).unwrap_or_default();
-            chosen.push((number, tag));
+            chosen.push(ChosenPart {
+                number,
+                etag: tag,
+                checksums: named_checksums([
+                    &p.checksum_crc32,
+                    &p.checksum_crc32c,
+                    &p.checksum_sha1,
+                    &p.checksum_sha256,
+                    &p.checksum_crc64nvme,
+                ]),
+            });
         }
+        let sent = named_checksums([
+            &input.checksum_crc32,
+            &input.checksum_crc32c,
+            &input.checksum_sha1,
+            &input.checksum_sha256,
+            &input.checksum_crc64nvme,
+        ]);
         let m = self
             .engine
             .complete_upload(
@@ -538,6 +583,7 @@ impl S3 for Front {
                 &input.bucket,
                 &input.key,
                 &chosen,
+                &sent,
                 precondition,
             )
             .await
@@ -547,6 +593,12 @@ impl S3 for Front {
             bucket: Some(input.bucket),
             key: Some(input.key),
             e_tag: Some(etag(&m.etag)),
+            checksum_crc32: stored_checksum(&m, true, "CRC32"),
+            checksum_crc32c: stored_checksum(&m, true, "CRC32C"),
+            checksum_sha1: stored_checksum(&m, true, "SHA1"),
+            checksum_sha256: stored_checksum(&m, true, "SHA256"),
+            checksum_crc64nvme: stored_checksum(&m, true, "CRC64NVME"),
+            checksum_type: stored_checksum_type(&m, true),
             ..Default::default()
         }))
     }
@@ -598,11 +650,15 @@ impl S3 for Front {
             parts: Some(
                 page.into_iter()
                     .map(|(n, p)| Part {
+                        checksum_crc32: part_checksum(&p.checksums, "CRC32"),
+                        checksum_crc32c: part_checksum(&p.checksums, "CRC32C"),
+                        checksum_sha1: part_checksum(&p.checksums, "SHA1"),
+                        checksum_sha256: part_checksum(&p.checksums, "SHA256"),
+                        checksum_crc64nvme: part_checksum(&p.checksums, "CRC64NVME"),
                         part_number: Some(n as i32),
                         e_tag: Some(ETag::Strong(p.md5)),
                         size: Some(i64::try_from(p.plaintext_len).unwrap_or(i64::MAX)),
                         last_modified: Some(timestamp(p.created_ms)),
-                        ..Default::default()
                     })
                     .collect(),
             ),
@@ -1121,6 +1177,30 @@ fn stored_checksum(m: &keyring::Manifest, enabled: bool, algo: &str) -> Option<S
         .iter()
         .find(|(a, _)| a == algo)
         .map(|(_, v)| v.clone())
+}
+
+/// The `x-amz-checksum-type` of a stored checksum: composite values end in `-N`.
+fn stored_checksum_type(m: &keyring::Manifest, enabled: bool) -> Option<ChecksumType> {
+    if !enabled {
+        return None;
+    }
+    m.checksums
+        .first()
+        .map(|(_, v)| ChecksumType::from_static(crate::checksum::Kind::of_value(v).name()))
+}
+
+fn part_checksum(sums: &[(String, String)], algo: &str) -> Option<String> {
+    sums.iter().find(|(a, _)| a == algo).map(|(_, v)| v.clone())
+}
+
+/// (algorithm, value) pairs from the five checksum fields of an S3 input, in
+/// [`CHECKSUM_ALGORITHMS`] order.
+fn named_checksums(values: [&Option<String>; 5]) -> Vec<(String, String)> {
+    CHECKSUM_ALGORITHMS
+        .iter()
+        .zip(values)
+        .filter_map(|(name, v)| v.as_ref().map(|v| (name.to_string(), v.clone())))
+        .collect()
 }
 
 fn checksum_mode_enabled(mode: &Option<ChecksumMode>) -> bool {

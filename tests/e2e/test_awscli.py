@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+import zlib
 
 import pytest
 
-from support import MIB, random_name
+from support import MIB, REGION, random_name
 
 SIZES = {
     "empty": 0,
@@ -160,3 +163,46 @@ def test_wrong_secret_is_refused(gateway, aws):
               secret="x" * 40)
     assert bad.returncode != 0
     assert "SignatureDoesNotMatch" in bad.stderr
+
+
+def composite_crc32(path, part_size: int) -> tuple[str, int]:
+    """S3's COMPOSITE CRC32 of a file uploaded in `part_size` parts: base64 of the CRC32
+    of the concatenated part CRC32s, then -N."""
+    raw = b""
+    n = 0
+    with open(path, "rb") as f:
+        for part in iter(lambda: f.read(part_size), b""):
+            raw += zlib.crc32(part).to_bytes(4, "big")
+            n += 1
+    return base64.b64encode(zlib.crc32(raw).to_bytes(4, "big")).decode() + f"-{n}", n
+
+
+@pytest.mark.timeout_s(600)
+@pytest.mark.parametrize("size", [100 * MIB, 1024 * MIB], ids=["100MiB", "1GiB"])
+def test_cp_large_with_default_settings(gateway, aws, tmp_path, size):
+    """`aws s3 cp` with no tuning: 8 MiB multipart parts, CRC32 on every part (botocore's
+    default since 1.36). The object keeps the composite CRC32 S3 would give it, and reads
+    back byte for byte."""
+    # A config file with no s3 section, so the CLI's defaults apply (the fixture's raises
+    # the multipart threshold).
+    config = tmp_path / "aws-config-defaults"
+    config.write_text(f"[default]\nregion = {REGION}\n")
+    aws.config_path = config
+    bucket = random_name("cli-big")
+    src = tmp_path / "src.bin"
+    dst = tmp_path / "dst.bin"
+    digest = write_random(src, size)
+    aws(gateway, "s3", "mb", f"s3://{bucket}")
+    aws(gateway, "s3", "cp", "--no-progress", str(src), f"s3://{bucket}/big.bin", timeout=600)
+    head = json.loads(aws(gateway, "s3api", "head-object", "--bucket", bucket,
+                          "--key", "big.bin", "--checksum-mode", "ENABLED").stdout)
+    want, parts = composite_crc32(src, 8 * MIB)
+    assert head["ContentLength"] == size
+    assert head["ETag"].endswith(f'-{parts}"'), head["ETag"]
+    assert head["ChecksumCRC32"] == want
+    assert head["ChecksumType"] == "COMPOSITE"
+    aws(gateway, "s3", "cp", "--no-progress", f"s3://{bucket}/big.bin", str(dst), timeout=600)
+    assert dst.stat().st_size == size
+    assert file_sha256(dst) == digest, "downloaded bytes differ from the uploaded ones"
+    src.unlink()
+    dst.unlink()

@@ -105,6 +105,13 @@ pub struct UploadRecord {
     pub content_type: Option<String>,
     pub headers: Vec<(String, String)>,
     pub metadata: Vec<(String, String)>,
+    /// The additional checksum every part carries (CreateMultipartUpload's
+    /// `x-amz-checksum-algorithm`, upper case), if the client asked for one.
+    #[serde(default)]
+    pub checksum_algorithm: Option<String>,
+    /// How the parts' checksums make the object's: `COMPOSITE` or `FULL_OBJECT`.
+    #[serde(default)]
+    pub checksum_type: Option<String>,
 }
 
 /// One uploaded part: one blob.
@@ -119,6 +126,9 @@ pub struct PartRecord {
     /// MD5 of the part's plaintext (its ETag without quotes, hex).
     pub md5: String,
     pub created_ms: u64,
+    /// The part's additional checksums over its plaintext: (upper-case algorithm, base64).
+    #[serde(default)]
+    pub checksums: Vec<(String, String)>,
 }
 
 /// A page of a key listing.

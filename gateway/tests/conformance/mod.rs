@@ -692,6 +692,7 @@ fn part_record(blob: BlobId, len: u64) -> PartRecord {
         root: [9u8; 32],
         md5: "00".repeat(16),
         created_ms: 1,
+        checksums: vec![("CRC32".into(), "AAAAAA==".into())],
     }
 }
 
@@ -707,6 +708,8 @@ pub async fn conformance_uploads(store: &dyn PrivateStore) {
         content_type: Some("application/dicom".into()),
         headers: Vec::new(),
         metadata: vec![("k".into(), "v".into())],
+        checksum_algorithm: Some("CRC32".into()),
+        checksum_type: Some("COMPOSITE".into()),
     };
     store.create_upload("u1", rec.clone()).await.unwrap();
     assert_eq!(store.upload("u1").await.unwrap(), Some(rec.clone()));
