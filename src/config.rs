@@ -24,6 +24,17 @@ pub struct FileConfig {
     pub private_store: PrivateStoreConfig,
     #[serde(default)]
     pub s3: S3Config,
+    /// Other institutions this gateway knows: what a patient is shown about who asks.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// A peer institution: its name as this hospital knows it, and its Recipient.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub name: String,
+    pub recipient: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +66,14 @@ pub struct PrivateStoreConfig {
 }
 
 impl FileConfig {
+    /// The peers as (name, recipient) pairs.
+    pub fn peer_list(&self) -> Vec<(String, String)> {
+        self.peers
+            .iter()
+            .map(|p| (p.name.clone(), p.recipient.clone()))
+            .collect()
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let Some(path) = path else {
             return Ok(FileConfig::default());

@@ -2,6 +2,7 @@
 //! commands against a running server (admin socket) or a stopped one (the store itself).
 
 mod config;
+mod patient;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -36,7 +37,7 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct DataDirArg {
+pub(crate) struct DataDirArg {
     /// Data directory: private store, institution identity, credentials, admin socket.
     #[arg(long, env = "MEDGATE_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
@@ -77,6 +78,16 @@ enum Command {
         /// Actually delete; without it gc only reports.
         #[arg(long)]
         apply: bool,
+    },
+    /// Patients: keys, registration, and their consent (approve, deny, revoke).
+    Patient {
+        #[command(subcommand)]
+        action: patient::PatientAction,
+    },
+    /// Share requests, grants and the activity record (admin).
+    Share {
+        #[command(subcommand)]
+        action: patient::ShareAction,
     },
 }
 
@@ -143,11 +154,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Keys { dir } => keys(&dir).await,
         Command::AccessKey { dir, action } => access_key(&dir, action).await,
         Command::Gc { dir, grace, apply } => gc(&dir, grace, apply).await,
+        Command::Patient { action } => patient::patient(action).await,
+        Command::Share { action } => patient::share(action).await,
     }
 }
 
 /// Resolved data dir and public store settings, and the file config they came with.
-struct Setup {
+pub(crate) struct Setup {
     file: FileConfig,
     data_dir: PathBuf,
     public_url: Option<String>,
@@ -159,7 +172,7 @@ impl Setup {
         self.data_dir.join("public")
     }
 
-    fn open_public(&self) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
+    pub(crate) fn open_public(&self) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
         let url = self.public_url.as_deref();
         let store = gateway::public::open(url, &self.public_opts, &self.default_public_dir())
             .context("cannot open the public store")?;
@@ -170,7 +183,7 @@ impl Setup {
     }
 }
 
-fn setup(dir: &DataDirArg) -> Result<Setup> {
+pub(crate) fn setup(dir: &DataDirArg) -> Result<Setup> {
     let file = FileConfig::load(dir.config.as_deref())?;
     let data_dir = dir
         .data_dir
@@ -251,7 +264,7 @@ fn passphrase() -> Option<zeroize::Zeroizing<Vec<u8>>> {
         .map(|p| zeroize::Zeroizing::new(p.into_bytes()))
 }
 
-fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -397,6 +410,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ));
 
     let domain = args.domain.clone().or_else(|| setup.file.s3.domain.clone());
+    // Grants that end need nobody to act: access checks refuse them at once, and this
+    // removes their wrapped keys.
+    let sweeper = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.expire_grants().await {
+                    tracing::warn!(error = %e, "expiring grants failed");
+                }
+            }
+        })
+    };
     let service = gateway::server::s3_service(engine, domain.as_deref())?;
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
@@ -419,6 +446,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             public,
             public_root,
             institution: Arc::clone(&identity),
+            peers: setup.file.peer_list(),
         },
     )
     .context("cannot open the admin socket")?;
@@ -444,6 +472,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )
     .await?;
     admin_task.abort();
+    sweeper.abort();
     let _ = std::fs::remove_file(&socket);
     private
         .flush()
@@ -515,7 +544,7 @@ async fn ensure_first_access_key(
 
 /// Runs an admin request through the running server, or directly on the store when no
 /// server answers. Says which on stderr.
-async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result<AdminResponse> {
+pub(crate) async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result<AdminResponse> {
     let setup = setup(dir)?;
     let socket = setup.data_dir.join("admin.sock");
     if socket.exists() {
@@ -557,11 +586,12 @@ async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result<AdminRespo
         public,
         public_root,
         institution: identity,
+        peers: setup.file.peer_list(),
     };
     Ok(admin::handle(&cx, req).await)
 }
 
-fn fail_on_error(resp: AdminResponse) -> Result<AdminResponse> {
+pub(crate) fn fail_on_error(resp: AdminResponse) -> Result<AdminResponse> {
     match resp {
         AdminResponse::Error { message } => Err(anyhow!(message)),
         other => Ok(other),

@@ -15,9 +15,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::gc::GcReport;
-use crate::private::{AccessKeyRecord, PrivateStore};
+use crate::private::{
+    AccessKeyRecord, Event, GrantRecord, PatientRecord, PrivateStore, RequestState,
+    ShareRequestRecord,
+};
 use crate::public::PublicStore;
+use crate::record::{Engine, EngineConfig};
 use crate::s3::ACCESS_KEY_VAULT;
+use crate::sharing::RewrapReport;
 use crate::{Error, Result};
 
 /// A request on the admin socket.
@@ -25,10 +30,104 @@ use crate::{Error, Result};
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
     Recipient,
-    AccessKeyCreate { buckets: Vec<String> },
+    AccessKeyCreate {
+        buckets: Vec<String>,
+    },
     AccessKeyList,
-    AccessKeyDelete { id: String },
-    Gc { grace_secs: u64, apply: bool },
+    AccessKeyDelete {
+        id: String,
+    },
+    Gc {
+        grace_secs: u64,
+        apply: bool,
+    },
+    PatientRegister {
+        id: String,
+        recipient: String,
+        proof: String,
+    },
+    PatientList,
+    PatientShow {
+        id: String,
+    },
+    /// The patient whose registered key is `recipient` (for the patient CLI).
+    PatientWhoami {
+        recipient: String,
+    },
+    ShareRequest(Box<NewShareRequest>),
+    Requests {
+        patient: Option<String>,
+    },
+    RequestGet {
+        id: String,
+    },
+    Approve {
+        request_id: String,
+        grant: String,
+    },
+    Deny {
+        request_id: String,
+        denial: String,
+    },
+    Revoke {
+        revocation: String,
+    },
+    Grants {
+        patient: Option<String>,
+    },
+    Events {
+        from: u64,
+        limit: usize,
+        patient: Option<String>,
+    },
+    /// A recipient's read of a shared record: its manifest and the recipient's stanza.
+    Exchange {
+        grant: String,
+        bucket: String,
+        key: String,
+    },
+}
+
+/// A share request as an admin makes it (on behalf of a recipient key); the gateway adds
+/// its own institution id, the time and a nonce.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewShareRequest {
+    pub patient: String,
+    /// `object`, `prefix` or `patient`.
+    pub scope: String,
+    #[serde(default)]
+    pub bucket: String,
+    /// The key (object) or prefix (prefix).
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub include_future: bool,
+    pub recipient: String,
+    pub requester: String,
+    pub purpose_text: String,
+    pub purpose_code: String,
+    pub expires_ms: u64,
+}
+
+/// A share request as shown to people: the request's own words and what the gateway's
+/// configuration says about the recipient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestView {
+    pub id: String,
+    pub state: RequestState,
+    pub patient: String,
+    /// The configured peer name for the recipient key, if it is a configured peer.
+    pub recipient_name: Option<String>,
+    pub recipient: String,
+    pub requester_says: String,
+    pub scope: String,
+    pub purpose_code: String,
+    pub purpose_text: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub grant: Option<String>,
+    /// The request's text form (what a grant signs, by hash).
+    pub text: String,
 }
 
 /// The answer to an [`AdminRequest`]. No `Debug`: it may carry a new secret.
@@ -52,6 +151,36 @@ pub enum AdminResponse {
     },
     Gc {
         report: GcSummary,
+    },
+    Patient {
+        patient: PatientRecord,
+        records: u64,
+    },
+    Patients {
+        patients: Vec<PatientRecord>,
+    },
+    Requests {
+        requests: Vec<RequestView>,
+    },
+    Request {
+        request: RequestView,
+    },
+    Rewrapped {
+        report: RewrapReport,
+    },
+    Done {
+        message: String,
+    },
+    Grants {
+        grants: Vec<GrantRecord>,
+    },
+    Events {
+        events: Vec<Event>,
+    },
+    /// Hex of the encoded manifest and of the recipient's stanza.
+    Exchange {
+        manifest: String,
+        stanza: String,
     },
     Error {
         message: String,
@@ -98,6 +227,8 @@ pub struct AdminContext {
     /// The folder behind `public`, when it is one (for gc's staging sweep).
     pub public_root: Option<std::path::PathBuf>,
     pub institution: Arc<Identity>,
+    /// Peer institutions by name and Recipient (from the config's `[[peers]]`).
+    pub peers: Vec<(String, String)>,
 }
 
 /// An access key as listed (never its secret).
@@ -167,12 +298,201 @@ pub async fn add_access_key(
     store.flush().await
 }
 
+fn view(cx: &AdminContext, rec: &ShareRequestRecord) -> Result<RequestView> {
+    use keyring::consent::{Records, ShareRequest};
+    let req = ShareRequest::from_text(&rec.request)?;
+    let recipient = req.recipient.to_string();
+    let scope = match &req.scope.records {
+        Records::Object { bucket, key } => format!("the record {bucket}/{key}"),
+        Records::Prefix { bucket, prefix } => {
+            format!("the patient's records under {bucket}/{prefix}")
+        }
+        Records::Patient => "all of the patient's records".to_string(),
+    } + if req.scope.include_future {
+        ", including records added later"
+    } else {
+        ", as they are now"
+    };
+    Ok(RequestView {
+        id: rec.id.clone(),
+        state: rec.state,
+        patient: rec.patient_id.clone(),
+        recipient_name: cx
+            .peers
+            .iter()
+            .find(|(_, r)| *r == recipient)
+            .map(|(n, _)| n.clone()),
+        recipient,
+        requester_says: req.requester.clone(),
+        scope,
+        purpose_code: req.purpose_code.clone(),
+        purpose_text: req.purpose_text.clone(),
+        created_ms: rec.created_ms,
+        expires_ms: req.expires_ms,
+        grant: rec.grant.clone(),
+        text: rec.request.clone(),
+    })
+}
+
+fn new_request(cx: &AdminContext, n: &NewShareRequest) -> Result<keyring::consent::ShareRequest> {
+    use keyring::consent::{Records, Scope, ShareRequest};
+    let records = match n.scope.as_str() {
+        "object" => Records::Object {
+            bucket: n.bucket.clone(),
+            key: n.path.clone(),
+        },
+        "prefix" => Records::Prefix {
+            bucket: n.bucket.clone(),
+            prefix: n.path.clone(),
+        },
+        "patient" => Records::Patient,
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "scope must be object, prefix or patient, not {other:?}"
+            )))
+        }
+    };
+    let req = ShareRequest {
+        institution: cx.institution.recipient().fingerprint(),
+        patient_id: n.patient.clone(),
+        scope: Scope {
+            records,
+            include_future: n.include_future,
+        },
+        recipient: n
+            .recipient
+            .parse()
+            .map_err(|_| Error::InvalidArgument("the recipient is not a medgate1... key".into()))?,
+        requester: n.requester.clone(),
+        purpose_text: n.purpose_text.clone(),
+        purpose_code: n.purpose_code.clone(),
+        created_ms: crate::now_ms(),
+        expires_ms: n.expires_ms,
+        nonce: rand::random(),
+    };
+    req.validate()
+        .map_err(|e| Error::InvalidArgument(format!("share request: {e}")))?;
+    Ok(req)
+}
+
 /// Carries out one admin request against a store.
 pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
     let store = &*cx.private;
     let institution = &*cx.institution;
+    let engine = || {
+        Engine::new(
+            cx.public.clone(),
+            cx.private.clone(),
+            cx.institution.clone(),
+            EngineConfig::default(),
+        )
+    };
     let result = async {
         Ok::<_, Error>(match req {
+            AdminRequest::PatientRegister {
+                id,
+                recipient,
+                proof,
+            } => {
+                let patient = engine()
+                    .register_patient(&id, &recipient, &proof, "admin")
+                    .await?;
+                AdminResponse::Patient {
+                    patient,
+                    records: 0,
+                }
+            }
+            AdminRequest::PatientList => AdminResponse::Patients {
+                patients: store.list_patients().await?,
+            },
+            AdminRequest::PatientShow { id } => {
+                let patient = store
+                    .patient(&id)
+                    .await?
+                    .ok_or_else(|| Error::UnknownPatient(id.clone()))?;
+                let records = store.patient_objects(&id).await?.len() as u64;
+                AdminResponse::Patient { patient, records }
+            }
+            AdminRequest::PatientWhoami { recipient } => {
+                let patient = store
+                    .list_patients()
+                    .await?
+                    .into_iter()
+                    .find(|p| p.recipient == recipient)
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(
+                            "no patient is registered with this key at this gateway".into(),
+                        )
+                    })?;
+                let records = store.patient_objects(&patient.id).await?.len() as u64;
+                AdminResponse::Patient { patient, records }
+            }
+            AdminRequest::ShareRequest(n) => {
+                let req = new_request(cx, &n)?;
+                let rec = engine().create_request(&req.to_text(), "admin").await?;
+                AdminResponse::Request {
+                    request: view(cx, &rec)?,
+                }
+            }
+            AdminRequest::Requests { patient } => {
+                let mut requests = Vec::new();
+                for r in store.list_requests().await? {
+                    if patient.as_ref().is_none_or(|p| *p == r.patient_id) {
+                        requests.push(view(cx, &r)?);
+                    }
+                }
+                AdminResponse::Requests { requests }
+            }
+            AdminRequest::RequestGet { id } => {
+                let (rec, _) = engine().request(&id).await?;
+                AdminResponse::Request {
+                    request: view(cx, &rec)?,
+                }
+            }
+            AdminRequest::Approve { request_id, grant } => AdminResponse::Rewrapped {
+                report: engine().approve(&request_id, &grant).await?,
+            },
+            AdminRequest::Deny { request_id, denial } => {
+                engine().deny(&request_id, &denial).await?;
+                AdminResponse::Done {
+                    message: format!("request {request_id} denied"),
+                }
+            }
+            AdminRequest::Revoke { revocation } => {
+                let removed = engine().revoke(&revocation).await?;
+                AdminResponse::Done {
+                    message: format!("grant revoked; {removed} wrapped keys deleted"),
+                }
+            }
+            AdminRequest::Grants { patient } => AdminResponse::Grants {
+                grants: store
+                    .list_grants()
+                    .await?
+                    .into_iter()
+                    .filter(|g| patient.as_ref().is_none_or(|p| *p == g.patient_id))
+                    .collect(),
+            },
+            AdminRequest::Exchange { grant, bucket, key } => {
+                let (m, stanza) = engine()
+                    .exchange(&grant, &bucket, &key, "recipient")
+                    .await?;
+                AdminResponse::Exchange {
+                    manifest: hex::encode(m.encode()),
+                    stanza: hex::encode(stanza.to_bytes()),
+                }
+            }
+            AdminRequest::Events {
+                from,
+                limit,
+                patient,
+            } => AdminResponse::Events {
+                events: store
+                    .events(from, limit.min(10_000))
+                    .await?
+                    .into_iter()
+                    .filter(|e| patient.is_none() || e.patient == patient)
+                    .collect(),
+            },
             AdminRequest::Recipient => AdminResponse::Recipient {
                 recipient: institution.recipient().to_string(),
             },

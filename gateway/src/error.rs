@@ -44,6 +44,10 @@ pub enum Error {
     NoStanza(String),
     #[error("the upload was reaped by gc before it committed; retry the request")]
     Reaped,
+    #[error("unknown patient {0:?}: register it first with `medgate patient register`")]
+    UnknownPatient(String),
+    #[error("grant refused: {0}")]
+    GrantRefused(String),
     #[error("access key {0:?} does not exist")]
     NoSuchAccessKey(String),
     #[error("the request body could not be read")]

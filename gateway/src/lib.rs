@@ -17,6 +17,7 @@ pub mod public;
 pub mod record;
 pub mod s3;
 pub mod server;
+pub mod sharing;
 
 pub use error::{Error, Result};
 

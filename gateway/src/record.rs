@@ -184,8 +184,8 @@ pub struct PartRequest {
 pub struct Engine {
     pub public: PublicStore,
     pub private: Arc<dyn PrivateStore>,
-    institution: Arc<Identity>,
-    institution_recipient: Recipient,
+    pub(crate) institution: Arc<Identity>,
+    pub(crate) institution_recipient: Recipient,
     config: EngineConfig,
     /// Shared by every read; see [`READ_BUDGET`].
     read_budget: Arc<tokio::sync::Semaphore>,
@@ -231,6 +231,7 @@ impl Engine {
         if self.private.bucket(&req.bucket).await?.is_none() {
             return Err(Error::NoSuchBucket(req.bucket));
         }
+        let patient = self.record_patient(&req.metadata).await?;
         let dek = DataKey::generate();
         let (part, md5, checksums) = self
             .write_checked(
@@ -242,7 +243,11 @@ impl Engine {
             )
             .await?;
         let blob = part.blob;
-        let stanza = self.institution_recipient.wrap_key(&dek)?;
+        let mut stanzas = vec![self.institution_recipient.wrap_key(&dek)?];
+        stanzas.extend(
+            self.record_stanzas(&patient, &req.bucket, &req.key, &dek)
+                .await?,
+        );
         let manifest = Manifest {
             suite: keyring::SUITE_V1,
             dek_id: DekId::random(),
@@ -253,7 +258,7 @@ impl Engine {
             headers: req.headers,
             metadata: req.metadata,
             checksums,
-            patient: None,
+            patient: patient.map(|(id, _)| id),
             parts: vec![part],
         };
         manifest.validate()?;
@@ -261,7 +266,7 @@ impl Engine {
             bucket: req.bucket,
             key: req.key,
             manifest: manifest.clone(),
-            stanzas: vec![stanza],
+            stanzas,
             precondition: req.precondition,
             upload: None,
         };
@@ -341,6 +346,7 @@ impl Engine {
         if self.private.bucket(&req.bucket).await?.is_none() {
             return Err(Error::NoSuchBucket(req.bucket));
         }
+        self.record_patient(&req.metadata).await?;
         let algorithm = match req.checksums.algorithms.first() {
             Some(name) => Some(checksum::Algorithm::parse(name).ok_or_else(|| {
                 Error::InvalidArgument(format!("unknown checksum algorithm {name}"))
@@ -532,21 +538,30 @@ impl Engine {
             size: parts.iter().map(|p| p.plaintext_len).sum(),
             last_modified_ms: now_ms(),
             etag,
-            content_type: upload.content_type,
-            headers: upload.headers,
-            metadata: upload.metadata,
+            content_type: upload.content_type.clone(),
+            headers: upload.headers.clone(),
+            metadata: upload.metadata.clone(),
             checksums,
             patient: None,
             parts,
         };
+        let patient = self.record_patient(&manifest.metadata).await?;
+        let mut stanzas = vec![WrappedKey::from_bytes(&upload.stanza)?];
+        if patient.is_some() {
+            let dek = self.upload_key(&upload)?;
+            stanzas.extend(self.record_stanzas(&patient, bucket, key, &dek).await?);
+        }
+        let manifest = Manifest {
+            patient: patient.map(|(id, _)| id),
+            ..manifest
+        };
         manifest.validate()?;
-        let stanza = WrappedKey::from_bytes(&upload.stanza)?;
         self.private
             .commit_put(PutCommit {
                 bucket: upload.bucket,
                 key: upload.key,
                 manifest: manifest.clone(),
-                stanzas: vec![stanza],
+                stanzas,
                 precondition,
                 upload: Some(id.to_string()),
             })
@@ -583,9 +598,31 @@ impl Engine {
         let mut manifest = source.clone();
         manifest.last_modified_ms = now_ms();
         if let Some(r) = replace {
+            // A copy shares its source's DEK and stanzas, so it stays the source
+            // patient's record: REPLACE may not move it to another patient.
+            let named = r
+                .metadata
+                .iter()
+                .find(|(k, _)| k == crate::sharing::PATIENT_META)
+                .map(|(_, v)| v.as_str());
+            if named.is_some() && named != source.patient.as_deref() {
+                return Err(Error::InvalidArgument(
+                    "a copy belongs to its source's patient; upload the record again to assign it to another"
+                        .into(),
+                ));
+            }
             manifest.content_type = r.content_type;
             manifest.headers = r.headers;
             manifest.metadata = r.metadata;
+            if let Some(p) = &source.patient {
+                manifest
+                    .metadata
+                    .retain(|(k, _)| k != crate::sharing::PATIENT_META);
+                manifest
+                    .metadata
+                    .push((crate::sharing::PATIENT_META.to_string(), p.clone()));
+                manifest.metadata.sort();
+            }
         }
         self.private
             .commit_put(PutCommit {

@@ -40,6 +40,8 @@ pub fn to_s3_error(e: Error) -> S3Error {
         Error::EntityTooSmall { .. } => (C::EntityTooSmall, e.to_string()),
         Error::InvalidArgument(_) => (C::InvalidArgument, e.to_string()),
         Error::NoSuchAccessKey(_) => (C::InvalidAccessKeyId, e.to_string()),
+        Error::UnknownPatient(_) => (C::InvalidArgument, e.to_string()),
+        Error::GrantRefused(_) => (C::AccessDenied, e.to_string()),
         Error::Reaped => (C::ServiceUnavailable, e.to_string()),
         Error::Body(_) => (
             C::IncompleteBody,

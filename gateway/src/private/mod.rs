@@ -131,6 +131,85 @@ pub struct PartRecord {
     pub checksums: Vec<(String, String)>,
 }
 
+/// A registered patient: the public key the gateway wraps their records' DEKs to and
+/// checks their signatures against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientRecord {
+    pub id: String,
+    /// The patient's `Recipient` (Bech32 `medgate1...`).
+    pub recipient: String,
+    pub registered_ms: u64,
+    /// The registration proof (hex Ed25519 signature) the patient gave.
+    pub proof: String,
+}
+
+/// Where a share request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestState {
+    Pending,
+    Approved,
+    Denied,
+}
+
+/// A share request as the gateway keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRequestRecord {
+    /// Hex of the request's hash.
+    pub id: String,
+    /// `ShareRequest::to_text`.
+    pub request: String,
+    pub patient_id: String,
+    pub state: RequestState,
+    pub created_ms: u64,
+    /// The grant that approved it (hex id), once approved.
+    #[serde(default)]
+    pub grant: Option<String>,
+}
+
+/// An accepted grant: what was re-wrapped under it, and whether it still stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// Hex of `SignedGrant::id`.
+    pub id: String,
+    /// `SignedGrant::to_text`.
+    pub grant: String,
+    pub request_id: String,
+    pub patient_id: String,
+    /// Who the DEKs were wrapped to (Bech32).
+    pub recipient: String,
+    pub issued_ms: u64,
+    pub expires_ms: u64,
+    #[serde(default)]
+    pub revoked_ms: Option<u64>,
+    /// The records re-wrapped under this grant: (bucket, key, hex DEK id).
+    #[serde(default)]
+    pub records: Vec<(String, String, String)>,
+}
+
+/// One entry of the append-only activity record (issue D turns it into a Merkle log).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the record, assigned by the store.
+    #[serde(default)]
+    pub seq: u64,
+    pub time_ms: u64,
+    /// put, delete, copy, share-request, grant, denial, rewrap, revocation, read, ...
+    pub kind: String,
+    /// Who acted: an access key id, `patient:ID`, `admin`, a peer's name.
+    pub actor: String,
+    #[serde(default)]
+    pub patient: Option<String>,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub grant: Option<String>,
+    #[serde(default)]
+    pub detail: String,
+}
+
 /// A page of a key listing.
 #[derive(Clone, Debug)]
 pub struct ListedObject {
@@ -205,6 +284,43 @@ pub trait PrivateStore: Send + Sync + 'static {
     async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>>;
     async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
     async fn delete_access_key(&self, id: &str) -> Result<bool>;
+
+    /// Registers a patient; with `replace` false an existing id is an error
+    /// (`InvalidArgument`), so a key change must say so.
+    async fn put_patient(&self, record: PatientRecord, replace: bool) -> Result<()>;
+    async fn patient(&self, id: &str) -> Result<Option<PatientRecord>>;
+    async fn list_patients(&self) -> Result<Vec<PatientRecord>>;
+    /// Every object that belongs to `patient` (manifest's patient field), by bucket and key.
+    async fn patient_objects(&self, patient: &str) -> Result<Vec<(String, String, Manifest)>>;
+
+    /// Stores a new share request; an id already stored is an error.
+    async fn insert_request(&self, record: ShareRequestRecord) -> Result<()>;
+    async fn request(&self, id: &str) -> Result<Option<ShareRequestRecord>>;
+    async fn list_requests(&self) -> Result<Vec<ShareRequestRecord>>;
+    /// Moves a pending request to `state` (and records its grant, inserted in the same
+    /// transaction, which fails if that grant id was ever stored: no replay). Fails with
+    /// `InvalidArgument` if the request is not pending.
+    async fn decide_request(
+        &self,
+        id: &str,
+        state: RequestState,
+        grant: Option<GrantRecord>,
+    ) -> Result<()>;
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>>;
+    async fn list_grants(&self) -> Result<Vec<GrantRecord>>;
+    /// Overwrites an existing grant record (re-wrapped records, revocation).
+    async fn update_grant(&self, record: GrantRecord) -> Result<()>;
+
+    /// Adds stanzas to an existing DEK; false if the DEK is gone (its objects deleted).
+    async fn add_stanzas(&self, dek: DekId, stanzas: Vec<WrappedKey>) -> Result<bool>;
+    /// Removes a DEK's stanzas with routing tag `tag` (callers never grant to a recipient
+    /// whose tag is the institution's or the patient's). Returns how many went.
+    async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize>;
+
+    /// Appends an event; returns its sequence number.
+    async fn append_event(&self, event: Event) -> Result<u64>;
+    /// Events with `seq >= from`, at most `limit`.
+    async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>>;
 
     /// Makes every completed write durable.
     async fn flush(&self) -> Result<()>;

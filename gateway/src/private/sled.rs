@@ -32,8 +32,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::{
-    AccessKeyRecord, BlobState, BucketInfo, ListedObject, PartRecord, Precondition, PrivateStore,
-    PutCommit, UploadRecord,
+    AccessKeyRecord, BlobState, BucketInfo, Event, GrantRecord, ListedObject, PartRecord,
+    PatientRecord, Precondition, PrivateStore, PutCommit, RequestState, ShareRequestRecord,
+    UploadRecord,
 };
 use crate::{Error, Result};
 
@@ -52,6 +53,10 @@ pub struct SledStore {
     uploads: sled::Tree,
     parts: sled::Tree,
     part_blobs: sled::Tree,
+    patients: sled::Tree,
+    requests: sled::Tree,
+    grants: sled::Tree,
+    events: sled::Tree,
     /// Group commit state (see `flush`): tickets handed out, tickets known durable,
     /// and one flush at a time.
     flush_tickets: std::sync::atomic::AtomicU64,
@@ -252,6 +257,15 @@ fn orphan_if_pending(
 }
 
 /// Every row of a tree keyed by blob id with a u64 value.
+fn json_rows<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (_, v) = item?;
+        out.push(decode_json(&v, what)?);
+    }
+    Ok(out)
+}
+
 fn blob_rows(tree: &sled::Tree) -> Result<Vec<(BlobId, u64)>> {
     let mut out = Vec::new();
     for item in tree.iter() {
@@ -290,6 +304,10 @@ impl SledStore {
             uploads: db.open_tree("uploads")?,
             parts: db.open_tree("parts")?,
             part_blobs: db.open_tree("part_blobs")?,
+            patients: db.open_tree("patients")?,
+            requests: db.open_tree("requests")?,
+            grants: db.open_tree("grants")?,
+            events: db.open_tree("events")?,
             flush_tickets: std::sync::atomic::AtomicU64::new(0),
             flushed_through: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
@@ -809,6 +827,188 @@ impl PrivateStore for SledStore {
 
     async fn delete_access_key(&self, id: &str) -> Result<bool> {
         Ok(self.access_keys.remove(id.as_bytes())?.is_some())
+    }
+
+    async fn put_patient(&self, record: PatientRecord, replace: bool) -> Result<()> {
+        let value = encode_json(&record)?;
+        if replace {
+            self.patients.insert(record.id.as_bytes(), value)?;
+            return Ok(());
+        }
+        match self
+            .patients
+            .compare_and_swap(record.id.as_bytes(), None as Option<&[u8]>, Some(value))?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::InvalidArgument(format!(
+                "patient {:?} is already registered; changing their key needs the old key's signature",
+                record.id
+            ))),
+        }
+    }
+
+    async fn patient(&self, id: &str) -> Result<Option<PatientRecord>> {
+        match self.patients.get(id.as_bytes())? {
+            Some(v) => Ok(Some(decode_json(&v, "patient")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_patients(&self) -> Result<Vec<PatientRecord>> {
+        json_rows(&self.patients, "patient")
+    }
+
+    async fn patient_objects(&self, patient: &str) -> Result<Vec<(String, String, Manifest)>> {
+        let mut out = Vec::new();
+        for item in self.objects.iter() {
+            let (k, v) = item?;
+            let m = Manifest::decode(&v).map_err(|_| Error::Corrupt("manifest".into()))?;
+            if m.patient.as_deref() != Some(patient) {
+                continue;
+            }
+            let mut fields = k.splitn(2, |b| *b == 0);
+            let bucket = fields.next().unwrap_or_default();
+            let key = fields.next().unwrap_or_default();
+            out.push((
+                String::from_utf8(bucket.to_vec())
+                    .map_err(|_| Error::Corrupt("object key".into()))?,
+                String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key".into()))?,
+                m,
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn insert_request(&self, record: ShareRequestRecord) -> Result<()> {
+        let value = encode_json(&record)?;
+        match self.requests.compare_and_swap(
+            record.id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(value),
+        )? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::InvalidArgument(format!(
+                "share request {} was already made",
+                record.id
+            ))),
+        }
+    }
+
+    async fn request(&self, id: &str) -> Result<Option<ShareRequestRecord>> {
+        match self.requests.get(id.as_bytes())? {
+            Some(v) => Ok(Some(decode_json(&v, "share request")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_requests(&self) -> Result<Vec<ShareRequestRecord>> {
+        json_rows(&self.requests, "share request")
+    }
+
+    async fn decide_request(
+        &self,
+        id: &str,
+        state: RequestState,
+        grant: Option<GrantRecord>,
+    ) -> Result<()> {
+        let grant_row = match &grant {
+            Some(g) => Some((g.id.clone(), encode_json(g)?)),
+            None => None,
+        };
+        (&self.requests, &self.grants)
+            .transaction(|(requests, grants)| {
+                let Some(v) = requests.get(id.as_bytes())? else {
+                    return abort(Error::InvalidArgument(format!("no share request {id}")));
+                };
+                let mut rec: ShareRequestRecord =
+                    decode_json(&v, "share request").or_else(abort)?;
+                if rec.state != RequestState::Pending {
+                    return abort(Error::InvalidArgument(format!(
+                        "share request {id} was already decided"
+                    )));
+                }
+                if let Some((gid, row)) = &grant_row {
+                    if grants.get(gid.as_bytes())?.is_some() {
+                        return abort(Error::InvalidArgument(format!(
+                            "grant {gid} was already used"
+                        )));
+                    }
+                    grants.insert(gid.as_bytes(), row.as_slice())?;
+                    rec.grant = Some(gid.clone());
+                }
+                rec.state = state;
+                requests.insert(id.as_bytes(), encode_json(&rec).or_else(abort)?)?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>> {
+        match self.grants.get(id.as_bytes())? {
+            Some(v) => Ok(Some(decode_json(&v, "grant")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_grants(&self) -> Result<Vec<GrantRecord>> {
+        json_rows(&self.grants, "grant")
+    }
+
+    async fn update_grant(&self, record: GrantRecord) -> Result<()> {
+        self.grants
+            .insert(record.id.as_bytes(), encode_json(&record)?)?;
+        Ok(())
+    }
+
+    async fn add_stanzas(&self, dek: DekId, stanzas: Vec<WrappedKey>) -> Result<bool> {
+        self.deks
+            .transaction(|deks| {
+                let Some(v) = deks.get(dek.0)? else {
+                    return Ok(false);
+                };
+                let mut rec = DekRecord::decode(&v).or_else(abort)?;
+                rec.stanzas.extend(stanzas.iter().cloned());
+                deks.insert(&dek.0, rec.encode())?;
+                Ok(true)
+            })
+            .map_err(tx_err)
+    }
+
+    async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize> {
+        self.deks
+            .transaction(|deks| {
+                let Some(v) = deks.get(dek.0)? else {
+                    return Ok(0);
+                };
+                let mut rec = DekRecord::decode(&v).or_else(abort)?;
+                let before = rec.stanzas.len();
+                rec.stanzas.retain(|s| s.recipient_tag() != tag);
+                let removed = before - rec.stanzas.len();
+                if removed > 0 {
+                    deks.insert(&dek.0, rec.encode())?;
+                }
+                Ok(removed)
+            })
+            .map_err(tx_err)
+    }
+
+    async fn append_event(&self, mut event: Event) -> Result<u64> {
+        // Sequence numbers come from sled's monotonic id generator: unique and
+        // increasing across restarts (gaps are possible after a crash, never reuse).
+        let seq = self.db.generate_id()?;
+        event.seq = seq;
+        self.events
+            .insert(seq.to_be_bytes(), encode_json(&event)?)?;
+        Ok(seq)
+    }
+
+    async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for item in self.events.range(from.to_be_bytes()..).take(limit) {
+            let (_, v) = item?;
+            out.push(decode_json(&v, "event")?);
+        }
+        Ok(out)
     }
 
     /// Group commit: concurrent callers share one fsync. A caller takes a ticket after

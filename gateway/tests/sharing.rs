@@ -1,0 +1,331 @@
+//! Consent on the engine: every forged, altered, replayed, expired or out-of-scope grant
+//! is refused, and nothing is re-wrapped without the patient's valid signature.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gateway::private::sled::SledStore;
+use gateway::private::PrivateStore;
+use gateway::public::PublicStore;
+use gateway::record::{Engine, EngineConfig, PutRequest};
+use gateway::sharing::{grant_for, registration_for, PATIENT_META};
+use gateway::Error;
+use keyring::consent::{Grant, Records, Revocation, Scope, ShareRequest, SignedGrant};
+use keyring::{Identity, Manifest, Recipient};
+use object_store::memory::InMemory;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    public: PublicStore,
+    private: Arc<SledStore>,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let private = Arc::new(SledStore::open(dir.path(), 4 << 20).unwrap());
+    private.create_bucket("ehr", 1).await.unwrap();
+    let public: PublicStore = Arc::new(InMemory::new());
+    let engine = Engine::new(
+        Arc::clone(&public),
+        private.clone() as Arc<dyn PrivateStore>,
+        Arc::new(Identity::generate()),
+        EngineConfig {
+            chunk_size: 4096,
+            part_size: 1 << 20,
+            upload_concurrency: 2,
+        },
+    );
+    Env {
+        _dir: dir,
+        engine,
+        public,
+        private,
+    }
+}
+
+fn institution(e: &Env) -> Recipient {
+    e.engine.institution().recipient()
+}
+
+async fn register(e: &Env, id: &str) -> Identity {
+    let me = Identity::generate();
+    let proof = registration_for(&me, &institution(e), id);
+    e.engine
+        .register_patient(id, &me.recipient().to_string(), &proof, "test")
+        .await
+        .unwrap();
+    me
+}
+
+async fn put(e: &Env, key: &str, patient: Option<&str>, bytes: &[u8]) -> Manifest {
+    let metadata = patient
+        .map(|p| vec![(PATIENT_META.to_string(), p.to_string())])
+        .unwrap_or_default();
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::copy_from_slice(bytes))]);
+    e.engine
+        .put(
+            PutRequest {
+                bucket: "ehr".into(),
+                key: key.into(),
+                metadata,
+                ..Default::default()
+            },
+            body,
+        )
+        .await
+        .unwrap()
+}
+
+fn share_request(e: &Env, patient: &str, recipient: &Recipient, records: Records) -> ShareRequest {
+    let now = gateway::now_ms();
+    ShareRequest {
+        institution: institution(e).fingerprint(),
+        patient_id: patient.into(),
+        scope: Scope {
+            records,
+            include_future: false,
+        },
+        recipient: recipient.clone(),
+        requester: "cardiology".into(),
+        purpose_text: "second opinion".into(),
+        purpose_code: "TREAT".into(),
+        created_ms: now,
+        expires_ms: now + 3_600_000,
+        nonce: rand::random(),
+    }
+}
+
+async fn submit(e: &Env, req: &ShareRequest) -> String {
+    e.engine
+        .create_request(&req.to_text(), "test")
+        .await
+        .unwrap()
+        .id
+}
+
+/// Whether `who` can unwrap the DEK of the record at `key`.
+async fn can_read(e: &Env, key: &str, who: &Identity) -> bool {
+    let m = e.private.manifest("ehr", key).await.unwrap().unwrap();
+    e.private
+        .stanzas(m.dek_id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| matches!(who.unwrap_key(s), Some(Ok(_))))
+}
+
+fn refused(r: Result<impl std::fmt::Debug, Error>, why: &str) {
+    match r {
+        Err(Error::GrantRefused(m)) => assert!(m.contains(why), "{why:?} not in {m:?}"),
+        other => panic!("expected a refusal ({why}), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn records_get_the_patients_stanza_and_unknown_patients_are_refused() {
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    put(&e, "a/1", Some("alice"), b"one").await;
+    assert!(can_read(&e, "a/1", &alice).await);
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
+    let r = e
+        .engine
+        .put(
+            PutRequest {
+                bucket: "ehr".into(),
+                key: "z".into(),
+                metadata: vec![(PATIENT_META.into(), "nobody".into())],
+                ..Default::default()
+            },
+            body,
+        )
+        .await;
+    assert!(matches!(r, Err(Error::UnknownPatient(_))), "{r:?}");
+    assert!(e.private.manifest("ehr", "z").await.unwrap().is_none());
+    // A registration proof for another id or institution is refused.
+    let other = Identity::generate();
+    let proof = registration_for(&other, &institution(&e), "bob");
+    let r = e
+        .engine
+        .register_patient("mallory", &other.recipient().to_string(), &proof, "t")
+        .await;
+    assert!(matches!(r, Err(Error::InvalidArgument(_))));
+}
+
+#[tokio::test]
+async fn grants_are_checked_before_anything_is_rewrapped() {
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    let _bob = register(&e, "bob").await;
+    let reader = Identity::generate();
+    put(&e, "alice/1", Some("alice"), b"one").await;
+    put(&e, "alice/2", Some("alice"), b"two").await;
+    put(&e, "alice/bob", Some("bob"), b"bob's").await;
+    put(&e, "other/3", Some("alice"), b"three").await;
+    let records = Records::Prefix {
+        bucket: "ehr".into(),
+        prefix: "alice/".into(),
+    };
+    let req = share_request(&e, "alice", &reader.recipient(), records.clone());
+    let id = submit(&e, &req).await;
+
+    // Signed by a key that is not alice's.
+    let mallory = Identity::generate();
+    let forged = Grant::for_request(&req, &mallory.recipient(), gateway::now_ms()).sign(&mallory);
+    refused(
+        e.engine.approve(&id, &forged.to_text()).await,
+        "bad signature",
+    );
+    // Alice's key id, mallory's signature.
+    let mut g = Grant::for_request(&req, &alice.recipient(), gateway::now_ms());
+    let forged = g.sign(&mallory);
+    refused(
+        e.engine.approve(&id, &forged.to_text()).await,
+        "bad signature",
+    );
+    // A scope edited after signing.
+    let signed = g.sign(&alice);
+    let edited = SignedGrant {
+        grant: Grant {
+            scope: Scope {
+                records: Records::Patient,
+                include_future: false,
+            },
+            ..signed.grant.clone()
+        },
+        signature: signed.signature,
+    };
+    refused(
+        e.engine.approve(&id, &edited.to_text()).await,
+        "bad signature",
+    );
+    // Validly signed, but wider than the request.
+    g.scope.records = Records::Patient;
+    refused(
+        e.engine.approve(&id, &g.sign(&alice).to_text()).await,
+        "scope",
+    );
+    // Validly signed for another request.
+    let req2 = share_request(&e, "alice", &reader.recipient(), records.clone());
+    let for_other = grant_for(&alice, &req2);
+    refused(e.engine.approve(&id, &for_other).await, "request");
+    // Expired before it is used.
+    let mut late = Grant::for_request(&req, &alice.recipient(), 1);
+    late.expires_ms = gateway::now_ms() - 1;
+    refused(
+        e.engine.approve(&id, &late.sign(&alice).to_text()).await,
+        "expired",
+    );
+    for key in ["alice/1", "alice/2", "alice/bob", "other/3"] {
+        assert!(
+            !can_read(&e, key, &reader).await,
+            "{key} re-wrapped by a bad grant"
+        );
+    }
+
+    // The real thing: only alice's records under the prefix.
+    let good = grant_for(&alice, &req);
+    let report = e.engine.approve(&id, &good).await.unwrap();
+    assert_eq!(report.rewrapped, 2);
+    assert!(can_read(&e, "alice/1", &reader).await);
+    assert!(can_read(&e, "alice/2", &reader).await);
+    assert!(
+        !can_read(&e, "alice/bob", &reader).await,
+        "another patient's record"
+    );
+    assert!(
+        !can_read(&e, "other/3", &reader).await,
+        "outside the prefix"
+    );
+    let (m, stanza) = e
+        .engine
+        .exchange(&report.grant_id, "ehr", "alice/1", "t")
+        .await
+        .unwrap();
+    let dek = reader.unwrap_key(&stanza).unwrap().unwrap();
+    let mut out = Vec::new();
+    gateway::sharing::read_record(&e.public, &m, &dek, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"one");
+    refused(
+        e.engine
+            .exchange(&report.grant_id, "ehr", "alice/bob", "t")
+            .await,
+        "not covered",
+    );
+
+    // Replays: the same grant, and the request approved again.
+    refused(e.engine.approve(&id, &good).await, "already");
+    refused(
+        e.engine.approve(&id, &grant_for(&alice, &req)).await,
+        "already",
+    );
+
+    // Revocation by someone else is refused; by alice it removes the stanzas.
+    let signed = SignedGrant::from_text(&good).unwrap();
+    let bad_rev = Revocation::for_grant(&signed, 1).sign(&mallory);
+    refused(e.engine.revoke(&bad_rev.to_text()).await, "bad signature");
+    assert!(can_read(&e, "alice/1", &reader).await);
+    let rev = Revocation::for_grant(&signed, 1).sign(&alice);
+    assert_eq!(e.engine.revoke(&rev.to_text()).await.unwrap(), 2);
+    assert!(!can_read(&e, "alice/1", &reader).await);
+    assert!(
+        can_read(&e, "alice/1", &alice).await,
+        "the patient keeps her key"
+    );
+    refused(
+        e.engine
+            .exchange(&report.grant_id, "ehr", "alice/1", "t")
+            .await,
+        "revoked",
+    );
+    let kinds: Vec<String> = e
+        .private
+        .events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|ev| ev.kind)
+        .collect();
+    for k in ["grant-refused", "grant", "rewrap", "read", "revocation"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn future_records_and_expiry() {
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    let reader = Identity::generate();
+    let mut req = share_request(&e, "alice", &reader.recipient(), Records::Patient);
+    req.scope.include_future = true;
+    req.expires_ms = gateway::now_ms() + 1500;
+    let id = submit(&e, &req).await;
+    let report = e
+        .engine
+        .approve(&id, &grant_for(&alice, &req))
+        .await
+        .unwrap();
+    assert_eq!(report.rewrapped, 0);
+    put(&e, "later", Some("alice"), b"new").await;
+    assert!(
+        can_read(&e, "later", &reader).await,
+        "include_future covers new records"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    refused(
+        e.engine
+            .exchange(&report.grant_id, "ehr", "later", "t")
+            .await,
+        "expired",
+    );
+    assert_eq!(e.engine.expire_grants().await.unwrap(), 1);
+    assert!(!can_read(&e, "later", &reader).await);
+    put(&e, "after", Some("alice"), b"newer").await;
+    assert!(
+        !can_read(&e, "after", &reader).await,
+        "an ended grant covers nothing new"
+    );
+}

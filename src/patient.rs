@@ -1,0 +1,639 @@
+//! `medgate patient ...` and `medgate share ...`: the patient's side of consent (keys,
+//! approving, denying, revoking) and the admin's (registry, share requests, grants).
+//!
+//! The patient's secret never leaves this process: approvals, denials and revocations are
+//! signed here and only the signed statements go to the gateway, which checks them
+//! against the key on file. Nothing is re-wrapped without such a signature, whatever the
+//! channel that carried it.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use gateway::admin::{AdminRequest, AdminResponse, NewShareRequest, RequestView};
+use gateway::sharing::{grant_for, registration_for};
+use keyring::consent::{Denial, Revocation, ShareRequest, SignedGrant};
+use keyring::{Identity, Recipient};
+
+use crate::{admin_request, fail_on_error, write_private_file, DataDirArg};
+
+#[derive(Subcommand)]
+pub enum PatientAction {
+    /// Create a patient identity (run on the patient's side; the gateway never sees it).
+    Keygen {
+        /// Where to write the identity (0600). Sealed with argon2id when
+        /// MEDGATE_PATIENT_PASSPHRASE is set.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// The institution's Recipient (`medgate keys` there) and the id it knows you by:
+        /// with both, prints the registration proof the institution asks for.
+        #[arg(long, requires = "id")]
+        institution: Option<String>,
+        #[arg(long, requires = "institution")]
+        id: Option<String>,
+    },
+    /// Print the registration proof for an existing patient identity.
+    Proof {
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long)]
+        institution: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Register a patient's public key (admin).
+    Register {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        id: String,
+        /// The patient's Recipient (medgate1...).
+        #[arg(long)]
+        recipient: String,
+        /// The registration proof `medgate patient keygen` printed.
+        #[arg(long)]
+        proof: String,
+    },
+    /// List registered patients (admin).
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Show one patient (admin).
+    Show {
+        #[command(flatten)]
+        dir: DataDirArg,
+        id: String,
+    },
+    /// Pending share requests for the patient whose identity this is.
+    Requests {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        identity: PathBuf,
+        /// Also list decided requests.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a share request: shows it in plain words, asks, then signs a grant.
+    Approve {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        identity: PathBuf,
+        request_id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Refuse a share request (signed).
+    Deny {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        identity: PathBuf,
+        request_id: String,
+    },
+    /// The patient's grants.
+    Grants {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        identity: PathBuf,
+    },
+    /// Revoke a grant (signed): the recipient's wrapped keys are deleted.
+    Revoke {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        identity: PathBuf,
+        grant_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ShareAction {
+    /// Ask for access to a patient's records for a recipient key (admin, on the
+    /// recipient's behalf). Prints the request id the patient approves.
+    Request {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        patient: String,
+        /// The key the records' keys would be wrapped to (medgate1...).
+        #[arg(long)]
+        recipient: String,
+        /// One record: BUCKET/KEY.
+        #[arg(long, conflicts_with_all = ["prefix", "all"])]
+        object: Option<String>,
+        /// Records under BUCKET/PREFIX.
+        #[arg(long, conflicts_with = "all")]
+        prefix: Option<String>,
+        /// All of the patient's records.
+        #[arg(long)]
+        all: bool,
+        /// Also records added after the grant.
+        #[arg(long)]
+        include_future: bool,
+        /// Who asks, in their words (shown to the patient as such).
+        #[arg(long)]
+        requester: String,
+        #[arg(long)]
+        purpose: String,
+        /// FHIR-style purpose of use code: TREAT, ETREAT, HPAYMT, HRESCH, ...
+        #[arg(long, default_value = "TREAT")]
+        purpose_code: String,
+        /// How long the access would last (e.g. 30d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Duration,
+    },
+    /// List share requests (admin).
+    Requests {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        patient: Option<String>,
+    },
+    /// List grants (admin).
+    Grants {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        patient: Option<String>,
+    },
+    /// Read a shared record as its recipient: the gateway checks the grant and hands out
+    /// the manifest and the recipient's wrapped key; the blobs come from the public store
+    /// and are verified and decrypted here with the recipient's own identity.
+    Fetch {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The recipient's identity file.
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long)]
+        grant: String,
+        /// BUCKET/KEY.
+        #[arg(long)]
+        object: String,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// The activity record: registrations, requests, grants, re-wraps, revocations.
+    Events {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        patient: Option<String>,
+    },
+}
+
+fn patient_passphrase() -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    std::env::var("MEDGATE_PATIENT_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(|p| zeroize::Zeroizing::new(p.into_bytes()))
+}
+
+fn load_patient(path: &Path) -> Result<Identity> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the patient identity {}", path.display()))?,
+    );
+    let pass = patient_passphrase();
+    if keyring::idfile::is_sealed(&text) && pass.is_none() {
+        bail!(
+            "the patient identity {} is sealed: set MEDGATE_PATIENT_PASSPHRASE",
+            path.display()
+        );
+    }
+    keyring::idfile::decode(&text, pass.as_deref().map(|p| p.as_slice())).map_err(|e| match e {
+        keyring::Error::Decrypt => anyhow!(
+            "MEDGATE_PATIENT_PASSPHRASE does not open the patient identity {}",
+            path.display()
+        ),
+        other => anyhow!("patient identity {}: {other}", path.display()),
+    })
+}
+
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn print_request(r: &RequestView) {
+    let who = match &r.recipient_name {
+        Some(name) => format!("{name} (a configured peer institution)"),
+        None => "a key that is NOT one of this gateway's configured peers".to_string(),
+    };
+    println!("request {}", r.id);
+    println!("  state:    {:?}", r.state);
+    println!("  patient:  {}", r.patient);
+    println!("  who:      {who}");
+    println!("            key {}", r.recipient);
+    println!(
+        "            (the requester calls itself {:?})",
+        r.requester_says
+    );
+    println!("  what:     {}", r.scope);
+    println!("  why:      {} — {:?}", r.purpose_code, r.purpose_text);
+    println!("  until:    {}", time(r.expires_ms));
+    if let Some(g) = &r.grant {
+        println!("  grant:    {g}");
+    }
+}
+
+async fn whoami(dir: &DataDirArg, me: &Identity) -> Result<String> {
+    match fail_on_error(
+        admin_request(
+            dir,
+            AdminRequest::PatientWhoami {
+                recipient: me.recipient().to_string(),
+            },
+        )
+        .await?,
+    )? {
+        AdminResponse::Patient { patient, .. } => Ok(patient.id),
+        _ => bail!("unexpected answer from the server"),
+    }
+}
+
+async fn fetch_request(dir: &DataDirArg, id: &str) -> Result<RequestView> {
+    match fail_on_error(admin_request(dir, AdminRequest::RequestGet { id: id.into() }).await?)? {
+        AdminResponse::Request { request } => Ok(request),
+        _ => bail!("unexpected answer from the server"),
+    }
+}
+
+fn confirm(question: &str) -> Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+pub async fn patient(action: PatientAction) -> Result<()> {
+    match action {
+        PatientAction::Keygen {
+            out,
+            institution,
+            id,
+        } => {
+            if out.exists() {
+                bail!(
+                    "{} exists; not overwriting a patient identity",
+                    out.display()
+                );
+            }
+            let me = Identity::generate();
+            let pass = patient_passphrase();
+            let text = keyring::idfile::encode(&me, pass.as_deref().map(|p| p.as_slice()));
+            write_private_file(&out, text.as_bytes())?;
+            println!(
+                "wrote the patient identity to {} ({})",
+                out.display(),
+                if pass.is_some() {
+                    "sealed with MEDGATE_PATIENT_PASSPHRASE"
+                } else {
+                    "unsealed, mode 0600"
+                }
+            );
+            if let (Some(inst), Some(id)) = (institution, id) {
+                let inst: Recipient = inst
+                    .parse()
+                    .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
+                gateway::sharing::check_patient_id(&id)?;
+                println!("proof: {}", registration_for(&me, &inst, &id));
+            }
+            println!("{}", me.recipient());
+        }
+        PatientAction::Proof {
+            identity,
+            institution,
+            id,
+        } => {
+            let me = load_patient(&identity)?;
+            let inst: Recipient = institution
+                .parse()
+                .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
+            println!("{}", registration_for(&me, &inst, &id));
+        }
+        PatientAction::Register {
+            dir,
+            id,
+            recipient,
+            proof,
+        } => {
+            let req = AdminRequest::PatientRegister {
+                id,
+                recipient,
+                proof,
+            };
+            if let AdminResponse::Patient { patient, .. } =
+                fail_on_error(admin_request(&dir, req).await?)?
+            {
+                println!(
+                    "registered patient {} with key {}",
+                    patient.id, patient.recipient
+                );
+            }
+        }
+        PatientAction::List { dir } => {
+            if let AdminResponse::Patients { patients } =
+                fail_on_error(admin_request(&dir, AdminRequest::PatientList).await?)?
+            {
+                for p in patients {
+                    println!("{}\t{}\t{}", p.id, p.recipient, time(p.registered_ms));
+                }
+            }
+        }
+        PatientAction::Show { dir, id } => {
+            if let AdminResponse::Patient { patient, records } =
+                fail_on_error(admin_request(&dir, AdminRequest::PatientShow { id }).await?)?
+            {
+                println!("patient:    {}", patient.id);
+                println!("key:        {}", patient.recipient);
+                println!("registered: {}", time(patient.registered_ms));
+                println!("records:    {records}");
+            }
+        }
+        PatientAction::Requests { dir, identity, all } => {
+            let me = load_patient(&identity)?;
+            let id = whoami(&dir, &me).await?;
+            if let AdminResponse::Requests { requests } = fail_on_error(
+                admin_request(&dir, AdminRequest::Requests { patient: Some(id) }).await?,
+            )? {
+                let shown: Vec<_> = requests
+                    .iter()
+                    .filter(|r| all || r.state == gateway::private::RequestState::Pending)
+                    .collect();
+                if shown.is_empty() {
+                    println!("no pending share requests");
+                }
+                for r in shown {
+                    print_request(r);
+                }
+            }
+        }
+        PatientAction::Approve {
+            dir,
+            identity,
+            request_id,
+            yes,
+        } => {
+            let me = load_patient(&identity)?;
+            let id = whoami(&dir, &me).await?;
+            let view = fetch_request(&dir, &request_id).await?;
+            if view.patient != id {
+                bail!("request {request_id} is not about you (patient {id})");
+            }
+            print_request(&view);
+            if !yes && !confirm("Allow this access?")? {
+                bail!("not approved");
+            }
+            // Sign what the gateway stored, after checking it is what was shown.
+            let req = ShareRequest::from_text(&view.text)?;
+            if hex::encode(req.hash()) != view.id {
+                bail!("the gateway's request text does not match its id; not signing");
+            }
+            let grant = grant_for(&me, &req);
+            match fail_on_error(
+                admin_request(
+                    &dir,
+                    AdminRequest::Approve {
+                        request_id: request_id.clone(),
+                        grant,
+                    },
+                )
+                .await?,
+            )? {
+                AdminResponse::Rewrapped { report } => {
+                    println!(
+                        "approved: grant {} ({} records shared, {} of yours outside the request left alone)",
+                        report.grant_id, report.rewrapped, report.out_of_scope
+                    );
+                }
+                _ => bail!("unexpected answer from the server"),
+            }
+        }
+        PatientAction::Deny {
+            dir,
+            identity,
+            request_id,
+        } => {
+            let me = load_patient(&identity)?;
+            let view = fetch_request(&dir, &request_id).await?;
+            let req = ShareRequest::from_text(&view.text)?;
+            let denial = Denial::for_request(&req, gateway::now_ms()).sign(&me);
+            if let AdminResponse::Done { message } = fail_on_error(
+                admin_request(
+                    &dir,
+                    AdminRequest::Deny {
+                        request_id,
+                        denial: denial.to_text(),
+                    },
+                )
+                .await?,
+            )? {
+                println!("{message}");
+            }
+        }
+        PatientAction::Grants { dir, identity } => {
+            let me = load_patient(&identity)?;
+            let id = whoami(&dir, &me).await?;
+            print_grants(&dir, Some(id)).await?;
+        }
+        PatientAction::Revoke {
+            dir,
+            identity,
+            grant_id,
+        } => {
+            let me = load_patient(&identity)?;
+            let id = whoami(&dir, &me).await?;
+            let grants = match fail_on_error(
+                admin_request(&dir, AdminRequest::Grants { patient: Some(id) }).await?,
+            )? {
+                AdminResponse::Grants { grants } => grants,
+                _ => bail!("unexpected answer from the server"),
+            };
+            let g = grants
+                .iter()
+                .find(|g| g.id == grant_id)
+                .ok_or_else(|| anyhow!("you have no grant {grant_id}"))?;
+            let signed = SignedGrant::from_text(&g.grant)?;
+            let rev = Revocation::for_grant(&signed, gateway::now_ms()).sign(&me);
+            if let AdminResponse::Done { message } = fail_on_error(
+                admin_request(
+                    &dir,
+                    AdminRequest::Revoke {
+                        revocation: rev.to_text(),
+                    },
+                )
+                .await?,
+            )? {
+                println!("{message}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn print_grants(dir: &DataDirArg, patient: Option<String>) -> Result<()> {
+    if let AdminResponse::Grants { grants } =
+        fail_on_error(admin_request(dir, AdminRequest::Grants { patient }).await?)?
+    {
+        let now = gateway::now_ms();
+        for g in grants {
+            let state = match g.revoked_ms {
+                Some(t) => format!("revoked {}", time(t)),
+                None if g.expires_ms <= now => format!("expired {}", time(g.expires_ms)),
+                None => format!("in force until {}", time(g.expires_ms)),
+            };
+            println!(
+                "{}\tpatient {}\tto {}\t{}\t{} records",
+                g.id,
+                g.patient_id,
+                g.recipient,
+                state,
+                g.records.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn split_location(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once('/') {
+        Some((b, rest)) if !b.is_empty() => Ok((b.to_string(), rest.to_string())),
+        _ => bail!("--{what} must be BUCKET/{}", what.to_uppercase()),
+    }
+}
+
+pub async fn share(action: ShareAction) -> Result<()> {
+    match action {
+        ShareAction::Request {
+            dir,
+            patient,
+            recipient,
+            object,
+            prefix,
+            all,
+            include_future,
+            requester,
+            purpose,
+            purpose_code,
+            expires_in,
+        } => {
+            let (scope, bucket, path) = match (object, prefix, all) {
+                (Some(o), _, _) => {
+                    let (b, k) = split_location(&o, "object")?;
+                    ("object", b, k)
+                }
+                (None, Some(p), _) => {
+                    let (b, k) = split_location(&p, "prefix")?;
+                    ("prefix", b, k)
+                }
+                (None, None, true) => ("patient", String::new(), String::new()),
+                _ => {
+                    bail!("say which records: --object BUCKET/KEY, --prefix BUCKET/PREFIX or --all")
+                }
+            };
+            let expires_ms =
+                gateway::now_ms() + u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX / 2);
+            let req = AdminRequest::ShareRequest(Box::new(NewShareRequest {
+                patient,
+                scope: scope.into(),
+                bucket,
+                path,
+                include_future,
+                recipient,
+                requester,
+                purpose_text: purpose,
+                purpose_code,
+                expires_ms,
+            }));
+            if let AdminResponse::Request { request } =
+                fail_on_error(admin_request(&dir, req).await?)?
+            {
+                print_request(&request);
+                println!("{}", request.id);
+            }
+        }
+        ShareAction::Requests { dir, patient } => {
+            if let AdminResponse::Requests { requests } =
+                fail_on_error(admin_request(&dir, AdminRequest::Requests { patient }).await?)?
+            {
+                for r in &requests {
+                    print_request(r);
+                }
+            }
+        }
+        ShareAction::Grants { dir, patient } => print_grants(&dir, patient).await?,
+        ShareAction::Fetch {
+            dir,
+            identity,
+            grant,
+            object,
+            out,
+        } => {
+            let me = load_patient(&identity)?;
+            let (bucket, key) = split_location(&object, "object")?;
+            let req = AdminRequest::Exchange { grant, bucket, key };
+            let (manifest, stanza) = match fail_on_error(admin_request(&dir, req).await?)? {
+                AdminResponse::Exchange { manifest, stanza } => (manifest, stanza),
+                _ => bail!("unexpected answer from the server"),
+            };
+            let manifest = keyring::Manifest::decode(&hex::decode(manifest)?)?;
+            let stanza = keyring::WrappedKey::from_bytes(&hex::decode(stanza)?)?;
+            let dek = me
+                .unwrap_key(&stanza)
+                .ok_or_else(|| anyhow!("the key handed out is not wrapped to this identity"))??;
+            let (public, _) = crate::setup(&dir)?.open_public()?;
+            let tmp = out.with_extension("partial");
+            let mut file = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let n = match gateway::sharing::read_record(&public, &manifest, &dek, &mut file).await {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+            };
+            file.sync_all()?;
+            std::fs::rename(&tmp, &out)?;
+            println!("{n} bytes verified and decrypted to {}", out.display());
+        }
+        ShareAction::Events { dir, patient } => {
+            if let AdminResponse::Events { events } = fail_on_error(
+                admin_request(
+                    &dir,
+                    AdminRequest::Events {
+                        from: 0,
+                        limit: 10_000,
+                        patient,
+                    },
+                )
+                .await?,
+            )? {
+                for e in events {
+                    let place = match (&e.bucket, &e.key) {
+                        (Some(b), Some(k)) => format!(" {b}/{k}"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}{}\t{}",
+                        e.seq,
+                        time(e.time_ms),
+                        e.kind,
+                        e.actor,
+                        place,
+                        e.detail
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
