@@ -1,7 +1,7 @@
 //! The `medgate` binary: parses arguments, wires the gateway together, and runs admin
 //! commands against a running server (admin socket) or a stopped one (the store itself).
 
-mod config;
+pub(crate) mod config;
 mod patient;
 
 use std::collections::BTreeMap;
@@ -424,6 +424,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         })
     };
+    // Patient indexes are published in batches: every record change marks its patient,
+    // and this publishes the marked ones every 2 s (and once more at shutdown).
+    let publisher = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let _ = engine.publish_indexes().await;
+            }
+        })
+    };
+    let bg_engine = Arc::clone(&engine);
     let service = gateway::server::s3_service(engine, domain.as_deref())?;
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
@@ -473,6 +486,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     .await?;
     admin_task.abort();
     sweeper.abort();
+    publisher.abort();
+    if let Err(e) = bg_engine.publish_indexes().await {
+        tracing::warn!(error = %e, "publishing patient indexes at shutdown failed");
+    }
     let _ = std::fs::remove_file(&socket);
     private
         .flush()

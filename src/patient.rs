@@ -67,6 +67,28 @@ pub enum PatientAction {
         dir: DataDirArg,
         id: String,
     },
+    /// Recover every record of yours from the public store alone (the gateway may be
+    /// down): reads your index, checks the institution's signature and that it is not
+    /// older than the last one you pulled, then verifies and decrypts each record.
+    Pull {
+        #[arg(long)]
+        identity: PathBuf,
+        /// The institution's Recipient (`medgate keys` there).
+        #[arg(long)]
+        institution: String,
+        /// The public store URL (folder, s3://..., ...), read-only access is enough.
+        #[arg(long)]
+        public_store: String,
+        /// Public store option KEY=VALUE; repeatable.
+        #[arg(long = "public-store-opt", value_parser = crate::config::parse_kv)]
+        public_store_opts: Vec<(String, String)>,
+        /// Where to write the records (as BUCKET/KEY files).
+        #[arg(long, default_value = "medgate-records")]
+        out: PathBuf,
+        /// Where the last index sequence number seen is kept (default OUT/.medgate-index-seq).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Pending share requests for the patient whose identity this is.
     Requests {
         #[command(flatten)]
@@ -318,6 +340,24 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 .parse()
                 .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
             println!("{}", registration_for(&me, &inst, &id));
+        }
+        PatientAction::Pull {
+            identity,
+            institution,
+            public_store,
+            public_store_opts,
+            out,
+            state,
+        } => {
+            pull(
+                &identity,
+                &institution,
+                &public_store,
+                public_store_opts,
+                &out,
+                state,
+            )
+            .await?;
         }
         PatientAction::Register {
             dir,
@@ -634,6 +674,122 @@ pub async fn share(action: ShareAction) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A record key as a relative path under the output folder, refusing anything that could
+/// climb out of it.
+fn safe_relative(bucket: &str, key: &str) -> Option<PathBuf> {
+    let mut p = PathBuf::new();
+    for part in std::iter::once(bucket).chain(key.split('/')) {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return None;
+        }
+        p.push(part);
+    }
+    Some(p)
+}
+
+async fn pull(
+    identity: &Path,
+    institution: &str,
+    public_store: &str,
+    opts: Vec<(String, String)>,
+    out: &Path,
+    state: Option<PathBuf>,
+) -> Result<()> {
+    use keyring::patient_index::{index_name_for_patient, PatientIndex};
+    let me = load_patient(identity)?;
+    let inst: Recipient = institution
+        .parse()
+        .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
+    let opts: std::collections::BTreeMap<String, String> = opts.into_iter().collect();
+    let public = gateway::public::open(Some(public_store), &opts, out)
+        .context("cannot open the public store")?;
+    let state = state.unwrap_or_else(|| out.join(".medgate-index-seq"));
+    let min_seq = match std::fs::read_to_string(&state) {
+        Ok(t) => t
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("{} does not hold a sequence number", state.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).context(format!("cannot read {}", state.display())),
+    };
+    let name = index_name_for_patient(&me, &inst)?;
+    let bytes = public
+        .get(&object_store::path::Path::from(name.clone()))
+        .await
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => anyhow!(
+                "no index for you in this public store ({name}): wrong institution key, or nothing published yet"
+            ),
+            other => anyhow!("cannot read your index {name}: {other}"),
+        })?
+        .bytes()
+        .await?;
+    let index = PatientIndex::open(&bytes, &me, &inst, min_seq).map_err(|e| match e {
+        keyring::Error::Rollback { seen, got } => anyhow!(
+            "the published index is older (sequence {got}) than one you already pulled ({seen}): \
+             refusing a rolled-back index"
+        ),
+        keyring::Error::BadSignature => {
+            anyhow!("the index is not signed by this institution: refusing a forged index")
+        }
+        other => anyhow!("your index does not open: {other}"),
+    })?;
+    std::fs::create_dir_all(out)?;
+    let mut failed = 0;
+    for r in &index.records {
+        let Some(rel) = safe_relative(&r.bucket, &r.key) else {
+            eprintln!("skipping {}/{}: not a safe file name", r.bucket, r.key);
+            failed += 1;
+            continue;
+        };
+        let result = async {
+            let manifest = r.decode_manifest()?;
+            let dek = me
+                .unwrap_key(&r.stanza)
+                .ok_or_else(|| anyhow!("not wrapped to you"))??;
+            let path = out.join(&rel);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("medgate-partial");
+            let mut file = std::fs::File::create(&tmp)?;
+            match gateway::sharing::read_record(&public, &manifest, &dek, &mut file).await {
+                Ok(n) => {
+                    file.sync_all()?;
+                    std::fs::rename(&tmp, &path)?;
+                    Ok::<u64, anyhow::Error>(n)
+                }
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e.into())
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(n) => println!("ok\t{}/{}\t{n} bytes", r.bucket, r.key),
+            Err(e) => {
+                eprintln!("FAILED\t{}/{}: {e:#}", r.bucket, r.key);
+                failed += 1;
+            }
+        }
+    }
+    std::fs::write(&state, format!("{}\n", index.seq))
+        .with_context(|| format!("cannot write {}", state.display()))?;
+    println!(
+        "index sequence {}: {} records, {} verified and decrypted into {}",
+        index.seq,
+        index.records.len(),
+        index.records.len() - failed,
+        out.display()
+    );
+    if failed > 0 {
+        bail!("{failed} records could not be recovered");
     }
     Ok(())
 }

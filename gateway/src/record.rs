@@ -191,6 +191,8 @@ pub struct Engine {
     read_budget: Arc<tokio::sync::Semaphore>,
     /// Shared by every write; see [`WRITE_SLOTS`].
     write_slots: Arc<tokio::sync::Semaphore>,
+    /// Patients whose published index is behind (see `sharing::Engine::publish_indexes`).
+    pub(crate) index_dirty: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Engine {
@@ -209,6 +211,7 @@ impl Engine {
             config,
             read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_SLOTS)),
+            index_dirty: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -271,13 +274,14 @@ impl Engine {
             upload: None,
         };
         match self.private.commit_put(commit).await {
-            Ok(_old) => {}
+            Ok(old) => self.patient_changed(old.as_ref()),
             Err(e) => {
                 self.forget_blob(blob).await;
                 return Err(e);
             }
         }
         self.private.flush().await?;
+        self.patient_changed(Some(&manifest));
         Ok(manifest)
     }
 
@@ -556,7 +560,8 @@ impl Engine {
             ..manifest
         };
         manifest.validate()?;
-        self.private
+        let old = self
+            .private
             .commit_put(PutCommit {
                 bucket: upload.bucket,
                 key: upload.key,
@@ -567,6 +572,8 @@ impl Engine {
             })
             .await?;
         self.private.flush().await?;
+        self.patient_changed(old.as_ref());
+        self.patient_changed(Some(&manifest));
         Ok(manifest)
     }
 
@@ -624,7 +631,8 @@ impl Engine {
                 manifest.metadata.sort();
             }
         }
-        self.private
+        let old = self
+            .private
             .commit_put(PutCommit {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
@@ -635,6 +643,8 @@ impl Engine {
             })
             .await?;
         self.private.flush().await?;
+        self.patient_changed(old.as_ref());
+        self.patient_changed(Some(&manifest));
         Ok(manifest)
     }
 

@@ -360,12 +360,14 @@ impl S3 for Front {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
-        self.engine
+        let removed = self
+            .engine
             .private
             .delete_object(&input.bucket, &input.key)
             .await
             .map_err(to_s3_error)?;
         self.engine.private.flush().await.map_err(to_s3_error)?;
+        self.engine.patient_changed(removed.as_ref());
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -792,7 +794,8 @@ impl S3 for Front {
                 .delete_object(&input.bucket, &obj.key)
                 .await
             {
-                Ok(_) => {
+                Ok(removed) => {
+                    self.engine.patient_changed(removed.as_ref());
                     if !quiet {
                         deleted.push(DeletedObject {
                             key: Some(obj.key),

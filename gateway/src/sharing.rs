@@ -77,6 +77,7 @@ impl Engine {
             recipient: key.to_string(),
             registered_ms: now_ms(),
             proof: sig.to_hex(),
+            index_seq: 0,
         };
         self.private.put_patient(rec.clone(), false).await?;
         self.log(Event {
@@ -601,5 +602,104 @@ impl Engine {
         .await?;
         self.private.flush().await?;
         Ok((m, stanza))
+    }
+}
+
+impl Engine {
+    /// Notes that a record of a patient changed, so their published index is behind.
+    /// Publication is batched ([`Engine::publish_indexes`]), never one per PUT.
+    pub fn patient_changed(&self, manifest: Option<&keyring::Manifest>) {
+        if let Some(p) = manifest.and_then(|m| m.patient.clone()) {
+            if let Ok(mut dirty) = self.index_dirty.lock() {
+                dirty.insert(p);
+            }
+        }
+    }
+
+    /// Publishes the index of every patient whose records changed since the last call.
+    /// Returns how many it published. A patient whose publication fails stays dirty.
+    ///
+    /// # Errors
+    /// The first failure (the others are retried on the next call).
+    pub async fn publish_indexes(&self) -> Result<usize> {
+        let batch: Vec<String> = match self.index_dirty.lock() {
+            Ok(mut d) => std::mem::take(&mut *d).into_iter().collect(),
+            Err(_) => return Err(Error::Internal("index set poisoned".into())),
+        };
+        let mut done = 0;
+        let mut first_err = None;
+        for p in batch {
+            match self.publish_index(&p).await {
+                Ok(_) => done += 1,
+                Err(e) => {
+                    tracing::warn!(patient = %p, error = %e, "publishing a patient index failed");
+                    if let Ok(mut d) = self.index_dirty.lock() {
+                        d.insert(p);
+                    }
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Seals, signs and publishes `patient`'s index at its `v1/p/` name with the next
+    /// sequence number. The number is made durable before the index is written, so a
+    /// crash can skip a number but never publish two indexes under one.
+    ///
+    /// # Errors
+    /// `UnknownPatient`; store failures.
+    pub async fn publish_index(&self, patient: &str) -> Result<u64> {
+        use keyring::patient_index::{index_name, IndexRecord, PatientIndex};
+        let mut rec = self
+            .private
+            .patient(patient)
+            .await?
+            .ok_or_else(|| Error::UnknownPatient(patient.to_string()))?;
+        let key: Recipient = rec
+            .recipient
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("key of patient {patient}")))?;
+        let tag = key.tag();
+        let mut records = Vec::new();
+        for (bucket, object_key, m) in self.private.patient_objects(patient).await? {
+            let stanza = self
+                .private
+                .stanzas(m.dek_id)
+                .await?
+                .into_iter()
+                .find(|s| s.recipient_tag() == tag);
+            // A record without the patient's stanza (e.g. shredded) is left out.
+            if let Some(stanza) = stanza {
+                records.push(IndexRecord {
+                    bucket,
+                    key: object_key,
+                    manifest: m.encode(),
+                    stanza,
+                });
+            }
+        }
+        rec.index_seq += 1;
+        let seq = rec.index_seq;
+        self.private.put_patient(rec, true).await?;
+        self.private.flush().await?;
+        let count = records.len();
+        let index = PatientIndex {
+            institution: self.institution_recipient.clone(),
+            patient_id: patient.to_string(),
+            seq,
+            created_ms: now_ms(),
+            records,
+        };
+        let sealed = index.seal(&self.institution, &key)?;
+        let name = index_name(&self.institution, &key)?;
+        self.public
+            .put(&object_store::path::Path::from(name), sealed.into())
+            .await?;
+        tracing::debug!(patient, seq, records = count, "published a patient index");
+        Ok(seq)
     }
 }

@@ -202,3 +202,81 @@ def test_forged_and_expired_grants_are_refused(gateway, tmp_path):
     time.sleep(3.5)
     rc, _, err = fetch(gw, reader_key, gid, "labs/carol/a1c.json", tmp_path / "late", ok=False)
     assert rc != 0 and "expired" in err
+
+
+def pull(gw, key, inst, out, ok=True):
+    return cli(gw, "patient", "pull", "--identity", str(key), "--institution", inst,
+               "--public-store", str(gw.public_dir), "--out", str(out), ok=ok)
+
+
+def index_files(gw):
+    d = gw.public_dir / "v1" / "p"
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def test_patient_pull_with_the_gateway_stopped(gateway, tmp_path):
+    """The patient recovers every record with only their key and read access to the
+    public store; a forged or rolled-back index is refused."""
+    gw = gateway
+    inst = institution(gw)
+    key, _ = register(gw, tmp_path, "dana")
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="records")
+    files = {
+        "dana/visit-1.txt": b"blood pressure 120/80",
+        "dana/scans/ct.dcm": os.urandom(3 * MIB + 11),
+        "dana/empty": b"",
+    }
+    for k, v in files.items():
+        s3.put_object(Bucket="records", Key=k, Body=v, Metadata={"medgate-patient": "dana"})
+    s3.put_object(Bucket="records", Key="someone-else", Body=b"no")
+    # Batched publication: one index file for dana appears within a few seconds.
+    deadline = time.monotonic() + 15
+    while not index_files(gw) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(index_files(gw)) == 1
+    gw.stop()  # publishes what is pending, then exits
+
+    out = tmp_path / "pulled"
+    _, stdout, _ = pull(gw, key, inst, out)
+    assert "3 records, 3 verified" in stdout, stdout
+    for k, v in files.items():
+        assert (out / "records" / k).read_bytes() == v, k
+    assert not (out / "records" / "someone-else").exists()
+    old_index = index_files(gw)[0].read_bytes()
+
+    # Another institution's key: no index under that name.
+    other_inst, _ = keygen(gw, tmp_path / "other-inst.key")
+    rc, _, err = pull(gw, key, other_inst, tmp_path / "x", ok=False)
+    assert rc != 0 and "no index for you" in err
+
+    # A newer index, then the old one put back: refused as a rollback.
+    gw.start()
+    s3.put_object(Bucket="records", Key="dana/visit-2.txt", Body=b"second visit",
+                  Metadata={"medgate-patient": "dana"})
+    gw.stop()
+    _, stdout, _ = pull(gw, key, inst, out)
+    assert "4 records, 4 verified" in stdout, stdout
+    path = index_files(gw)[0]
+    current = path.read_bytes()
+    path.write_bytes(old_index)
+    rc, _, err = pull(gw, key, inst, out, ok=False)
+    assert rc != 0 and "rolled-back" in err, err
+    # A flipped byte: refused as forged.
+    forged = bytearray(current)
+    forged[200] ^= 1
+    path.write_bytes(bytes(forged))
+    rc, _, err = pull(gw, key, inst, out, ok=False)
+    assert rc != 0 and "forged" in err, err
+    # A tampered blob is named and not written.
+    path.write_bytes(current)
+    blob = max((p for p in (gw.public_dir / "v1" / "b").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+    raw = bytearray(blob.read_bytes())
+    raw[10] ^= 1
+    blob.write_bytes(bytes(raw))
+    out2 = tmp_path / "pulled-again"
+    rc, stdout, err = pull(gw, key, inst, out2, ok=False)
+    assert rc != 0 and "FAILED\trecords/dana/scans/ct.dcm" in err, err
+    assert not (out2 / "records" / "dana" / "scans" / "ct.dcm").exists()
+    assert (out2 / "records" / "dana" / "visit-1.txt").read_bytes() == files["dana/visit-1.txt"]

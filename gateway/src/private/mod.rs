@@ -141,6 +141,9 @@ pub struct PatientRecord {
     pub registered_ms: u64,
     /// The registration proof (hex Ed25519 signature) the patient gave.
     pub proof: String,
+    /// Sequence number of the last patient index published (or about to be).
+    #[serde(default)]
+    pub index_seq: u64,
 }
 
 /// Where a share request stands.
