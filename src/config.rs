@@ -27,6 +27,10 @@ pub struct FileConfig {
     /// Other institutions this gateway knows: what a patient is shown about who asks.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Bucket prefixes whose records belong to one patient, beside the
+    /// `x-amz-meta-medgate-patient` header.
+    #[serde(default)]
+    pub patient_prefixes: Vec<gateway::record::PatientPrefix>,
 }
 
 /// A peer institution: its name as this hospital knows it, and its Recipient.

@@ -402,6 +402,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         None if public_root.is_some() => 2 << 20,
         None => engine_config.part_size,
     };
+    for p in &setup.file.patient_prefixes {
+        gateway::sharing::check_patient_id(&p.patient)
+            .with_context(|| format!("patient_prefixes entry {}/{}", p.bucket, p.prefix))?;
+    }
+    engine_config.patient_prefixes = setup.file.patient_prefixes.clone();
     let engine = Arc::new(Engine::new(
         public.clone(),
         Arc::clone(&private),

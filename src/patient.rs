@@ -43,6 +43,24 @@ pub enum PatientAction {
         #[arg(long)]
         id: String,
     },
+    /// Replace your key with a new one, signed by the old: the new key gets your records,
+    /// the old one stops opening them.
+    Rekey {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Your current identity.
+        #[arg(long)]
+        identity: PathBuf,
+        /// The new identity (from `medgate patient keygen`).
+        #[arg(long)]
+        new_identity: PathBuf,
+        /// The institution's Recipient.
+        #[arg(long)]
+        institution: String,
+        /// The id the institution knows you by.
+        #[arg(long)]
+        id: String,
+    },
     /// Register a patient's public key (admin).
     Register {
         #[command(flatten)]
@@ -358,6 +376,34 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 state,
             )
             .await?;
+        }
+        PatientAction::Rekey {
+            dir,
+            identity,
+            new_identity,
+            institution,
+            id,
+        } => {
+            let old = load_patient(&identity)?;
+            let new = load_patient(&new_identity)?;
+            let inst: Recipient = institution
+                .parse()
+                .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
+            let change = keyring::consent::KeyChange::new(
+                inst.fingerprint(),
+                &id,
+                &old.recipient(),
+                &new.recipient(),
+                gateway::now_ms(),
+            )
+            .sign(&old, &new)?;
+            let req = AdminRequest::PatientRekey {
+                change: change.to_text(),
+            };
+            if let AdminResponse::Done { message } = fail_on_error(admin_request(&dir, req).await?)?
+            {
+                println!("{message}");
+            }
         }
         PatientAction::Register {
             dir,

@@ -80,6 +80,10 @@ pub enum AdminRequest {
         limit: usize,
         patient: Option<String>,
     },
+    /// A patient's key change, signed by the old key (`SignedKeyChange` text).
+    PatientRekey {
+        change: String,
+    },
     /// A recipient's read of a shared record: its manifest and the recipient's stanza.
     Exchange {
         grant: String,
@@ -472,6 +476,12 @@ pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
                     .filter(|g| patient.as_ref().is_none_or(|p| *p == g.patient_id))
                     .collect(),
             },
+            AdminRequest::PatientRekey { change } => {
+                let n = engine().change_patient_key(&change).await?;
+                AdminResponse::Done {
+                    message: format!("key changed; {n} records re-wrapped to the new key"),
+                }
+            }
             AdminRequest::Exchange { grant, bucket, key } => {
                 let (m, stanza) = engine()
                     .exchange(&grant, &bucket, &key, "recipient")

@@ -62,6 +62,17 @@ pub struct EngineConfig {
     pub part_size: usize,
     /// Public-store part uploads in flight per blob.
     pub upload_concurrency: usize,
+    /// Records written under these prefixes belong to the named patient.
+    pub patient_prefixes: Vec<PatientPrefix>,
+}
+
+/// A bucket prefix whose records belong to one patient (config `[[patient_prefixes]]`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientPrefix {
+    pub bucket: String,
+    pub prefix: String,
+    pub patient: String,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +81,7 @@ impl Default for EngineConfig {
             chunk_size: keyring::DEFAULT_CHUNK_SIZE,
             part_size: 5 << 20,
             upload_concurrency: 2,
+            patient_prefixes: Vec::new(),
         }
     }
 }
@@ -215,6 +227,11 @@ impl Engine {
         }
     }
 
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The institution's identity, for sealing access-key secrets.
     pub fn institution(&self) -> &Identity {
         &self.institution
@@ -234,7 +251,9 @@ impl Engine {
         if self.private.bucket(&req.bucket).await?.is_none() {
             return Err(Error::NoSuchBucket(req.bucket));
         }
-        let patient = self.record_patient(&req.metadata).await?;
+        let patient = self
+            .record_patient(&req.bucket, &req.key, &req.metadata)
+            .await?;
         let dek = DataKey::generate();
         let (part, md5, checksums) = self
             .write_checked(
@@ -350,7 +369,8 @@ impl Engine {
         if self.private.bucket(&req.bucket).await?.is_none() {
             return Err(Error::NoSuchBucket(req.bucket));
         }
-        self.record_patient(&req.metadata).await?;
+        self.record_patient(&req.bucket, &req.key, &req.metadata)
+            .await?;
         let algorithm = match req.checksums.algorithms.first() {
             Some(name) => Some(checksum::Algorithm::parse(name).ok_or_else(|| {
                 Error::InvalidArgument(format!("unknown checksum algorithm {name}"))
@@ -549,7 +569,7 @@ impl Engine {
             patient: None,
             parts,
         };
-        let patient = self.record_patient(&manifest.metadata).await?;
+        let patient = self.record_patient(bucket, key, &manifest.metadata).await?;
         let mut stanzas = vec![WrappedKey::from_bytes(&upload.stanza)?];
         if patient.is_some() {
             let dek = self.upload_key(&upload)?;
@@ -621,15 +641,25 @@ impl Engine {
             manifest.content_type = r.content_type;
             manifest.headers = r.headers;
             manifest.metadata = r.metadata;
-            if let Some(p) = &source.patient {
-                manifest
-                    .metadata
-                    .retain(|(k, _)| k != crate::sharing::PATIENT_META);
-                manifest
-                    .metadata
-                    .push((crate::sharing::PATIENT_META.to_string(), p.clone()));
-                manifest.metadata.sort();
-            }
+        }
+        // Nor may its destination: a prefix mapped to another patient refuses it.
+        let dest = self
+            .record_patient(bucket, key, &[])
+            .await?
+            .map(|(id, _)| id);
+        if dest.is_some() && dest != source.patient {
+            return Err(Error::InvalidArgument(format!(
+                "{bucket}/{key} is under the prefix of another patient than the source's; upload the record again instead"
+            )));
+        }
+        if let Some(p) = &source.patient {
+            manifest
+                .metadata
+                .retain(|(k, _)| k != crate::sharing::PATIENT_META);
+            manifest
+                .metadata
+                .push((crate::sharing::PATIENT_META.to_string(), p.clone()));
+            manifest.metadata.sort();
         }
         let old = self
             .private

@@ -92,6 +92,81 @@ impl Engine {
         Ok(rec)
     }
 
+    /// Changes a patient's key on the old key's signature (and the new key's proof): the
+    /// new key gets a stanza on every record of the patient and the old key's go, so a
+    /// lost or compromised old key stops opening anything. A key change older than 10
+    /// minutes is refused, so it cannot be replayed later.
+    ///
+    /// # Errors
+    /// `GrantRefused` when the change does not verify against the key on file.
+    pub async fn change_patient_key(&self, change_text: &str) -> Result<u64> {
+        use keyring::consent::SignedKeyChange;
+        let change = SignedKeyChange::from_text(change_text)
+            .map_err(|e| Error::GrantRefused(format!("the key change does not parse: {e}")))?;
+        let id = change.change.patient_id.clone();
+        let mut rec = self
+            .private
+            .patient(&id)
+            .await?
+            .ok_or_else(|| Error::UnknownPatient(id.clone()))?;
+        let old: Recipient = rec
+            .recipient
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("key of patient {id}")))?;
+        if let Err(e) = change.verify(&old, self.institution_id(), &id, now_ms(), 600_000) {
+            self.log(Event {
+                kind: "key-change-refused".into(),
+                actor: format!("patient:{id}"),
+                patient: Some(id.clone()),
+                detail: e.to_string(),
+                ..Event::default()
+            })
+            .await?;
+            self.private.flush().await?;
+            return Err(Error::GrantRefused(format!("key change: {e}")));
+        }
+        let new = change.change.new.clone();
+        if new.tag() == self.institution_recipient.tag() {
+            return Err(Error::GrantRefused(
+                "the new key collides with the institution's".into(),
+            ));
+        }
+        let mut rewrapped = 0;
+        for (_, _, m) in self.private.patient_objects(&id).await? {
+            let dek = self.unwrap_dek(m.dek_id).await?;
+            self.private.remove_stanzas(m.dek_id, old.tag()).await?;
+            self.private
+                .add_stanzas(m.dek_id, vec![new.wrap_key(&dek)?])
+                .await?;
+            rewrapped += 1;
+        }
+        rec.recipient = new.to_string();
+        rec.proof = change.new_proof.to_hex();
+        self.private.put_patient(rec, true).await?;
+        self.log(Event {
+            kind: "key-change".into(),
+            actor: format!("patient:{id}"),
+            patient: Some(id.clone()),
+            detail: format!("key {old} replaced by {new}; {rewrapped} records re-wrapped"),
+            ..Event::default()
+        })
+        .await?;
+        self.private.flush().await?;
+        // The index moves to the new key's name at once (a rare operation, not batched),
+        // and the old key's index goes.
+        self.publish_index(&id).await?;
+        let old_name = keyring::patient_index::index_name(&self.institution, &old)?;
+        match self
+            .public
+            .delete(&object_store::path::Path::from(old_name))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(rewrapped)
+    }
+
     async fn patient_key(&self, id: &str) -> Result<Recipient> {
         let rec = self
             .private
@@ -109,13 +184,33 @@ impl Engine {
     /// `UnknownPatient` for an id nobody registered.
     pub async fn record_patient(
         &self,
+        bucket: &str,
+        key: &str,
         metadata: &[(String, String)],
     ) -> Result<Option<(String, Recipient)>> {
-        let Some((_, id)) = metadata.iter().find(|(k, _)| k == PATIENT_META) else {
-            return Ok(None);
+        let named = metadata
+            .iter()
+            .find(|(k, _)| k == PATIENT_META)
+            .map(|(_, v)| v.clone());
+        let mapped = self
+            .config()
+            .patient_prefixes
+            .iter()
+            .filter(|p| p.bucket == bucket && key.starts_with(&p.prefix))
+            .max_by_key(|p| p.prefix.len())
+            .map(|p| p.patient.clone());
+        let id = match (named, mapped) {
+            (Some(n), Some(m)) if n != m => {
+                return Err(Error::InvalidArgument(format!(
+                    "{bucket}/{key} is under the prefix of patient {m:?} but names patient {n:?}"
+                )))
+            }
+            (Some(n), _) => n,
+            (None, Some(m)) => m,
+            (None, None) => return Ok(None),
         };
-        let key = self.patient_key(id).await?;
-        Ok(Some((id.clone(), key)))
+        let recipient = self.patient_key(&id).await?;
+        Ok(Some((id, recipient)))
     }
 
     /// The stanzas a new record gets besides the institution's: its patient's, and the

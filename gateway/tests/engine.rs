@@ -50,6 +50,7 @@ impl Env {
                 chunk_size,
                 part_size,
                 upload_concurrency: 2,
+                ..Default::default()
             },
         ))
     }

@@ -34,6 +34,7 @@ async fn env() -> Env {
             chunk_size: 4096,
             part_size: 1 << 20,
             upload_concurrency: 2,
+            ..Default::default()
         },
     );
     Env {
@@ -328,4 +329,120 @@ async fn future_records_and_expiry() {
         !can_read(&e, "after", &reader).await,
         "an ended grant covers nothing new"
     );
+}
+
+#[tokio::test]
+async fn key_change_needs_the_old_key_and_moves_every_record() {
+    use keyring::consent::KeyChange;
+    let e = env().await;
+    let old = register(&e, "erin").await;
+    put(&e, "erin/1", Some("erin"), b"one").await;
+    put(&e, "erin/2", Some("erin"), b"two").await;
+    let new = Identity::generate();
+    let inst = institution(&e).fingerprint();
+    // Signed by someone else's key: refused, nothing changes.
+    let mallory = Identity::generate();
+    let forged = KeyChange::new(
+        inst,
+        "erin",
+        &mallory.recipient(),
+        &new.recipient(),
+        gateway::now_ms(),
+    )
+    .sign(&mallory, &new)
+    .unwrap();
+    refused(
+        e.engine.change_patient_key(&forged.to_text()).await,
+        "key change",
+    );
+    assert!(can_read(&e, "erin/1", &old).await);
+    // A stale change (older than 10 minutes) is refused: no replay later.
+    let stale = KeyChange::new(inst, "erin", &old.recipient(), &new.recipient(), 1)
+        .sign(&old, &new)
+        .unwrap();
+    refused(
+        e.engine.change_patient_key(&stale.to_text()).await,
+        "key change",
+    );
+    let change = KeyChange::new(
+        inst,
+        "erin",
+        &old.recipient(),
+        &new.recipient(),
+        gateway::now_ms(),
+    )
+    .sign(&old, &new)
+    .unwrap();
+    assert_eq!(
+        e.engine
+            .change_patient_key(&change.to_text())
+            .await
+            .unwrap(),
+        2
+    );
+    for k in ["erin/1", "erin/2"] {
+        assert!(can_read(&e, k, &new).await);
+        assert!(
+            !can_read(&e, k, &old).await,
+            "the old key must stop opening {k}"
+        );
+    }
+    // The same change again no longer verifies against the key on file.
+    refused(
+        e.engine.change_patient_key(&change.to_text()).await,
+        "key change",
+    );
+    put(&e, "erin/3", Some("erin"), b"three").await;
+    assert!(can_read(&e, "erin/3", &new).await && !can_read(&e, "erin/3", &old).await);
+}
+
+#[tokio::test]
+async fn prefixes_mapped_to_a_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = Arc::new(SledStore::open(dir.path(), 4 << 20).unwrap());
+    private.create_bucket("ehr", 1).await.unwrap();
+    let public: PublicStore = Arc::new(InMemory::new());
+    let engine = Engine::new(
+        Arc::clone(&public),
+        private.clone() as Arc<dyn PrivateStore>,
+        Arc::new(Identity::generate()),
+        EngineConfig {
+            patient_prefixes: vec![gateway::record::PatientPrefix {
+                bucket: "ehr".into(),
+                prefix: "frank/".into(),
+                patient: "frank".into(),
+            }],
+            ..Default::default()
+        },
+    );
+    let e = Env {
+        _dir: dir,
+        engine,
+        public,
+        private,
+    };
+    let frank = register(&e, "frank").await;
+    let _gina = register(&e, "gina").await;
+    let m = put(&e, "frank/labs.json", None, b"{}").await;
+    assert_eq!(m.patient.as_deref(), Some("frank"));
+    assert!(can_read(&e, "frank/labs.json", &frank).await);
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
+    let r = e
+        .engine
+        .put(
+            PutRequest {
+                bucket: "ehr".into(),
+                key: "frank/other".into(),
+                metadata: vec![(PATIENT_META.into(), "gina".into())],
+                ..Default::default()
+            },
+            body,
+        )
+        .await;
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    let m = put(&e, "elsewhere", None, b"x").await;
+    assert_eq!(m.patient, None);
+    // A copy may not move a record into (or out of) a patient's prefix.
+    let r = e.engine.copy(&m, "ehr", "frank/copied", None).await;
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
 }

@@ -280,3 +280,38 @@ def test_patient_pull_with_the_gateway_stopped(gateway, tmp_path):
     assert rc != 0 and "FAILED\trecords/dana/scans/ct.dcm" in err, err
     assert not (out2 / "records" / "dana" / "scans" / "ct.dcm").exists()
     assert (out2 / "records" / "dana" / "visit-1.txt").read_bytes() == files["dana/visit-1.txt"]
+
+
+def test_patient_rekey(gateway, tmp_path):
+    """A patient replaces a key with the old key's signature; records follow the new key."""
+    gw = gateway
+    inst = institution(gw)
+    old_key, _ = register(gw, tmp_path, "erin")
+    new_key = tmp_path / "erin-new.key"
+    keygen(gw, new_key)
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="rekey")
+    s3.put_object(Bucket="rekey", Key="erin/a", Body=b"alpha", Metadata={"medgate-patient": "erin"})
+    deadline = time.monotonic() + 15
+    while not index_files(gw) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(index_files(gw)) == 1, "erin's index was not published"
+    before = index_files(gw)
+    # Someone without the old key cannot move erin's records to their key.
+    thief = tmp_path / "thief.key"
+    keygen(gw, thief)
+    rc, _, err = cli(gw, "patient", "rekey", "--data-dir", str(gw.data_dir), "--identity",
+                     str(thief), "--new-identity", str(thief), "--institution", inst,
+                     "--id", "erin", ok=False)
+    assert rc != 0 and "key change" in err
+    _, out, _ = cli(gw, "patient", "rekey", "--data-dir", str(gw.data_dir), "--identity",
+                    str(old_key), "--new-identity", str(new_key), "--institution", inst,
+                    "--id", "erin")
+    assert "1 records re-wrapped" in out
+    after = index_files(gw)
+    assert len(after) == 1 and after != before, "the index must move to the new key's name"
+    gw.stop()
+    _, out, _ = pull(gw, new_key, inst, tmp_path / "new")
+    assert (tmp_path / "new" / "rekey" / "erin" / "a").read_bytes() == b"alpha"
+    rc, _, err = pull(gw, old_key, inst, tmp_path / "old", ok=False)
+    assert rc != 0 and "no index for you" in err

@@ -7,7 +7,8 @@
 #![allow(dead_code)]
 
 use gateway::private::{
-    AccessKeyRecord, BlobState, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord,
+    AccessKeyRecord, BlobState, Event, GrantRecord, PartRecord, PatientRecord, Precondition,
+    PrivateStore, PutCommit, RequestState, ShareRequestRecord, UploadRecord,
 };
 use gateway::Error;
 use keyring::{BlobId, DataKey, DekId, Hash, Identity, Manifest, Part, WrappedKey, SUITE_V1};
@@ -796,4 +797,664 @@ pub async fn conformance_uploads(store: &dyn PrivateStore) {
         store.abort_upload("u2").await,
         Err(Error::NoSuchUpload(_))
     ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Patients, share requests, grants, stanzas and the event record.
+// ---------------------------------------------------------------------------------------
+
+fn patient_record(id: &str, registered_ms: u64) -> PatientRecord {
+    PatientRecord {
+        id: id.into(),
+        recipient: Identity::generate().recipient().to_string(),
+        registered_ms,
+        proof: format!("{registered_ms:0128x}"),
+        index_seq: registered_ms + 1,
+    }
+}
+
+fn sorted_patients(mut v: Vec<PatientRecord>) -> Vec<PatientRecord> {
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+/// A pending share request of `patient`.
+pub fn request_record(id: &str, patient: &str) -> ShareRequestRecord {
+    ShareRequestRecord {
+        id: id.into(),
+        request: format!("medgate-share-request v1\nid {id}\npatient {patient}\n"),
+        patient_id: patient.into(),
+        state: RequestState::Pending,
+        created_ms: 1_700_000_000_123,
+        grant: None,
+    }
+}
+
+/// A grant answering `request` for `patient`.
+pub fn grant_record(id: &str, request: &str, patient: &str) -> GrantRecord {
+    GrantRecord {
+        id: id.into(),
+        grant: format!("medgate-grant v1\nid {id}\nrequest {request}\n"),
+        request_id: request.into(),
+        patient_id: patient.into(),
+        recipient: Identity::generate().recipient().to_string(),
+        issued_ms: 1_700_000_000_000,
+        expires_ms: 1_800_000_000_000,
+        revoked_ms: None,
+        records: Vec::new(),
+    }
+}
+
+fn sorted_requests(mut v: Vec<ShareRequestRecord>) -> Vec<ShareRequestRecord> {
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+fn sorted_grants(mut v: Vec<GrantRecord>) -> Vec<GrantRecord> {
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+/// Stanzas as sorted byte strings: the contract says nothing about their order.
+fn stanza_set(v: &[WrappedKey]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = v.iter().map(|s| s.to_bytes()).collect();
+    out.sort();
+    out
+}
+
+/// Like [`put_object`], with the manifest naming `patient`.
+pub async fn put_patient_object(
+    store: &dyn PrivateStore,
+    bucket: &str,
+    key: &str,
+    patient: Option<&str>,
+) -> Manifest {
+    let blob = BlobId::random();
+    store.add_pending(blob, gateway::now_ms()).await.unwrap();
+    let mut m = manifest_with(&[(blob, 100)], "\"p\"");
+    m.patient = patient.map(str::to_string);
+    store
+        .commit_put(commit(bucket, key, &m, Precondition::None))
+        .await
+        .unwrap();
+    m
+}
+
+pub async fn conformance_patients(store: &dyn PrivateStore) {
+    assert!(store.list_patients().await.unwrap().is_empty());
+    assert_eq!(store.patient("p1").await.unwrap(), None);
+    let p2 = patient_record("p2", 20);
+    let p1 = patient_record("p1", 10);
+    store.put_patient(p2.clone(), false).await.unwrap();
+    store.put_patient(p1.clone(), false).await.unwrap();
+    assert_eq!(store.patient("p1").await.unwrap(), Some(p1.clone()));
+    assert_eq!(store.patient("p2").await.unwrap(), Some(p2.clone()));
+    // Ids are exact, not prefixes.
+    assert_eq!(store.patient("p").await.unwrap(), None);
+    assert_eq!(
+        sorted_patients(store.list_patients().await.unwrap()),
+        vec![p1.clone(), p2.clone()]
+    );
+
+    // Registering an existing id again, without replace, is refused and changes nothing
+    // (a key change must say so).
+    let p1_new_key = patient_record("p1", 30);
+    assert_ne!(p1_new_key.recipient, p1.recipient);
+    assert!(matches!(
+        store.put_patient(p1_new_key.clone(), false).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(store.patient("p1").await.unwrap(), Some(p1.clone()));
+    // The same record again is refused too: the store does not compare contents.
+    assert!(matches!(
+        store.put_patient(p1.clone(), false).await,
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // With replace, the record is overwritten.
+    store.put_patient(p1_new_key.clone(), true).await.unwrap();
+    assert_eq!(store.patient("p1").await.unwrap(), Some(p1_new_key.clone()));
+    assert_eq!(
+        sorted_patients(store.list_patients().await.unwrap()),
+        vec![p1_new_key, p2]
+    );
+}
+
+pub async fn conformance_patient_objects(store: &dyn PrivateStore) {
+    store.create_bucket("b", 1).await.unwrap();
+    store.create_bucket("c", 1).await.unwrap();
+    assert!(store.patient_objects("p1").await.unwrap().is_empty());
+
+    let b_x = put_patient_object(store, "b", "x", Some("p1")).await;
+    let c_x = put_patient_object(store, "c", "x", Some("p1")).await;
+    let b_dir = put_patient_object(store, "b", "dir/scan.dcm", Some("p1")).await;
+    // Another patient's, one whose id extends p1's, and an untagged one.
+    let b_other = put_patient_object(store, "b", "other", Some("p2")).await;
+    put_patient_object(store, "b", "longer", Some("p10")).await;
+    put_patient_object(store, "b", "untagged", None).await;
+    // Overwritten to belong to someone else: no longer p1's.
+    put_patient_object(store, "c", "moved", Some("p1")).await;
+    let c_moved = put_patient_object(store, "c", "moved", Some("p2")).await;
+    // Overwritten from untagged to p1: now p1's.
+    put_patient_object(store, "c", "claimed", None).await;
+    let c_claimed = put_patient_object(store, "c", "claimed", Some("p1")).await;
+    // Deleted: gone from the answer.
+    put_patient_object(store, "b", "deleted", Some("p1")).await;
+    store.delete_object("b", "deleted").await.unwrap().unwrap();
+
+    let mut got = store.patient_objects("p1").await.unwrap();
+    got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let want = vec![
+        ("b".to_string(), "dir/scan.dcm".to_string(), b_dir),
+        ("b".to_string(), "x".to_string(), b_x),
+        ("c".to_string(), "claimed".to_string(), c_claimed),
+        ("c".to_string(), "x".to_string(), c_x),
+    ];
+    assert_eq!(got, want);
+
+    let mut got = store.patient_objects("p2").await.unwrap();
+    got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(
+        got,
+        vec![
+            ("b".to_string(), "other".to_string(), b_other),
+            ("c".to_string(), "moved".to_string(), c_moved),
+        ]
+    );
+    assert_eq!(store.patient_objects("p10").await.unwrap().len(), 1);
+    assert!(store.patient_objects("p").await.unwrap().is_empty());
+    assert!(store.patient_objects("nobody").await.unwrap().is_empty());
+    // Untagged objects belong to no patient, not even the empty id.
+    assert!(store.patient_objects("").await.unwrap().is_empty());
+}
+
+pub async fn conformance_requests_and_grants(store: &dyn PrivateStore) {
+    assert!(store.list_requests().await.unwrap().is_empty());
+    assert!(store.list_grants().await.unwrap().is_empty());
+    assert_eq!(store.request("r1").await.unwrap(), None);
+    assert_eq!(store.grant("g1").await.unwrap(), None);
+
+    let r1 = request_record("r1", "p1");
+    let r2 = request_record("r2", "p1");
+    let r3 = request_record("r3", "p2");
+    for r in [&r2, &r1, &r3] {
+        store.insert_request(r.clone()).await.unwrap();
+    }
+    assert_eq!(store.request("r1").await.unwrap(), Some(r1.clone()));
+    assert_eq!(
+        sorted_requests(store.list_requests().await.unwrap()),
+        vec![r1.clone(), r2.clone(), r3.clone()]
+    );
+    // A duplicate id is refused and does not overwrite the stored request.
+    let mut dup = request_record("r1", "p9");
+    dup.created_ms = 5;
+    assert!(store.insert_request(dup).await.is_err());
+    assert_eq!(store.request("r1").await.unwrap(), Some(r1.clone()));
+    assert_eq!(store.list_requests().await.unwrap().len(), 3);
+
+    // Approving stores the grant in the same step and links it from the request.
+    let g1 = grant_record("g1", "r1", "p1");
+    store
+        .decide_request("r1", RequestState::Approved, Some(g1.clone()))
+        .await
+        .unwrap();
+    let mut r1_approved = r1.clone();
+    r1_approved.state = RequestState::Approved;
+    r1_approved.grant = Some("g1".into());
+    assert_eq!(
+        store.request("r1").await.unwrap(),
+        Some(r1_approved.clone())
+    );
+    assert_eq!(store.grant("g1").await.unwrap(), Some(g1.clone()));
+    assert_eq!(store.list_grants().await.unwrap(), vec![g1.clone()]);
+
+    // A decided request cannot be decided again, in either direction, and a refused
+    // decision stores no grant.
+    assert!(matches!(
+        store.decide_request("r1", RequestState::Denied, None).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let g_late = grant_record("g-late", "r1", "p1");
+    assert!(matches!(
+        store
+            .decide_request("r1", RequestState::Approved, Some(g_late))
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(
+        store.request("r1").await.unwrap(),
+        Some(r1_approved.clone())
+    );
+    assert_eq!(store.grant("g-late").await.unwrap(), None);
+    assert_eq!(store.list_grants().await.unwrap(), vec![g1.clone()]);
+
+    // Denying: no grant.
+    store
+        .decide_request("r2", RequestState::Denied, None)
+        .await
+        .unwrap();
+    let mut r2_denied = r2.clone();
+    r2_denied.state = RequestState::Denied;
+    assert_eq!(store.request("r2").await.unwrap(), Some(r2_denied.clone()));
+    assert!(matches!(
+        store
+            .decide_request(
+                "r2",
+                RequestState::Approved,
+                Some(grant_record("g2", "r2", "p1"))
+            )
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(store.request("r2").await.unwrap(), Some(r2_denied.clone()));
+    assert_eq!(store.grant("g2").await.unwrap(), None);
+
+    // A request that does not exist cannot be decided, and nothing is stored for it.
+    assert!(store
+        .decide_request(
+            "nope",
+            RequestState::Approved,
+            Some(grant_record("g-nope", "nope", "p1"))
+        )
+        .await
+        .is_err());
+    assert_eq!(store.request("nope").await.unwrap(), None);
+    assert_eq!(store.grant("g-nope").await.unwrap(), None);
+
+    // Replay: a grant id already stored is refused even for another pending request, and
+    // neither the request nor the stored grant changes.
+    let replayed = grant_record("g1", "r3", "p2");
+    assert!(store
+        .decide_request("r3", RequestState::Approved, Some(replayed))
+        .await
+        .is_err());
+    assert_eq!(store.request("r3").await.unwrap(), Some(r3.clone()));
+    assert_eq!(store.grant("g1").await.unwrap(), Some(g1.clone()));
+    // The request is still pending: a fresh grant approves it.
+    let g3 = grant_record("g3", "r3", "p2");
+    store
+        .decide_request("r3", RequestState::Approved, Some(g3.clone()))
+        .await
+        .unwrap();
+    let mut r3_approved = r3.clone();
+    r3_approved.state = RequestState::Approved;
+    r3_approved.grant = Some("g3".into());
+    assert_eq!(
+        store.request("r3").await.unwrap(),
+        Some(r3_approved.clone())
+    );
+    assert_eq!(
+        sorted_grants(store.list_grants().await.unwrap()),
+        vec![g1.clone(), g3.clone()]
+    );
+    assert_eq!(
+        sorted_requests(store.list_requests().await.unwrap()),
+        vec![r1_approved, r2_denied, r3_approved]
+    );
+
+    // update_grant overwrites: re-wrapped records, then a revocation.
+    let mut g1_wrapped = g1.clone();
+    g1_wrapped.records = vec![
+        ("b".into(), "x".into(), "00".repeat(16)),
+        ("c".into(), "y/z".into(), "ff".repeat(16)),
+    ];
+    store.update_grant(g1_wrapped.clone()).await.unwrap();
+    assert_eq!(store.grant("g1").await.unwrap(), Some(g1_wrapped.clone()));
+    let mut g1_revoked = g1_wrapped;
+    g1_revoked.revoked_ms = Some(1_750_000_000_000);
+    store.update_grant(g1_revoked.clone()).await.unwrap();
+    assert_eq!(store.grant("g1").await.unwrap(), Some(g1_revoked.clone()));
+    assert_eq!(store.grant("g3").await.unwrap(), Some(g3.clone()));
+    assert_eq!(
+        sorted_grants(store.list_grants().await.unwrap()),
+        vec![g1_revoked.clone(), g3]
+    );
+    // An updated grant id is still "stored": it cannot be replayed either.
+    store
+        .insert_request(request_record("r4", "p1"))
+        .await
+        .unwrap();
+    assert!(store
+        .decide_request(
+            "r4",
+            RequestState::Approved,
+            Some(grant_record("g1", "r4", "p1"))
+        )
+        .await
+        .is_err());
+    assert_eq!(store.grant("g1").await.unwrap(), Some(g1_revoked));
+    assert_eq!(
+        store.request("r4").await.unwrap().unwrap().state,
+        RequestState::Pending
+    );
+}
+
+/// Checks the outcome of racing decisions on the pending request `id`: exactly one
+/// succeeded, the others were refused as not pending, the request records the winner, and
+/// of the grants offered only the winner's is stored. One `(state, grant id, outcome)` per
+/// contender.
+pub async fn check_one_decision(
+    store: &dyn PrivateStore,
+    id: &str,
+    contenders: &[(RequestState, Option<String>, gateway::Result<()>)],
+) {
+    let winners: Vec<_> = contenders.iter().filter(|c| c.2.is_ok()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one decision of {id} must succeed: {:?}",
+        contenders.iter().map(|c| &c.2).collect::<Vec<_>>()
+    );
+    for (_, _, outcome) in contenders {
+        if let Err(e) = outcome {
+            assert!(
+                matches!(e, Error::InvalidArgument(_)),
+                "a losing decision fails as not pending, got {e:?}"
+            );
+        }
+    }
+    let (state, grant, _) = winners[0];
+    let rec = store.request(id).await.unwrap().unwrap();
+    assert_eq!(rec.state, *state);
+    assert_eq!(rec.grant, *grant);
+    for (_, g, outcome) in contenders {
+        if let Some(g) = g {
+            assert_eq!(
+                store.grant(g).await.unwrap().is_some(),
+                outcome.is_ok(),
+                "grant {g} is stored iff its decision won"
+            );
+        }
+    }
+}
+
+/// Two concurrent decisions on one pending request: exactly one wins, and only its grant
+/// is stored.
+pub async fn conformance_decide_race(store: &dyn PrivateStore) {
+    for round in 0..16 {
+        let id = format!("race-{round}");
+        store
+            .insert_request(request_record(&id, "p1"))
+            .await
+            .unwrap();
+        let ga = grant_record(&format!("{id}-a"), &id, "p1");
+        // Every fourth round races an approval against a denial.
+        let (state_b, gb) = if round % 4 == 3 {
+            (RequestState::Denied, None)
+        } else {
+            (
+                RequestState::Approved,
+                Some(grant_record(&format!("{id}-b"), &id, "p1")),
+            )
+        };
+        let (ra, rb) = tokio::join!(
+            store.decide_request(&id, RequestState::Approved, Some(ga.clone())),
+            store.decide_request(&id, state_b, gb.clone()),
+        );
+        check_one_decision(
+            store,
+            &id,
+            &[
+                (RequestState::Approved, Some(ga.id), ra),
+                (state_b, gb.map(|g| g.id), rb),
+            ],
+        )
+        .await;
+    }
+    // Two requests racing to use one grant id: only one gets it.
+    store
+        .insert_request(request_record("rx", "p1"))
+        .await
+        .unwrap();
+    store
+        .insert_request(request_record("ry", "p1"))
+        .await
+        .unwrap();
+    let (rx, ry) = tokio::join!(
+        store.decide_request(
+            "rx",
+            RequestState::Approved,
+            Some(grant_record("gxy", "rx", "p1"))
+        ),
+        store.decide_request(
+            "ry",
+            RequestState::Approved,
+            Some(grant_record("gxy", "ry", "p1"))
+        ),
+    );
+    assert_eq!(
+        u8::from(rx.is_ok()) + u8::from(ry.is_ok()),
+        1,
+        "one grant id approves one request: {rx:?} {ry:?}"
+    );
+    let (won, lost) = if rx.is_ok() {
+        ("rx", "ry")
+    } else {
+        ("ry", "rx")
+    };
+    assert_eq!(store.grant("gxy").await.unwrap().unwrap().request_id, won);
+    let lost = store.request(lost).await.unwrap().unwrap();
+    assert_eq!((lost.state, lost.grant), (RequestState::Pending, None));
+}
+
+pub async fn conformance_stanzas(store: &dyn PrivateStore) {
+    store.create_bucket("b", 1).await.unwrap();
+    let m = put_object(store, "b", "k", "\"e\"").await;
+    let dek = m.dek_id;
+    let institution = store.stanzas(dek).await.unwrap();
+    assert_eq!(institution.len(), 1);
+
+    let alice = Identity::generate();
+    let bob = Identity::generate();
+    let wrap = |who: &Identity| who.recipient().wrap_key(&DataKey::generate()).unwrap();
+    let (a1, a2, b1) = (wrap(&alice), wrap(&alice), wrap(&bob));
+    let alice_tag = a1.recipient_tag();
+    assert_eq!(alice_tag, a2.recipient_tag());
+    assert_eq!(alice_tag, alice.recipient().tag());
+    assert_ne!(alice_tag, b1.recipient_tag());
+    assert_ne!(alice_tag, institution[0].recipient_tag());
+
+    // Adding to an existing DEK.
+    assert!(store
+        .add_stanzas(dek, vec![a1.clone(), b1.clone()])
+        .await
+        .unwrap());
+    assert!(store.add_stanzas(dek, vec![a2.clone()]).await.unwrap());
+    assert_eq!(
+        stanza_set(&store.stanzas(dek).await.unwrap()),
+        stanza_set(&[institution[0].clone(), a1.clone(), a2.clone(), b1.clone()])
+    );
+    // An unknown DEK: false, and no record springs into being.
+    let unknown = DekId::random();
+    assert!(!store.add_stanzas(unknown, vec![a1.clone()]).await.unwrap());
+    assert!(store.stanzas(unknown).await.unwrap().is_empty());
+
+    // Removing by tag takes exactly that recipient's stanzas.
+    assert_eq!(store.remove_stanzas(dek, alice_tag).await.unwrap(), 2);
+    assert_eq!(
+        stanza_set(&store.stanzas(dek).await.unwrap()),
+        stanza_set(&[institution[0].clone(), b1.clone()])
+    );
+    assert_eq!(store.remove_stanzas(dek, alice_tag).await.unwrap(), 0);
+    let nobody = Identity::generate().recipient().tag();
+    assert_eq!(store.remove_stanzas(dek, nobody).await.unwrap(), 0);
+    assert_eq!(store.remove_stanzas(unknown, alice_tag).await.unwrap(), 0);
+    assert_eq!(store.stanzas(dek).await.unwrap().len(), 2);
+    assert_eq!(
+        store.remove_stanzas(dek, b1.recipient_tag()).await.unwrap(),
+        1
+    );
+    assert_eq!(store.stanzas(dek).await.unwrap(), institution);
+    // The object is still readable by the institution, and its references are intact:
+    // added and removed stanzas do not touch the DEK's reference count.
+    assert!(store.add_stanzas(dek, vec![a1.clone()]).await.unwrap());
+    assert_eq!(store.delete_object("b", "k").await.unwrap(), Some(m));
+    // Crypto-shredding takes the added stanzas with it; the DEK is then gone.
+    assert!(store.stanzas(dek).await.unwrap().is_empty());
+    assert!(!store.add_stanzas(dek, vec![a2]).await.unwrap());
+    assert!(store.stanzas(dek).await.unwrap().is_empty());
+    assert_eq!(store.remove_stanzas(dek, alice_tag).await.unwrap(), 0);
+}
+
+pub async fn conformance_events(store: &dyn PrivateStore) {
+    assert!(store.events(0, 10).await.unwrap().is_empty());
+    let inputs = vec![
+        Event {
+            time_ms: 10,
+            kind: "put".into(),
+            actor: "AKIA1".into(),
+            bucket: Some("b".into()),
+            key: Some("k".into()),
+            ..Event::default()
+        },
+        Event {
+            time_ms: 11,
+            kind: "share-request".into(),
+            actor: "peer-hospital".into(),
+            patient: Some("p1".into()),
+            detail: "request r1\nwith a newline and ünïcode".into(),
+            ..Event::default()
+        },
+        Event {
+            // Whatever the caller puts in seq is replaced by the store's.
+            seq: u64::MAX - 1,
+            time_ms: 12,
+            kind: "grant".into(),
+            actor: "patient:p1".into(),
+            patient: Some("p1".into()),
+            grant: Some("g1".into()),
+            ..Event::default()
+        },
+        Event {
+            // Time need not increase: order is by seq.
+            time_ms: 5,
+            kind: "rewrap".into(),
+            actor: "admin".into(),
+            patient: Some("p1".into()),
+            bucket: Some("b".into()),
+            key: Some("k".into()),
+            grant: Some("g1".into()),
+            detail: "1 record".into(),
+            ..Event::default()
+        },
+        Event::default(),
+    ];
+    let mut want = Vec::new();
+    for input in &inputs {
+        let seq = store.append_event(input.clone()).await.unwrap();
+        let mut e = input.clone();
+        e.seq = seq;
+        want.push(e);
+    }
+    let seqs: Vec<u64> = want.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {seqs:?}"
+    );
+
+    assert_eq!(store.events(0, 100).await.unwrap(), want);
+    assert_eq!(store.events(seqs[0], 100).await.unwrap(), want);
+    // Limit.
+    assert_eq!(store.events(0, 2).await.unwrap(), &want[..2]);
+    assert_eq!(store.events(0, 5).await.unwrap(), want);
+    assert!(store.events(0, 0).await.unwrap().is_empty());
+    // From is inclusive; a `from` between two seqs starts at the next one.
+    assert_eq!(store.events(seqs[2], 100).await.unwrap(), &want[2..]);
+    assert_eq!(store.events(seqs[1] + 1, 100).await.unwrap(), &want[2..]);
+    assert_eq!(store.events(seqs[1], 2).await.unwrap(), &want[1..3]);
+    assert_eq!(store.events(seqs[4], 100).await.unwrap(), &want[4..]);
+    assert!(store.events(seqs[4] + 1, 100).await.unwrap().is_empty());
+    assert!(store.events(u64::MAX, 100).await.unwrap().is_empty());
+
+    // Paging by `last seq + 1` visits every event once, in order.
+    let mut seen = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = store.events(from, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        from = page.last().unwrap().seq + 1;
+        seen.extend(page);
+    }
+    assert_eq!(seen, want);
+
+    // Appending after reads continues the sequence.
+    let later = store
+        .append_event(Event {
+            time_ms: 99,
+            kind: "read".into(),
+            actor: "AKIA2".into(),
+            ..Event::default()
+        })
+        .await
+        .unwrap();
+    assert!(later > seqs[4]);
+    let tail = store.events(seqs[4] + 1, 10).await.unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!((tail[0].seq, tail[0].kind.as_str()), (later, "read"));
+}
+
+/// What [`persistence_sharing_write`] stored, for [`persistence_sharing_check`].
+pub struct PersistedSharing {
+    pub patient: PatientRecord,
+    pub request: ShareRequestRecord,
+    pub grant: GrantRecord,
+    pub events: Vec<Event>,
+}
+
+/// Patients, decided requests, grants and events survive a reopen; the event sequence
+/// keeps increasing after it.
+pub async fn persistence_sharing_write(store: &dyn PrivateStore) -> PersistedSharing {
+    let patient = patient_record("p1", 1);
+    store.put_patient(patient.clone(), false).await.unwrap();
+    let mut request = request_record("r1", "p1");
+    store.insert_request(request.clone()).await.unwrap();
+    let grant = grant_record("g1", "r1", "p1");
+    store
+        .decide_request("r1", RequestState::Approved, Some(grant.clone()))
+        .await
+        .unwrap();
+    request.state = RequestState::Approved;
+    request.grant = Some("g1".into());
+    let mut events = Vec::new();
+    for kind in ["share-request", "grant"] {
+        let mut e = Event {
+            time_ms: 3,
+            kind: kind.into(),
+            actor: "patient:p1".into(),
+            patient: Some("p1".into()),
+            ..Event::default()
+        };
+        e.seq = store.append_event(e.clone()).await.unwrap();
+        events.push(e);
+    }
+    store.flush().await.unwrap();
+    PersistedSharing {
+        patient,
+        request,
+        grant,
+        events,
+    }
+}
+
+pub async fn persistence_sharing_check(store: &dyn PrivateStore, p: &PersistedSharing) {
+    assert_eq!(store.patient("p1").await.unwrap(), Some(p.patient.clone()));
+    assert!(matches!(
+        store.put_patient(patient_record("p1", 2), false).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(store.request("r1").await.unwrap(), Some(p.request.clone()));
+    assert_eq!(store.grant("g1").await.unwrap(), Some(p.grant.clone()));
+    assert!(matches!(
+        store.decide_request("r1", RequestState::Denied, None).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(store.events(0, 10).await.unwrap(), p.events);
+    let next = store.append_event(Event::default()).await.unwrap();
+    assert!(
+        next > p.events.last().unwrap().seq,
+        "sequence numbers are never reused after a reopen"
+    );
 }
