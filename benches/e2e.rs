@@ -362,6 +362,8 @@ impl Server {
             .arg(data_dir)
             .arg("--listen")
             .arg(addr.to_string())
+            .arg("--ops-listen")
+            .arg("127.0.0.1:0")
             .env("MEDGATE_ACCESS_KEY_ID", KEY_ID)
             .env("MEDGATE_SECRET_ACCESS_KEY", secret)
             .stdin(Stdio::null())

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The config file, every field optional. See `deploy/medgate.example.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -31,10 +31,117 @@ pub struct FileConfig {
     /// `x-amz-meta-medgate-patient` header.
     #[serde(default)]
     pub patient_prefixes: Vec<gateway::record::PatientPrefix>,
+    /// TLS on the S3 and ops ports, and when plain HTTP is allowed.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// The ops port: health, readiness, metrics.
+    #[serde(default)]
+    pub ops: OpsConfig,
+}
+
+/// `[tls]`: PEM files for the S3 and ops ports, reloaded on SIGHUP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback.
+    pub allow_plain_http: Option<bool>,
+}
+
+/// `[ops]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where the ops endpoints listen unless configured: loopback, so plain HTTP is allowed.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9090";
+
+/// How the S3 and ops ports are exposed, resolved from flags, environment and file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    /// Certificate and key files, when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub allow_plain_http: bool,
+}
+
+impl Transport {
+    /// Resolves the settings: each argument is the flag-or-environment value, which
+    /// beats the file's.
+    ///
+    /// # Errors
+    /// A certificate without a key or the other way round.
+    pub fn resolve(
+        file: &FileConfig,
+        listen: Option<SocketAddr>,
+        ops_listen: Option<SocketAddr>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        allow_plain_http: bool,
+    ) -> anyhow::Result<Self> {
+        let listen = listen.or(file.listen).unwrap_or_else(|| {
+            crate::DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses")
+        });
+        let ops_listen = ops_listen.or(file.ops.listen).unwrap_or_else(|| {
+            DEFAULT_OPS_LISTEN
+                .parse()
+                .expect("the default ops address parses")
+        });
+        let cert = cert.or_else(|| file.tls.cert.clone());
+        let key = key.or_else(|| file.tls.key.clone());
+        let tls = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                bail!("[tls] cert (--tls-cert) is set but key (--tls-key) is not: set both, or neither")
+            }
+            (None, Some(_)) => {
+                bail!("[tls] key (--tls-key) is set but cert (--tls-cert) is not: set both, or neither")
+            }
+        };
+        Ok(Transport {
+            listen,
+            ops_listen,
+            tls,
+            allow_plain_http: allow_plain_http || file.tls.allow_plain_http.unwrap_or(false),
+        })
+    }
+
+    /// Plain HTTP is served only on loopback addresses unless explicitly allowed:
+    /// access keys' signatures protect requests, but record bodies would cross the
+    /// network in clear.
+    ///
+    /// # Errors
+    /// A port that would serve plain HTTP beyond loopback, naming the setting.
+    pub fn check_plain_http(&self) -> anyhow::Result<()> {
+        if self.tls.is_some() || self.allow_plain_http {
+            return Ok(());
+        }
+        for (setting, addr) in [
+            ("listen (--listen)", self.listen),
+            ("[ops] listen (--ops-listen)", self.ops_listen),
+        ] {
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "refusing to serve plain HTTP on {addr} ({setting}), which is not a loopback \
+                     address: configure [tls] cert and key (--tls-cert, --tls-key), or set [tls] \
+                     allow_plain_http = true (--allow-plain-http) when a TLS proxy or a closed \
+                     network protects the port"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A peer institution: its name as this hospital knows it, and its Recipient.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub name: String,
@@ -84,9 +191,267 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("config file {} is not valid", path.display()))
+        // toml's own Display quotes the offending line, which may hold a secret (a
+        // public store key): report the position and the message only.
+        toml::from_str(&text).map_err(|e| {
+            let at = match e.span() {
+                Some(span) => {
+                    let before = text.get(..span.start).unwrap_or("");
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: ")
+                }
+                None => String::new(),
+            };
+            anyhow::anyhow!(
+                "config file {} is not valid: {at}{}",
+                path.display(),
+                without_values(e.message().trim_end())
+            )
+        })
     }
+
+    /// Checks every setting as `serve` reads it, without opening the data dir or
+    /// contacting a store (the TLS files are read, to check them).
+    ///
+    /// # Errors
+    /// The first bad setting, named as in the file.
+    pub fn validate(&self) -> anyhow::Result<Transport> {
+        if let Some(f) = &self.log_format {
+            check_log_format(f).context("log_format")?;
+        }
+        if let Some(cs) = self.engine.chunk_size {
+            check_chunk_size(cs).context("[engine] chunk_size")?;
+        }
+        if self.engine.part_size == Some(0) {
+            bail!("[engine] part_size = 0: must be positive");
+        }
+        gateway::public::check(self.public_store.url.as_deref(), &self.public_store.options)
+            .context("[public_store]")?;
+        if let Some(d) = &self.s3.domain {
+            gateway::server::check_domain(d).context("[s3] domain")?;
+        }
+        for p in &self.peers {
+            p.recipient
+                .parse::<keyring::Recipient>()
+                .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: recipient: {e}", p.name))?;
+        }
+        for p in &self.patient_prefixes {
+            gateway::sharing::check_patient_id(&p.patient).with_context(|| {
+                format!("[[patient_prefixes]] {}/{}: patient", p.bucket, p.prefix)
+            })?;
+        }
+        let transport = Transport::resolve(self, None, None, None, None, false)?;
+        if let Some((cert, key)) = &transport.tls {
+            gateway::tls::Tls::load(cert, key).context("[tls]")?;
+        }
+        transport.check_plain_http()?;
+        Ok(transport)
+    }
+
+    /// The settings `serve` would run with from this file alone, as TOML: built-in
+    /// defaults filled in, and the value of every public store option whose name
+    /// suggests a secret replaced by `<redacted>`.
+    ///
+    /// # Errors
+    /// Settings [`FileConfig::validate`] refuses.
+    pub fn effective(&self) -> anyhow::Result<String> {
+        let transport = self.validate()?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_DATA_DIR));
+        let url = match &self.public_store.url {
+            Some(u) => redact_url(u),
+            None => data_dir.join("public").display().to_string(),
+        };
+        let folder = gateway::public::local_root(Some(&url), &data_dir).is_some();
+        let (cert, key) = match transport.tls {
+            Some((c, k)) => (Some(c), Some(k)),
+            None => (None, None),
+        };
+        let effective = Effective {
+            identity: self
+                .identity
+                .clone()
+                .unwrap_or_else(|| data_dir.join("institution.key")),
+            data_dir,
+            listen: transport.listen.to_string(),
+            log_format: self.log_format.clone().unwrap_or_else(|| "human".into()),
+            public_store: EffectivePublicStore {
+                url,
+                options: self
+                    .public_store
+                    .options
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if is_secret_name(k) {
+                            "<redacted>".to_string()
+                        } else {
+                            v.clone()
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            },
+            engine: EffectiveEngine {
+                chunk_size: self
+                    .engine
+                    .chunk_size
+                    .unwrap_or(keyring::DEFAULT_CHUNK_SIZE),
+                part_size: part_size(self.engine.part_size, folder),
+            },
+            private_store: EffectivePrivateStore {
+                cache_bytes: self
+                    .private_store
+                    .cache_bytes
+                    .unwrap_or(crate::DEFAULT_CACHE_BYTES),
+            },
+            s3: EffectiveS3 {
+                domain: self.s3.domain.clone(),
+            },
+            tls: EffectiveTls {
+                cert,
+                key,
+                allow_plain_http: transport.allow_plain_http,
+            },
+            ops: EffectiveOps {
+                listen: transport.ops_listen.to_string(),
+            },
+            peers: self.peers.clone(),
+            patient_prefixes: self
+                .patient_prefixes
+                .iter()
+                .map(|p| EffectivePrefix {
+                    bucket: p.bucket.clone(),
+                    prefix: p.prefix.clone(),
+                    patient: p.patient.clone(),
+                })
+                .collect(),
+        };
+        toml::to_string(&effective).context("cannot print the effective settings")
+    }
+}
+
+/// A deserializer message without the value it quotes ("invalid type: integer `123`,
+/// expected a string" loses `123`): the value may be a secret typed without quotes.
+fn without_values(msg: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(lead) {
+            let kind: String = rest
+                .chars()
+                .take_while(|c| !matches!(c, '`' | '"' | '\'' | ','))
+                .collect();
+            let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+            return format!("{lead}{}{expected}", kind.trim_end());
+        }
+    }
+    msg.to_string()
+}
+
+/// Whether a public store option holds a secret, judged by its name.
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["secret", "key", "token", "password", "sas"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// A URL with any password in it replaced.
+fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
+/// `log_format`: `human` or `json`.
+pub fn check_log_format(format: &str) -> anyhow::Result<()> {
+    match format {
+        "human" | "json" => Ok(()),
+        other => bail!("must be human or json, not {other:?}"),
+    }
+}
+
+/// `chunk_size`: at least 1 KiB.
+pub fn check_chunk_size(size: u32) -> anyhow::Result<()> {
+    if size < 1024 {
+        bail!("{size} is too small: must be at least 1024 bytes");
+    }
+    Ok(())
+}
+
+/// Bytes per public-store part: the configured size with a floor, or the default. A
+/// folder has no minimum part size, and smaller parts keep concurrent uploads light;
+/// object stores (S3) refuse parts under 5 MiB but the last.
+pub fn part_size(configured: Option<usize>, folder: bool) -> usize {
+    let (floor, default) = if folder {
+        (1 << 20, 2 << 20)
+    } else {
+        (5 << 20, gateway::record::EngineConfig::default().part_size)
+    };
+    configured.map_or(default, |ps| ps.max(floor))
+}
+
+/// What `medgate config check` prints. Plain values come before tables, as TOML needs.
+#[derive(Serialize)]
+struct Effective {
+    data_dir: PathBuf,
+    listen: String,
+    log_format: String,
+    identity: PathBuf,
+    public_store: EffectivePublicStore,
+    engine: EffectiveEngine,
+    private_store: EffectivePrivateStore,
+    s3: EffectiveS3,
+    tls: EffectiveTls,
+    ops: EffectiveOps,
+    peers: Vec<PeerConfig>,
+    patient_prefixes: Vec<EffectivePrefix>,
+}
+
+#[derive(Serialize)]
+struct EffectivePublicStore {
+    url: String,
+    options: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct EffectiveEngine {
+    chunk_size: u32,
+    part_size: usize,
+}
+
+#[derive(Serialize)]
+struct EffectivePrivateStore {
+    cache_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct EffectiveS3 {
+    domain: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EffectiveTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    allow_plain_http: bool,
+}
+
+#[derive(Serialize)]
+struct EffectiveOps {
+    listen: String,
+}
+
+#[derive(Serialize)]
+struct EffectivePrefix {
+    bucket: String,
+    prefix: String,
+    patient: String,
 }
 
 /// Parses `KEY=VALUE`.
@@ -94,5 +459,91 @@ pub fn parse_kv(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => bail!("expected KEY=VALUE, got {s:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn secrets_are_redacted_by_option_name() {
+        let cfg = parse(
+            r#"
+[public_store]
+url = "s3://bucket/prefix"
+[public_store.options]
+region = "eu-central-1"
+access_key_id = "AKIAEXAMPLE"
+secret_access_key = "wJalrXUtnFEMI"
+token = "tok"
+"#,
+        );
+        let out = cfg.effective().unwrap();
+        assert!(out.contains(r#"region = "eu-central-1""#), "{out}");
+        assert!(
+            !out.contains("wJalrXUtnFEMI") && !out.contains("AKIAEXAMPLE"),
+            "{out}"
+        );
+        assert!(!out.contains(r#""tok""#), "{out}");
+        assert!(out.contains(r#"secret_access_key = "<redacted>""#), "{out}");
+        assert!(out.contains(r#"listen = "127.0.0.1:9090""#), "{out}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = |text: &str| format!("{:#}", parse(text).validate().unwrap_err());
+        assert!(err("log_format = \"xml\"").contains("log_format"));
+        assert!(err("[engine]\nchunk_size = 10").contains("chunk_size"));
+        assert!(err("[s3]\ndomain = \"no spaces allowed\"").contains("[s3] domain"));
+        let e = err("[public_store]\nurl = \"s3://b/p\"\n[public_store.options]\nregoin = \"x\"");
+        assert!(e.contains("regoin"), "{e}");
+        let e = err("[tls]\ncert = \"/nonexistent/tls.crt\"");
+        assert!(e.contains("key"), "{e}");
+        let e = err("listen = \"0.0.0.0:9000\"");
+        assert!(
+            e.contains("plain HTTP") && e.contains("0.0.0.0:9000"),
+            "{e}"
+        );
+        let e = err("[ops]\nlisten = \"0.0.0.0:9090\"");
+        assert!(e.contains("[ops] listen"), "{e}");
+        assert!(
+            parse("listen = \"0.0.0.0:9000\"\n[tls]\nallow_plain_http = true")
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_place_but_not_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "[public_store.options]\nregion = \"x\"\nsecret_access_key = 9876543210\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", FileConfig::load(Some(&path)).unwrap_err());
+        assert!(e.contains("bad.toml") && e.contains("line 3"), "{e}");
+        assert!(
+            e.contains("invalid type: integer, expected a string"),
+            "{e}"
+        );
+        assert!(!e.contains("9876543210"), "{e}");
+        std::fs::write(&path, "[opps]\nlisten = 1\n").unwrap();
+        let e = format!("{:#}", FileConfig::load(Some(&path)).unwrap_err());
+        assert!(e.contains("unknown field `opps`"), "{e}");
+    }
+
+    #[test]
+    fn part_size_has_floors_and_defaults() {
+        assert_eq!(part_size(None, true), 2 << 20);
+        assert_eq!(part_size(Some(1), true), 1 << 20);
+        assert_eq!(part_size(Some(1), false), 5 << 20);
+        assert_eq!(part_size(Some(8 << 20), false), 8 << 20);
     }
 }

@@ -2,6 +2,7 @@
 //! commands against a running server (admin socket) or a stopped one (the store itself).
 
 pub(crate) mod config;
+mod ops;
 mod patient;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use keyring::Identity;
 use crate::config::{parse_kv, FileConfig};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+const DEFAULT_DATA_DIR: &str = "./medgate-data";
 const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 #[derive(Parser)]
@@ -56,6 +58,13 @@ pub(crate) struct DataDirArg {
 enum Command {
     /// Run the S3 gateway.
     Serve(ServeArgs),
+    /// GET /healthz on the ops port; exit 0 on 200 (the container HEALTHCHECK).
+    Healthcheck(ops::HealthcheckArgs),
+    /// Check a config file.
+    Config {
+        #[command(subcommand)]
+        action: ops::ConfigAction,
+    },
     /// Show the institution's public Recipient.
     Keys {
         #[command(flatten)]
@@ -88,6 +97,15 @@ enum Command {
     Share {
         #[command(subcommand)]
         action: patient::ShareAction,
+    },
+    /// Check the transparency log against every published checkpoint, and every
+    /// manifest against its logged root; --deep also re-hashes every blob. Exits
+    /// non-zero naming each mismatch.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        deep: bool,
     },
 }
 
@@ -124,6 +142,19 @@ struct ServeArgs {
     /// Base domain for virtual-host-style requests (bucket.DOMAIN); path style always works.
     #[arg(long, env = "MEDGATE_DOMAIN")]
     domain: Option<String>,
+    /// Address for /healthz, /readyz and /metrics (default 127.0.0.1:9090).
+    #[arg(long, env = "MEDGATE_OPS_LISTEN")]
+    ops_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS on the S3 and ops ports (with --tls-key); reloaded
+    /// on SIGHUP.
+    #[arg(long, env = "MEDGATE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MEDGATE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on addresses that are not loopback (behind a TLS proxy).
+    #[arg(long, env = "MEDGATE_ALLOW_PLAIN_HTTP")]
+    allow_plain_http: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -151,11 +182,16 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Healthcheck(args) => ops::healthcheck(args).await,
+        Command::Config {
+            action: ops::ConfigAction::Check { file },
+        } => ops::config_check(&file),
         Command::Keys { dir } => keys(&dir).await,
         Command::AccessKey { dir, action } => access_key(&dir, action).await,
         Command::Gc { dir, grace, apply } => gc(&dir, grace, apply).await,
         Command::Patient { action } => patient::patient(action).await,
         Command::Share { action } => patient::share(action).await,
+        Command::Verify { dir, deep } => verify(&dir, deep).await,
     }
 }
 
@@ -189,7 +225,7 @@ pub(crate) fn setup(dir: &DataDirArg) -> Result<Setup> {
         .data_dir
         .clone()
         .or_else(|| file.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("./medgate-data"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let public_url = dir
         .public_store
         .clone()
@@ -368,6 +404,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| "human".into());
     init_logging(&log_format)?;
     disable_core_dumps();
+    let transport = config::Transport::resolve(
+        &setup.file,
+        args.listen,
+        args.ops_listen,
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.allow_plain_http,
+    )?;
+    transport.check_plain_http()?;
+    let tls = match &transport.tls {
+        Some((cert, key)) => Some(Arc::new(gateway::tls::Tls::load(cert, key)?)),
+        None => None,
+    };
     let data_dir = setup.data_dir.clone();
     create_data_dir(&data_dir)?;
     let identity = Arc::new(load_identity(
@@ -386,22 +435,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     let mut engine_config = EngineConfig::default();
     if let Some(cs) = args.chunk_size.or(setup.file.engine.chunk_size) {
-        if cs < 1024 {
-            bail!("--chunk-size must be at least 1024 bytes");
-        }
+        config::check_chunk_size(cs).context("--chunk-size")?;
         engine_config.chunk_size = cs;
     }
-    // A folder has no minimum part size; smaller parts keep concurrent uploads light.
-    let min_part: usize = if public_root.is_some() {
-        1 << 20
-    } else {
-        5 << 20
-    };
-    engine_config.part_size = match setup.file.engine.part_size {
-        Some(ps) => ps.max(min_part),
-        None if public_root.is_some() => 2 << 20,
-        None => engine_config.part_size,
-    };
+    engine_config.part_size = config::part_size(setup.file.engine.part_size, public_root.is_some());
     for p in &setup.file.patient_prefixes {
         gateway::sharing::check_patient_id(&p.patient)
             .with_context(|| format!("patient_prefixes entry {}/{}", p.bucket, p.prefix))?;
@@ -434,10 +471,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let publisher = {
         let engine = Arc::clone(&engine);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let _ = engine.publish_indexes().await;
+                if let Err(e) = engine.publish_log().await {
+                    tracing::warn!(error = %e, "publishing the transparency log failed");
+                }
             }
         })
     };
@@ -446,15 +486,30 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
 
-    let listen = args.listen.or(setup.file.listen).unwrap_or_else(|| {
-        DEFAULT_LISTEN
-            .parse()
-            .expect("the default listen address parses")
-    });
+    let listen = transport.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    let ops_listener = tokio::net::TcpListener::bind(transport.ops_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the ops endpoints ([ops] listen, --ops-listen)",
+                transport.ops_listen
+            )
+        })?;
+    let ops_local = ops_listener.local_addr()?;
+    let ops_task = tokio::spawn(gateway::ops::serve(
+        ops_listener,
+        tls.clone(),
+        Arc::new(gateway::ops::Readiness {
+            private: Arc::clone(&private),
+            public: public.clone(),
+        }),
+        std::future::pending(),
+    ));
+    let reloader = ops::reload_on_sighup(tls.clone()).context("cannot watch SIGHUP")?;
 
     let socket = data_dir.join("admin.sock");
     let admin_task = admin::listen(
@@ -470,7 +525,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     .context("cannot open the admin socket")?;
 
     tracing::info!(recipient = %identity.recipient(), "institution recipient");
-    println!("medgate listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("medgate listening on {scheme}://{local}");
+    println!("ops endpoints (/healthz, /readyz, /metrics) on {scheme}://{ops_local}");
     if let Some(id) = first_key {
         println!(
             "created access key {id}; its secret is in {}",
@@ -478,22 +535,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     println!(
-        "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile medgate --endpoint-url http://{local} s3 ls",
+        "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile medgate --endpoint-url {scheme}://{local} s3 ls",
         data_dir.join("credentials").display()
     );
 
     gateway::server::serve(
         listener,
         service,
+        tls,
         shutdown_signal(),
         Duration::from_secs(30),
     )
     .await?;
     admin_task.abort();
+    ops_task.abort();
+    reloader.abort();
     sweeper.abort();
     publisher.abort();
     if let Err(e) = bg_engine.publish_indexes().await {
         tracing::warn!(error = %e, "publishing patient indexes at shutdown failed");
+    }
+    if let Err(e) = bg_engine.publish_log().await {
+        tracing::warn!(error = %e, "publishing the transparency log at shutdown failed");
     }
     let _ = std::fs::remove_file(&socket);
     private
@@ -617,6 +680,48 @@ pub(crate) fn fail_on_error(resp: AdminResponse) -> Result<AdminResponse> {
     match resp {
         AdminResponse::Error { message } => Err(anyhow!(message)),
         other => Ok(other),
+    }
+}
+
+async fn verify(dir: &DataDirArg, deep: bool) -> Result<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(if deep {
+        "verifying the log, every manifest and every blob"
+    } else {
+        "verifying the log and every manifest"
+    });
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let resp = admin_request(dir, AdminRequest::Verify { deep }).await;
+    bar.finish_and_clear();
+    match fail_on_error(resp?)? {
+        AdminResponse::Verified { report: r } => {
+            println!(
+                "log: {} entries, {} checkpoints published, public checkpoint at size {}",
+                r.log_size,
+                r.checkpoints,
+                r.published_size
+                    .map_or("(none)".to_string(), |s| s.to_string())
+            );
+            println!(
+                "objects: {} manifests checked{}",
+                r.objects,
+                if deep {
+                    format!(", {} blobs re-hashed", r.blobs_rehashed)
+                } else {
+                    String::new()
+                }
+            );
+            if r.problems.is_empty() {
+                println!("verify: OK");
+                Ok(())
+            } else {
+                for p in &r.problems {
+                    println!("MISMATCH {p}");
+                }
+                bail!("verify found {} problems", r.problems.len())
+            }
+        }
+        _ => bail!("unexpected answer from the server"),
     }
 }
 

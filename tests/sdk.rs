@@ -63,6 +63,9 @@ impl Server {
             .arg(data_dir)
             .arg("--listen")
             .arg(addr.to_string())
+            // Servers run in parallel: each takes a free ops port.
+            .arg("--ops-listen")
+            .arg("127.0.0.1:0")
             .env("MEDGATE_ACCESS_KEY_ID", key_id)
             .env("MEDGATE_SECRET_ACCESS_KEY", secret)
             .stdin(Stdio::null())

@@ -80,6 +80,10 @@ pub enum AdminRequest {
         limit: usize,
         patient: Option<String>,
     },
+    /// Check the log, manifests and (deep) blobs.
+    Verify {
+        deep: bool,
+    },
     /// A patient's key change, signed by the old key (`SignedKeyChange` text).
     PatientRekey {
         change: String,
@@ -180,6 +184,9 @@ pub enum AdminResponse {
     },
     Events {
         events: Vec<Event>,
+    },
+    Verified {
+        report: crate::log::VerifyReport,
     },
     /// Hex of the encoded manifest and of the recipient's stanza.
     Exchange {
@@ -476,6 +483,20 @@ pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
                     .filter(|g| patient.as_ref().is_none_or(|p| *p == g.patient_id))
                     .collect(),
             },
+            AdminRequest::Verify { deep } => {
+                // Publish what is pending first, so the check covers everything logged.
+                crate::log::publish(store, &cx.public, institution).await?;
+                AdminResponse::Verified {
+                    report: crate::log::verify(
+                        store,
+                        &cx.public,
+                        &institution.recipient(),
+                        deep,
+                        &|_, _, _| {},
+                    )
+                    .await?,
+                }
+            }
             AdminRequest::PatientRekey { change } => {
                 let n = engine().change_patient_key(&change).await?;
                 AdminResponse::Done {

@@ -64,10 +64,19 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("internal: {0}")]
     Internal(String),
+    /// A certificate or key that cannot be read or used; never carries key bytes.
+    #[error("TLS: {what}")]
+    Tls {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
+    /// Every integrity failure is built here, so this is also where it is counted.
     pub(crate) fn integrity(blob: &BlobId, chunk: u64) -> Self {
+        crate::metrics::global().integrity_failures.inc();
         Error::Integrity {
             blob: blob.to_hex(),
             chunk,

@@ -5,19 +5,24 @@
 //! ([`public`]) and commits the manifest, wrapped keys and Merkle leaves to the private
 //! store ([`private`]) in one transaction. [`s3`] is the S3 front (s3s), [`server`] binds
 //! it to a listener with graceful shutdown, [`gc`] reclaims blobs nothing references,
-//! and [`admin`] is the local admin socket.
+//! and [`admin`] is the local admin socket. [`ops`] serves health, readiness and
+//! [`metrics`] on the ops port; [`tls`] holds the certificate both ports serve.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod checksum;
 pub mod error;
 pub mod gc;
+pub mod log;
+pub mod metrics;
+pub mod ops;
 pub mod private;
 pub mod public;
 pub mod record;
 pub mod s3;
 pub mod server;
 pub mod sharing;
+pub mod tls;
 
 pub use error::{Error, Result};
 

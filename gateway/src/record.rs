@@ -227,6 +227,57 @@ impl Engine {
         }
     }
 
+    /// Logs a committed write with the object root of its manifest (callers flush).
+    pub(crate) async fn log_write(
+        &self,
+        kind: &str,
+        bucket: &str,
+        key: &str,
+        m: &Manifest,
+    ) -> Result<()> {
+        self.log(crate::private::Event {
+            kind: kind.into(),
+            actor: "s3".into(),
+            patient: m.patient.clone(),
+            bucket: Some(bucket.into()),
+            key: Some(key.into()),
+            root: Some(hex::encode(crate::log::manifest_root(m))),
+            detail: format!("{} bytes, etag {}", m.size, m.etag),
+            ..Default::default()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes an object and logs it. The caller flushes (a batch delete flushes once).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+        let removed = self.private.delete_object(bucket, key).await?;
+        if let Some(m) = &removed {
+            self.log(crate::private::Event {
+                kind: "delete".into(),
+                actor: "s3".into(),
+                patient: m.patient.clone(),
+                bucket: Some(bucket.into()),
+                key: Some(key.into()),
+                ..Default::default()
+            })
+            .await?;
+        }
+        self.patient_changed(removed.as_ref());
+        Ok(removed)
+    }
+
+    /// Publishes the transparency log's new tiles and checkpoint, if it grew.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn publish_log(&self) -> Result<Option<u64>> {
+        crate::log::publish(&*self.private, &self.public, &self.institution).await
+    }
+
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
@@ -270,6 +321,9 @@ impl Engine {
             self.record_stanzas(&patient, &req.bucket, &req.key, &dek)
                 .await?,
         );
+        crate::metrics::global()
+            .stanza_wraps
+            .inc_by(stanzas.len() as u64);
         let manifest = Manifest {
             suite: keyring::SUITE_V1,
             dek_id: DekId::random(),
@@ -284,6 +338,7 @@ impl Engine {
             parts: vec![part],
         };
         manifest.validate()?;
+        let (req_bucket, req_key) = (req.bucket.clone(), req.key.clone());
         let commit = PutCommit {
             bucket: req.bucket,
             key: req.key,
@@ -299,6 +354,8 @@ impl Engine {
                 return Err(e);
             }
         }
+        self.log_write("put", &req_bucket, &req_key, &manifest)
+            .await?;
         self.private.flush().await?;
         self.patient_changed(Some(&manifest));
         Ok(manifest)
@@ -396,6 +453,7 @@ impl Engine {
         };
         let dek = DataKey::generate();
         let stanza = self.institution_recipient.wrap_key(&dek)?;
+        crate::metrics::global().stanza_wraps.inc();
         let id = hex::encode(rand::random::<[u8; 16]>());
         let now = now_ms();
         self.private
@@ -574,6 +632,10 @@ impl Engine {
         if patient.is_some() {
             let dek = self.upload_key(&upload)?;
             stanzas.extend(self.record_stanzas(&patient, bucket, key, &dek).await?);
+            // The first stanza was wrapped (and counted) when the upload was created.
+            crate::metrics::global()
+                .stanza_wraps
+                .inc_by(stanzas.len() as u64 - 1);
         }
         let manifest = Manifest {
             patient: patient.map(|(id, _)| id),
@@ -591,6 +653,7 @@ impl Engine {
                 upload: Some(id.to_string()),
             })
             .await?;
+        self.log_write("put", bucket, key, &manifest).await?;
         self.private.flush().await?;
         self.patient_changed(old.as_ref());
         self.patient_changed(Some(&manifest));
@@ -672,6 +735,7 @@ impl Engine {
                 upload: None,
             })
             .await?;
+        self.log_write("copy", bucket, key, &manifest).await?;
         self.private.flush().await?;
         self.patient_changed(old.as_ref());
         self.patient_changed(Some(&manifest));
@@ -794,6 +858,9 @@ impl Engine {
         // One line per read says what it costs in the public store; tests assert on it
         // (a 1 MiB range fetches at most 2 chunks of each part it touches).
         let per_part: Vec<u64> = windows.iter().map(Window::chunk_count).collect();
+        crate::metrics::global()
+            .read_chunks
+            .observe(per_part.iter().sum::<u64>() as f64);
         tracing::debug!(
             start,
             end,
@@ -930,6 +997,7 @@ impl ChunkJob {
                 };
             }
         };
+        crate::metrics::global().chunks_fetched.inc();
         if sealed.len() as u64 != sealed_end - sealed_start {
             return Err(Error::integrity(&blob, index));
         }
@@ -942,6 +1010,7 @@ impl ChunkJob {
             let mut buf = sealed.to_vec();
             key.open_in_place(index, last, &mut buf)
                 .map_err(|_| Error::integrity(&blob, index))?;
+            crate::metrics::global().chunks_opened.inc();
             let hi = hi.min(buf.len() as u64) as usize;
             let lo = (lo as usize).min(hi);
             Ok(Bytes::from(buf).slice(lo..hi))
@@ -1108,6 +1177,7 @@ impl<'a> BlobWriter<'a> {
         let (chunk, leaf) = job
             .await
             .map_err(|e| Error::Internal(format!("sealing task failed: {e}")))??;
+        crate::metrics::global().chunks_sealed.inc();
         self.root.push(leaf);
         self.leaves.push(leaf);
         if self.leaves.len() >= LEAF_BATCH {

@@ -360,14 +360,11 @@ impl S3 for Front {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
-        let removed = self
-            .engine
-            .private
-            .delete_object(&input.bucket, &input.key)
+        self.engine
+            .delete(&input.bucket, &input.key)
             .await
             .map_err(to_s3_error)?;
         self.engine.private.flush().await.map_err(to_s3_error)?;
-        self.engine.patient_changed(removed.as_ref());
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -788,14 +785,8 @@ impl S3 for Front {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for obj in input.delete.objects {
-            match self
-                .engine
-                .private
-                .delete_object(&input.bucket, &obj.key)
-                .await
-            {
-                Ok(removed) => {
-                    self.engine.patient_changed(removed.as_ref());
+            match self.engine.delete(&input.bucket, &obj.key).await {
+                Ok(_) => {
                     if !quiet {
                         deleted.push(DeletedObject {
                             key: Some(obj.key),
@@ -1494,6 +1485,11 @@ impl KeyAccess {
 #[async_trait::async_trait]
 impl S3Access for KeyAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // The first place s3s names the operation: tell the server's metrics.
+        let op = cx.s3_op().name().to_string();
+        if let Some(slot) = cx.extensions_mut().get::<crate::metrics::OperationSlot>() {
+            slot.set(&op);
+        }
         let Some(cred) = cx.credentials() else {
             return Err(s3_error!(AccessDenied, "Signature is required"));
         };

@@ -1,6 +1,7 @@
-//! Binds the S3 front to a listener: one task per connection, TCP_NODELAY, a request id
-//! and a log line per request, and graceful shutdown that lets in-flight requests finish
-//! within a bounded wait.
+//! Binds the S3 front to a listener: one task per connection, TCP_NODELAY, optional TLS,
+//! a request id, a log line and metrics per request, and graceful shutdown that lets
+//! in-flight requests finish within a bounded wait. The ops port ([`crate::ops`]) shares
+//! the accept loop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,8 +14,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
+use crate::metrics::{self, OperationSlot, ReceivedBody, RequestLabels, SentBody};
 use crate::record::Engine;
 use crate::s3::{Front, KeyAccess, KeyAuth};
+use crate::tls::Tls;
 
 /// Builds the s3s service over an engine. With `domain` set, virtual-host-style
 /// requests (`bucket.DOMAIN`) are understood beside path-style ones.
@@ -29,6 +32,14 @@ pub fn s3_service(engine: Arc<Engine>, domain: Option<&str>) -> crate::Result<S3
         b.set_host(DomainHost::new(d)?);
     }
     Ok(b.build())
+}
+
+/// Checks a base domain for virtual-host-style requests as [`s3_service`] would.
+///
+/// # Errors
+/// `InvalidArgument` for a name that is not a DNS name.
+pub fn check_domain(domain: &str) -> crate::Result<()> {
+    DomainHost::new(domain).map(|_| ())
 }
 
 /// Virtual-host-style addressing under one base domain: `bucket.DOMAIN[:port]` names a
@@ -81,17 +92,95 @@ fn request_id() -> String {
     hex::encode_upper(bytes)
 }
 
-/// Serves S3 on `listener` until `shutdown` resolves, then waits at most `grace` for
-/// in-flight requests.
+/// Serves S3 on `listener` (over TLS when `tls` is set) until `shutdown` resolves, then
+/// waits at most `grace` for in-flight requests. Every request is counted in the metrics
+/// by operation and status, with its latency and body bytes.
 ///
 /// # Errors
 /// Only an accept loop failure that is not per-connection.
 pub async fn serve(
     listener: TcpListener,
     service: S3Service,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let handler = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let svc = service.clone();
+        async move {
+            let id = request_id();
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let t0 = Instant::now();
+            // s3s names the operation in its access check; see `OperationSlot`.
+            let op = OperationSlot::default();
+            req.extensions_mut().insert(op.clone());
+            let req = req.map(|b| s3s::Body::http_body(ReceivedBody::new(b)));
+            let result = svc.call(req).await;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let status = match &result {
+                Ok(resp) => resp.status().as_u16(),
+                // s3s turns every S3 error into a response; this is a failure to make one.
+                Err(_) => 500,
+            };
+            metrics::global()
+                .requests
+                .get_or_create(&RequestLabels {
+                    op: op.name(),
+                    status,
+                })
+                .inc();
+            match result {
+                Ok(mut resp) => {
+                    if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+                        resp.headers_mut().insert("x-amz-request-id", v);
+                    }
+                    // 404, 304 and 412 are how clients probe (HEAD before PUT,
+                    // conditional GETs): normal flow, not failures worth a warning.
+                    let probe = matches!(status, 304 | 404 | 412);
+                    if status >= 400 && !probe {
+                        tracing::warn!(request_id = %id, %method, %path, status, ms, "request failed");
+                    } else {
+                        tracing::debug!(request_id = %id, %method, %path, status, ms, "request");
+                    }
+                    Ok(resp.map(|b| SentBody::new(b, op.name(), t0)))
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %id, %method, %path, ms, error = ?e, "request error");
+                    Err(e)
+                }
+            }
+        }
+    });
+    accept_loop(listener, tls, handler, shutdown, grace).await
+}
+
+/// How long a client may take to finish the TLS handshake before its connection is
+/// dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The accept loop every port shares: one task per connection, TCP_NODELAY, the TLS
+/// handshake (when `tls` is set) in the connection's task so that a slow client never
+/// holds up the loop, and graceful shutdown bounded by `grace`.
+pub(crate) async fn accept_loop<S, B>(
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    handler: S,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
     let builder = ConnBuilder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -111,43 +200,35 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let svc = service.clone();
-        let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let svc = svc.clone();
-            async move {
-                let id = request_id();
-                let method = req.method().clone();
-                let path = req.uri().path().to_string();
-                let t0 = Instant::now();
-                let result = svc.call(req.map(s3s::Body::from)).await;
-                let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                match result {
-                    Ok(mut resp) => {
-                        let status = resp.status().as_u16();
-                        if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
-                            resp.headers_mut().insert("x-amz-request-id", v);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let handler = handler.clone();
+        // The certificate current at accept: a reload affects later connections only.
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        tokio::spawn(async move {
+            let result = match acceptor {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), handler);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder.serve_connection(TokioIo::new(tls_stream), handler);
+                            watcher.watch(conn.into_owned()).await
                         }
-                        // 404, 304 and 412 are how clients probe (HEAD before PUT,
-                        // conditional GETs): normal flow, not failures worth a warning.
-                        let probe = matches!(status, 304 | 404 | 412);
-                        if status >= 400 && !probe {
-                            tracing::warn!(request_id = %id, %method, %path, status, ms, "request failed");
-                        } else {
-                            tracing::debug!(request_id = %id, %method, %path, status, ms, "request");
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
                         }
-                        Ok(resp)
-                    }
-                    Err(e) => {
-                        tracing::warn!(request_id = %id, %method, %path, ms, error = ?e, "request error");
-                        Err(e)
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
                 }
-            }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), handler);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -23,6 +23,7 @@ mod hex;
 pub mod identity;
 pub mod idfile;
 pub mod key;
+pub mod logentry;
 pub mod manifest;
 pub mod merkle;
 pub mod patient_index;

@@ -127,6 +127,9 @@ class Gateway:
         self.data_dir = workdir / "data"
         self.log_path = workdir / "medgate.log"
         self.port = free_port()
+        # Every gateway has its own ops port (/healthz, /readyz, /metrics), given through
+        # MEDGATE_OPS_LISTEN so that subclasses with their own argv get one too.
+        self.ops_port = free_port()
         self.access_key_id = ACCESS_KEY_ID
         alphabet = string.ascii_letters + string.digits
         self.secret_access_key = "".join(secrets.choice(alphabet) for _ in range(40))
@@ -144,6 +147,10 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def ops_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ops_port}"
+
+    @property
     def public_dir(self) -> Path:
         return self.data_dir / "public"
 
@@ -154,6 +161,7 @@ class Gateway:
         env["MEDGATE_ACCESS_KEY_ID"] = self.access_key_id
         env["MEDGATE_SECRET_ACCESS_KEY"] = self.secret_access_key
         env.setdefault("RUST_BACKTRACE", "1")
+        env["MEDGATE_OPS_LISTEN"] = f"127.0.0.1:{self.ops_port}"
         env.update(self.extra_env)
         return env
 

@@ -211,6 +211,17 @@ pub struct Event {
     pub grant: Option<String>,
     #[serde(default)]
     pub detail: String,
+    /// The record's object root (hex), for writes: what `verify` checks manifests against.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Set by the store: the patient's entry count with this one, and the commitment of
+    /// their previous entry (hex); the random salt of this entry's commitment (hex).
+    #[serde(default)]
+    pub patient_seq: u64,
+    #[serde(default)]
+    pub patient_prev: String,
+    #[serde(default)]
+    pub salt: String,
 }
 
 /// A page of a key listing.
@@ -320,8 +331,19 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// whose tag is the institution's or the patient's). Returns how many went.
     async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize>;
 
-    /// Appends an event; returns its sequence number.
+    /// Appends an event to the log in one transaction: it gets the next dense index
+    /// (its `seq`), a random salt, the patient's next sequence number and previous
+    /// commitment, and its Merkle leaf (the leaf hash of its salted commitment, see
+    /// `keyring::logentry`). Returns the index.
     async fn append_event(&self, event: Event) -> Result<u64>;
+    /// The number of entries in the log.
+    async fn log_size(&self) -> Result<u64>;
+    /// Merkle leaves `from..to` of the log.
+    async fn log_leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>>;
+    /// Records a checkpoint this gateway published (signed note text), by tree size.
+    async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()>;
+    /// Every checkpoint published, by size.
+    async fn checkpoints(&self) -> Result<Vec<(u64, String)>>;
     /// Events with `seq >= from`, at most `limit`.
     async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>>;
 

@@ -57,6 +57,10 @@ pub struct SledStore {
     requests: sled::Tree,
     grants: sled::Tree,
     events: sled::Tree,
+    log_leaves: sled::Tree,
+    log_meta: sled::Tree,
+    patient_heads: sled::Tree,
+    checkpoints: sled::Tree,
     /// Group commit state (see `flush`): tickets handed out, tickets known durable,
     /// and one flush at a time.
     flush_tickets: std::sync::atomic::AtomicU64,
@@ -308,6 +312,10 @@ impl SledStore {
             requests: db.open_tree("requests")?,
             grants: db.open_tree("grants")?,
             events: db.open_tree("events")?,
+            log_leaves: db.open_tree("log_leaves")?,
+            log_meta: db.open_tree("log_meta")?,
+            patient_heads: db.open_tree("patient_heads")?,
+            checkpoints: db.open_tree("checkpoints")?,
             flush_tickets: std::sync::atomic::AtomicU64::new(0),
             flushed_through: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
@@ -992,14 +1000,97 @@ impl PrivateStore for SledStore {
             .map_err(tx_err)
     }
 
-    async fn append_event(&self, mut event: Event) -> Result<u64> {
-        // Sequence numbers come from sled's monotonic id generator: unique and
-        // increasing across restarts (gaps are possible after a crash, never reuse).
-        let seq = self.db.generate_id()?;
-        event.seq = seq;
-        self.events
-            .insert(seq.to_be_bytes(), encode_json(&event)?)?;
-        Ok(seq)
+    async fn append_event(&self, event: Event) -> Result<u64> {
+        let salt: [u8; 32] = rand::random();
+        (
+            &self.events,
+            &self.log_leaves,
+            &self.log_meta,
+            &self.patient_heads,
+        )
+            .transaction(|(events, leaves, meta, heads)| {
+                let index = match meta.get(b"size")? {
+                    Some(v) => read_u64(&v).or_else(abort)?,
+                    None => 0,
+                };
+                let mut e = event.clone();
+                e.seq = index;
+                e.salt = hex::encode(salt);
+                let (prev_seq, prev) = match &e.patient {
+                    Some(p) => match heads.get(p.as_bytes())? {
+                        Some(v) if v.len() == 40 => {
+                            let mut h = [0u8; 32];
+                            h.copy_from_slice(&v[8..]);
+                            (read_u64(&v).or_else(abort)?, h)
+                        }
+                        Some(_) => return abort(Error::Corrupt("patient log head".into())),
+                        None => (0, [0u8; 32]),
+                    },
+                    None => (0, [0u8; 32]),
+                };
+                if e.patient.is_some() {
+                    e.patient_seq = prev_seq + 1;
+                    e.patient_prev = hex::encode(prev);
+                } else {
+                    e.patient_seq = 0;
+                    e.patient_prev = hex::encode([0u8; 32]);
+                }
+                let entry = crate::log::entry_of(&e).or_else(abort)?;
+                let commitment = entry.commitment(&salt);
+                if let Some(p) = &e.patient {
+                    let mut head = Vec::with_capacity(40);
+                    head.extend_from_slice(&e.patient_seq.to_be_bytes());
+                    head.extend_from_slice(&commitment);
+                    heads.insert(p.as_bytes(), head)?;
+                }
+                events.insert(&index.to_be_bytes(), encode_json(&e).or_else(abort)?)?;
+                leaves.insert(&index.to_be_bytes(), &keyring::leaf_hash(&commitment)[..])?;
+                meta.insert(b"size", &(index + 1).to_be_bytes()[..])?;
+                Ok(index)
+            })
+            .map_err(tx_err)
+    }
+
+    async fn log_size(&self) -> Result<u64> {
+        match self.log_meta.get(b"size")? {
+            Some(v) => read_u64(&v),
+            None => Ok(0),
+        }
+    }
+
+    async fn log_leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        for item in self.log_leaves.range(from.to_be_bytes()..to.to_be_bytes()) {
+            let (_, v) = item?;
+            let h =
+                <[u8; 32]>::try_from(v.as_ref()).map_err(|_| Error::Corrupt("log leaf".into()))?;
+            out.push(h);
+        }
+        if out.len() as u64 != to.saturating_sub(from) {
+            return Err(Error::Corrupt(format!(
+                "log leaves {from}..{to}: {} found",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()> {
+        self.checkpoints
+            .insert(size.to_be_bytes(), note.as_bytes())?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        for item in self.checkpoints.iter() {
+            let (k, v) = item?;
+            out.push((
+                read_u64(&k)?,
+                String::from_utf8(v.to_vec()).map_err(|_| Error::Corrupt("checkpoint".into()))?,
+            ));
+        }
+        Ok(out)
     }
 
     async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>> {

@@ -1,0 +1,285 @@
+//! The transparency log and `verify`: activity produces entries whose commitments are the
+//! published leaves; each kind of tampering is detected and named.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gateway::log::{publish, verify, VerifyReport, CHECKPOINT_PATH};
+use gateway::private::sled::SledStore;
+use gateway::private::PrivateStore;
+use gateway::public::PublicStore;
+use gateway::record::{Engine, EngineConfig, PutRequest};
+use keyring::{Identity, Manifest};
+use object_store::path::Path as StorePath;
+
+struct Env {
+    dir: tempfile::TempDir,
+    public: PublicStore,
+    institution: Arc<Identity>,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let public: PublicStore =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        std::fs::create_dir_all(dir.path().join("private")).unwrap();
+        Env {
+            dir,
+            public,
+            institution: Arc::new(Identity::generate()),
+        }
+    }
+
+    fn store(&self) -> Arc<SledStore> {
+        Arc::new(SledStore::open(&self.dir.path().join("private"), 4 << 20).unwrap())
+    }
+
+    fn engine(&self, store: &Arc<SledStore>) -> Engine {
+        Engine::new(
+            Arc::clone(&self.public),
+            store.clone() as Arc<dyn PrivateStore>,
+            Arc::clone(&self.institution),
+            EngineConfig {
+                chunk_size: 1024,
+                ..Default::default()
+            },
+        )
+    }
+
+    async fn verify(&self, deep: bool) -> VerifyReport {
+        let store = self.store();
+        verify(
+            &*store,
+            &self.public,
+            &self.institution.recipient(),
+            deep,
+            &|_, _, _| {},
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Raw access to the sled trees (the store must be closed).
+    fn raw(&self) -> sled::Db {
+        sled::open(self.dir.path().join("private")).unwrap()
+    }
+}
+
+async fn put(engine: &Engine, key: &str, bytes: &[u8]) -> Manifest {
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::copy_from_slice(bytes))]);
+    engine
+        .put(
+            PutRequest {
+                bucket: "b".into(),
+                key: key.into(),
+                ..Default::default()
+            },
+            body,
+        )
+        .await
+        .unwrap()
+}
+
+/// Three objects, a delete, a copy, published; returns the env with the store closed.
+async fn populated() -> Env {
+    let env = Env::new();
+    let store = env.store();
+    store.create_bucket("b", 1).await.unwrap();
+    let engine = env.engine(&store);
+    put(&engine, "one", &vec![1u8; 5000]).await;
+    let two = put(&engine, "two", b"two").await;
+    put(&engine, "gone", b"bye").await;
+    engine.delete("b", "gone").await.unwrap();
+    engine.copy(&two, "b", "two-copy", None).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        publish(&*store, &env.public, &env.institution)
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    put(&engine, "three", b"three").await;
+    assert_eq!(
+        publish(&*store, &env.public, &env.institution)
+            .await
+            .unwrap(),
+        Some(6)
+    );
+    let kinds: Vec<String> = store
+        .events(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["put", "put", "put", "delete", "copy", "put"]);
+    drop(engine);
+    drop(store);
+    env
+}
+
+fn assert_clean(r: &VerifyReport) {
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+}
+
+fn assert_named(r: &VerifyReport, needle: &str) {
+    assert!(
+        r.problems.iter().any(|p| p.contains(needle)),
+        "{needle:?} not in {:#?}",
+        r.problems
+    );
+}
+
+#[tokio::test]
+async fn an_untouched_gateway_verifies_deep() {
+    let env = populated().await;
+    let r = env.verify(true).await;
+    assert_clean(&r);
+    assert_eq!(
+        (r.log_size, r.checkpoints, r.published_size),
+        (6, 2, Some(6))
+    );
+    assert_eq!((r.objects, r.blobs_rehashed), (4, 4));
+    // The published tiles rebuild the checkpoint's root.
+    let store = env.store();
+    let leaves = store.log_leaves(0, 6).await.unwrap();
+    let tile = env
+        .public
+        .get(&StorePath::from("v1/log/tile/0/000.p/6"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(tile.to_vec(), leaves.concat());
+}
+
+#[tokio::test]
+async fn a_flipped_blob_byte_is_named_by_deep_verify() {
+    let env = populated().await;
+    let m = {
+        let store = env.store();
+        store.manifest("b", "one").await.unwrap().unwrap()
+    };
+    let path = env
+        .dir
+        .path()
+        .join(gateway::public::blob_path(&m.parts[0].blob).as_ref());
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[3000] ^= 1;
+    std::fs::write(&path, raw).unwrap();
+    assert_clean(&env.verify(false).await);
+    let r = env.verify(true).await;
+    assert_named(&r, "object b/one: blob");
+    assert_named(&r, "chunk 2 does not match");
+}
+
+#[tokio::test]
+async fn an_edited_manifest_root_is_named() {
+    let env = populated().await;
+    {
+        let db = env.raw();
+        let objects = db.open_tree("objects").unwrap();
+        let k = b"b\0two".to_vec();
+        let mut m = Manifest::decode(&objects.get(&k).unwrap().unwrap()).unwrap();
+        m.parts[0].root[0] ^= 1;
+        objects.insert(k, m.encode()).unwrap();
+        db.flush().unwrap();
+    }
+    let r = env.verify(false).await;
+    assert_named(&r, "object b/two: manifest root differs");
+    assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
+}
+
+#[tokio::test]
+async fn a_deleted_log_entry_is_named() {
+    let env = populated().await;
+    {
+        let db = env.raw();
+        db.open_tree("events")
+            .unwrap()
+            .remove(2u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert_named(&env.verify(false).await, "log index 2: entry missing");
+}
+
+#[tokio::test]
+async fn a_rewritten_log_is_named() {
+    // A fork of the same size: entry 1 edited and its leaf recomputed to match.
+    let env = populated().await;
+    {
+        let db = env.raw();
+        let events = db.open_tree("events").unwrap();
+        let leaves = db.open_tree("log_leaves").unwrap();
+        let mut e: gateway::private::Event =
+            serde_json::from_slice(&events.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        e.detail = "nothing happened here".into();
+        let leaf = keyring::leaf_hash(&gateway::log::commitment_of(&e).unwrap());
+        events
+            .insert(1u64.to_be_bytes(), serde_json::to_vec(&e).unwrap())
+            .unwrap();
+        leaves.insert(1u64.to_be_bytes(), &leaf[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let r = env.verify(false).await;
+    assert_named(&r, "the log was rewritten");
+    assert_named(&r, "published checkpoint");
+}
+
+#[tokio::test]
+async fn an_older_or_badly_signed_published_checkpoint_is_named() {
+    let env = populated().await;
+    let store = env.store();
+    let first = store.checkpoints().await.unwrap()[0].1.clone();
+    drop(store);
+    env.public
+        .put(
+            &StorePath::from(CHECKPOINT_PATH),
+            first.clone().into_bytes().into(),
+        )
+        .await
+        .unwrap();
+    assert_named(&env.verify(false).await, "rolled back");
+
+    let mut bad = first.into_bytes();
+    let n = bad.len();
+    bad[n - 5] = if bad[n - 5] == b'A' { b'B' } else { b'A' };
+    env.public
+        .put(&StorePath::from(CHECKPOINT_PATH), bad.into())
+        .await
+        .unwrap();
+    assert_named(
+        &env.verify(false).await,
+        "published checkpoint: signature does not verify",
+    );
+}
+
+#[tokio::test]
+async fn patient_chains_link_each_patients_entries() {
+    let env = Env::new();
+    let store = env.store();
+    for (i, p) in ["a", "b", "a", "a", "b"].iter().enumerate() {
+        store
+            .append_event(gateway::private::Event {
+                kind: "read".into(),
+                actor: "t".into(),
+                patient: Some((*p).into()),
+                time_ms: i as u64,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let events = store.events(0, 10).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.patient_seq).collect();
+    assert_eq!(seqs, [1, 1, 2, 3, 2]);
+    assert_eq!(
+        events[2].patient_prev,
+        hex::encode(gateway::log::commitment_of(&events[0]).unwrap())
+    );
+    drop(store);
+    assert_clean(&env.verify(false).await);
+}

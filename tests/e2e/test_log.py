@@ -1,0 +1,63 @@
+"""The transparency log end to end: S3 and sharing activity produce entries, the
+gateway publishes a signed checkpoint and tiles under v1/log/, and `medgate verify`
+passes, then names a flipped blob byte (--deep) and a replaced checkpoint."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from support import MIB, client_for
+
+
+def verify(gw, *extra):
+    cp = gw.run_cli("verify", "--data-dir", str(gw.data_dir), *extra)
+    return cp.returncode, cp.stdout.decode(errors="replace"), cp.stderr.decode(errors="replace")
+
+
+def test_verify_passes_then_names_tampering(gateway):
+    gw = gateway
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="logged")
+    body = os.urandom(2 * MIB + 3)
+    s3.put_object(Bucket="logged", Key="a", Body=body)
+    s3.put_object(Bucket="logged", Key="b", Body=b"bee")
+    s3.copy_object(Bucket="logged", Key="c", CopySource={"Bucket": "logged", "Key": "b"})
+    s3.delete_object(Bucket="logged", Key="b")
+    checkpoint = gw.public_dir / "v1" / "log" / "checkpoint"
+    deadline = time.monotonic() + 15
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "no checkpoint published"
+    text = checkpoint.read_text()
+    lines = text.splitlines()
+    assert lines[0].startswith("medgate.log/") and lines[1].isdigit(), text
+    assert "\n\n\u2014 " in text, "C2SP signed note: blank line, then an em-dash signature line"
+    assert (gw.public_dir / "v1" / "log" / "tile" / "0").is_dir()
+
+    rc, out, err = verify(gw, "--deep")
+    assert rc == 0, out + err
+    assert "verify: OK" in out and "2 manifests checked, 2 blobs re-hashed" in out, out
+
+    # A flipped byte in the blob of "a".
+    blobs = sorted((p for p in (gw.public_dir / "v1" / "b").rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)
+    big = blobs[-1]
+    raw = bytearray(big.read_bytes())
+    raw[MIB] ^= 1
+    big.write_bytes(bytes(raw))
+    rc, out, _ = verify(gw)
+    assert rc == 0, "without --deep blobs are not re-read"
+    rc, out, err = verify(gw, "--deep")
+    assert rc != 0 and "MISMATCH object logged/a: blob" in out, out + err
+    raw[MIB] ^= 1
+    big.write_bytes(bytes(raw))
+
+    # A checkpoint with a broken signature in the public store.
+    gw.stop()
+    checkpoint.write_text(text.replace(lines[1], str(int(lines[1]) + 1), 1))
+    rc, out, err = verify(gw)
+    assert rc != 0 and "published checkpoint: signature does not verify" in out, out + err
+    checkpoint.write_text(text)
+    rc, out, err = verify(gw, "--deep")
+    assert rc == 0, out + err
