@@ -1296,8 +1296,22 @@ pub async fn conformance_stanzas(store: &dyn PrivateStore) {
     assert_eq!(store.remove_stanzas(dek, alice_tag).await.unwrap(), 0);
 }
 
+/// Events as the caller wrote them: without the fields the store fills in (salt, the
+/// patient's sequence number and previous commitment), which are checked on their own.
+fn caller_fields(events: Vec<Event>) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|e| Event {
+            salt: String::new(),
+            patient_seq: 0,
+            patient_prev: String::new(),
+            ..e
+        })
+        .collect()
+}
+
 pub async fn conformance_events(store: &dyn PrivateStore) {
-    assert!(store.events(0, 10).await.unwrap().is_empty());
+    assert!(caller_fields(store.events(0, 10).await.unwrap()).is_empty());
     let inputs = vec![
         Event {
             time_ms: 10,
@@ -1351,26 +1365,54 @@ pub async fn conformance_events(store: &dyn PrivateStore) {
         seqs.windows(2).all(|w| w[0] < w[1]),
         "strictly increasing: {seqs:?}"
     );
+    // The log is dense from 0, one Merkle leaf per entry; each patient's entries are
+    // chained by sequence number and previous commitment; every salt is fresh.
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+    assert_eq!(store.log_size().await.unwrap(), 5);
+    assert_eq!(store.log_leaves(0, 5).await.unwrap().len(), 5);
+    let stored = store.events(0, 100).await.unwrap();
+    let chain: Vec<u64> = stored.iter().map(|e| e.patient_seq).collect();
+    assert_eq!(chain, [0, 1, 2, 3, 0]);
+    assert_eq!(stored[1].patient_prev, "0".repeat(64));
+    assert_ne!(stored[2].patient_prev, "0".repeat(64));
+    let salts: std::collections::HashSet<&str> = stored.iter().map(|e| e.salt.as_str()).collect();
+    assert_eq!(salts.len(), 5);
+    assert!(salts.iter().all(|s| s.len() == 64));
 
-    assert_eq!(store.events(0, 100).await.unwrap(), want);
-    assert_eq!(store.events(seqs[0], 100).await.unwrap(), want);
+    assert_eq!(caller_fields(store.events(0, 100).await.unwrap()), want);
+    assert_eq!(
+        caller_fields(store.events(seqs[0], 100).await.unwrap()),
+        want
+    );
     // Limit.
-    assert_eq!(store.events(0, 2).await.unwrap(), &want[..2]);
-    assert_eq!(store.events(0, 5).await.unwrap(), want);
-    assert!(store.events(0, 0).await.unwrap().is_empty());
+    assert_eq!(caller_fields(store.events(0, 2).await.unwrap()), &want[..2]);
+    assert_eq!(caller_fields(store.events(0, 5).await.unwrap()), want);
+    assert!(caller_fields(store.events(0, 0).await.unwrap()).is_empty());
     // From is inclusive; a `from` between two seqs starts at the next one.
-    assert_eq!(store.events(seqs[2], 100).await.unwrap(), &want[2..]);
-    assert_eq!(store.events(seqs[1] + 1, 100).await.unwrap(), &want[2..]);
-    assert_eq!(store.events(seqs[1], 2).await.unwrap(), &want[1..3]);
-    assert_eq!(store.events(seqs[4], 100).await.unwrap(), &want[4..]);
-    assert!(store.events(seqs[4] + 1, 100).await.unwrap().is_empty());
-    assert!(store.events(u64::MAX, 100).await.unwrap().is_empty());
+    assert_eq!(
+        caller_fields(store.events(seqs[2], 100).await.unwrap()),
+        &want[2..]
+    );
+    assert_eq!(
+        caller_fields(store.events(seqs[1] + 1, 100).await.unwrap()),
+        &want[2..]
+    );
+    assert_eq!(
+        caller_fields(store.events(seqs[1], 2).await.unwrap()),
+        &want[1..3]
+    );
+    assert_eq!(
+        caller_fields(store.events(seqs[4], 100).await.unwrap()),
+        &want[4..]
+    );
+    assert!(caller_fields(store.events(seqs[4] + 1, 100).await.unwrap()).is_empty());
+    assert!(caller_fields(store.events(u64::MAX, 100).await.unwrap()).is_empty());
 
     // Paging by `last seq + 1` visits every event once, in order.
     let mut seen = Vec::new();
     let mut from = 0;
     loop {
-        let page = store.events(from, 2).await.unwrap();
+        let page = caller_fields(store.events(from, 2).await.unwrap());
         if page.is_empty() {
             break;
         }
@@ -1391,7 +1433,7 @@ pub async fn conformance_events(store: &dyn PrivateStore) {
         .await
         .unwrap();
     assert!(later > seqs[4]);
-    let tail = store.events(seqs[4] + 1, 10).await.unwrap();
+    let tail = caller_fields(store.events(seqs[4] + 1, 10).await.unwrap());
     assert_eq!(tail.len(), 1);
     assert_eq!((tail[0].seq, tail[0].kind.as_str()), (later, "read"));
 }
@@ -1451,7 +1493,7 @@ pub async fn persistence_sharing_check(store: &dyn PrivateStore, p: &PersistedSh
         store.decide_request("r1", RequestState::Denied, None).await,
         Err(Error::InvalidArgument(_))
     ));
-    assert_eq!(store.events(0, 10).await.unwrap(), p.events);
+    assert_eq!(caller_fields(store.events(0, 10).await.unwrap()), p.events);
     let next = store.append_event(Event::default()).await.unwrap();
     assert!(
         next > p.events.last().unwrap().seq,
