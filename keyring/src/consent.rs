@@ -43,6 +43,8 @@ pub const REVOKE_CONTEXT: &str = "medgate/v1/revoke";
 pub const DENY_CONTEXT: &str = "medgate/v1/deny";
 /// Signature context of a [`SignedAuth`].
 pub const AUTH_CONTEXT: &str = "medgate/v1/auth";
+/// Signature context of a [`SignedPeerAuth`].
+pub const PEER_CONTEXT: &str = "medgate/v1/peer";
 /// Signature context of a [`registration_proof`].
 pub const REGISTER_CONTEXT: &str = "medgate/v1/register";
 /// Signature context of a [`SignedKeyChange`] (the old key's signature).
@@ -1259,6 +1261,191 @@ impl SignedAuth {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Institution-to-institution requests
+
+/// Longest `Host` value in a [`PeerAuth`], in bytes.
+pub const MAX_HOST_LEN: usize = 255;
+
+/// What a calling institution signs to authorize one HTTP request to another institution's
+/// gateway (share requests, exchange of keys and ciphertext): the whole request, pinned to one
+/// callee and one moment.
+///
+/// PeerAuth, v1:
+///
+/// | offset | len   | field                                                           |
+/// |--------|-------|-----------------------------------------------------------------|
+/// | 0      | 1     | version = 0x01                                                  |
+/// | 1      | 64    | caller: X25519 pk ‖ Ed25519 pk of the calling institution        |
+/// | 65     | 32    | callee: fingerprint of the gateway being called                  |
+/// | 97     | 8     | timestamp_ms (u64), on the caller's clock                       |
+/// | 105    | 16    | nonce: random; the callee refuses one it has seen in the window |
+/// | 121    | 4 + n | method (`str`, 1..=16 bytes of `A-Z`)                            |
+/// | …      | 4 + n | host (`str`, 1..=255 bytes, no control characters): `Host` header |
+/// | …      | 4 + n | target (`str`, 1..=8192 bytes starting with `/`): path and the full query string, as sent |
+/// | …      | 32    | SHA-256 of the request body                                     |
+///
+/// Signed as a [`SignedPeerAuth`] with context [`PEER_CONTEXT`]; nothing may follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAuth {
+    /// The calling institution's recipient (whose Ed25519 key signs).
+    pub caller: Recipient,
+    /// Fingerprint of the gateway the request is for.
+    pub callee: [u8; 32],
+    /// When the caller made the request, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// Random; single use within the replay window.
+    pub nonce: [u8; 16],
+    /// HTTP method.
+    pub method: String,
+    /// The `Host` header the request was sent with.
+    pub host: String,
+    /// Path and full query string.
+    pub target: String,
+    /// SHA-256 of the body.
+    pub body_sha256: [u8; 32],
+}
+
+impl PeerAuth {
+    /// The authorization for `method host target` with `body`, now-ish and with a fresh nonce.
+    pub fn new(
+        caller: Recipient,
+        callee: [u8; 32],
+        timestamp_ms: u64,
+        method: &str,
+        host: &str,
+        target: &str,
+        body: &[u8],
+    ) -> PeerAuth {
+        PeerAuth {
+            caller,
+            callee,
+            timestamp_ms,
+            nonce: random_nonce(),
+            method: method.to_owned(),
+            host: host.to_owned(),
+            target: target.to_owned(),
+            body_sha256: Sha256::digest(body).into(),
+        }
+    }
+
+    /// Signs with context [`PEER_CONTEXT`]; `caller` must be the identity of `self.caller`.
+    pub fn sign(&self, caller: &Identity) -> SignedPeerAuth {
+        SignedPeerAuth {
+            signature: caller.sign(PEER_CONTEXT, &self.encode()),
+            auth: self.clone(),
+        }
+    }
+
+    /// Checks the field rules in the byte table.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let m = self.method.as_bytes();
+        if m.is_empty() || m.len() > MAX_METHOD_LEN || !m.iter().all(u8::is_ascii_uppercase) {
+            return Err(Error::Malformed("peer auth: method"));
+        }
+        if self.host.is_empty() {
+            return Err(Error::Malformed("peer auth: host"));
+        }
+        check_text(&self.host, MAX_HOST_LEN, false, "peer auth: host")?;
+        if !self.target.starts_with('/') {
+            return Err(Error::Malformed("peer auth: target"));
+        }
+        check_text(&self.target, MAX_PATH_LEN, false, "peer auth: target")
+    }
+}
+
+impl Wire for PeerAuth {
+    const NAMES: &'static Names = &names!("peer auth");
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(CONSENT_V1);
+        out.extend_from_slice(&self.caller.to_bytes());
+        out.extend_from_slice(&self.callee);
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        put_str(out, &self.method);
+        put_str(out, &self.host);
+        put_str(out, &self.target);
+        out.extend_from_slice(&self.body_sha256);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<PeerAuth> {
+        r.version()?;
+        let a = PeerAuth {
+            caller: r.recipient()?,
+            callee: r.array()?,
+            timestamp_ms: r.u64()?,
+            nonce: r.array()?,
+            method: r.string()?,
+            host: r.string()?,
+            target: r.string()?,
+            body_sha256: r.array()?,
+        };
+        a.validate()?;
+        Ok(a)
+    }
+}
+
+wire_methods!(PeerAuth, "peer auth");
+
+signed_type!(
+    /// A [`PeerAuth`] signed by the calling institution with context [`PEER_CONTEXT`]: what
+    /// one gateway sends (as text, in the `Authorization: Medgate-Peer ...` header) with a
+    /// request to another.
+    ///
+    /// Encoding: the authorization's encoding ‖ signature (64).
+    SignedPeerAuth, auth: PeerAuth, PEER_CONTEXT, "signed peer auth"
+);
+
+impl SignedPeerAuth {
+    /// Checks that `self.auth.caller` signed exactly the request the callee received
+    /// (`callee`, `method`, `host`, `target`, `body`), within `window_ms` of `now_ms` either
+    /// way. The callee must also check that the caller is a configured peer and that the
+    /// nonce is new.
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`]; [`Error::AuthMismatch`] naming the field ("callee", "method",
+    /// "host", "target", "body"); [`Error::AuthExpired`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify(
+        &self,
+        callee: &[u8; 32],
+        method: &str,
+        host: &str,
+        target: &str,
+        body: &[u8],
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<()> {
+        let a = &self.auth;
+        a.caller
+            .verify(PEER_CONTEXT, &a.encode(), &self.signature)?;
+        if !ct_eq(&a.callee, callee) {
+            return Err(Error::AuthMismatch("callee"));
+        }
+        if a.method != method {
+            return Err(Error::AuthMismatch("method"));
+        }
+        if !a.host.eq_ignore_ascii_case(host) {
+            return Err(Error::AuthMismatch("host"));
+        }
+        if a.target != target {
+            return Err(Error::AuthMismatch("target"));
+        }
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        if !ct_eq(&a.body_sha256, &digest) {
+            return Err(Error::AuthMismatch("body"));
+        }
+        if now_ms.abs_diff(a.timestamp_ms) > window_ms {
+            return Err(Error::AuthExpired);
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Key registration and change
 
 /// The message a [`registration_proof`] signs (byte table there).
@@ -2102,6 +2289,109 @@ mod consent_vectors {
             ),
         );
 
+        // Institution-to-institution requests.
+        let peer_auth = PeerAuth {
+            caller: req_id.recipient(),
+            callee: inst_fp,
+            timestamp_ms: testkit::CREATED_MS,
+            nonce: seq(0x70),
+            method: "POST".into(),
+            host: "gateway-a.example:9443".into(),
+            target: "/v1/peer/exchange?grant=g1".into(),
+            body_sha256: Sha256::digest(br#"{"bucket":"b","key":"k"}"#).into(),
+        };
+        let peer_header = |callee: [u8; 32], target: &str, now: u64, with_secret: bool| {
+            let mut hd = vec![
+                ("kind", "peer".to_string()),
+                ("callee", h(callee)),
+                ("method", "POST".to_string()),
+                ("host", "gateway-a.example:9443".to_string()),
+                ("target", target.to_string()),
+                ("body", h(br#"{"bucket":"b","key":"k"}"#)),
+                ("now-ms", now.to_string()),
+                ("window-ms", "300000".to_string()),
+            ];
+            if with_secret {
+                hd.push(("signer-identity", h(req_id.to_bytes().as_ref())));
+            }
+            hd
+        };
+        let sp = peer_auth.sign(&req_id).encode();
+        write(
+            "consent_peer_ok",
+            case(
+                "Gateway B's signed exchange call to gateway A, 2 s after B made it.",
+                "ok",
+                peer_header(
+                    inst_fp,
+                    "/v1/peer/exchange?grant=g1",
+                    testkit::CREATED_MS + 2_000,
+                    true,
+                ),
+                sp.clone(),
+            ),
+        );
+        write(
+            "consent_peer_stale",
+            case(
+                "The same call replayed 5 min 1 ms later.",
+                "auth-expired",
+                peer_header(
+                    inst_fp,
+                    "/v1/peer/exchange?grant=g1",
+                    testkit::CREATED_MS + 300_001,
+                    false,
+                ),
+                sp.clone(),
+            ),
+        );
+        write(
+            "consent_peer_other_query",
+            case(
+                "The same signature on another query string.",
+                "auth-mismatch/target",
+                peer_header(
+                    inst_fp,
+                    "/v1/peer/exchange?grant=g2",
+                    testkit::CREATED_MS + 2_000,
+                    false,
+                ),
+                sp.clone(),
+            ),
+        );
+        write(
+            "consent_peer_other_callee",
+            case(
+                "The same call presented to another gateway.",
+                "auth-mismatch/callee",
+                peer_header(
+                    other.recipient().fingerprint(),
+                    "/v1/peer/exchange?grant=g1",
+                    testkit::CREATED_MS + 2_000,
+                    false,
+                ),
+                sp.clone(),
+            ),
+        );
+        let mut forged = peer_auth.clone();
+        forged.caller = other.recipient();
+        let mut forged_bytes = forged.encode();
+        forged_bytes.extend_from_slice(&peer_auth.sign(&req_id).signature.0);
+        write(
+            "consent_peer_other_caller",
+            case(
+                "B's signature presented as if another institution had made the call.",
+                "bad-signature",
+                peer_header(
+                    inst_fp,
+                    "/v1/peer/exchange?grant=g1",
+                    testkit::CREATED_MS + 2_000,
+                    false,
+                ),
+                forged_bytes,
+            ),
+        );
+
         // Registration and key change.
         let reg_header = |inst_fp: [u8; 32], with_secret: bool| {
             let mut hd = vec![
@@ -2276,6 +2566,25 @@ mod consent_vectors {
                 if let Ok(s) = &r {
                     assert_eq!(s.encode(), v.body);
                     resigned(v, AUTH_CONTEXT, &s.token.encode(), &s.signature);
+                }
+                outcome(r)
+            }
+            "peer" => {
+                let r = SignedPeerAuth::decode(&v.body).and_then(|s| {
+                    s.verify(
+                        &v.array("callee"),
+                        v.get("method"),
+                        v.get("host"),
+                        v.get("target"),
+                        &v.hex("body"),
+                        v.u64("now-ms"),
+                        v.u64("window-ms"),
+                    )?;
+                    Ok(s)
+                });
+                if let Ok(s) = &r {
+                    assert_eq!(s.encode(), v.body);
+                    resigned(v, PEER_CONTEXT, &s.auth.encode(), &s.signature);
                 }
                 outcome(r)
             }

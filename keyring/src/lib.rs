@@ -37,8 +37,9 @@ mod vectors;
 pub use checkpoint::{Checkpoint, NoteSignature, NoteVerifier, SignatureType, SignedNote};
 pub use chunk::{Layout, PayloadKey, DEFAULT_CHUNK_SIZE, TAG_LEN};
 pub use consent::{
-    AuthChallenge, AuthToken, Denial, Grant, KeyChange, Records, Revocation, Scope, ShareRequest,
-    SignedAuth, SignedDenial, SignedGrant, SignedKeyChange, SignedRequest, SignedRevocation,
+    AuthChallenge, AuthToken, Denial, Grant, KeyChange, PeerAuth, Records, Revocation, Scope,
+    ShareRequest, SignedAuth, SignedDenial, SignedGrant, SignedKeyChange, SignedPeerAuth,
+    SignedRequest, SignedRevocation,
 };
 pub use error::{Error, Result};
 pub use identity::{Identity, Recipient, Signature};
