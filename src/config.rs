@@ -37,6 +37,41 @@ pub struct FileConfig {
     /// The ops port: health, readiness, metrics.
     #[serde(default)]
     pub ops: OpsConfig,
+    /// The JSON API: admin, patients, peers, log.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the JSON API beside the S3 port.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where it listens (default 127.0.0.1:9001; `--admin-listen`).
+    pub listen: Option<SocketAddr>,
+    /// File holding the admin token (default DATA_DIR/admin.token, created 0600 at the
+    /// first start).
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM CA bundle trusted for peers' HTTPS APIs, beside the system roots.
+    pub peer_ca: Option<PathBuf>,
+    /// How long a read session of a shared record (its manifest and key, from the peer) is
+    /// reused: at most 60 s, the default.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub session_ttl: Option<std::time::Duration>,
+}
+
+/// Where the JSON API listens unless configured.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9001";
+
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// `[tls]`: PEM files for the S3 and ops ports, reloaded on SIGHUP.
@@ -64,6 +99,7 @@ pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9090";
 pub struct Transport {
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
+    pub api_listen: SocketAddr,
     /// Certificate and key files, when TLS is on.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub allow_plain_http: bool,
@@ -105,9 +141,15 @@ impl Transport {
                 bail!("[tls] key (--tls-key) is set but cert (--tls-cert) is not: set both, or neither")
             }
         };
+        let api_listen = file.api.listen.unwrap_or_else(|| {
+            DEFAULT_API_LISTEN
+                .parse()
+                .expect("the default API address parses")
+        });
         Ok(Transport {
             listen,
             ops_listen,
+            api_listen,
             tls,
             allow_plain_http: allow_plain_http || file.tls.allow_plain_http.unwrap_or(false),
         })
@@ -126,6 +168,7 @@ impl Transport {
         for (setting, addr) in [
             ("listen (--listen)", self.listen),
             ("[ops] listen (--ops-listen)", self.ops_listen),
+            ("[api] listen (--admin-listen)", self.api_listen),
         ] {
             if !addr.ip().is_loopback() {
                 bail!(
@@ -146,6 +189,10 @@ impl Transport {
 pub struct PeerConfig {
     pub name: String,
     pub recipient: String,
+    /// The peer's JSON API (`https://gateway-a.example:9001`), to ask it for shares and
+    /// read what it shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +224,31 @@ pub struct PrivateStoreConfig {
 }
 
 impl FileConfig {
+    /// The peers as the gateway uses them.
+    ///
+    /// # Errors
+    /// A recipient or URL that does not parse.
+    pub fn peers(&self) -> anyhow::Result<Vec<gateway::remote::Peer>> {
+        self.peers
+            .iter()
+            .map(|p| {
+                Ok(gateway::remote::Peer {
+                    name: p.name.clone(),
+                    recipient: p
+                        .recipient
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: recipient: {e}", p.name))?,
+                    url: p
+                        .url
+                        .as_deref()
+                        .map(url::Url::parse)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: url: {e}", p.name))?,
+                })
+            })
+            .collect()
+    }
+
     /// The peers as (name, recipient) pairs.
     pub fn peer_list(&self) -> Vec<(String, String)> {
         self.peers
@@ -235,6 +307,18 @@ impl FileConfig {
             p.recipient
                 .parse::<keyring::Recipient>()
                 .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: recipient: {e}", p.name))?;
+            if let Some(u) = &p.url {
+                let parsed = url::Url::parse(u)
+                    .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: url: {e}", p.name))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    bail!("[[peers]] {:?}: url must be http:// or https://", p.name);
+                }
+            }
+        }
+        if let Some(ttl) = self.api.session_ttl {
+            if ttl > gateway::remote::MAX_SESSION_TTL || ttl.is_zero() {
+                bail!("[api] session_ttl must be between 1s and 60s (a revocation must reach this gateway within a minute)");
+            }
         }
         for p in &self.patient_prefixes {
             gateway::sharing::check_patient_id(&p.patient).with_context(|| {
@@ -317,6 +401,17 @@ impl FileConfig {
             },
             ops: EffectiveOps {
                 listen: transport.ops_listen.to_string(),
+            },
+            api: EffectiveApi {
+                listen: transport.api_listen.to_string(),
+                admin_token_file: self.api.admin_token_file.clone(),
+                peer_ca: self.api.peer_ca.clone(),
+                session_ttl: humantime::format_duration(
+                    self.api
+                        .session_ttl
+                        .unwrap_or(gateway::remote::MAX_SESSION_TTL),
+                )
+                .to_string(),
             },
             peers: self.peers.clone(),
             patient_prefixes: self
@@ -409,6 +504,7 @@ struct Effective {
     s3: EffectiveS3,
     tls: EffectiveTls,
     ops: EffectiveOps,
+    api: EffectiveApi,
     peers: Vec<PeerConfig>,
     patient_prefixes: Vec<EffectivePrefix>,
 }
@@ -445,6 +541,15 @@ struct EffectiveTls {
 #[derive(Serialize)]
 struct EffectiveOps {
     listen: String,
+}
+
+#[derive(Serialize)]
+struct EffectiveApi {
+    listen: String,
+    /// Where the admin token is read from (never the token).
+    admin_token_file: Option<PathBuf>,
+    peer_ca: Option<PathBuf>,
+    session_ttl: String,
 }
 
 #[derive(Serialize)]

@@ -155,6 +155,9 @@ struct ServeArgs {
     /// Serve plain HTTP on addresses that are not loopback (behind a TLS proxy).
     #[arg(long, env = "MEDGATE_ALLOW_PLAIN_HTTP")]
     allow_plain_http: bool,
+    /// Address for the JSON API (admin, patients, peers, log; default 127.0.0.1:9001).
+    #[arg(long, env = "MEDGATE_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -371,6 +374,30 @@ fn load_identity(path: &Path, data_dir: &Path, create: bool) -> Result<Identity>
     Ok(id)
 }
 
+/// The admin token from `path`, created there (0600, 40 random letters and digits) when
+/// missing. Never logged.
+fn load_admin_token(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = zeroize::Zeroizing::new(text.trim().to_string());
+            if token.len() < 16 {
+                bail!(
+                    "the admin token in {} is shorter than 16 characters: put a longer one there",
+                    path.display()
+                );
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = admin::new_secret();
+            write_private_file(path, format!("{}\n", token.as_str()).as_bytes())?;
+            tracing::info!(path = %path.display(), "created the admin token for the JSON API");
+            Ok(token)
+        }
+        Err(e) => Err(anyhow!("cannot read the admin token {}: {e}", path.display())),
+    }
+}
+
 fn open_private(data_dir: &Path, cache_bytes: u64) -> Result<SledStore> {
     let dir = data_dir.join("private");
     SledStore::open(&dir, cache_bytes).map_err(|e| match e {
@@ -404,7 +431,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| "human".into());
     init_logging(&log_format)?;
     disable_core_dumps();
-    let transport = config::Transport::resolve(
+    let mut transport = config::Transport::resolve(
         &setup.file,
         args.listen,
         args.ops_listen,
@@ -412,7 +439,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         args.tls_key.clone(),
         args.allow_plain_http,
     )?;
+    if let Some(a) = args.admin_listen {
+        transport.api_listen = a;
+    }
     transport.check_plain_http()?;
+    let peers = setup.file.peers()?;
+    if let Some(ttl) = setup.file.api.session_ttl {
+        if ttl > gateway::remote::MAX_SESSION_TTL || ttl.is_zero() {
+            bail!("[api] session_ttl must be between 1s and 60s");
+        }
+    }
     let tls = match &transport.tls {
         Some((cert, key)) => Some(Arc::new(gateway::tls::Tls::load(cert, key)?)),
         None => None,
@@ -481,7 +517,30 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         })
     };
+    // Buckets mounted from peers, when any peer has an API url.
+    let remote = if peers.iter().any(|p| p.url.is_some()) {
+        let r = Arc::new(
+            gateway::remote::Remote::new(
+                Arc::clone(&identity),
+                peers.clone(),
+                Arc::clone(&private),
+                setup
+                    .file
+                    .api
+                    .session_ttl
+                    .unwrap_or(gateway::remote::MAX_SESSION_TTL),
+                setup.file.api.peer_ca.as_deref(),
+            )
+            .await
+            .context("cannot set up the peers' API clients ([[peers]] url, [api] peer_ca)")?,
+        );
+        let _ = engine.remote.set(Arc::clone(&r));
+        Some(r)
+    } else {
+        None
+    };
     let bg_engine = Arc::clone(&engine);
+    let api_engine = Arc::clone(&engine);
     let service = gateway::server::s3_service(engine, domain.as_deref())?;
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
@@ -512,22 +571,47 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let reloader = ops::reload_on_sighup(tls.clone()).context("cannot watch SIGHUP")?;
 
     let socket = data_dir.join("admin.sock");
-    let admin_task = admin::listen(
-        &socket,
-        AdminContext {
-            private: Arc::clone(&private),
-            public,
-            public_root,
-            institution: Arc::clone(&identity),
-            peers: setup.file.peer_list(),
-        },
-    )
-    .context("cannot open the admin socket")?;
+    let admin_cx = AdminContext {
+        private: Arc::clone(&private),
+        public,
+        public_root,
+        institution: Arc::clone(&identity),
+        peers: setup.file.peer_list(),
+        engine: Some(Arc::clone(&api_engine)),
+    };
+    let admin_task =
+        admin::listen(&socket, admin_cx.clone()).context("cannot open the admin socket")?;
+    let token_file = setup
+        .file
+        .api
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("admin.token"));
+    let admin_token = load_admin_token(&token_file)?;
+    let api_listener = tokio::net::TcpListener::bind(transport.api_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the JSON API ([api] listen, --admin-listen)",
+                transport.api_listen
+            )
+        })?;
+    let api_local = api_listener.local_addr()?;
+    let api_task = tokio::spawn(gateway::api::serve(
+        api_listener,
+        tls.clone(),
+        gateway::api::ApiState::new(api_engine, admin_cx, admin_token, peers, remote),
+        std::future::pending(),
+    ));
 
     tracing::info!(recipient = %identity.recipient(), "institution recipient");
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("medgate listening on {scheme}://{local}");
     println!("ops endpoints (/healthz, /readyz, /metrics) on {scheme}://{ops_local}");
+    println!(
+        "JSON API on {scheme}://{api_local} (OpenAPI at /openapi.json; admin token in {})",
+        token_file.display()
+    );
     if let Some(id) = first_key {
         println!(
             "created access key {id}; its secret is in {}",
@@ -548,6 +632,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )
     .await?;
     admin_task.abort();
+    api_task.abort();
     ops_task.abort();
     reloader.abort();
     sweeper.abort();
@@ -672,6 +757,7 @@ pub(crate) async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result
         public_root,
         institution: identity,
         peers: setup.file.peer_list(),
+        engine: None,
     };
     Ok(admin::handle(&cx, req).await)
 }

@@ -240,6 +240,8 @@ pub struct AdminContext {
     pub institution: Arc<Identity>,
     /// Peer institutions by name and Recipient (from the config's `[[peers]]`).
     pub peers: Vec<(String, String)>,
+    /// The running server's engine; `None` on a stopped data dir.
+    pub engine: Option<Arc<Engine>>,
 }
 
 /// An access key as listed (never its secret).
@@ -345,7 +347,11 @@ fn view(cx: &AdminContext, rec: &ShareRequestRecord) -> Result<RequestView> {
     })
 }
 
-fn new_request(cx: &AdminContext, n: &NewShareRequest) -> Result<keyring::consent::ShareRequest> {
+/// The share request `n` describes, for this institution, now, with a fresh nonce.
+///
+/// # Errors
+/// `InvalidArgument` naming the field.
+pub fn new_request(cx: &AdminContext, n: &NewShareRequest) -> Result<keyring::consent::ShareRequest> {
     use keyring::consent::{Records, Scope, ShareRequest};
     let records = match n.scope.as_str() {
         "object" => Records::Object {
@@ -386,19 +392,35 @@ fn new_request(cx: &AdminContext, n: &NewShareRequest) -> Result<keyring::consen
     Ok(req)
 }
 
-/// Carries out one admin request against a store.
+/// Carries out one admin request against a store; failures become `AdminResponse::Error`.
 pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
+    execute(cx, req)
+        .await
+        .unwrap_or_else(|e| AdminResponse::Error {
+            message: e.to_string(),
+        })
+}
+
+/// Carries out one admin request against a store.
+///
+/// # Errors
+/// What the operation fails with.
+pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminResponse> {
     let store = &*cx.private;
     let institution = &*cx.institution;
+    // The server's own engine when there is one (its configuration and publication state);
+    // a stopped data dir gets one for this request.
     let engine = || {
-        Engine::new(
-            cx.public.clone(),
-            cx.private.clone(),
-            cx.institution.clone(),
-            EngineConfig::default(),
-        )
+        cx.engine.clone().unwrap_or_else(|| {
+            Arc::new(Engine::new(
+                cx.public.clone(),
+                cx.private.clone(),
+                cx.institution.clone(),
+                EngineConfig::default(),
+            ))
+        })
     };
-    let result = async {
+    async {
         Ok::<_, Error>(match req {
             AdminRequest::PatientRegister {
                 id,
@@ -569,10 +591,7 @@ pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
             }
         })
     }
-    .await;
-    result.unwrap_or_else(|e| AdminResponse::Error {
-        message: e.to_string(),
-    })
+    .await
 }
 
 /// Serves the admin socket at `path` (created 0600) until the task is dropped.

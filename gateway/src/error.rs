@@ -48,6 +48,16 @@ pub enum Error {
     UnknownPatient(String),
     #[error("grant refused: {0}")]
     GrantRefused(String),
+    /// A JSON API caller that did not prove who it is (admin token, patient signature, peer
+    /// signature); says what was wrong, never the secret.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
+    /// Something an API caller named does not exist (or is not theirs to see).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Another institution's gateway could not be reached or answered nonsense.
+    #[error("peer gateway: {0}")]
+    Peer(String),
     #[error("access key {0:?} does not exist")]
     NoSuchAccessKey(String),
     #[error("the request body could not be read")]

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api;
 pub mod checksum;
 pub mod error;
 pub mod gc;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod private;
 pub mod public;
 pub mod record;
+pub mod remote;
 pub mod s3;
 pub mod server;
 pub mod sharing;

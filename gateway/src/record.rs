@@ -205,6 +205,8 @@ pub struct Engine {
     write_slots: Arc<tokio::sync::Semaphore>,
     /// Patients whose published index is behind (see `sharing::Engine::publish_indexes`).
     pub(crate) index_dirty: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Buckets mounted from peers (set once at start by the server; see [`crate::remote`]).
+    pub remote: std::sync::OnceLock<Arc<crate::remote::Remote>>,
 }
 
 impl Engine {
@@ -224,7 +226,17 @@ impl Engine {
             read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_SLOTS)),
             index_dirty: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            remote: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The peer link and mount of `bucket`, if it is mounted from a peer.
+    pub fn mount(
+        &self,
+        bucket: &str,
+    ) -> Option<(Arc<crate::remote::Remote>, crate::private::MountRecord)> {
+        let remote = self.remote.get()?;
+        remote.mount(bucket).map(|m| (Arc::clone(remote), m))
     }
 
     /// Logs a committed write with the object root of its manifest (callers flush).

@@ -38,10 +38,14 @@ pub fn to_s3_error(e: Error) -> S3Error {
         Error::InvalidPart(_) => (C::InvalidPart, e.to_string()),
         Error::InvalidPartOrder => (C::InvalidPartOrder, e.to_string()),
         Error::EntityTooSmall { .. } => (C::EntityTooSmall, e.to_string()),
-        Error::InvalidArgument(_) => (C::InvalidArgument, e.to_string()),
+        Error::InvalidArgument(_) | Error::NotFound(_) => (C::InvalidArgument, e.to_string()),
         Error::NoSuchAccessKey(_) => (C::InvalidAccessKeyId, e.to_string()),
         Error::UnknownPatient(_) => (C::InvalidArgument, e.to_string()),
-        Error::GrantRefused(_) => (C::AccessDenied, e.to_string()),
+        Error::GrantRefused(_) | Error::Unauthorized(_) => (C::AccessDenied, e.to_string()),
+        Error::Peer(_) => {
+            tracing::warn!(error = %e, "peer gateway failure");
+            (C::ServiceUnavailable, e.to_string())
+        }
         Error::Reaped => (C::ServiceUnavailable, e.to_string()),
         Error::Body(_) => (
             C::IncompleteBody,
@@ -149,6 +153,9 @@ impl S3 for Front {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let name = req.input.bucket;
+        if self.engine.mount(&name).is_some() {
+            return Err(to_s3_error(Error::BucketExists(name)));
+        }
         self.engine
             .private
             .create_bucket(&name, crate::now_ms())
@@ -194,6 +201,7 @@ impl S3 for Front {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
+        self.refuse_mounted(&input.bucket)?;
         refuse_grants([
             &input.grant_full_control,
             &input.grant_read,
@@ -253,11 +261,7 @@ impl S3 for Front {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let m = self
-            .engine
-            .manifest(&input.bucket, &input.key)
-            .await
-            .map_err(to_s3_error)?;
+        let (m, shared) = self.read_target(&input.bucket, &input.key).await?;
         check_read_conditions(
             &m,
             &input.if_match,
@@ -275,16 +279,28 @@ impl S3 for Front {
             }
             None => (0..m.size, None),
         };
-        let body = self
-            .engine
-            .open(&m, range.start, range.end)
-            .await
-            .map_err(to_s3_error)?;
+        let body = match shared {
+            None => StreamingBlob::wrap(
+                self.engine
+                    .open(&m, range.start, range.end)
+                    .await
+                    .map_err(to_s3_error)?,
+            ),
+            Some((remote, mount, session)) => {
+                match remote.open(session, range.start, range.end).await {
+                    Ok(stream) => StreamingBlob::wrap(stream),
+                    Err(e) => {
+                        remote.forget(&mount, &input.key);
+                        return Err(to_s3_error(e));
+                    }
+                }
+            }
+        };
         let len = range.end - range.start;
         // Whole-object checksums describe whole objects only.
         let sums = content_range.is_none() && checksum_mode_enabled(&input.checksum_mode);
         Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(body)),
+            body: Some(body),
             content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
             content_range,
             accept_ranges: Some("bytes".into()),
@@ -321,11 +337,7 @@ impl S3 for Front {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let m = self
-            .engine
-            .manifest(&input.bucket, &input.key)
-            .await
-            .map_err(to_s3_error)?;
+        let (m, _) = self.read_target(&input.bucket, &input.key).await?;
         check_read_conditions(
             &m,
             &input.if_match,
@@ -360,6 +372,7 @@ impl S3 for Front {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
+        self.refuse_mounted(&input.bucket)?;
         self.engine
             .delete(&input.bucket, &input.key)
             .await
@@ -373,6 +386,7 @@ impl S3 for Front {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
+        self.refuse_mounted(&input.bucket)?;
         refuse_grants([
             &input.grant_full_control,
             &input.grant_read,
@@ -703,6 +717,7 @@ impl S3 for Front {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
+        self.refuse_mounted(&input.bucket)?;
         refuse_grants([
             &input.grant_full_control,
             &input.grant_read,
@@ -774,6 +789,7 @@ impl S3 for Front {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
+        self.refuse_mounted(&input.bucket)?;
         if input.delete.objects.len() > 1000 {
             return Err(s3_error!(
                 MalformedXML,
@@ -910,9 +926,9 @@ impl S3 for Front {
                 key: Some(enc(o.key.clone())),
                 version_id: Some("null".into()),
                 is_latest: Some(true),
-                size: Some(i64::try_from(o.manifest.size).unwrap_or(i64::MAX)),
-                e_tag: Some(etag(&o.manifest.etag)),
-                last_modified: Some(timestamp(o.manifest.last_modified_ms)),
+                size: Some(i64::try_from(o.size).unwrap_or(i64::MAX)),
+                e_tag: Some(etag(&o.etag)),
+                last_modified: Some(timestamp(o.last_modified_ms)),
                 storage_class: Some(ObjectVersionStorageClass::from_static(
                     ObjectVersionStorageClass::STANDARD,
                 )),
@@ -993,8 +1009,27 @@ fn owner_full_control() -> Vec<Grant> {
 
 /// One page of a key listing, shared by ListObjects, ListObjectsV2 and
 /// ListObjectVersions.
+/// One key of a listing: from this gateway's own records or from a peer's share.
+struct Listed {
+    key: String,
+    size: u64,
+    etag: String,
+    last_modified_ms: u64,
+}
+
+impl From<ListedObject> for Listed {
+    fn from(o: ListedObject) -> Self {
+        Listed {
+            key: o.key,
+            size: o.manifest.size,
+            etag: o.manifest.etag,
+            last_modified_ms: o.manifest.last_modified_ms,
+        }
+    }
+}
+
 struct ListPage {
-    objects: Vec<ListedObject>,
+    objects: Vec<Listed>,
     prefixes: Vec<String>,
     truncated: bool,
     /// Where the next page starts (exclusive): the last key, or past the last common
@@ -1009,9 +1044,9 @@ impl ListPage {
             .iter()
             .map(|o| Object {
                 key: Some(enc(o.key.clone())),
-                size: Some(i64::try_from(o.manifest.size).unwrap_or(i64::MAX)),
-                e_tag: Some(etag(&o.manifest.etag)),
-                last_modified: Some(timestamp(o.manifest.last_modified_ms)),
+                size: Some(i64::try_from(o.size).unwrap_or(i64::MAX)),
+                e_tag: Some(etag(&o.etag)),
+                last_modified: Some(timestamp(o.last_modified_ms)),
                 storage_class: Some(ObjectStorageClass::from_static(
                     ObjectStorageClass::STANDARD,
                 )),
@@ -1038,7 +1073,51 @@ fn encoder(encoding: &Option<EncodingType>) -> impl Fn(String) -> String + Copy 
     move |s: String| if url { url_encode(&s) } else { s }
 }
 
+/// A read of a mounted bucket: the peer link, the mount and the read session.
+type SharedRead = (
+    Arc<crate::remote::Remote>,
+    crate::private::MountRecord,
+    Arc<crate::remote::Session>,
+);
+
 impl Front {
+    /// The manifest of `bucket/key`: this gateway's own, or, for a bucket mounted from a
+    /// peer, the one the peer hands out for the read session.
+    async fn read_target(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<(keyring::Manifest, Option<SharedRead>)> {
+        match self.engine.mount(bucket) {
+            Some((remote, mount)) => {
+                let session = remote.session(&mount, key).await.map_err(to_s3_error)?;
+                Ok((session.manifest.clone(), Some((remote, mount, session))))
+            }
+            None => Ok((
+                self.engine
+                    .manifest(bucket, key)
+                    .await
+                    .map_err(to_s3_error)?,
+                None,
+            )),
+        }
+    }
+
+    /// Writes to a bucket mounted from a peer are refused: it shows another institution's
+    /// records, read-only.
+    fn refuse_mounted(&self, bucket: &str) -> S3Result<()> {
+        match self.engine.mount(bucket) {
+            Some((_, mount)) => Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                format!(
+                    "bucket {bucket} shows records shared by peer {}; it is read-only",
+                    mount.peer
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
         match self.engine.private.bucket(bucket).await {
             Ok(Some(_)) => Ok(()),
@@ -1057,7 +1136,14 @@ impl Front {
         mut after: String,
         max_keys: Option<i32>,
     ) -> S3Result<ListPage> {
-        self.require_bucket(bucket).await?;
+        // A mounted bucket lists what the peer's grant covers, fetched once per page.
+        let shared = match self.engine.mount(bucket) {
+            Some((remote, mount)) => Some(remote.list(&mount).await.map_err(to_s3_error)?),
+            None => {
+                self.require_bucket(bucket).await?;
+                None
+            }
+        };
         let prefix = prefix.clone().unwrap_or_default();
         let delimiter = delimiter.clone().filter(|d| !d.is_empty());
         let max_keys = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
@@ -1069,12 +1155,28 @@ impl Front {
             max_keys,
         };
         'scan: loop {
-            let batch = self
-                .engine
-                .private
-                .list_objects(bucket, &prefix, &after, 1000)
-                .await
-                .map_err(to_s3_error)?;
+            let batch: Vec<Listed> = match &shared {
+                Some(all) => all
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix) && k.as_str() > after.as_str())
+                    .take(1000)
+                    .map(|(k, o)| Listed {
+                        key: k.clone(),
+                        size: o.size,
+                        etag: o.etag.clone(),
+                        last_modified_ms: o.last_modified_ms,
+                    })
+                    .collect(),
+                None => self
+                    .engine
+                    .private
+                    .list_objects(bucket, &prefix, &after, 1000)
+                    .await
+                    .map_err(to_s3_error)?
+                    .into_iter()
+                    .map(Listed::from)
+                    .collect(),
+            };
             if batch.is_empty() {
                 break;
             }

@@ -224,6 +224,22 @@ pub struct Event {
     pub salt: String,
 }
 
+/// A bucket of this gateway that shows records another institution shares with it: reads
+/// go to the peer's exchange API under the grant that approved `request_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// The local bucket name clients read.
+    pub bucket: String,
+    /// The peer's name in the config's `[[peers]]`.
+    pub peer: String,
+    /// The share request's id at the peer.
+    pub request_id: String,
+    /// The grant (hex id) once the patient approved; `None` while pending.
+    #[serde(default)]
+    pub grant: Option<String>,
+    pub created_ms: u64,
+}
+
 /// A page of a key listing.
 #[derive(Clone, Debug)]
 pub struct ListedObject {
@@ -346,6 +362,11 @@ pub trait PrivateStore: Send + Sync + 'static {
     async fn checkpoints(&self) -> Result<Vec<(u64, String)>>;
     /// Events with `seq >= from`, at most `limit`.
     async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>>;
+
+    /// Adds or replaces a mount (by bucket).
+    async fn put_mount(&self, record: MountRecord) -> Result<()>;
+    /// Every mount, by bucket.
+    async fn mounts(&self) -> Result<Vec<MountRecord>>;
 
     /// Makes every completed write durable.
     async fn flush(&self) -> Result<()>;

@@ -32,7 +32,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::{
-    AccessKeyRecord, BlobState, BucketInfo, Event, GrantRecord, ListedObject, PartRecord,
+    AccessKeyRecord, BlobState, BucketInfo, Event, GrantRecord, ListedObject, MountRecord, PartRecord,
     PatientRecord, Precondition, PrivateStore, PutCommit, RequestState, ShareRequestRecord,
     UploadRecord,
 };
@@ -956,6 +956,17 @@ impl PrivateStore for SledStore {
             Some(v) => Ok(Some(decode_json(&v, "grant")?)),
             None => Ok(None),
         }
+    }
+
+    async fn put_mount(&self, record: MountRecord) -> Result<()> {
+        self.db
+            .open_tree("mounts")?
+            .insert(record.bucket.as_bytes(), encode_json(&record)?)?;
+        Ok(())
+    }
+
+    async fn mounts(&self) -> Result<Vec<MountRecord>> {
+        json_rows(&self.db.open_tree("mounts")?, "mount")
     }
 
     async fn list_grants(&self) -> Result<Vec<GrantRecord>> {

@@ -1,0 +1,1300 @@
+//! The JSON API beside the S3 port (`--api-listen`, default loopback), described by the
+//! OpenAPI document it serves at `/openapi.json`.
+//!
+//! Four kinds of caller, each authenticated its own way:
+//!
+//! | paths           | caller                   | authentication                                      |
+//! |-----------------|--------------------------|-----------------------------------------------------|
+//! | `/v1/admin/…`   | the hospital's admins    | `Authorization: Bearer <admin token>`                |
+//! | `/v1/patient/…` | a registered patient     | `Authorization: Medgate-Patient <SignedAuth>`: a challenge from `POST /v1/patient/challenge`, single use, signed with the patient's key over method, path and query, body hash |
+//! | `/v1/peer/…`    | another institution      | `Authorization: Medgate-Peer <SignedPeerAuth>`: the caller's Ed25519 signature over method, host, path, full query, body hash, time and nonce; the caller must be a configured `[[peers]]` entry, the time within 5 minutes, the nonce new |
+//! | `/v1/log/…`, `/openapi.json` | anyone      | none: checkpoints and proofs are public anyway       |
+//!
+//! What authorises a re-wrap is never the channel: grants, denials, revocations and key
+//! changes are statements the patient signed, checked against the key on file.
+//! Answers are JSON objects tagged by `status` (errors: `{"status":"error","message":…}`
+//! with the HTTP status saying what kind).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use keyring::consent::{AuthChallenge, AuthToken, SignedAuth, SignedGrant, SignedPeerAuth};
+use keyring::Recipient;
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+use zeroize::Zeroizing;
+
+use crate::admin::{self, AdminContext, AdminRequest, AdminResponse, NewShareRequest};
+use crate::record::Engine;
+use crate::remote::{
+    ExchangeAnswer, ExchangeRequest, Peer, PeerRequestState, PeerShareRequest, Remote,
+    SharedObject, SharedObjects,
+};
+use crate::{Error, Result};
+
+/// How far a signed request's time (peer) or challenge (patient) may be from now.
+pub const AUTH_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Outstanding patient challenges kept at most (older ones are dropped first).
+const MAX_CHALLENGES: usize = 10_000;
+/// Largest JSON body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// The scheme of a patient's `Authorization` header.
+pub const PATIENT_SCHEME: &str = "Medgate-Patient";
+
+/// What the API serves from.
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+struct Inner {
+    engine: Arc<Engine>,
+    admin: AdminContext,
+    admin_token: Zeroizing<String>,
+    peers: Vec<Peer>,
+    remote: Option<Arc<Remote>>,
+    /// Challenges handed out and not yet used, by their random bytes.
+    challenges: Mutex<HashMap<[u8; 32], AuthChallenge>>,
+    /// Peer nonces seen, with when they may be forgotten.
+    nonces: Mutex<HashMap<[u8; 16], u64>>,
+}
+
+impl ApiState {
+    /// The API over `engine`; `admin_token` is what admins present (compared in constant
+    /// time; never logged).
+    pub fn new(
+        engine: Arc<Engine>,
+        admin: AdminContext,
+        admin_token: Zeroizing<String>,
+        peers: Vec<Peer>,
+        remote: Option<Arc<Remote>>,
+    ) -> Self {
+        ApiState(Arc::new(Inner {
+            engine,
+            admin,
+            admin_token,
+            peers,
+            remote,
+            challenges: Mutex::new(HashMap::new()),
+            nonces: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/log/checkpoint", get(log_checkpoint))
+        .route("/v1/log/proofs/inclusion", get(log_inclusion))
+        .route("/v1/log/proofs/consistency", get(log_consistency))
+        .route("/v1/admin/patients", get(admin_patients).post(admin_register))
+        .route("/v1/admin/patients/{id}", get(admin_patient))
+        .route("/v1/admin/requests", get(admin_requests).post(admin_new_request))
+        .route("/v1/admin/requests/{id}", get(admin_request))
+        .route("/v1/admin/grants", get(admin_grants))
+        .route(
+            "/v1/admin/access-keys",
+            get(admin_access_keys).post(admin_new_access_key),
+        )
+        .route(
+            "/v1/admin/access-keys/{id}",
+            axum::routing::delete(admin_delete_access_key),
+        )
+        .route("/v1/admin/events", get(admin_events))
+        .route("/v1/admin/verify", post(admin_verify))
+        .route("/v1/admin/mounts", get(admin_mounts).post(admin_mount))
+        .route("/v1/patient/challenge", post(patient_challenge))
+        .route("/v1/patient/me", get(patient_me))
+        .route("/v1/patient/requests", get(patient_requests))
+        .route("/v1/patient/requests/{id}", get(patient_request))
+        .route("/v1/patient/requests/{id}/approve", post(patient_approve))
+        .route("/v1/patient/requests/{id}/deny", post(patient_deny))
+        .route("/v1/patient/grants", get(patient_grants))
+        .route("/v1/patient/revocations", post(patient_revoke))
+        .route("/v1/patient/key-change", post(patient_key_change))
+        .route("/v1/patient/entries", get(patient_entries))
+        .route("/v1/peer/requests", post(peer_new_request))
+        .route("/v1/peer/requests/{id}", get(peer_request))
+        .route("/v1/peer/objects", get(peer_objects))
+        .route("/v1/peer/exchange", post(peer_exchange))
+        .route("/v1/peer/blob", get(peer_blob))
+        .fallback(|| async { ApiError(Error::NotFound("no such API path; see /openapi.json".into())) })
+        .with_state(state)
+}
+
+/// Serves the API on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
+///
+/// # Errors
+/// Only an accept loop failure that is not per-connection.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    crate::server::accept_loop(
+        listener,
+        tls,
+        service,
+        shutdown,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// An error as the API answers it.
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<keyring::Error> for ApiError {
+    fn from(e: keyring::Error) -> Self {
+        ApiError(Error::Keyring(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let (status, message) = match &e {
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, e.to_string()),
+            Error::GrantRefused(_) => (StatusCode::FORBIDDEN, e.to_string()),
+            Error::NotFound(_)
+            | Error::UnknownPatient(_)
+            | Error::NoSuchKey { .. }
+            | Error::NoSuchBucket(_)
+            | Error::NoSuchAccessKey(_) => (StatusCode::NOT_FOUND, e.to_string()),
+            Error::InvalidArgument(_) | Error::Keyring(_) => {
+                (StatusCode::BAD_REQUEST, e.to_string())
+            }
+            Error::BucketExists(_) => (StatusCode::CONFLICT, e.to_string()),
+            Error::Peer(_) => (StatusCode::BAD_GATEWAY, e.to_string()),
+            Error::Public(_) => {
+                tracing::warn!(error = %e, "public store failure (API)");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the storage backend is unavailable".to_string(),
+                )
+            }
+            _ => {
+                tracing::warn!(error = %e, "internal error (API)");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+            }
+        };
+        (status, Json(AdminResponse::Error { message })).into_response()
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// The answer of an admin operation as HTTP: `Error` answers become the right status.
+fn answer(r: Result<AdminResponse>) -> ApiResult<Json<AdminResponse>> {
+    Ok(Json(r?))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if body.len() > MAX_BODY {
+        return Err(Error::InvalidArgument("request body too large".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| Error::InvalidArgument(format!("bad JSON body: {e}")))
+}
+
+fn target(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication
+
+fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Result<&'h str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthorized(format!("no Authorization: {scheme} header")))?
+        .to_str()
+        .map_err(|_| Error::Unauthorized("the Authorization header is not text".into()))?;
+    match value.split_once(' ') {
+        Some((s, rest)) if s.eq_ignore_ascii_case(scheme) => Ok(rest.trim()),
+        _ => Err(Error::Unauthorized(format!(
+            "this path wants Authorization: {scheme} ..."
+        ))),
+    }
+}
+
+impl ApiState {
+    fn admin(&self, headers: &HeaderMap) -> Result<()> {
+        use subtle::ConstantTimeEq;
+        let given = authorization(headers, "Bearer")?;
+        let want = self.0.admin_token.as_bytes();
+        if bool::from(given.as_bytes().ct_eq(want)) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized("wrong admin token".into()))
+        }
+    }
+
+    /// Checks a patient's signed token for this request and returns the patient id. The
+    /// challenge is used up whether or not the signature checks.
+    async fn patient(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<String> {
+        let signed = SignedAuth::from_text(authorization(headers, PATIENT_SCHEME)?)
+            .map_err(|e| Error::Unauthorized(format!("patient token: {e}")))?;
+        let challenge = self
+            .0
+            .challenges
+            .lock()
+            .map_err(|_| Error::Internal("challenge table poisoned".into()))?
+            .remove(&signed.token.challenge.challenge)
+            .ok_or_else(|| {
+                Error::Unauthorized(
+                    "unknown or used challenge: ask POST /v1/patient/challenge for a new one"
+                        .into(),
+                )
+            })?;
+        let patient = self
+            .0
+            .engine
+            .private
+            .patient(&challenge.patient_id)
+            .await?
+            .ok_or_else(|| Error::UnknownPatient(challenge.patient_id.clone()))?;
+        let key: Recipient = patient
+            .recipient
+            .parse()
+            .map_err(|_| Error::Corrupt("a patient's key on file".into()))?;
+        let expected = AuthToken::new(challenge, method.as_str(), &target(uri), body);
+        signed
+            .verify(&key, &expected, crate::now_ms(), AUTH_WINDOW_MS)
+            .map_err(|e| Error::Unauthorized(format!("patient signature: {e}")))?;
+        Ok(patient.id)
+    }
+
+    /// Checks a peer's signature on this request and returns the configured peer.
+    fn peer(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Peer> {
+        let signed = SignedPeerAuth::from_text(authorization(headers, crate::remote::PEER_SCHEME)?)
+            .map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
+        let caller = signed.auth.caller.fingerprint();
+        let peer = self
+            .0
+            .peers
+            .iter()
+            .find(|p| p.recipient.fingerprint() == caller)
+            .ok_or_else(|| Error::Unauthorized("the caller is not a configured peer".into()))?
+            .clone();
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let now = crate::now_ms();
+        signed
+            .verify(
+                &self.0.engine.institution_id(),
+                method.as_str(),
+                host,
+                &target(uri),
+                body,
+                now,
+                AUTH_WINDOW_MS,
+            )
+            .map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
+        let mut nonces = self
+            .0
+            .nonces
+            .lock()
+            .map_err(|_| Error::Internal("nonce table poisoned".into()))?;
+        if nonces.len() > 4096 {
+            nonces.retain(|_, until| *until > now);
+        }
+        if nonces
+            .insert(signed.auth.nonce, signed.auth.timestamp_ms + 2 * AUTH_WINDOW_MS)
+            .is_some()
+        {
+            return Err(Error::Unauthorized("replayed request (nonce seen)".into()));
+        }
+        Ok(peer)
+    }
+
+    async fn admin_call(&self, req: AdminRequest) -> ApiResult<Json<AdminResponse>> {
+        answer(admin::execute(&self.0.admin, req).await)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Schemas of bodies and parameters
+
+/// Every answer is a JSON object whose `status` names its kind (`patient`, `requests`,
+/// `grants`, `rewrapped`, `done`, `error`, ...); the other fields depend on it.
+#[derive(ToSchema)]
+pub struct Answer {
+    pub status: String,
+}
+
+/// `POST /v1/admin/patients`.
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterBody {
+    pub id: String,
+    /// The patient's Recipient (`medgate1...`).
+    pub recipient: String,
+    /// The registration proof `medgate patient keygen` printed.
+    pub proof: String,
+}
+
+/// `POST /v1/admin/access-keys`.
+#[derive(Deserialize, ToSchema)]
+pub struct AccessKeyBody {
+    /// Buckets the key may use; empty for all.
+    #[serde(default)]
+    pub buckets: Vec<String>,
+}
+
+/// `POST /v1/admin/verify`.
+#[derive(Deserialize, ToSchema)]
+pub struct VerifyBody {
+    /// Also re-hash every blob in the public store.
+    #[serde(default)]
+    pub deep: bool,
+}
+
+/// `POST /v1/admin/mounts`: ask peer `peer` for a share and show it as bucket `bucket`.
+#[derive(Deserialize, ToSchema)]
+pub struct MountBody {
+    pub bucket: String,
+    pub peer: String,
+    pub request: PeerShareRequest,
+}
+
+/// The mounts of this gateway.
+#[derive(Serialize, ToSchema)]
+pub struct MountsAnswer {
+    pub status: String,
+    #[schema(value_type = Vec<Object>)]
+    pub mounts: Vec<crate::private::MountRecord>,
+}
+
+/// `POST /v1/admin/requests` (the admin asks on a recipient key's behalf).
+#[derive(Deserialize, ToSchema)]
+pub struct NewRequestBody {
+    pub patient: String,
+    /// `object`, `prefix` or `patient`.
+    pub scope: String,
+    #[serde(default)]
+    pub bucket: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub include_future: bool,
+    pub recipient: String,
+    pub requester: String,
+    pub purpose_text: String,
+    pub purpose_code: String,
+    pub expires_ms: u64,
+}
+
+/// `?patient=` filter.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct PatientFilter {
+    pub patient: Option<String>,
+}
+
+/// `GET /v1/admin/events` parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct EventsQuery {
+    #[serde(default)]
+    pub from: u64,
+    pub limit: Option<usize>,
+    pub patient: Option<String>,
+}
+
+/// `POST /v1/patient/challenge`: who is asking, by id or by key.
+#[derive(Deserialize, ToSchema)]
+pub struct ChallengeBody {
+    pub patient: Option<String>,
+    /// The patient's Recipient, when the id is not at hand.
+    pub recipient: Option<String>,
+}
+
+/// A challenge to sign (an `AuthChallenge` text) and the patient it is for.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ChallengeAnswer {
+    pub patient: String,
+    pub challenge: String,
+}
+
+/// `GET /v1/patient/requests?all=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AllFilter {
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `POST /v1/patient/requests/{id}/approve`: a `SignedGrant` text.
+#[derive(Deserialize, ToSchema)]
+pub struct GrantBody {
+    pub grant: String,
+}
+
+/// `POST /v1/patient/requests/{id}/deny`: a `SignedDenial` text.
+#[derive(Deserialize, ToSchema)]
+pub struct DenialBody {
+    pub denial: String,
+}
+
+/// `POST /v1/patient/revocations`: a `SignedRevocation` text.
+#[derive(Deserialize, ToSchema)]
+pub struct RevocationBody {
+    pub revocation: String,
+}
+
+/// `POST /v1/patient/key-change`: a `SignedKeyChange` text.
+#[derive(Deserialize, ToSchema)]
+pub struct KeyChangeBody {
+    pub change: String,
+}
+
+/// One log entry about the patient, with what is needed to check it: the entry's fields
+/// and salt (which open its commitment), its index, and an inclusion proof against the
+/// checkpoint of `tree_size`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct EntryWithProof {
+    #[schema(value_type = Object)]
+    pub event: crate::private::Event,
+    /// Hex of the hashes of the inclusion proof, leaf to root.
+    pub proof: Vec<String>,
+}
+
+/// The patient's entries and the checkpoint they are proved against.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct EntriesAnswer {
+    /// The signed note the proofs are against (also in the public store).
+    pub checkpoint: String,
+    pub tree_size: u64,
+    pub entries: Vec<EntryWithProof>,
+}
+
+/// The latest published checkpoint.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CheckpointAnswer {
+    pub size: u64,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
+/// `GET /v1/log/proofs/inclusion?index=&size=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct InclusionQuery {
+    pub index: u64,
+    pub size: u64,
+}
+
+/// `GET /v1/log/proofs/consistency?from=&to=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ConsistencyQuery {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// A Merkle proof: hex hashes in RFC 9162 order.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ProofAnswer {
+    pub hashes: Vec<String>,
+}
+
+/// `GET /v1/peer/objects?grant=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct GrantQuery {
+    pub grant: String,
+}
+
+/// `GET /v1/peer/blob?...`: ciphertext bytes `start..end` of one blob of a shared record.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct BlobQuery {
+    pub grant: String,
+    pub bucket: String,
+    pub key: String,
+    /// Hex blob id (from the record's manifest).
+    pub blob: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// The OpenAPI document
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "medgate",
+        description = "medgate's JSON API: administration, patient consent, exchange between institutions, and the transparency log. S3 clients use the S3 port instead."
+    ),
+    paths(
+        log_checkpoint, log_inclusion, log_consistency,
+        admin_patients, admin_register, admin_patient, admin_requests, admin_new_request,
+        admin_request, admin_grants, admin_access_keys, admin_new_access_key,
+        admin_delete_access_key, admin_events, admin_verify, admin_mounts, admin_mount,
+        patient_challenge, patient_me, patient_requests, patient_request, patient_approve,
+        patient_deny, patient_grants, patient_revoke, patient_key_change, patient_entries,
+        peer_new_request, peer_request, peer_objects, peer_exchange, peer_blob,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "log", description = "Public: checkpoints and proofs."),
+        (name = "admin", description = "Bearer admin token."),
+        (name = "patient", description = "Medgate-Patient: a signed, single-use challenge."),
+        (name = "peer", description = "Medgate-Peer: the calling institution's signature over the request."),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "patient",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "Authorization",
+                    "Medgate-Patient <SignedAuth text>: the patient's signature over a challenge from POST /v1/patient/challenge, the method, the path with its query and the SHA-256 of the body",
+                ),
+            )),
+        );
+        components.add_security_scheme(
+            "peer",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "Authorization",
+                    "Medgate-Peer <SignedPeerAuth text>: the calling institution's Ed25519 signature over method, host, path and full query, body hash, time and nonce",
+                ),
+            )),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+// ---------------------------------------------------------------------------------------
+// Log (public)
+
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log",
+    responses((status = 200, body = CheckpointAnswer), (status = 404, description = "nothing published yet")))]
+async fn log_checkpoint(State(st): State<ApiState>) -> ApiResult<Json<CheckpointAnswer>> {
+    let (size, note) = st
+        .0
+        .engine
+        .private
+        .checkpoints()
+        .await?
+        .pop()
+        .ok_or_else(|| Error::NotFound("no checkpoint published yet".into()))?;
+    Ok(Json(CheckpointAnswer { size, note }))
+}
+
+async fn leaves(engine: &Engine, size: u64) -> Result<Vec<keyring::Hash>> {
+    let have = engine.private.log_size().await?;
+    if size == 0 || size > have {
+        return Err(Error::InvalidArgument(format!(
+            "tree size {size} is not in 1..={have}"
+        )));
+    }
+    engine.private.log_leaves(0, size).await
+}
+
+#[utoipa::path(get, path = "/v1/log/proofs/inclusion", tag = "log", params(InclusionQuery),
+    responses((status = 200, body = ProofAnswer)))]
+async fn log_inclusion(
+    State(st): State<ApiState>,
+    Query(q): Query<InclusionQuery>,
+) -> ApiResult<Json<ProofAnswer>> {
+    let leaves = leaves(&st.0.engine, q.size).await?;
+    let proof = keyring::InclusionProof::generate(&leaves, q.index)?;
+    Ok(Json(ProofAnswer {
+        hashes: proof.hashes().map(hex::encode).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/log/proofs/consistency", tag = "log", params(ConsistencyQuery),
+    responses((status = 200, body = ProofAnswer)))]
+async fn log_consistency(
+    State(st): State<ApiState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> ApiResult<Json<ProofAnswer>> {
+    let leaves = leaves(&st.0.engine, q.to).await?;
+    let proof = keyring::ConsistencyProof::generate(&leaves, q.from, q.to)?;
+    Ok(Json(ProofAnswer {
+        hashes: proof.hashes().map(hex::encode).collect(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin
+
+#[utoipa::path(get, path = "/v1/admin/patients", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = Answer, description = "`patients`")))]
+async fn admin_patients(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::PatientList).await
+}
+
+#[utoipa::path(post, path = "/v1/admin/patients", tag = "admin", security(("admin" = [])),
+    request_body = RegisterBody, responses((status = 200, body = Answer, description = "`patient`")))]
+async fn admin_register(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    let b: RegisterBody = parse_json(&body)?;
+    st.admin_call(AdminRequest::PatientRegister {
+        id: b.id,
+        recipient: b.recipient,
+        proof: b.proof,
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/admin/patients/{id}", tag = "admin", security(("admin" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`patient`")))]
+async fn admin_patient(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::PatientShow { id }).await
+}
+
+#[utoipa::path(get, path = "/v1/admin/requests", tag = "admin", security(("admin" = [])),
+    params(PatientFilter), responses((status = 200, body = Answer, description = "`requests`")))]
+async fn admin_requests(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<PatientFilter>,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::Requests { patient: q.patient })
+        .await
+}
+
+#[utoipa::path(post, path = "/v1/admin/requests", tag = "admin", security(("admin" = [])),
+    request_body = NewRequestBody, responses((status = 200, body = Answer, description = "`request`")))]
+async fn admin_new_request(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    let b: NewRequestBody = parse_json(&body)?;
+    st.admin_call(AdminRequest::ShareRequest(Box::new(NewShareRequest {
+        patient: b.patient,
+        scope: b.scope,
+        bucket: b.bucket,
+        path: b.path,
+        include_future: b.include_future,
+        recipient: b.recipient,
+        requester: b.requester,
+        purpose_text: b.purpose_text,
+        purpose_code: b.purpose_code,
+        expires_ms: b.expires_ms,
+    })))
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/admin/requests/{id}", tag = "admin", security(("admin" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`request`")))]
+async fn admin_request(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::RequestGet { id }).await
+}
+
+#[utoipa::path(get, path = "/v1/admin/grants", tag = "admin", security(("admin" = [])),
+    params(PatientFilter), responses((status = 200, body = Answer, description = "`grants`")))]
+async fn admin_grants(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<PatientFilter>,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::Grants { patient: q.patient })
+        .await
+}
+
+#[utoipa::path(get, path = "/v1/admin/access-keys", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = Answer, description = "`access-keys` (ids and buckets, never secrets)")))]
+async fn admin_access_keys(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::AccessKeyList).await
+}
+
+#[utoipa::path(post, path = "/v1/admin/access-keys", tag = "admin", security(("admin" = [])),
+    request_body = AccessKeyBody,
+    responses((status = 200, body = Answer, description = "`access-key-created`, with the secret, shown once")))]
+async fn admin_new_access_key(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    let b: AccessKeyBody = if body.is_empty() {
+        AccessKeyBody {
+            buckets: Vec::new(),
+        }
+    } else {
+        parse_json(&body)?
+    };
+    st.admin_call(AdminRequest::AccessKeyCreate { buckets: b.buckets })
+        .await
+}
+
+#[utoipa::path(delete, path = "/v1/admin/access-keys/{id}", tag = "admin", security(("admin" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`deleted`")))]
+async fn admin_delete_access_key(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::AccessKeyDelete { id }).await
+}
+
+#[utoipa::path(get, path = "/v1/admin/events", tag = "admin", security(("admin" = [])),
+    params(EventsQuery), responses((status = 200, body = Answer, description = "`events`")))]
+async fn admin_events(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    st.admin_call(AdminRequest::Events {
+        from: q.from,
+        limit: q.limit.unwrap_or(1000),
+        patient: q.patient,
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/admin/verify", tag = "admin", security(("admin" = [])),
+    request_body = VerifyBody, responses((status = 200, body = Answer, description = "`verified`, with the problems found")))]
+async fn admin_verify(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    let deep = if body.is_empty() {
+        false
+    } else {
+        parse_json::<VerifyBody>(&body)?.deep
+    };
+    st.admin_call(AdminRequest::Verify { deep }).await
+}
+
+fn remote(st: &ApiState) -> Result<&Arc<Remote>> {
+    st.0.remote
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("this gateway has no [[peers]] with a url".into()))
+}
+
+#[utoipa::path(get, path = "/v1/admin/mounts", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = MountsAnswer)))]
+async fn admin_mounts(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<MountsAnswer>> {
+    st.admin(&headers)?;
+    let mounts = match &st.0.remote {
+        Some(r) => r.mounts(),
+        None => Vec::new(),
+    };
+    Ok(Json(MountsAnswer {
+        status: "mounts".into(),
+        mounts,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/admin/mounts", tag = "admin", security(("admin" = [])),
+    request_body = MountBody, responses((status = 200, body = MountsAnswer)))]
+async fn admin_mount(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<MountsAnswer>> {
+    st.admin(&headers)?;
+    let b: MountBody = parse_json(&body)?;
+    let m = remote(&st)?.ask(&b.peer, &b.bucket, &b.request).await?;
+    Ok(Json(MountsAnswer {
+        status: "mounts".into(),
+        mounts: vec![m],
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Patients
+
+#[utoipa::path(post, path = "/v1/patient/challenge", tag = "patient",
+    request_body = ChallengeBody, responses((status = 200, body = ChallengeAnswer)))]
+async fn patient_challenge(
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> ApiResult<Json<ChallengeAnswer>> {
+    let b: ChallengeBody = parse_json(&body)?;
+    let store = &st.0.engine.private;
+    let patient = match (b.patient, b.recipient) {
+        (Some(id), _) => store
+            .patient(&id)
+            .await?
+            .ok_or_else(|| Error::UnknownPatient(id))?,
+        (None, Some(r)) => store
+            .list_patients()
+            .await?
+            .into_iter()
+            .find(|p| p.recipient == r.trim())
+            .ok_or_else(|| {
+                Error::NotFound("no patient is registered with this key at this gateway".into())
+            })?,
+        (None, None) => {
+            return Err(Error::InvalidArgument("give patient or recipient".into()).into())
+        }
+    };
+    let now = crate::now_ms();
+    let challenge = AuthChallenge::new(st.0.engine.institution_id(), &patient.id, now);
+    {
+        let mut table = st
+            .0
+            .challenges
+            .lock()
+            .map_err(|_| Error::Internal("challenge table poisoned".into()))?;
+        table.retain(|_, c| now.saturating_sub(c.issued_ms) <= AUTH_WINDOW_MS);
+        if table.len() >= MAX_CHALLENGES {
+            return Err(Error::Unauthorized("too many outstanding challenges; retry later".into()).into());
+        }
+        table.insert(challenge.challenge, challenge.clone());
+    }
+    Ok(Json(ChallengeAnswer {
+        patient: patient.id,
+        challenge: challenge.to_text(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/patient/me", tag = "patient", security(("patient" = [])),
+    responses((status = 200, body = Answer, description = "`patient`")))]
+async fn patient_me(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<AdminResponse>> {
+    let id = st.patient(&method, &uri, &headers, b"").await?;
+    st.admin_call(AdminRequest::PatientShow { id }).await
+}
+
+#[utoipa::path(get, path = "/v1/patient/requests", tag = "patient", security(("patient" = [])),
+    params(AllFilter), responses((status = 200, body = Answer, description = "`requests`")))]
+async fn patient_requests(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<AllFilter>,
+) -> ApiResult<Json<AdminResponse>> {
+    let id = st.patient(&method, &uri, &headers, b"").await?;
+    let mut r = admin::execute(&st.0.admin, AdminRequest::Requests { patient: Some(id) }).await?;
+    if let AdminResponse::Requests { requests } = &mut r {
+        if !q.all {
+            requests.retain(|v| v.state == crate::private::RequestState::Pending);
+        }
+    }
+    Ok(Json(r))
+}
+
+/// The request `id` if it is `patient`'s (another patient's looks like none).
+async fn own_request(st: &ApiState, patient: &str, id: &str) -> Result<AdminResponse> {
+    let r = admin::execute(&st.0.admin, AdminRequest::RequestGet { id: id.into() }).await?;
+    match &r {
+        AdminResponse::Request { request } if request.patient == patient => Ok(r),
+        _ => Err(Error::NotFound(format!("no share request {id} for you"))),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/patient/requests/{id}", tag = "patient", security(("patient" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`request`")))]
+async fn patient_request(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AdminResponse>> {
+    let patient = st.patient(&method, &uri, &headers, b"").await?;
+    Ok(Json(own_request(&st, &patient, &id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/patient/requests/{id}/approve", tag = "patient", security(("patient" = [])),
+    params(("id" = String, Path)), request_body = GrantBody,
+    responses((status = 200, body = Answer, description = "`rewrapped`"), (status = 403, description = "grant refused")))]
+async fn patient_approve(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    let patient = st.patient(&method, &uri, &headers, &body).await?;
+    own_request(&st, &patient, &id).await?;
+    let b: GrantBody = parse_json(&body)?;
+    st.admin_call(AdminRequest::Approve {
+        request_id: id,
+        grant: b.grant,
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/patient/requests/{id}/deny", tag = "patient", security(("patient" = [])),
+    params(("id" = String, Path)), request_body = DenialBody,
+    responses((status = 200, body = Answer, description = "`done`")))]
+async fn patient_deny(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    let patient = st.patient(&method, &uri, &headers, &body).await?;
+    own_request(&st, &patient, &id).await?;
+    let b: DenialBody = parse_json(&body)?;
+    st.admin_call(AdminRequest::Deny {
+        request_id: id,
+        denial: b.denial,
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/patient/grants", tag = "patient", security(("patient" = [])),
+    responses((status = 200, body = Answer, description = "`grants`")))]
+async fn patient_grants(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<AdminResponse>> {
+    let id = st.patient(&method, &uri, &headers, b"").await?;
+    st.admin_call(AdminRequest::Grants { patient: Some(id) })
+        .await
+}
+
+#[utoipa::path(post, path = "/v1/patient/revocations", tag = "patient", security(("patient" = [])),
+    request_body = RevocationBody, responses((status = 200, body = Answer, description = "`done`")))]
+async fn patient_revoke(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    let patient = st.patient(&method, &uri, &headers, &body).await?;
+    let b: RevocationBody = parse_json(&body)?;
+    // The revocation is checked against the patient's key on file by the engine; the
+    // grant must also be this patient's.
+    let rev = keyring::consent::SignedRevocation::from_text(&b.revocation)?;
+    let grant_id = hex::encode(rev.revocation.grant_id);
+    match st.0.engine.private.grant(&grant_id).await? {
+        Some(g) if g.patient_id == patient => {}
+        _ => return Err(Error::NotFound(format!("no grant {grant_id} of yours")).into()),
+    }
+    st.admin_call(AdminRequest::Revoke {
+        revocation: b.revocation,
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/patient/key-change", tag = "patient", security(("patient" = [])),
+    request_body = KeyChangeBody, responses((status = 200, body = Answer, description = "`done`")))]
+async fn patient_key_change(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    st.patient(&method, &uri, &headers, &body).await?;
+    let b: KeyChangeBody = parse_json(&body)?;
+    st.admin_call(AdminRequest::PatientRekey { change: b.change })
+        .await
+}
+
+#[utoipa::path(get, path = "/v1/patient/entries", tag = "patient", security(("patient" = [])),
+    responses((status = 200, body = EntriesAnswer)))]
+async fn patient_entries(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<EntriesAnswer>> {
+    let patient = st.patient(&method, &uri, &headers, b"").await?;
+    let engine = &st.0.engine;
+    // Prove against the newest published checkpoint (publishing what is pending first).
+    crate::log::publish(&*engine.private, &engine.public, &engine.institution).await?;
+    let (tree_size, checkpoint) = engine
+        .private
+        .checkpoints()
+        .await?
+        .pop()
+        .ok_or_else(|| Error::NotFound("no checkpoint published yet".into()))?;
+    let leaves = engine.private.log_leaves(0, tree_size).await?;
+    let mut entries = Vec::new();
+    let mut from = 0;
+    while from < tree_size {
+        let batch = engine.private.events(from, 10_000).await?;
+        let Some(last) = batch.last() else { break };
+        from = last.seq + 1;
+        for event in batch {
+            if event.seq >= tree_size || event.patient.as_deref() != Some(patient.as_str()) {
+                continue;
+            }
+            let proof = keyring::InclusionProof::generate(&leaves, event.seq)?;
+            entries.push(EntryWithProof {
+                proof: proof.hashes().map(hex::encode).collect(),
+                event,
+            });
+        }
+    }
+    Ok(Json(EntriesAnswer {
+        checkpoint,
+        tree_size,
+        entries,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Peers
+
+#[utoipa::path(post, path = "/v1/peer/requests", tag = "peer", security(("peer" = [])),
+    request_body = PeerShareRequest, responses((status = 200, body = PeerRequestState)))]
+async fn peer_new_request(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<PeerRequestState>> {
+    let peer = st.peer(&method, &uri, &headers, &body)?;
+    let b: PeerShareRequest = parse_json(&body)?;
+    let n = NewShareRequest {
+        patient: b.patient,
+        scope: b.scope,
+        bucket: b.bucket,
+        path: b.path,
+        include_future: b.include_future,
+        // The caller asks for itself, and who it is comes from our configuration.
+        recipient: peer.recipient.to_string(),
+        requester: peer.name.clone(),
+        purpose_text: b.purpose_text,
+        purpose_code: b.purpose_code,
+        expires_ms: b.expires_ms,
+    };
+    let req = admin::new_request(&st.0.admin, &n)?;
+    let rec = st
+        .0
+        .engine
+        .create_request(&req.to_text(), &format!("peer:{}", peer.name))
+        .await?;
+    Ok(Json(request_state(&rec)))
+}
+
+fn request_state(rec: &crate::private::ShareRequestRecord) -> PeerRequestState {
+    PeerRequestState {
+        id: rec.id.clone(),
+        state: serde_json::to_value(rec.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| "unknown".into()),
+        grant: rec.grant.clone(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/peer/requests/{id}", tag = "peer", security(("peer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = PeerRequestState)))]
+async fn peer_request(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PeerRequestState>> {
+    let peer = st.peer(&method, &uri, &headers, b"")?;
+    let (rec, req) = st.0.engine.request(&id).await?;
+    if req.recipient.fingerprint() != peer.recipient.fingerprint() {
+        return Err(Error::NotFound(format!("no share request {id} for you")).into());
+    }
+    Ok(Json(request_state(&rec)))
+}
+
+/// The grant `id`, in force and issued to `peer`.
+async fn peer_grant(
+    st: &ApiState,
+    peer: &Peer,
+    id: &str,
+) -> Result<(crate::private::GrantRecord, SignedGrant)> {
+    let g = st.0.engine.grant_in_force(id).await?;
+    let signed = SignedGrant::from_text(&g.grant)?;
+    if signed.grant.recipient.fingerprint() != peer.recipient.fingerprint() {
+        return Err(Error::GrantRefused(format!("grant {id} is not yours")));
+    }
+    Ok((g, signed))
+}
+
+#[utoipa::path(get, path = "/v1/peer/objects", tag = "peer", security(("peer" = [])),
+    params(GrantQuery), responses((status = 200, body = SharedObjects)))]
+async fn peer_objects(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<GrantQuery>,
+) -> ApiResult<Json<SharedObjects>> {
+    let peer = st.peer(&method, &uri, &headers, b"")?;
+    let (g, signed) = peer_grant(&st, &peer, &q.grant).await?;
+    let tag = signed.grant.recipient.tag();
+    let mut objects = Vec::new();
+    for (bucket, key, m) in st.0.engine.private.patient_objects(&g.patient_id).await? {
+        if !signed.grant.scope.covers(&bucket, &key) {
+            continue;
+        }
+        let wrapped = st.0.engine.private.stanzas(m.dek_id).await?;
+        if wrapped.iter().any(|s| s.recipient_tag() == tag) {
+            objects.push(SharedObject {
+                bucket,
+                key,
+                size: m.size,
+                etag: m.etag.clone(),
+                last_modified_ms: m.last_modified_ms,
+            });
+        }
+    }
+    Ok(Json(SharedObjects { objects }))
+}
+
+#[utoipa::path(post, path = "/v1/peer/exchange", tag = "peer", security(("peer" = [])),
+    request_body = ExchangeRequest,
+    responses((status = 200, body = ExchangeAnswer), (status = 403, description = "grant not in force or record not covered")))]
+async fn peer_exchange(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ExchangeAnswer>> {
+    let peer = st.peer(&method, &uri, &headers, &body)?;
+    let b: ExchangeRequest = parse_json(&body)?;
+    peer_grant(&st, &peer, &b.grant).await?;
+    let (m, stanza) = st
+        .0
+        .engine
+        .exchange(&b.grant, &b.bucket, &b.key, &format!("peer:{}", peer.name))
+        .await?;
+    Ok(Json(ExchangeAnswer {
+        manifest: hex::encode(m.encode()),
+        stanza: hex::encode(stanza.to_bytes()),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/peer/blob", tag = "peer", security(("peer" = [])),
+    params(BlobQuery),
+    responses((status = 200, description = "the ciphertext bytes", content_type = "application/octet-stream"),
+              (status = 403, description = "grant not in force or record not covered")))]
+async fn peer_blob(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<BlobQuery>,
+) -> ApiResult<Response> {
+    let peer = st.peer(&method, &uri, &headers, b"")?;
+    let (g, signed) = peer_grant(&st, &peer, &q.grant).await?;
+    let engine = &st.0.engine;
+    let m = engine
+        .private
+        .manifest(&q.bucket, &q.key)
+        .await?
+        .ok_or_else(|| Error::NoSuchKey {
+            bucket: q.bucket.clone(),
+            key: q.key.clone(),
+        })?;
+    if m.patient.as_deref() != Some(g.patient_id.as_str())
+        || !signed.grant.scope.covers(&q.bucket, &q.key)
+    {
+        return Err(Error::GrantRefused(format!(
+            "{}/{} is not covered by grant {}",
+            q.bucket, q.key, q.grant
+        ))
+        .into());
+    }
+    let part = m
+        .parts
+        .iter()
+        .find(|p| p.blob.to_hex() == q.blob)
+        .ok_or_else(|| Error::GrantRefused("that blob is not part of the record".into()))?;
+    let sealed = keyring::Layout::new(part.plaintext_len, part.chunk_size)?.sealed_total();
+    if q.start >= q.end || q.end > sealed || q.end - q.start > 64 << 20 {
+        return Err(Error::InvalidArgument(format!(
+            "range {}..{} is not within the blob's {sealed} bytes (64 MiB at most)",
+            q.start, q.end
+        ))
+        .into());
+    }
+    let bytes = engine
+        .public
+        .get_range(&crate::public::blob_path(&part.blob), q.start..q.end)
+        .await
+        .map_err(Error::Public)?;
+    crate::metrics::global().chunks_fetched.inc();
+    Ok(Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(bytes))
+        .map_err(|e| Error::Internal(e.to_string()))?)
+}
