@@ -227,7 +227,8 @@ class Medgate(Server):
         env.setdefault("RUST_BACKTRACE", "1")
         # No --public-store: the default folder store, DATA_DIR/public.
         self._spawn([medgate_bin(), "serve", "--data-dir", str(self.data_dir),
-                     "--listen", f"127.0.0.1:{self.port}", "--ops-listen", "127.0.0.1:0"], env)
+                     "--listen", f"127.0.0.1:{self.port}", "--ops-listen", "127.0.0.1:0",
+                     "--admin-listen", "127.0.0.1:0"], env)
         return self
 
 

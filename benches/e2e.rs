@@ -364,6 +364,8 @@ impl Server {
             .arg(addr.to_string())
             .arg("--ops-listen")
             .arg("127.0.0.1:0")
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .env("MEDGATE_ACCESS_KEY_ID", KEY_ID)
             .env("MEDGATE_SECRET_ACCESS_KEY", secret)
             .stdin(Stdio::null())

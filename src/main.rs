@@ -2,6 +2,7 @@
 //! commands against a running server (admin socket) or a stopped one (the store itself).
 
 pub(crate) mod config;
+mod link;
 mod ops;
 mod patient;
 
@@ -38,7 +39,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Default)]
 pub(crate) struct DataDirArg {
     /// Data directory: private store, institution identity, credentials, admin socket.
     #[arg(long, env = "MEDGATE_DATA_DIR", global = true)]
@@ -394,7 +395,10 @@ fn load_admin_token(path: &Path) -> Result<zeroize::Zeroizing<String>> {
             tracing::info!(path = %path.display(), "created the admin token for the JSON API");
             Ok(token)
         }
-        Err(e) => Err(anyhow!("cannot read the admin token {}: {e}", path.display())),
+        Err(e) => Err(anyhow!(
+            "cannot read the admin token {}: {e}",
+            path.display()
+        )),
     }
 }
 

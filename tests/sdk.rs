@@ -66,6 +66,8 @@ impl Server {
             // Servers run in parallel: each takes a free ops port.
             .arg("--ops-listen")
             .arg("127.0.0.1:0")
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .env("MEDGATE_ACCESS_KEY_ID", key_id)
             .env("MEDGATE_SECRET_ACCESS_KEY", secret)
             .stdin(Stdio::null())

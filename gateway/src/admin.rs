@@ -88,6 +88,14 @@ pub enum AdminRequest {
     PatientRekey {
         change: String,
     },
+    /// Ask a peer for a share and show it here as `bucket` (needs the running server).
+    Mount {
+        bucket: String,
+        peer: String,
+        request: crate::remote::PeerShareRequest,
+    },
+    /// The buckets mounted from peers.
+    Mounts,
     /// A recipient's read of a shared record: its manifest and the recipient's stanza.
     Exchange {
         grant: String,
@@ -187,6 +195,9 @@ pub enum AdminResponse {
     },
     Verified {
         report: crate::log::VerifyReport,
+    },
+    Mounts {
+        mounts: Vec<crate::private::MountRecord>,
     },
     /// Hex of the encoded manifest and of the recipient's stanza.
     Exchange {
@@ -351,7 +362,10 @@ fn view(cx: &AdminContext, rec: &ShareRequestRecord) -> Result<RequestView> {
 ///
 /// # Errors
 /// `InvalidArgument` naming the field.
-pub fn new_request(cx: &AdminContext, n: &NewShareRequest) -> Result<keyring::consent::ShareRequest> {
+pub fn new_request(
+    cx: &AdminContext,
+    n: &NewShareRequest,
+) -> Result<keyring::consent::ShareRequest> {
     use keyring::consent::{Records, Scope, ShareRequest};
     let records = match n.scope.as_str() {
         "object" => Records::Object {
@@ -525,6 +539,28 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                     message: format!("key changed; {n} records re-wrapped to the new key"),
                 }
             }
+            AdminRequest::Mount {
+                bucket,
+                peer,
+                request,
+            } => {
+                let remote = cx
+                    .engine
+                    .as_ref()
+                    .and_then(|e| e.remote.get())
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(
+                            "mounting needs the running server and a [[peers]] entry with a url"
+                                .into(),
+                        )
+                    })?;
+                AdminResponse::Mounts {
+                    mounts: vec![remote.ask(&peer, &bucket, &request).await?],
+                }
+            }
+            AdminRequest::Mounts => AdminResponse::Mounts {
+                mounts: store.mounts().await?,
+            },
             AdminRequest::Exchange { grant, bucket, key } => {
                 let (m, stanza) = engine()
                     .exchange(&grant, &bucket, &key, "recipient")

@@ -94,9 +94,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/log/checkpoint", get(log_checkpoint))
         .route("/v1/log/proofs/inclusion", get(log_inclusion))
         .route("/v1/log/proofs/consistency", get(log_consistency))
-        .route("/v1/admin/patients", get(admin_patients).post(admin_register))
+        .route(
+            "/v1/admin/patients",
+            get(admin_patients).post(admin_register),
+        )
         .route("/v1/admin/patients/{id}", get(admin_patient))
-        .route("/v1/admin/requests", get(admin_requests).post(admin_new_request))
+        .route(
+            "/v1/admin/requests",
+            get(admin_requests).post(admin_new_request),
+        )
         .route("/v1/admin/requests/{id}", get(admin_request))
         .route("/v1/admin/grants", get(admin_grants))
         .route(
@@ -125,7 +131,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/peer/objects", get(peer_objects))
         .route("/v1/peer/exchange", post(peer_exchange))
         .route("/v1/peer/blob", get(peer_blob))
-        .fallback(|| async { ApiError(Error::NotFound("no such API path; see /openapi.json".into())) })
+        .fallback(|| async {
+            ApiError(Error::NotFound(
+                "no such API path; see /openapi.json".into(),
+            ))
+        })
         .with_state(state)
 }
 
@@ -193,7 +203,10 @@ impl IntoResponse for ApiError {
             }
             _ => {
                 tracing::warn!(error = %e, "internal error (API)");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_string(),
+                )
             }
         };
         (status, Json(AdminResponse::Error { message })).into_response()
@@ -327,7 +340,10 @@ impl ApiState {
             nonces.retain(|_, until| *until > now);
         }
         if nonces
-            .insert(signed.auth.nonce, signed.auth.timestamp_ms + 2 * AUTH_WINDOW_MS)
+            .insert(
+                signed.auth.nonce,
+                signed.auth.timestamp_ms + 2 * AUTH_WINDOW_MS,
+            )
             .is_some()
         {
             return Err(Error::Unauthorized("replayed request (nonce seen)".into()));
@@ -612,14 +628,13 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log",
     responses((status = 200, body = CheckpointAnswer), (status = 404, description = "nothing published yet")))]
 async fn log_checkpoint(State(st): State<ApiState>) -> ApiResult<Json<CheckpointAnswer>> {
-    let (size, note) = st
-        .0
-        .engine
-        .private
-        .checkpoints()
-        .await?
-        .pop()
-        .ok_or_else(|| Error::NotFound("no checkpoint published yet".into()))?;
+    let (size, note) =
+        st.0.engine
+            .private
+            .checkpoints()
+            .await?
+            .pop()
+            .ok_or_else(|| Error::NotFound("no checkpoint published yet".into()))?;
     Ok(Json(CheckpointAnswer { size, note }))
 }
 
@@ -902,14 +917,15 @@ async fn patient_challenge(
     let now = crate::now_ms();
     let challenge = AuthChallenge::new(st.0.engine.institution_id(), &patient.id, now);
     {
-        let mut table = st
-            .0
-            .challenges
-            .lock()
-            .map_err(|_| Error::Internal("challenge table poisoned".into()))?;
+        let mut table =
+            st.0.challenges
+                .lock()
+                .map_err(|_| Error::Internal("challenge table poisoned".into()))?;
         table.retain(|_, c| now.saturating_sub(c.issued_ms) <= AUTH_WINDOW_MS);
         if table.len() >= MAX_CHALLENGES {
-            return Err(Error::Unauthorized("too many outstanding challenges; retry later".into()).into());
+            return Err(
+                Error::Unauthorized("too many outstanding challenges; retry later".into()).into(),
+            );
         }
         table.insert(challenge.challenge, challenge.clone());
     }
@@ -1138,11 +1154,10 @@ async fn peer_new_request(
         expires_ms: b.expires_ms,
     };
     let req = admin::new_request(&st.0.admin, &n)?;
-    let rec = st
-        .0
-        .engine
-        .create_request(&req.to_text(), &format!("peer:{}", peer.name))
-        .await?;
+    let rec =
+        st.0.engine
+            .create_request(&req.to_text(), &format!("peer:{}", peer.name))
+            .await?;
     Ok(Json(request_state(&rec)))
 }
 
@@ -1232,11 +1247,10 @@ async fn peer_exchange(
     let peer = st.peer(&method, &uri, &headers, &body)?;
     let b: ExchangeRequest = parse_json(&body)?;
     peer_grant(&st, &peer, &b.grant).await?;
-    let (m, stanza) = st
-        .0
-        .engine
-        .exchange(&b.grant, &b.bucket, &b.key, &format!("peer:{}", peer.name))
-        .await?;
+    let (m, stanza) =
+        st.0.engine
+            .exchange(&b.grant, &b.bucket, &b.key, &format!("peer:{}", peer.name))
+            .await?;
     Ok(Json(ExchangeAnswer {
         manifest: hex::encode(m.encode()),
         stanza: hex::encode(stanza.to_bytes()),

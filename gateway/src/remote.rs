@@ -315,10 +315,7 @@ impl Remote {
 
     /// The mount of `bucket`, if it is one.
     pub fn mount(&self, bucket: &str) -> Option<MountRecord> {
-        self.mounts
-            .read()
-            .ok()
-            .and_then(|m| m.get(bucket).cloned())
+        self.mounts.read().ok().and_then(|m| m.get(bucket).cloned())
     }
 
     /// Every mount.
@@ -347,7 +344,12 @@ impl Remote {
         let peer = self.peer(peer)?.clone();
         let state: PeerRequestState = self
             .client
-            .json(&peer, reqwest::Method::POST, "/v1/peer/requests", Some(request))
+            .json(
+                &peer,
+                reqwest::Method::POST,
+                "/v1/peer/requests",
+                Some(request),
+            )
             .await?;
         let record = MountRecord {
             bucket: bucket.into(),
@@ -458,10 +460,12 @@ impl Remote {
             )
             .await?;
         let bad = |what: &str| Error::Peer(format!("{}: bad {what} in the exchange", peer.name));
-        let manifest = Manifest::decode(&hex::decode(&answer.manifest).map_err(|_| bad("manifest"))?)
-            .map_err(|_| bad("manifest"))?;
-        let stanza = WrappedKey::from_bytes(&hex::decode(&answer.stanza).map_err(|_| bad("stanza"))?)
-            .map_err(|_| bad("stanza"))?;
+        let manifest =
+            Manifest::decode(&hex::decode(&answer.manifest).map_err(|_| bad("manifest"))?)
+                .map_err(|_| bad("manifest"))?;
+        let stanza =
+            WrappedKey::from_bytes(&hex::decode(&answer.stanza).map_err(|_| bad("stanza"))?)
+                .map_err(|_| bad("stanza"))?;
         let dek = match self.identity.unwrap_key(&stanza) {
             Some(Ok(dek)) => dek,
             _ => return Err(Error::NoStanza(manifest.dek_id.to_hex())),
@@ -501,8 +505,9 @@ impl Remote {
         session: Arc<Session>,
         start: u64,
         end: u64,
-    ) -> Result<impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + Unpin + 'static>
-    {
+    ) -> Result<
+        impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + Unpin + 'static,
+    > {
         let mut jobs = Vec::new();
         let mut part_start = 0u64;
         for part in &session.manifest.parts {

@@ -130,6 +130,8 @@ class Gateway:
         # Every gateway has its own ops port (/healthz, /readyz, /metrics), given through
         # MEDGATE_OPS_LISTEN so that subclasses with their own argv get one too.
         self.ops_port = free_port()
+        # ... and its own JSON API port (MEDGATE_ADMIN_LISTEN).
+        self.api_port = free_port()
         self.access_key_id = ACCESS_KEY_ID
         alphabet = string.ascii_letters + string.digits
         self.secret_access_key = "".join(secrets.choice(alphabet) for _ in range(40))
@@ -151,6 +153,13 @@ class Gateway:
         return f"http://127.0.0.1:{self.ops_port}"
 
     @property
+    def api_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    @property
     def public_dir(self) -> Path:
         return self.data_dir / "public"
 
@@ -162,6 +171,7 @@ class Gateway:
         env["MEDGATE_SECRET_ACCESS_KEY"] = self.secret_access_key
         env.setdefault("RUST_BACKTRACE", "1")
         env["MEDGATE_OPS_LISTEN"] = f"127.0.0.1:{self.ops_port}"
+        env["MEDGATE_ADMIN_LISTEN"] = f"127.0.0.1:{self.api_port}"
         env.update(self.extra_env)
         return env
 

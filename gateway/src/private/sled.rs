@@ -32,9 +32,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::{
-    AccessKeyRecord, BlobState, BucketInfo, Event, GrantRecord, ListedObject, MountRecord, PartRecord,
-    PatientRecord, Precondition, PrivateStore, PutCommit, RequestState, ShareRequestRecord,
-    UploadRecord,
+    AccessKeyRecord, BlobState, BucketInfo, Event, GrantRecord, ListedObject, MountRecord,
+    PartRecord, PatientRecord, Precondition, PrivateStore, PutCommit, RequestState,
+    ShareRequestRecord, UploadRecord,
 };
 use crate::{Error, Result};
 
