@@ -126,6 +126,58 @@ impl Link {
         crate::fail_on_error(answer)
     }
 
+    /// An authenticated GET of the patient API, its JSON answer as `T`.
+    ///
+    /// # Errors
+    /// No API link; the gateway refuses (its message) or answers something else.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        me: &Identity,
+        path: &str,
+    ) -> Result<T> {
+        let Link::Api { base, http } = self else {
+            bail!("this needs the gateway's JSON API: pass --gateway URL");
+        };
+        let token = self.token(me, "GET", path, b"").await?;
+        let resp = http
+            .get(join(base, path)?)
+            .header(reqwest::header::AUTHORIZATION, token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {base}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            bail!("{message}");
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("the gateway's answer to {path} is not what medgate sends: {e}"))
+    }
+
+    /// An unauthenticated GET (the public log endpoints), its JSON answer as `T`.
+    ///
+    /// # Errors
+    /// No API link; the gateway refuses or answers something else.
+    pub async fn get_public<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let Link::Api { base, http } = self else {
+            bail!("this needs the gateway's JSON API: pass --gateway URL");
+        };
+        let resp = http
+            .get(join(base, path)?)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {base}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("the gateway answered {path} with HTTP {status}");
+        }
+        Ok(resp.json().await?)
+    }
+
     /// A fresh challenge signed for `method path body`, as the `Authorization` value.
     pub async fn token(
         &self,

@@ -154,6 +154,28 @@ pub enum PatientAction {
         #[arg(long)]
         identity: PathBuf,
     },
+    /// Check every log entry about you against the institution's published checkpoint and
+    /// print who did what with your records: the gateway must prove each entry is in the
+    /// log it published (read here straight from the public store), your entries must
+    /// chain without gaps, and the log must extend what your last audit saw.
+    Audit {
+        #[command(flatten)]
+        gw: GatewayArg,
+        #[arg(long)]
+        identity: PathBuf,
+        /// The institution's Recipient (`medgate keys` there).
+        #[arg(long)]
+        institution: String,
+        /// The institution's public store (read access is enough).
+        #[arg(long)]
+        public_store: String,
+        /// Public store option KEY=VALUE; repeatable.
+        #[arg(long = "public-store-opt", value_parser = crate::config::parse_kv)]
+        public_store_opts: Vec<(String, String)>,
+        /// Where the last audited checkpoint is kept.
+        #[arg(long, default_value = ".medgate-audit.json")]
+        state: PathBuf,
+    },
     /// Print an `Authorization` header value for one call to the gateway's patient API (a
     /// fresh challenge signed for that method, path and body), for scripts and curl.
     AuthHeader {
@@ -623,6 +645,24 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 print_grant_list(grants);
             }
         }
+        PatientAction::Audit {
+            gw,
+            identity,
+            institution,
+            public_store,
+            public_store_opts,
+            state,
+        } => {
+            audit(
+                &gw,
+                &identity,
+                &institution,
+                &public_store,
+                public_store_opts,
+                &state,
+            )
+            .await?;
+        }
         PatientAction::AuthHeader {
             gw,
             identity,
@@ -1031,5 +1071,110 @@ async fn pull(
     if failed > 0 {
         bail!("{failed} records could not be recovered");
     }
+    Ok(())
+}
+
+async fn audit(
+    gw: &GatewayArg,
+    identity: &Path,
+    institution: &str,
+    public_store: &str,
+    opts: Vec<(String, String)>,
+    state_path: &Path,
+) -> Result<()> {
+    use gateway::api::{EntriesAnswer, ProofAnswer};
+    use gateway::audit::AuditState;
+    if gw.gateway.is_none() {
+        bail!("--gateway URL is needed: the audit asks the gateway for your entries and proofs");
+    }
+    let me = load_patient(identity)?;
+    let inst: Recipient = institution
+        .parse()
+        .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
+    let link = Link::new(&DataDirArg::default(), gw)?;
+    let me_id = whoami(&link, &me).await?;
+    let last: Option<AuditState> = match std::fs::read(state_path) {
+        Ok(b) => Some(
+            serde_json::from_slice(&b)
+                .with_context(|| format!("{} is not an audit state file", state_path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow!("cannot read {}: {e}", state_path.display())),
+    };
+    let answer: EntriesAnswer = link.get_json(&me, "/v1/patient/entries").await?;
+    let opts: std::collections::BTreeMap<String, String> = opts.into_iter().collect();
+    let store = gateway::public::open(Some(public_store), &opts, Path::new("."))
+        .context("cannot open the public store")?;
+    let public_note = String::from_utf8(
+        store
+            .get(&object_store::path::Path::from(
+                gateway::log::CHECKPOINT_PATH,
+            ))
+            .await
+            .context("cannot read the institution's checkpoint from the public store")?
+            .bytes()
+            .await?
+            .to_vec(),
+    )
+    .map_err(|_| anyhow!("the public checkpoint is not text"))?;
+    let public_size = keyring::checkpoint::SignedNote::parse(&public_note)
+        .and_then(|n| n.checkpoint())
+        .map(|c| c.size)
+        .unwrap_or(0);
+    let proof = |from: u64, to: u64| {
+        let link = &link;
+        async move {
+            if from >= to || from == 0 {
+                return Ok::<_, anyhow::Error>(Vec::new());
+            }
+            let p: ProofAnswer = link
+                .get_public(&format!("/v1/log/proofs/consistency?from={from}&to={to}"))
+                .await?;
+            Ok(p.hashes)
+        }
+    };
+    let to_public = proof(answer.tree_size, public_size).await?;
+    let from_last = match &last {
+        Some(l) => proof(l.size, answer.tree_size).await?,
+        None => Vec::new(),
+    };
+    let report = gateway::audit::check(
+        &inst,
+        &me_id,
+        &answer,
+        &public_note,
+        &to_public,
+        last.as_ref(),
+        &from_last,
+    )?;
+    println!(
+        "your {} log entries are in the institution's published log (size {}), in order and without gaps:",
+        report.entries.len(),
+        report.checkpoint.size
+    );
+    for e in &report.entries {
+        let what = match (&e.bucket, &e.key) {
+            (Some(b), Some(k)) => format!(" {b}/{k}"),
+            _ => String::new(),
+        };
+        let grant = e
+            .grant
+            .as_ref()
+            .map(|g| format!(" under grant {g}"))
+            .unwrap_or_default();
+        println!(
+            "#{:<4} {}  {:<16} by {}{}{}  {}",
+            e.patient_seq,
+            time(e.time_ms),
+            e.kind,
+            e.actor,
+            what,
+            grant,
+            e.detail
+        );
+    }
+    let text = serde_json::to_vec_pretty(&report.state)?;
+    std::fs::write(state_path, text)
+        .with_context(|| format!("cannot write {}", state_path.display()))?;
     Ok(())
 }

@@ -1092,8 +1092,15 @@ async fn patient_entries(
     headers: HeaderMap,
 ) -> ApiResult<Json<EntriesAnswer>> {
     let patient = st.patient(&method, &uri, &headers, b"").await?;
-    let engine = &st.0.engine;
-    // Prove against the newest published checkpoint (publishing what is pending first).
+    Ok(Json(entries_for(&st.0.engine, &patient).await?))
+}
+
+/// Every log entry about `patient`, each with an inclusion proof against the newest
+/// checkpoint (published first, so the public store has it).
+///
+/// # Errors
+/// Store failures; nothing published yet.
+pub async fn entries_for(engine: &Engine, patient: &str) -> Result<EntriesAnswer> {
     crate::log::publish(&*engine.private, &engine.public, &engine.institution).await?;
     let (tree_size, checkpoint) = engine
         .private
@@ -1109,7 +1116,7 @@ async fn patient_entries(
         let Some(last) = batch.last() else { break };
         from = last.seq + 1;
         for event in batch {
-            if event.seq >= tree_size || event.patient.as_deref() != Some(patient.as_str()) {
+            if event.seq >= tree_size || event.patient.as_deref() != Some(patient) {
                 continue;
             }
             let proof = keyring::InclusionProof::generate(&leaves, event.seq)?;
@@ -1119,11 +1126,11 @@ async fn patient_entries(
             });
         }
     }
-    Ok(Json(EntriesAnswer {
+    Ok(EntriesAnswer {
         checkpoint,
         tree_size,
         entries,
-    }))
+    })
 }
 
 // ---------------------------------------------------------------------------------------

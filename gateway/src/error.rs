@@ -52,6 +52,9 @@ pub enum Error {
     /// signature); says what was wrong, never the secret.
     #[error("not authorized: {0}")]
     Unauthorized(String),
+    /// A patient's audit found the log or their entries not as published.
+    #[error("audit failed: {0}")]
+    AuditFailed(String),
     /// Something an API caller named does not exist (or is not theirs to see).
     #[error("not found: {0}")]
     NotFound(String),

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod checksum;
 pub mod error;
 pub mod gc;

@@ -186,6 +186,18 @@ def test_b_reads_what_the_patient_shares_at_a(two, aws, tmp_path):
     assert "peer:hospital-b" in out and "\tread\t" in out, out
     assert not [f for f in b.public_files() if f.startswith("v1/b/")], b.public_files()
 
+    # The patient's audit at A: every entry about her is in A's published log (checked
+    # against the checkpoint read from A's public store), chained without gaps, and shows
+    # B's reads. A second audit must extend the first (consistency with the kept state).
+    state = tmp_path / "audit.json"
+    for _ in range(2):
+        _, out, _ = patient(a, "audit", "--identity", str(alice), "--institution", a_recipient,
+                            "--public-store", str(a.public_dir), "--state", str(state))
+        assert "in order and without gaps" in out, out
+        assert re.search(r"read\s+by peer:hospital-b ehr/alice/ct.dcm under grant " + gid, out), out
+        assert "bob" not in out
+    assert json.loads(state.read_text())["size"] > 0
+
     # Forged grants are refused by A, whatever the channel: a grant with a flipped byte
     # (bad signature), alice's valid grant replayed for another request, and the same
     # grant replayed on its own request.
