@@ -37,6 +37,9 @@ pub struct FileConfig {
     /// The ops port: health, readiness, metrics.
     #[serde(default)]
     pub ops: OpsConfig,
+    /// Backups: the recovery Recipient and how old the last one may get.
+    #[serde(default)]
+    pub backup: crate::backup::BackupConfig,
 }
 
 /// `[tls]`: PEM files for the S3 and ops ports, reloaded on SIGHUP.
@@ -241,6 +244,7 @@ impl FileConfig {
                 format!("[[patient_prefixes]] {}/{}: patient", p.bucket, p.prefix)
             })?;
         }
+        self.backup.validate()?;
         let transport = Transport::resolve(self, None, None, None, None, false)?;
         if let Some((cert, key)) = &transport.tls {
             gateway::tls::Tls::load(cert, key).context("[tls]")?;
@@ -318,6 +322,7 @@ impl FileConfig {
             ops: EffectiveOps {
                 listen: transport.ops_listen.to_string(),
             },
+            backup: self.backup.effective(),
             peers: self.peers.clone(),
             patient_prefixes: self
                 .patient_prefixes
@@ -409,6 +414,7 @@ struct Effective {
     s3: EffectiveS3,
     tls: EffectiveTls,
     ops: EffectiveOps,
+    backup: crate::backup::EffectiveBackup,
     peers: Vec<PeerConfig>,
     patient_prefixes: Vec<EffectivePrefix>,
 }

@@ -623,8 +623,14 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
                 recipient,
                 identity_file,
             }) => {
-                return crate::backup::serve(cx, &recipient, identity_file, lines.into_inner(), write)
-                    .await;
+                return crate::backup::serve(
+                    cx,
+                    &recipient,
+                    identity_file,
+                    lines.into_inner(),
+                    write,
+                )
+                .await;
             }
             Ok(req) => handle(cx, req).await,
             Err(e) => AdminResponse::Error {

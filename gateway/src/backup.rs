@@ -208,8 +208,7 @@ pub async fn write_backup(
     sink: &mut dyn BackupSink,
 ) -> Result<BackupStats> {
     let created_ms = crate::now_ms();
-    let (sealer, header) =
-        Sealer::new(recipient, created_ms, keyring::backup::DEFAULT_CHUNK_SIZE)?;
+    let (sealer, header) = Sealer::new(recipient, created_ms, keyring::backup::DEFAULT_CHUNK_SIZE)?;
     sink.write(&header).await?;
     let mut w = PayloadWriter {
         sealer,
@@ -297,6 +296,38 @@ impl BackupSink for SocketSink {
     }
 }
 
+/// A sink that writes the backup to a file and reports progress to a callback.
+pub struct FileSink {
+    file: std::fs::File,
+    on_progress: Box<dyn FnMut(u64, u64) + Send>,
+}
+
+impl FileSink {
+    /// Writes to `file`; `on_progress` hears entries done and total.
+    pub fn new(file: std::fs::File, on_progress: Box<dyn FnMut(u64, u64) + Send>) -> FileSink {
+        FileSink { file, on_progress }
+    }
+
+    /// The file, to make durable.
+    pub fn into_file(self) -> std::fs::File {
+        self.file
+    }
+}
+
+#[async_trait]
+impl BackupSink for FileSink {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes)?;
+        Ok(())
+    }
+
+    async fn progress(&mut self, done: u64, total: u64) -> Result<()> {
+        (self.on_progress)(done, total);
+        Ok(())
+    }
+}
+
 /// Records a successful backup: in the store (durably) and in the metrics.
 ///
 /// # Errors
@@ -358,11 +389,7 @@ pub(crate) async fn serve(
     }
     let resp = match record_backup(&*cx.private, stats.created_ms).await {
         Ok(()) => {
-            tracing::info!(
-                entries = stats.entries,
-                bytes = stats.bytes,
-                "backup taken"
-            );
+            tracing::info!(entries = stats.entries, bytes = stats.bytes, "backup taken");
             AdminResponse::Done {
                 message: "recorded".into(),
             }
@@ -403,9 +430,8 @@ impl BackupClient {
             recipient: recipient.to_string(),
             identity_file,
         };
-        let mut line = Zeroizing::new(
-            serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?,
-        );
+        let mut line =
+            Zeroizing::new(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
         line.push(b'\n');
         write.write_all(&line).await?;
         Ok(BackupClient {
@@ -645,12 +671,9 @@ mod tests {
 
         let dst = tempfile::tempdir().unwrap();
         let mut read = 0;
-        let r = restore(
-            &mut sink.0.as_slice(),
-            &recovery,
-            dst.path(),
-            &mut |n| read += n,
-        )
+        let r = restore(&mut sink.0.as_slice(), &recovery, dst.path(), &mut |n| {
+            read += n
+        })
         .unwrap();
         assert_eq!(read, sink.0.len() as u64);
         assert_eq!(r.files, vec!["institution.key".to_string()]);
@@ -660,7 +683,10 @@ mod tests {
         );
         let restored = SledStore::open(&dst.path().join("private"), 1 << 20).unwrap();
         assert!(restored.bucket("b").await.unwrap().is_some());
-        assert_eq!(restored.pending().await.unwrap(), store.pending().await.unwrap());
+        assert_eq!(
+            restored.pending().await.unwrap(),
+            store.pending().await.unwrap()
+        );
         assert_eq!(
             restored.last_backup_ms().await.unwrap(),
             Some(stats.created_ms)

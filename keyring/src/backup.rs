@@ -506,8 +506,7 @@ impl EntryDecoder {
                 let Some(c) = self.u32_at(p + 3 + n) else {
                     return Ok(None);
                 };
-                let (Some(name), Some(contents)) =
-                    (self.take(p + 3, n), self.take(p + 7 + n, c))
+                let (Some(name), Some(contents)) = (self.take(p + 3, n), self.take(p + 7 + n, c))
                 else {
                     return Ok(None);
                 };

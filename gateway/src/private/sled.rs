@@ -69,6 +69,9 @@ pub struct SledStore {
     /// The commit gate: every write holds it shared; a backup's export holds it
     /// exclusive while it copies every tree, so the copy is one point in time.
     gate: tokio::sync::RwLock<()>,
+    /// Held shared by engine operations across a write and its log entry
+    /// (`hold_writes`); the export takes it exclusive before `gate`, in that order.
+    ops_gate: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -323,6 +326,7 @@ impl SledStore {
             flushed_through: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
+            ops_gate: std::sync::Arc::new(tokio::sync::RwLock::new(())),
             db,
         })
     }
@@ -1143,13 +1147,22 @@ impl PrivateStore for SledStore {
         Ok(())
     }
 
-    async fn export(&self, out: tokio::sync::mpsc::Sender<crate::backup::ExportBatch>) -> Result<()> {
-        // Exclusive: no write runs until every tree is copied.
+    async fn export(
+        &self,
+        out: tokio::sync::mpsc::Sender<crate::backup::ExportBatch>,
+    ) -> Result<()> {
+        // Exclusive: no engine operation is between a write and its log entry, and no
+        // write runs until every tree is copied.
+        let _ops = self.ops_gate.write().await;
         let _gate = self.gate.write().await;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || crate::backup::export_sled(&db, &out))
             .await
             .map_err(|e| Error::Internal(format!("backup export task: {e}")))?
+    }
+
+    async fn hold_writes(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        Some(self.ops_gate.clone().read_owned().await)
     }
 
     async fn last_backup_ms(&self) -> Result<Option<u64>> {
