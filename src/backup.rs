@@ -330,19 +330,20 @@ async fn run_backup(
                     progress.set_length(total);
                     progress.set_position(done);
                 }
-                Frame::End(AdminResponse::Done { message }) => {
+                Frame::End(resp) => {
                     progress.finish_and_clear();
-                    file.sync_all()?;
-                    drop(file);
-                    publish(partial, out)?;
-                    eprintln!("backup complete: {message}");
-                    break;
+                    match *resp {
+                        AdminResponse::Done { message } => {
+                            file.sync_all()?;
+                            drop(file);
+                            publish(partial, out)?;
+                            eprintln!("backup complete: {message}");
+                            break;
+                        }
+                        AdminResponse::Error { message } => bail!("{message}"),
+                        _ => bail!("unexpected answer from the server"),
+                    }
                 }
-                Frame::End(AdminResponse::Error { message }) => {
-                    progress.finish_and_clear();
-                    bail!("{message}")
-                }
-                Frame::End(_) => bail!("unexpected answer from the server"),
             }
         }
         match client.commit().await? {

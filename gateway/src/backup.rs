@@ -405,7 +405,7 @@ pub(crate) async fn serve(
 pub enum Frame {
     Data(Vec<u8>),
     Progress { done: u64, total: u64 },
-    End(AdminResponse),
+    End(Box<AdminResponse>),
 }
 
 /// The client side of a backup over the admin socket.
@@ -467,7 +467,7 @@ impl BackupClient {
                 })
             }
             b'E' => serde_json::from_slice(&body)
-                .map(Frame::End)
+                .map(|r| Frame::End(Box::new(r)))
                 .map_err(|e| Error::Internal(format!("bad admin answer: {e}"))),
             _ => Err(Error::Internal("bad backup frame".into())),
         }
@@ -482,7 +482,7 @@ impl BackupClient {
             .write_all(format!("{COMMITTED}\n").as_bytes())
             .await?;
         match self.next().await? {
-            Frame::End(resp) => Ok(resp),
+            Frame::End(resp) => Ok(*resp),
             _ => Err(Error::Internal("bad backup frame".into())),
         }
     }
@@ -713,6 +713,45 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let cut = &sink.0[..sink.0.len() - 1];
         assert!(restore(&mut &cut[..], &recovery, other.path(), &mut |_| {}).is_err());
+    }
+
+    #[tokio::test]
+    async fn export_waits_for_held_operations_and_writes_wait_for_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        store.create_bucket("b", 1).await.unwrap();
+        // Enough records for several batches, so the export blocks on the channel.
+        for i in 0..4000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            store
+                .add_pending(keyring::BlobId(id), u64::from(i))
+                .await
+                .unwrap();
+        }
+        // An engine operation is between its write and its log entry.
+        let hold = store.hold_writes().await;
+        assert!(hold.is_some());
+        let (tx, mut rx) = mpsc::channel(1);
+        let s = Arc::clone(&store);
+        let export = tokio::spawn(async move { s.export(tx).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "the export must wait for the operation"
+        );
+        drop(hold);
+        // Now the export holds the gate and waits on the channel: a write waits too.
+        let first = rx.recv().await.unwrap();
+        assert!(first.total >= 2);
+        let s = Arc::clone(&store);
+        let write = tokio::spawn(async move { s.create_bucket("c", 2).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!write.is_finished(), "a write must wait for the export");
+        while rx.recv().await.is_some() {}
+        export.await.unwrap().unwrap();
+        write.await.unwrap().unwrap();
+        assert!(store.bucket("c").await.unwrap().is_some());
     }
 
     #[test]

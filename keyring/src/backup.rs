@@ -346,7 +346,7 @@ pub fn open(bytes: &[u8], identity: &Identity) -> Result<(BackupHeader, Zeroizin
     let size = opener.header.sealed_chunk_len();
     let mut out = Zeroizing::new(Vec::with_capacity(body.len()));
     // Every chunk is full-size but the last, which is the (possibly empty) remainder.
-    let count = (body.len() / size) + usize::from(body.len() % size != 0 || body.is_empty());
+    let count = body.len().div_ceil(size).max(1);
     for i in 0..count {
         let start = i * size;
         let end = (start + size).min(body.len());
