@@ -375,10 +375,7 @@ pub(crate) async fn serve(
         }
     };
     sink.end(&AdminResponse::Done {
-        message: format!(
-            "{} entries, {} bytes, taken at {} ms",
-            stats.entries, stats.bytes, stats.created_ms
-        ),
+        message: format!("{} entries, {} bytes", stats.entries, stats.bytes),
     })
     .await?;
     let mut line = String::new();

@@ -19,6 +19,7 @@
 //! | `uploads`     | upload id                             | JSON `UploadRecord`           |
 //! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
 //! | `part_blobs`  | blob id (16)                          | upload id                     |
+//! | `backup_meta` | `last_backup_ms`                      | last backup, unix ms (u64 BE) |
 //!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
