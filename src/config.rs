@@ -37,6 +37,9 @@ pub struct FileConfig {
     /// The ops port: health, readiness, metrics.
     #[serde(default)]
     pub ops: OpsConfig,
+    /// Backups: the recovery Recipient and how old the last one may get.
+    #[serde(default)]
+    pub backup: crate::backup::BackupConfig,
     /// The JSON API: admin, patients, peers, log.
     #[serde(default)]
     pub api: ApiConfig,
@@ -325,6 +328,7 @@ impl FileConfig {
                 format!("[[patient_prefixes]] {}/{}: patient", p.bucket, p.prefix)
             })?;
         }
+        self.backup.validate()?;
         let transport = Transport::resolve(self, None, None, None, None, false)?;
         if let Some((cert, key)) = &transport.tls {
             gateway::tls::Tls::load(cert, key).context("[tls]")?;
@@ -413,6 +417,7 @@ impl FileConfig {
                 )
                 .to_string(),
             },
+            backup: self.backup.effective(),
             peers: self.peers.clone(),
             patient_prefixes: self
                 .patient_prefixes
@@ -505,6 +510,7 @@ struct Effective {
     tls: EffectiveTls,
     ops: EffectiveOps,
     api: EffectiveApi,
+    backup: crate::backup::EffectiveBackup,
     peers: Vec<PeerConfig>,
     patient_prefixes: Vec<EffectivePrefix>,
 }

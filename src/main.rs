@@ -1,6 +1,7 @@
 //! The `medgate` binary: parses arguments, wires the gateway together, and runs admin
 //! commands against a running server (admin socket) or a stopped one (the store itself).
 
+mod backup;
 pub(crate) mod config;
 mod link;
 mod ops;
@@ -108,6 +109,16 @@ enum Command {
         #[arg(long)]
         deep: bool,
     },
+    /// Back up the private store and the institution identity, encrypted to the offline
+    /// recovery Recipient (online: through the running server).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty or absent data dir, with the recovery identity.
+    Restore(backup::RestoreArgs),
+    /// The recovery key that backups are encrypted to.
+    Recovery {
+        #[command(subcommand)]
+        action: backup::RecoveryAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +207,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Patient { action } => patient::patient(action).await,
         Command::Share { action } => patient::share(action).await,
         Command::Verify { dir, deep } => verify(&dir, deep).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
+        Command::Recovery { action } => backup::recovery(action),
     }
 }
 
@@ -470,6 +484,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .cache_bytes
         .unwrap_or(DEFAULT_CACHE_BYTES);
     let private: Arc<dyn PrivateStore> = Arc::new(open_private(&data_dir, cache)?);
+    backup::check_at_start(&*private, &setup.file.backup).await?;
 
     let (public, public_root) = setup.open_public()?;
 

@@ -102,6 +102,12 @@ pub enum AdminRequest {
         bucket: String,
         key: String,
     },
+    /// A backup encrypted to `recipient`, streamed back (see [`crate::backup`]); it carries
+    /// the institution identity file, which the server does not know the path of.
+    Backup {
+        recipient: String,
+        identity_file: crate::backup::FileBytes,
+    },
 }
 
 /// A share request as an admin makes it (on behalf of a recipient key); the gateway adds
@@ -582,6 +588,11 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                     .filter(|e| patient.is_none() || e.patient == patient)
                     .collect(),
             },
+            AdminRequest::Backup { .. } => {
+                return Err(Error::InvalidArgument(
+                    "a backup streams its answer; use `medgate backup`".into(),
+                ))
+            }
             AdminRequest::Recipient => AdminResponse::Recipient {
                 recipient: institution.recipient().to_string(),
             },
@@ -663,6 +674,19 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let resp = match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(AdminRequest::Backup {
+                recipient,
+                identity_file,
+            }) => {
+                return crate::backup::serve(
+                    cx,
+                    &recipient,
+                    identity_file,
+                    lines.into_inner(),
+                    write,
+                )
+                .await;
+            }
             Ok(req) => handle(cx, req).await,
             Err(e) => AdminResponse::Error {
                 message: format!("bad admin request: {e}"),

@@ -6,12 +6,14 @@
 //! store ([`private`]) in one transaction. [`s3`] is the S3 front (s3s), [`server`] binds
 //! it to a listener with graceful shutdown, [`gc`] reclaims blobs nothing references,
 //! and [`admin`] is the local admin socket. [`ops`] serves health, readiness and
-//! [`metrics`] on the ops port; [`tls`] holds the certificate both ports serve.
+//! [`metrics`] on the ops port; [`tls`] holds the certificate both ports serve;
+//! [`backup`] makes and restores encrypted backups of the private store.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod checksum;
 pub mod error;
 pub mod gc;

@@ -16,6 +16,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -78,6 +79,8 @@ pub struct Metrics {
     pub public_errors: Family<StoreOpLabels, Counter>,
     /// `medgate_tls_reloads_total{outcome}`.
     pub tls_reloads: Family<OutcomeLabels, Counter>,
+    /// Unix time of the last successful backup (0: none recorded).
+    pub last_backup: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -103,6 +106,7 @@ impl Metrics {
             public_requests: Family::default(),
             public_errors: Family::default(),
             tls_reloads: Family::default(),
+            last_backup: Gauge::default(),
         };
         registry.register(
             "s3_requests",
@@ -168,6 +172,11 @@ impl Metrics {
             "tls_reloads",
             "TLS certificate reloads (SIGHUP) by outcome",
             m.tls_reloads.clone(),
+        );
+        registry.register(
+            "last_backup_timestamp_seconds",
+            "Unix time of the last successful `medgate backup` (0: none recorded)",
+            m.last_backup.clone(),
         );
         m.registry = registry;
         m

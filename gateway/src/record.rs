@@ -266,6 +266,8 @@ impl Engine {
     /// # Errors
     /// Store failures.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+        // A backup holds off until the manifest and its log entry are both written.
+        let _hold = self.private.hold_writes().await;
         let removed = self.private.delete_object(bucket, key).await?;
         if let Some(m) = &removed {
             self.log(crate::private::Event {
@@ -359,6 +361,8 @@ impl Engine {
             precondition: req.precondition,
             upload: None,
         };
+        // A backup holds off until the manifest and its log entry are both written.
+        let _hold = self.private.hold_writes().await;
         match self.private.commit_put(commit).await {
             Ok(old) => self.patient_changed(old.as_ref()),
             Err(e) => {
@@ -654,6 +658,8 @@ impl Engine {
             ..manifest
         };
         manifest.validate()?;
+        // A backup holds off until the manifest and its log entry are both written.
+        let _hold = self.private.hold_writes().await;
         let old = self
             .private
             .commit_put(PutCommit {
@@ -736,6 +742,8 @@ impl Engine {
                 .push((crate::sharing::PATIENT_META.to_string(), p.clone()));
             manifest.metadata.sort();
         }
+        // A backup holds off until the manifest and its log entry are both written.
+        let _hold = self.private.hold_writes().await;
         let old = self
             .private
             .commit_put(PutCommit {

@@ -54,6 +54,8 @@ impl Engine {
         proof: &str,
         actor: &str,
     ) -> Result<PatientRecord> {
+        // A backup holds off until this operation's writes and log entries are all made.
+        let _hold = self.private.hold_writes().await;
         check_patient_id(id)?;
         let key: Recipient = recipient.parse().map_err(|_| {
             Error::InvalidArgument("the patient key is not a medgate1... recipient".into())
@@ -100,6 +102,8 @@ impl Engine {
     /// # Errors
     /// `GrantRefused` when the change does not verify against the key on file.
     pub async fn change_patient_key(&self, change_text: &str) -> Result<u64> {
+        // A backup holds off until this operation's writes and log entries are all made.
+        let _hold = self.private.hold_writes().await;
         use keyring::consent::SignedKeyChange;
         let change = SignedKeyChange::from_text(change_text)
             .map_err(|e| Error::GrantRefused(format!("the key change does not parse: {e}")))?;
@@ -246,6 +250,8 @@ impl Engine {
     /// `InvalidArgument` for a request for another institution, an unknown patient, an
     /// expired request or one already stored.
     pub async fn create_request(&self, text: &str, actor: &str) -> Result<ShareRequestRecord> {
+        // A backup holds off until this operation's writes and log entries are all made.
+        let _hold = self.private.hold_writes().await;
         let req = ShareRequest::from_text(text)
             .map_err(|e| Error::InvalidArgument(format!("share request: {e}")))?;
         if req.institution != self.institution_id() {
@@ -304,6 +310,8 @@ impl Engine {
     /// `GrantRefused` naming why (signature, key, request, scope, expiry, replay); store
     /// failures. A refusal is logged.
     pub async fn approve(&self, request_id: &str, grant_text: &str) -> Result<RewrapReport> {
+        // A backup holds off until this operation's writes and log entries are all made.
+        let _hold = self.private.hold_writes().await;
         let result = self.approve_inner(request_id, grant_text).await;
         if let Err(e) = &result {
             let patient = self.private.request(request_id).await.ok().flatten();
@@ -412,6 +420,8 @@ impl Engine {
     /// # Errors
     /// `GrantRefused` for a denial that does not verify; the request not pending.
     pub async fn deny(&self, request_id: &str, denial_text: &str) -> Result<()> {
+        // A backup holds off until this operation's writes and log entries are all made.
+        let _hold = self.private.hold_writes().await;
         let (rec, req) = self.request(request_id).await?;
         let denial = SignedDenial::from_text(denial_text)
             .map_err(|e| Error::GrantRefused(format!("the denial does not parse: {e}")))?;
@@ -439,6 +449,8 @@ impl Engine {
     /// # Errors
     /// `GrantRefused` for a revocation that does not verify or names no known grant.
     pub async fn revoke(&self, revocation_text: &str) -> Result<u64> {
+        // A backup holds off until this operation's writes and log entries are all made.
+        let _hold = self.private.hold_writes().await;
         let rev = SignedRevocation::from_text(revocation_text)
             .map_err(|e| Error::GrantRefused(format!("the revocation does not parse: {e}")))?;
         let grant_id = hex::encode(rev.revocation.grant_id);
@@ -517,6 +529,8 @@ impl Engine {
     /// # Errors
     /// Store failures.
     pub async fn expire_grants(&self) -> Result<u64> {
+        // A backup holds off until this operation's writes and log entries are all made.
+        let _hold = self.private.hold_writes().await;
         let now = now_ms();
         let mut closed = 0;
         for mut g in self.private.list_grants().await? {

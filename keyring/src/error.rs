@@ -27,6 +27,9 @@ pub enum Error {
     /// A manifest names an AEAD suite this build does not implement.
     #[error("unsupported AEAD suite {0:#04x}")]
     UnsupportedSuite(u8),
+    /// A backup whose file key was wrapped to another Recipient than the identity given.
+    #[error("the backup is encrypted to another recovery key")]
+    NotForThisIdentity,
     /// The identity file is sealed and no passphrase was given.
     #[error("identity file is sealed with a passphrase; none was given")]
     PassphraseRequired,

@@ -12,9 +12,11 @@
 //! - [`vault`]: sealing small secrets under a key derived from an identity.
 //! - [`idfile`]: the text form of an identity file, optionally passphrase-sealed.
 //! - [`manifest`]: the per-object manifest kept in the private store.
+//! - [`backup`]: the backup file, encrypted to an offline recovery Recipient.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod checkpoint;
 pub mod chunk;
 pub mod consent;

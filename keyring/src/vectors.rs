@@ -610,8 +610,8 @@ fn vectors() {
             Some("manifest") => check_manifest(&v),
             Some("idfile") => check_idfile(&v),
             Some("vault") => check_vault(&v),
-            // Checked by the vector tests in consent.rs and patient_index.rs.
-            Some("consent" | "patient") => continue,
+            // Checked by the vector tests in consent.rs, patient_index.rs and backup.rs.
+            Some("consent" | "patient" | "backup") => continue,
             _ => panic!("vector {name}: unknown kind"),
         };
         assert_eq!(got, v.expect, "vector {name}");

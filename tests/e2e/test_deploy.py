@@ -300,9 +300,9 @@ def test_shipped_configs_are_accepted_by_medgate(which, tmp_path, gateway_factor
         text = config.read_text()
         head, marker, tail = text.partition("ADDED BY ISSUE 7, NOT YET READ")
         assert marker, "the example must separate the settings issue 7 adds"
-        for section in ("[tls]", "[ops]"):
+        for section in ("[tls]", "[ops]", "[api]", "[backup]"):
             assert re.search(rf"^{re.escape(section)}$", head, re.M), f"{section} is not live"
-        for section in ("[admin]", "[backup]", "[public_store.retry]"):
+        for section in ("[public_store.retry]",):
             assert f"# {section}" in tail and section not in head.replace("# ", "")
 
 

@@ -444,6 +444,7 @@ def test_config_check_accepts_the_example_config():
     assert effective["tls"] == {"allow_plain_http": False}
     assert effective["public_store"]["url"] == "s3://hospital-medgate-public/medgate"
     assert effective["engine"] == {"chunk_size": 1048576, "part_size": 8388608}
+    assert effective["backup"] == {"max_age": "7d"}
 
 
 def test_config_check_prints_defaults_and_redacts_secrets(tmp_path):

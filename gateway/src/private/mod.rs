@@ -370,6 +370,34 @@ pub trait PrivateStore: Send + Sync + 'static {
 
     /// Makes every completed write durable.
     async fn flush(&self) -> Result<()>;
+
+    /// Sends a consistent copy of every tree to `out` (see [`crate::backup`]): writes wait
+    /// while it runs, so the copy is one point in time across trees.
+    async fn export(
+        &self,
+        out: tokio::sync::mpsc::Sender<crate::backup::ExportBatch>,
+    ) -> Result<()> {
+        drop(out);
+        Err(crate::Error::Internal(
+            "this private store cannot export a backup".into(),
+        ))
+    }
+    /// Holds a backup's export off while an engine operation makes writes that must land in
+    /// the same backup (a manifest and its log entry); `None` when the store needs no hold.
+    async fn hold_writes(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        None
+    }
+    /// When the last successful backup was taken (Unix ms), if one was recorded.
+    async fn last_backup_ms(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Records a successful backup taken at `ms`, durably.
+    async fn set_last_backup_ms(&self, ms: u64) -> Result<()> {
+        let _ = ms;
+        Err(crate::Error::Internal(
+            "this private store cannot record backups".into(),
+        ))
+    }
 }
 
 /// Serde adapters: ids and hashes are hex strings in the JSON records.

@@ -19,6 +19,7 @@
 //! | `uploads`     | upload id                             | JSON `UploadRecord`           |
 //! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
 //! | `part_blobs`  | blob id (16)                          | upload id                     |
+//! | `backup_meta` | `last_backup_ms`                      | last backup, unix ms (u64 BE) |
 //!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
@@ -66,6 +67,12 @@ pub struct SledStore {
     flush_tickets: std::sync::atomic::AtomicU64,
     flushed_through: std::sync::atomic::AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
+    /// The commit gate: every write holds it shared; a backup's export holds it
+    /// exclusive while it copies every tree, so the copy is one point in time.
+    gate: tokio::sync::RwLock<()>,
+    /// Held shared by engine operations across a write and its log entry
+    /// (`hold_writes`); the export takes it exclusive before `gate`, in that order.
+    ops_gate: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -319,6 +326,8 @@ impl SledStore {
             flush_tickets: std::sync::atomic::AtomicU64::new(0),
             flushed_through: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
+            gate: tokio::sync::RwLock::new(()),
+            ops_gate: std::sync::Arc::new(tokio::sync::RwLock::new(())),
             db,
         })
     }
@@ -327,6 +336,7 @@ impl SledStore {
 #[async_trait]
 impl PrivateStore for SledStore {
     async fn create_bucket(&self, name: &str, created_ms: u64) -> Result<()> {
+        let _gate = self.gate.read().await;
         let row = encode_json(&BucketRow {
             v: 1,
             created_ms,
@@ -342,6 +352,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<()> {
+        let _gate = self.gate.read().await;
         self.buckets
             .transaction(|b| {
                 let Some(v) = b.get(name.as_bytes())? else {
@@ -428,11 +439,13 @@ impl PrivateStore for SledStore {
     }
 
     async fn add_pending(&self, blob: BlobId, created_ms: u64) -> Result<()> {
+        let _gate = self.gate.read().await;
         self.pending.insert(blob.0, &created_ms.to_be_bytes())?;
         Ok(())
     }
 
     async fn drop_pending(&self, blob: BlobId) -> Result<()> {
+        let _gate = self.gate.read().await;
         // The blob may already be in the public store; record it as an orphan so gc
         // reclaims it after the grace period.
         (&self.pending, &self.orphans)
@@ -443,6 +456,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn put_leaves(&self, blob: BlobId, first: u64, leaves: &[Hash]) -> Result<()> {
+        let _gate = self.gate.read().await;
         let mut batch = sled::Batch::default();
         for (i, leaf) in leaves.iter().enumerate() {
             batch.insert(&leaf_key(&blob, first + i as u64)[..], &leaf[..]);
@@ -480,6 +494,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn commit_put(&self, commit: PutCommit) -> Result<Option<Manifest>> {
+        let _gate = self.gate.read().await;
         let okey = object_key(&commit.bucket, &commit.key);
         let encoded = commit.manifest.encode();
         let dek = commit.manifest.dek_id;
@@ -607,6 +622,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+        let _gate = self.gate.read().await;
         let okey = object_key(bucket, key);
         let now = crate::now_ms();
         (
@@ -677,6 +693,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn reap_blob(&self, blob: BlobId, cutoff_ms: u64) -> Result<bool> {
+        let _gate = self.gate.read().await;
         let reaped = (&self.blobs, &self.pending, &self.orphans)
             .transaction(|(blobs, pending, orphans)| {
                 if blobs.get(blob.0)?.is_some() {
@@ -714,6 +731,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn create_upload(&self, id: &str, record: UploadRecord) -> Result<()> {
+        let _gate = self.gate.read().await;
         self.uploads.insert(id.as_bytes(), encode_json(&record)?)?;
         Ok(())
     }
@@ -741,6 +759,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn put_part(&self, id: &str, number: u32, part: PartRecord) -> Result<()> {
+        let _gate = self.gate.read().await;
         let encoded = encode_json(&part)?;
         let now = crate::now_ms();
         (
@@ -785,6 +804,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn abort_upload(&self, id: &str) -> Result<Vec<PartRecord>> {
+        let _gate = self.gate.read().await;
         let listed = self.parts(id).await?;
         let now = crate::now_ms();
         (
@@ -810,6 +830,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()> {
+        let _gate = self.gate.read().await;
         self.access_keys
             .insert(record.id.as_bytes(), encode_json(&record)?)?;
         Ok(())
@@ -834,10 +855,12 @@ impl PrivateStore for SledStore {
     }
 
     async fn delete_access_key(&self, id: &str) -> Result<bool> {
+        let _gate = self.gate.read().await;
         Ok(self.access_keys.remove(id.as_bytes())?.is_some())
     }
 
     async fn put_patient(&self, record: PatientRecord, replace: bool) -> Result<()> {
+        let _gate = self.gate.read().await;
         let value = encode_json(&record)?;
         if replace {
             self.patients.insert(record.id.as_bytes(), value)?;
@@ -888,6 +911,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn insert_request(&self, record: ShareRequestRecord) -> Result<()> {
+        let _gate = self.gate.read().await;
         let value = encode_json(&record)?;
         match self.requests.compare_and_swap(
             record.id.as_bytes(),
@@ -919,6 +943,7 @@ impl PrivateStore for SledStore {
         state: RequestState,
         grant: Option<GrantRecord>,
     ) -> Result<()> {
+        let _gate = self.gate.read().await;
         let grant_row = match &grant {
             Some(g) => Some((g.id.clone(), encode_json(g)?)),
             None => None,
@@ -974,12 +999,14 @@ impl PrivateStore for SledStore {
     }
 
     async fn update_grant(&self, record: GrantRecord) -> Result<()> {
+        let _gate = self.gate.read().await;
         self.grants
             .insert(record.id.as_bytes(), encode_json(&record)?)?;
         Ok(())
     }
 
     async fn add_stanzas(&self, dek: DekId, stanzas: Vec<WrappedKey>) -> Result<bool> {
+        let _gate = self.gate.read().await;
         self.deks
             .transaction(|deks| {
                 let Some(v) = deks.get(dek.0)? else {
@@ -994,6 +1021,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize> {
+        let _gate = self.gate.read().await;
         self.deks
             .transaction(|deks| {
                 let Some(v) = deks.get(dek.0)? else {
@@ -1012,6 +1040,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn append_event(&self, event: Event) -> Result<u64> {
+        let _gate = self.gate.read().await;
         let salt: [u8; 32] = rand::random();
         (
             &self.events,
@@ -1087,6 +1116,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()> {
+        let _gate = self.gate.read().await;
         self.checkpoints
             .insert(size.to_be_bytes(), note.as_bytes())?;
         Ok(())
@@ -1127,6 +1157,36 @@ impl PrivateStore for SledStore {
         self.db.flush_async().await?;
         self.flushed_through.store(covers, Ordering::SeqCst);
         Ok(())
+    }
+
+    async fn export(
+        &self,
+        out: tokio::sync::mpsc::Sender<crate::backup::ExportBatch>,
+    ) -> Result<()> {
+        // Exclusive: no engine operation is between a write and its log entry, and no
+        // write runs until every tree is copied.
+        let _ops = self.ops_gate.write().await;
+        let _gate = self.gate.write().await;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || crate::backup::export_sled(&db, &out))
+            .await
+            .map_err(|e| Error::Internal(format!("backup export task: {e}")))?
+    }
+
+    async fn hold_writes(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        Some(self.ops_gate.clone().read_owned().await)
+    }
+
+    async fn last_backup_ms(&self) -> Result<Option<u64>> {
+        crate::backup::last_backup_ms(&self.db)
+    }
+
+    async fn set_last_backup_ms(&self, ms: u64) -> Result<()> {
+        {
+            let _gate = self.gate.read().await;
+            crate::backup::set_last_backup_ms(&self.db, ms)?;
+        }
+        self.flush().await
     }
 }
 

@@ -1,0 +1,769 @@
+//! Backups of the private store: made online, encrypted to an offline recovery Recipient, and
+//! restored into an empty data dir.
+//!
+//! **Consistency.** [`PrivateStore::export`] copies every tree while holding the store's
+//! commit gate exclusively (every write holds it shared), so a backup is one point in time
+//! across trees: a write acknowledged before the backup began is in it, whole. Writes wait
+//! while the copy runs; they are not refused.
+//!
+//! **Who writes the file.** With a server running, the server makes the backup and *streams*
+//! the encrypted bytes over the admin socket; the `medgate backup` process writes the file.
+//! So the file belongs to whoever runs the command and can go anywhere they may write (a
+//! backup volume the service's sandbox cannot see), and the plaintext never leaves the server
+//! process. A client that stops reading for [`STALL_TIMEOUT`] aborts the backup, so a stuck
+//! client cannot hold writes up.
+//!
+//! Socket protocol, after the `{"op":"backup",...}` request line, server to client:
+//!
+//! | byte | then                                  | meaning                                   |
+//! |------|---------------------------------------|-------------------------------------------|
+//! | `D`  | length (u32 BE) ‖ bytes                | the next bytes of the backup file         |
+//! | `P`  | records done (u64 BE) ‖ total (u64 BE) | progress                                  |
+//! | `E`  | length (u32 BE) ‖ JSON `AdminResponse` | the end: `done` or `error`                |
+//!
+//! After a `done` end frame the client makes the file durable and sends the line
+//! `committed`; only then does the server record the backup's time (what the start-up
+//! warning and `medgate_last_backup_timestamp_seconds` report) and answer with a second end
+//! frame.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyring::backup::{BackupHeader, Entry, EntryDecoder, Opener, Sealer, HEADER_LEN};
+use keyring::{Identity, Recipient};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use crate::admin::{AdminContext, AdminRequest, AdminResponse};
+use crate::private::PrivateStore;
+use crate::{Error, Result};
+
+/// The sled tree that records when the last backup was taken.
+pub const META_TREE: &str = "backup_meta";
+const LAST_BACKUP_KEY: &[u8] = b"last_backup_ms";
+/// Entries per export batch.
+const BATCH: usize = 1024;
+/// How long the server waits on a client that does not read (or does not confirm).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The line a client sends once the file is durable.
+const COMMITTED: &str = "committed";
+/// Largest frame a client accepts.
+const MAX_FRAME: usize = 64 << 20;
+
+/// A slice of a store's export: entries ([`Entry::Tree`] and [`Entry::Record`]) and how
+/// many there are in all, for progress.
+#[derive(Debug)]
+pub struct ExportBatch {
+    pub total: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// A file's bytes carried in an admin request (the institution identity file): hex in JSON,
+/// wiped on drop, never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FileBytes(pub Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for FileBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileBytes(<{} bytes>)", self.0.len())
+    }
+}
+
+impl Serialize for FileBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(hex::encode(&*self.0)))
+    }
+}
+
+impl<'de> Deserialize<'de> for FileBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        hex::decode(&*text)
+            .map(|b| FileBytes(Zeroizing::new(b)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Copies every tree of a sled database to `out`, in batches. The caller holds the commit
+/// gate exclusively.
+pub(crate) fn export_sled(db: &sled::Db, out: &mpsc::Sender<ExportBatch>) -> Result<()> {
+    let names = db.tree_names();
+    let mut trees = Vec::with_capacity(names.len());
+    let mut total = 0u64;
+    for name in names {
+        let tree = db.open_tree(&name)?;
+        total += 1 + tree.len() as u64;
+        trees.push((name, tree));
+    }
+    let gone = || Error::Internal("the backup was abandoned".into());
+    let mut entries = Vec::with_capacity(BATCH);
+    for (name, tree) in trees {
+        entries.push(Entry::Tree(name.to_vec()));
+        for item in tree.iter() {
+            let (k, v) = item?;
+            entries.push(Entry::Record {
+                key: k.to_vec(),
+                value: v.to_vec(),
+            });
+            if entries.len() >= BATCH {
+                let batch = std::mem::replace(&mut entries, Vec::with_capacity(BATCH));
+                out.blocking_send(ExportBatch {
+                    total,
+                    entries: batch,
+                })
+                .map_err(|_| gone())?;
+            }
+        }
+    }
+    if !entries.is_empty() {
+        out.blocking_send(ExportBatch { total, entries })
+            .map_err(|_| gone())?;
+    }
+    Ok(())
+}
+
+fn decode_ms(v: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Corrupt("last backup time".into()))
+}
+
+pub(crate) fn last_backup_ms(db: &sled::Db) -> Result<Option<u64>> {
+    match db.open_tree(META_TREE)?.get(LAST_BACKUP_KEY)? {
+        Some(v) => decode_ms(&v).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn set_last_backup_ms(db: &sled::Db, ms: u64) -> Result<()> {
+    db.open_tree(META_TREE)?
+        .insert(LAST_BACKUP_KEY, &ms.to_be_bytes())?;
+    Ok(())
+}
+
+/// Where a backup's bytes go, and who hears of its progress.
+#[async_trait]
+pub trait BackupSink: Send {
+    /// The next bytes of the backup file.
+    async fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// `done` of `total` entries copied.
+    async fn progress(&mut self, done: u64, total: u64) -> Result<()>;
+}
+
+/// What a finished backup holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStats {
+    pub created_ms: u64,
+    /// Entries: files, trees and records.
+    pub entries: u64,
+    /// Bytes of the backup file.
+    pub bytes: u64,
+}
+
+struct PayloadWriter<'a> {
+    sealer: Sealer,
+    buf: Zeroizing<Vec<u8>>,
+    bytes: u64,
+    sink: &'a mut dyn BackupSink,
+}
+
+impl PayloadWriter<'_> {
+    /// Seals and writes every full chunk but keeps at least one byte back, so the final
+    /// chunk is sealed by [`PayloadWriter::finish`].
+    async fn drain(&mut self) -> Result<()> {
+        let size = self.sealer.chunk_size();
+        while self.buf.len() > size {
+            let sealed = self.sealer.seal(&self.buf[..size], false)?;
+            self.buf.drain(..size);
+            self.bytes += sealed.len() as u64;
+            self.sink.write(&sealed).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<u64> {
+        let sealed = self.sealer.seal(&self.buf, true)?;
+        self.bytes += sealed.len() as u64;
+        self.sink.write(&sealed).await?;
+        Ok(self.bytes)
+    }
+}
+
+/// Makes a backup of `store` and `files` encrypted to `recipient`, writing it to `sink`.
+///
+/// # Errors
+/// The store cannot export, or the sink fails (the backup is then abandoned and the
+/// store's writes resume).
+pub async fn write_backup(
+    store: &dyn PrivateStore,
+    files: Vec<(String, FileBytes)>,
+    recipient: &Recipient,
+    sink: &mut dyn BackupSink,
+) -> Result<BackupStats> {
+    let created_ms = crate::now_ms();
+    let (sealer, header) = Sealer::new(recipient, created_ms, keyring::backup::DEFAULT_CHUNK_SIZE)?;
+    sink.write(&header).await?;
+    let mut w = PayloadWriter {
+        sealer,
+        buf: Zeroizing::new(Vec::new()),
+        bytes: header.len() as u64,
+        sink,
+    };
+    let mut count = 0u64;
+    for (name, contents) in files {
+        Entry::File {
+            name,
+            contents: contents.0,
+        }
+        .encode_into(&mut w.buf)?;
+        count += 1;
+        w.drain().await?;
+    }
+    let (tx, mut rx) = mpsc::channel::<ExportBatch>(4);
+    let files = count;
+    let consume = async {
+        let mut done = 0u64;
+        while let Some(batch) = rx.recv().await {
+            for e in &batch.entries {
+                e.encode_into(&mut w.buf)?;
+            }
+            done += batch.entries.len() as u64;
+            w.drain().await?;
+            w.sink.progress(done, batch.total).await?;
+        }
+        Ok::<_, Error>(done)
+    };
+    let (exported, consumed) = tokio::join!(store.export(tx), consume);
+    let done = consumed?;
+    exported?;
+    count = files + done;
+    Entry::End(count).encode_into(&mut w.buf)?;
+    w.drain().await?;
+    let bytes = w.finish().await?;
+    Ok(BackupStats {
+        created_ms,
+        entries: count,
+        bytes,
+    })
+}
+
+/// The server's side of the socket protocol (module docs).
+struct SocketSink {
+    write: OwnedWriteHalf,
+}
+
+impl SocketSink {
+    async fn frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        let len = u32::try_from(body.len())
+            .map_err(|_| Error::Internal("backup frame too large".into()))?;
+        let mut head = [0u8; 5];
+        head[0] = kind;
+        head[1..].copy_from_slice(&len.to_be_bytes());
+        let send = async {
+            self.write.write_all(&head).await?;
+            self.write.write_all(body).await
+        };
+        tokio::time::timeout(STALL_TIMEOUT, send)
+            .await
+            .map_err(|_| Error::Internal("the backup client stopped reading".into()))??;
+        Ok(())
+    }
+
+    async fn end(&mut self, resp: &AdminResponse) -> Result<()> {
+        let json = serde_json::to_vec(resp).map_err(|e| Error::Internal(e.to_string()))?;
+        self.frame(b'E', &json).await
+    }
+}
+
+#[async_trait]
+impl BackupSink for SocketSink {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.frame(b'D', bytes).await
+    }
+
+    async fn progress(&mut self, done: u64, total: u64) -> Result<()> {
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&done.to_be_bytes());
+        body[8..].copy_from_slice(&total.to_be_bytes());
+        self.frame(b'P', &body).await
+    }
+}
+
+/// A sink that writes the backup to a file and reports progress to a callback.
+pub struct FileSink {
+    file: std::fs::File,
+    on_progress: Box<dyn FnMut(u64, u64) + Send>,
+}
+
+impl FileSink {
+    /// Writes to `file`; `on_progress` hears entries done and total.
+    pub fn new(file: std::fs::File, on_progress: Box<dyn FnMut(u64, u64) + Send>) -> FileSink {
+        FileSink { file, on_progress }
+    }
+
+    /// The file, to make durable.
+    pub fn into_file(self) -> std::fs::File {
+        self.file
+    }
+}
+
+#[async_trait]
+impl BackupSink for FileSink {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes)?;
+        Ok(())
+    }
+
+    async fn progress(&mut self, done: u64, total: u64) -> Result<()> {
+        (self.on_progress)(done, total);
+        Ok(())
+    }
+}
+
+/// Records a successful backup: in the store (durably) and in the metrics.
+///
+/// # Errors
+/// The store cannot record it.
+pub async fn record_backup(store: &dyn PrivateStore, created_ms: u64) -> Result<()> {
+    store.set_last_backup_ms(created_ms).await?;
+    crate::metrics::global()
+        .last_backup
+        .set(i64::try_from(created_ms / 1000).unwrap_or(i64::MAX));
+    Ok(())
+}
+
+/// Serves one backup request on the admin socket (module docs).
+///
+/// # Errors
+/// The client went away; a failed backup is reported to the client, not returned.
+pub(crate) async fn serve(
+    cx: &AdminContext,
+    recipient: &str,
+    identity_file: FileBytes,
+    mut read: BufReader<OwnedReadHalf>,
+    write: OwnedWriteHalf,
+) -> Result<()> {
+    let mut sink = SocketSink { write };
+    let recipient = match recipient.parse::<Recipient>() {
+        Ok(r) => r,
+        Err(_) => {
+            return sink
+                .end(&AdminResponse::Error {
+                    message: "the recovery recipient is not a medgate1... Recipient".into(),
+                })
+                .await
+        }
+    };
+    let files = vec![("institution.key".to_string(), identity_file)];
+    let stats = match write_backup(&*cx.private, files, &recipient, &mut sink).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            tracing::warn!(error = %e, "backup failed");
+            return sink
+                .end(&AdminResponse::Error {
+                    message: format!("backup failed: {e}"),
+                })
+                .await;
+        }
+    };
+    sink.end(&AdminResponse::Done {
+        message: format!("{} entries, {} bytes", stats.entries, stats.bytes),
+    })
+    .await?;
+    let mut line = String::new();
+    let got = tokio::time::timeout(STALL_TIMEOUT, read.read_line(&mut line)).await;
+    if !matches!(got, Ok(Ok(_))) || line.trim() != COMMITTED {
+        tracing::warn!("backup streamed but the client did not confirm it; not recorded");
+        return Ok(());
+    }
+    let resp = match record_backup(&*cx.private, stats.created_ms).await {
+        Ok(()) => {
+            tracing::info!(entries = stats.entries, bytes = stats.bytes, "backup taken");
+            AdminResponse::Done {
+                message: "recorded".into(),
+            }
+        }
+        Err(e) => AdminResponse::Error {
+            message: format!("the backup is complete but its time could not be recorded: {e}"),
+        },
+    };
+    sink.end(&resp).await
+}
+
+/// What a backup client receives.
+pub enum Frame {
+    Data(Vec<u8>),
+    Progress { done: u64, total: u64 },
+    End(Box<AdminResponse>),
+}
+
+/// The client side of a backup over the admin socket.
+pub struct BackupClient {
+    read: BufReader<OwnedReadHalf>,
+    write: OwnedWriteHalf,
+}
+
+impl BackupClient {
+    /// Connects and sends the request.
+    ///
+    /// # Errors
+    /// No server answers on `socket`.
+    pub async fn start(
+        socket: &Path,
+        recipient: &str,
+        identity_file: FileBytes,
+    ) -> Result<BackupClient> {
+        let stream = UnixStream::connect(socket).await?;
+        let (read, mut write) = stream.into_split();
+        let req = AdminRequest::Backup {
+            recipient: recipient.to_string(),
+            identity_file,
+        };
+        let mut line =
+            Zeroizing::new(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
+        line.push(b'\n');
+        write.write_all(&line).await?;
+        Ok(BackupClient {
+            read: BufReader::new(read),
+            write,
+        })
+    }
+
+    /// The next frame.
+    ///
+    /// # Errors
+    /// The connection ended early or sent something that is not a frame.
+    pub async fn next(&mut self) -> Result<Frame> {
+        let cut = || Error::Internal("the server ended the backup stream early".into());
+        let mut head = [0u8; 5];
+        self.read.read_exact(&mut head).await.map_err(|_| cut())?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(Error::Internal("bad backup frame".into()));
+        }
+        let mut body = vec![0u8; len];
+        self.read.read_exact(&mut body).await.map_err(|_| cut())?;
+        match head[0] {
+            b'D' => Ok(Frame::Data(body)),
+            b'P' if len == 16 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&body[..8]);
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&body[8..]);
+                Ok(Frame::Progress {
+                    done: u64::from_be_bytes(a),
+                    total: u64::from_be_bytes(b),
+                })
+            }
+            b'E' => serde_json::from_slice(&body)
+                .map(|r| Frame::End(Box::new(r)))
+                .map_err(|e| Error::Internal(format!("bad admin answer: {e}"))),
+            _ => Err(Error::Internal("bad backup frame".into())),
+        }
+    }
+
+    /// Confirms the file is durable; the server records the backup and answers.
+    ///
+    /// # Errors
+    /// The connection ended before the answer.
+    pub async fn commit(mut self) -> Result<AdminResponse> {
+        self.write
+            .write_all(format!("{COMMITTED}\n").as_bytes())
+            .await?;
+        match self.next().await? {
+            Frame::End(resp) => Ok(*resp),
+            _ => Err(Error::Internal("bad backup frame".into())),
+        }
+    }
+}
+
+/// What a restore wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub created_ms: u64,
+    pub trees: u64,
+    pub records: u64,
+    /// Files written beside `private/`, by name.
+    pub files: Vec<String>,
+}
+
+/// Names a restore may write beside `private/`: plain names, no paths.
+fn check_file_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "private"
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Corrupt(format!("backup file name {name:?}")))
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Reads at most `buf.len()` bytes, stopping early only at the end of the input.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Decrypts the backup read from `input` with the recovery `identity` into the empty
+/// directory `dir`: the private store in `dir/private`, files beside it (0600), and the
+/// backup's time recorded as the last backup. Blocking; `progress` hears bytes read.
+///
+/// Nothing is trusted before it authenticates: a chunk's entries are applied only after the
+/// chunk opened, and the caller must discard `dir` on any error (a file cut short or
+/// tampered fails at the chunk where it happens, so `dir` may hold part of the data).
+///
+/// # Errors
+/// `Error::Keyring` for a file that is not a backup, is for another recovery key, or does
+/// not authenticate (tampered or truncated); I/O and store errors.
+pub fn restore(
+    input: &mut impl Read,
+    identity: &Identity,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RestoreStats> {
+    let mut head = [0u8; HEADER_LEN];
+    let n = read_full(input, &mut head)?;
+    let head = &head[..n];
+    let mut opener = Opener::new(head, identity)?;
+    let header: BackupHeader = opener.header().clone();
+    progress(n as u64);
+
+    let db = sled::Config::new().path(dir.join("private")).open()?;
+    let mut stats = RestoreStats {
+        created_ms: header.created_ms,
+        trees: 0,
+        records: 0,
+        files: Vec::new(),
+    };
+    let mut decoder = EntryDecoder::new();
+    let mut tree: Option<sled::Tree> = None;
+    let size = header.sealed_chunk_len();
+    // One sealed chunk plus one byte: the byte says whether the chunk is the last.
+    let mut buf = vec![0u8; size + 1];
+    let mut have = 0usize;
+    loop {
+        have += read_full(input, &mut buf[have..])?;
+        let last = have <= size;
+        let take = have.min(size);
+        let plain = opener.open(&buf[..take], last)?;
+        progress(take as u64);
+        decoder.push(&plain);
+        while let Some(entry) = decoder.next_entry()? {
+            match entry {
+                Entry::File { name, contents } => {
+                    check_file_name(&name)?;
+                    write_private_file(&dir.join(&name), &contents)?;
+                    stats.files.push(name);
+                }
+                Entry::Tree(name) => {
+                    tree = Some(db.open_tree(name)?);
+                    stats.trees += 1;
+                }
+                Entry::Record { key, value } => {
+                    let t = tree
+                        .as_ref()
+                        .ok_or_else(|| Error::Corrupt("backup record outside a tree".into()))?;
+                    t.insert(key, value)?;
+                    stats.records += 1;
+                }
+                Entry::End(_) => {}
+            }
+        }
+        if last {
+            break;
+        }
+        buf.copy_within(size..have, 0);
+        have -= size;
+    }
+    opener.finish()?;
+    decoder.finish()?;
+    // The restored store is as recent as this backup.
+    set_last_backup_ms(&db, header.created_ms)?;
+    db.flush()?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::private::sled::SledStore;
+    use std::sync::Arc;
+
+    struct VecSink(Vec<u8>, u64);
+
+    #[async_trait]
+    impl BackupSink for VecSink {
+        async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+        async fn progress(&mut self, done: u64, total: u64) -> Result<()> {
+            assert!(done <= total);
+            self.1 = done;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn backup_restores_every_tree_and_the_identity_file() {
+        let src = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&src.path().join("private"), 1 << 20).unwrap());
+        store.create_bucket("b", 1).await.unwrap();
+        for i in 0..3000u32 {
+            store
+                .add_pending(keyring::BlobId([(i % 251) as u8; 16]), u64::from(i))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.last_backup_ms().await.unwrap(), None);
+        let recovery = Identity::generate();
+        let mut sink = VecSink(Vec::new(), 0);
+        let files = vec![(
+            "institution.key".to_string(),
+            FileBytes(Zeroizing::new(b"secret file".to_vec())),
+        )];
+        let stats = write_backup(&*store, files, &recovery.recipient(), &mut sink)
+            .await
+            .unwrap();
+        assert_eq!(stats.bytes, sink.0.len() as u64);
+        assert!(sink.1 > 0);
+        record_backup(&*store, stats.created_ms).await.unwrap();
+        assert_eq!(
+            store.last_backup_ms().await.unwrap(),
+            Some(stats.created_ms)
+        );
+
+        let dst = tempfile::tempdir().unwrap();
+        let mut read = 0;
+        let r = restore(&mut sink.0.as_slice(), &recovery, dst.path(), &mut |n| {
+            read += n
+        })
+        .unwrap();
+        assert_eq!(read, sink.0.len() as u64);
+        assert_eq!(r.files, vec!["institution.key".to_string()]);
+        assert_eq!(
+            std::fs::read(dst.path().join("institution.key")).unwrap(),
+            b"secret file"
+        );
+        let restored = SledStore::open(&dst.path().join("private"), 1 << 20).unwrap();
+        assert!(restored.bucket("b").await.unwrap().is_some());
+        assert_eq!(
+            restored.pending().await.unwrap(),
+            store.pending().await.unwrap()
+        );
+        assert_eq!(
+            restored.last_backup_ms().await.unwrap(),
+            Some(stats.created_ms)
+        );
+
+        // Another key, a flipped byte, a cut: errors, not panics.
+        let other = tempfile::tempdir().unwrap();
+        let e = restore(
+            &mut sink.0.as_slice(),
+            &Identity::generate(),
+            other.path(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Keyring(keyring::Error::NotForThisIdentity)
+        ));
+        let mut bad = sink.0.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        let other = tempfile::tempdir().unwrap();
+        assert!(restore(&mut bad.as_slice(), &recovery, other.path(), &mut |_| {}).is_err());
+        let other = tempfile::tempdir().unwrap();
+        let cut = &sink.0[..sink.0.len() - 1];
+        assert!(restore(&mut &cut[..], &recovery, other.path(), &mut |_| {}).is_err());
+    }
+
+    #[tokio::test]
+    async fn export_waits_for_held_operations_and_writes_wait_for_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        store.create_bucket("b", 1).await.unwrap();
+        // Enough records for several batches, so the export blocks on the channel.
+        for i in 0..4000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            store
+                .add_pending(keyring::BlobId(id), u64::from(i))
+                .await
+                .unwrap();
+        }
+        // An engine operation is between its write and its log entry.
+        let hold = store.hold_writes().await;
+        assert!(hold.is_some());
+        let (tx, mut rx) = mpsc::channel(1);
+        let s = Arc::clone(&store);
+        let export = tokio::spawn(async move { s.export(tx).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "the export must wait for the operation"
+        );
+        drop(hold);
+        // Now the export holds the gate and waits on the channel: a write waits too.
+        let first = rx.recv().await.unwrap();
+        assert!(first.total >= 2);
+        let s = Arc::clone(&store);
+        let write = tokio::spawn(async move { s.create_bucket("c", 2).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!write.is_finished(), "a write must wait for the export");
+        while rx.recv().await.is_some() {}
+        export.await.unwrap().unwrap();
+        write.await.unwrap().unwrap();
+        assert!(store.bucket("c").await.unwrap().is_some());
+    }
+
+    #[test]
+    fn file_names_are_plain() {
+        for bad in ["", ".", "..", "../x", "a/b", "private", ".hidden", "é"] {
+            assert!(check_file_name(bad).is_err(), "{bad}");
+        }
+        check_file_name("institution.key").unwrap();
+    }
+
+    #[test]
+    fn file_bytes_debug_is_redacted() {
+        let f = FileBytes(Zeroizing::new(b"SECRET".to_vec()));
+        assert_eq!(format!("{f:?}"), "FileBytes(<6 bytes>)");
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(serde_json::from_str::<FileBytes>(&json).unwrap(), f);
+    }
+}
