@@ -35,7 +35,20 @@ impl Env {
     }
 
     fn engine(&self) -> Engine {
-        let store = Arc::new(SledStore::open(&self.dir.path().join("private"), 4 << 20).unwrap());
+        // sled lets go of its lock a moment after the last handle drops.
+        let path = self.dir.path().join("private");
+        let mut tries = 0;
+        let store = loop {
+            match SledStore::open(&path, 4 << 20) {
+                Ok(s) => break Arc::new(s),
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot open the private store: {e}"),
+            }
+        };
         Engine::new(
             Arc::clone(&self.public),
             store as Arc<dyn PrivateStore>,
@@ -45,7 +58,13 @@ impl Env {
     }
 
     fn raw(&self) -> sled::Db {
-        sled::open(self.dir.path().join("private")).unwrap()
+        for _ in 0..100 {
+            if let Ok(db) = sled::open(self.dir.path().join("private")) {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("cannot open the private store")
     }
 
     async fn public_note(&self) -> String {
