@@ -76,6 +76,13 @@ fn timestamp(ms: u64) -> Timestamp {
         .unwrap_or_default()
 }
 
+/// Who a read is logged as: the access key that signed it.
+fn reader(credentials: &Option<s3s::auth::Credentials>) -> String {
+    credentials
+        .as_ref()
+        .map_or_else(|| "anonymous".into(), |c| c.access_key.clone())
+}
+
 fn etag(quoted: &str) -> ETag {
     ETag::Strong(quoted.trim_matches('"').to_string())
 }
@@ -252,6 +259,7 @@ impl S3 for Front {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let actor = reader(&req.credentials);
         let input = req.input;
         let m = self
             .engine
@@ -278,6 +286,17 @@ impl S3 for Front {
         let body = self
             .engine
             .open(&m, range.start, range.end)
+            .await
+            .map_err(to_s3_error)?;
+        // Logged (and durable) before any header goes out.
+        self.engine
+            .log_read(
+                &input.bucket,
+                &input.key,
+                &m,
+                &actor,
+                format!("GET bytes {}..{} of {}", range.start, range.end, m.size),
+            )
             .await
             .map_err(to_s3_error)?;
         let len = range.end - range.start;
@@ -320,6 +339,7 @@ impl S3 for Front {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let actor = reader(&req.credentials);
         let input = req.input;
         let m = self
             .engine
@@ -333,6 +353,10 @@ impl S3 for Front {
             &input.if_modified_since,
             &input.if_unmodified_since,
         )?;
+        self.engine
+            .log_read(&input.bucket, &input.key, &m, &actor, "HEAD".into())
+            .await
+            .map_err(to_s3_error)?;
         let sums = checksum_mode_enabled(&input.checksum_mode);
         Ok(S3Response::new(HeadObjectOutput {
             checksum_crc32: stored_checksum(&m, sums, "CRC32"),

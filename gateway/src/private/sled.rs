@@ -19,6 +19,18 @@
 //! | `uploads`     | upload id                             | JSON `UploadRecord`           |
 //! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
 //! | `part_blobs`  | blob id (16)                          | upload id                     |
+//! | `events`      | log index (u64 BE)                    | JSON [`Event`]                |
+//! | `log_leaves`  | log index (u64 BE)                    | Merkle leaf hash (32)         |
+//! | `log_nodes`   | height (u8) ‖ index (u64 BE)          | perfect subtree root (32)     |
+//! | `log_meta`    | `size`; `nodes`                       | log size (u64 BE); 0x01       |
+//! | `patient_heads`| patient id                           | seq (u64 BE) ‖ commitment (32)|
+//! | `checkpoints` | tree size (u64 BE)                    | signed note text              |
+//!
+//! `log_nodes` holds, for every height `h ≥ 1`, the root of each complete aligned
+//! subtree of `2^h` leaves (leaves `i·2^h..(i+1)·2^h`), written in the transaction that
+//! appends its last leaf; so every proof reads O(log n) stored hashes. `log_meta/nodes`
+//! marks a store whose `log_nodes` is complete (a store from before it is rebuilt from
+//! the leaves at open).
 //!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
@@ -59,6 +71,7 @@ pub struct SledStore {
     events: sled::Tree,
     log_leaves: sled::Tree,
     log_meta: sled::Tree,
+    log_nodes: sled::Tree,
     patient_heads: sled::Tree,
     checkpoints: sled::Tree,
     /// Group commit state (see `flush`): tickets handed out, tickets known durable,
@@ -295,7 +308,7 @@ impl SledStore {
                 sled::Error::Io(io) => Error::Io(io),
                 other => Error::Private(other),
             })?;
-        Ok(SledStore {
+        SledStore {
             buckets: db.open_tree("buckets")?,
             objects: db.open_tree("objects")?,
             leaves: db.open_tree("leaves")?,
@@ -314,13 +327,394 @@ impl SledStore {
             events: db.open_tree("events")?,
             log_leaves: db.open_tree("log_leaves")?,
             log_meta: db.open_tree("log_meta")?,
+            log_nodes: db.open_tree("log_nodes")?,
             patient_heads: db.open_tree("patient_heads")?,
             checkpoints: db.open_tree("checkpoints")?,
             flush_tickets: std::sync::atomic::AtomicU64::new(0),
             flushed_through: std::sync::atomic::AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             db,
-        })
+        }
+        .with_log_nodes()
+    }
+
+    /// Builds `log_nodes` from the leaves if this store predates it.
+    fn with_log_nodes(self) -> Result<Self> {
+        if self.log_meta.get(NODES_MARK)?.is_some() {
+            return Ok(self);
+        }
+        let mut edge: Vec<(u8, Hash)> = Vec::new();
+        let mut batch = sled::Batch::default();
+        let mut size = 0u64;
+        for item in self.log_leaves.iter() {
+            let (_, v) = item?;
+            size += 1;
+            for (key, node) in push_leaf(&mut edge, to_hash(&v, "log leaf")?, size) {
+                batch.insert(&key[..], &node[..]);
+            }
+        }
+        self.log_nodes.apply_batch(batch)?;
+        self.log_meta.insert(NODES_MARK, &[1u8][..])?;
+        self.db.flush()?;
+        Ok(self)
+    }
+}
+
+/// The `log_meta` key marking a complete `log_nodes` tree.
+const NODES_MARK: &[u8] = b"nodes";
+
+fn node_key(height: u8, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = height;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn to_hash(v: &[u8], what: &str) -> Result<Hash> {
+    <Hash>::try_from(v).map_err(|_| Error::Corrupt(what.into()))
+}
+
+/// Adds leaf number `size` (1-based) to `edge`, the roots of the perfect subtrees of the
+/// tree before it (largest first, at most one per height), merging equal heights as
+/// RFC 6962 does. Returns the new interior nodes, keyed for `log_nodes`.
+fn push_leaf(edge: &mut Vec<(u8, Hash)>, leaf: Hash, size: u64) -> Vec<([u8; 9], Hash)> {
+    let mut made = Vec::new();
+    let (mut height, mut node) = (0u8, leaf);
+    while let Some(&(h, left)) = edge.last() {
+        if h != height {
+            break;
+        }
+        edge.pop();
+        node = keyring::merkle::node_hash(&left, &node);
+        height += 1;
+        // The subtree ends at leaf `size`: it is number size / 2^height - 1 of its height.
+        made.push((node_key(height, (size >> height) - 1), node));
+    }
+    edge.push((height, node));
+    made
+}
+
+/// The log's trees, as seen inside one transaction.
+struct LogTx<'a> {
+    events: &'a TransactionalTree,
+    leaves: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+    heads: &'a TransactionalTree,
+    nodes: &'a TransactionalTree,
+}
+
+impl LogTx<'_> {
+    /// Appends `events` (each with its salt) at the end of the log: see
+    /// [`PrivateStore::append_events`]. Returns the first index.
+    fn append(&self, events: &[Event], salts: &[[u8; 32]]) -> TxResult<u64> {
+        let first = match self.meta.get(b"size")? {
+            Some(v) => read_u64(&v).or_else(abort)?,
+            None => 0,
+        };
+        // The right edge of the tree: one perfect subtree per set bit of its size.
+        let mut edge = Vec::new();
+        for h in (0..64u8).rev().filter(|h| first >> h & 1 == 1) {
+            let index = (first >> h) - 1;
+            let stored = if h == 0 {
+                self.leaves.get(index.to_be_bytes())?
+            } else {
+                self.nodes.get(node_key(h, index))?
+            };
+            let Some(v) = stored else {
+                return abort(Error::Corrupt(format!("log subtree {h}/{index} missing")));
+            };
+            edge.push((h, to_hash(&v, "log subtree").or_else(abort)?));
+        }
+        // Patient heads this batch moved, so a patient's second entry chains to its first.
+        let mut heads: std::collections::HashMap<String, (u64, Hash)> = Default::default();
+        let mut index = first;
+        for (event, salt) in events.iter().zip(salts) {
+            let mut e = event.clone();
+            e.seq = index;
+            e.salt = hex::encode(salt);
+            match e.patient.clone() {
+                Some(p) => {
+                    let (prev_seq, prev) = match heads.get(&p) {
+                        Some(head) => *head,
+                        None => match self.heads.get(p.as_bytes())? {
+                            Some(v) if v.len() == 40 => (
+                                read_u64(&v).or_else(abort)?,
+                                to_hash(&v[8..], "patient log head").or_else(abort)?,
+                            ),
+                            Some(_) => return abort(Error::Corrupt("patient log head".into())),
+                            None => (0, [0u8; 32]),
+                        },
+                    };
+                    e.patient_seq = prev_seq + 1;
+                    e.patient_prev = hex::encode(prev);
+                    let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
+                    heads.insert(p, (e.patient_seq, commitment));
+                    self.put_entry(&e, &commitment, &mut edge)?;
+                }
+                None => {
+                    e.patient_seq = 0;
+                    e.patient_prev = hex::encode([0u8; 32]);
+                    let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
+                    self.put_entry(&e, &commitment, &mut edge)?;
+                }
+            }
+            index += 1;
+        }
+        for (p, (seq, commitment)) in heads {
+            let mut head = Vec::with_capacity(40);
+            head.extend_from_slice(&seq.to_be_bytes());
+            head.extend_from_slice(&commitment);
+            self.heads.insert(p.as_bytes(), head)?;
+        }
+        self.meta.insert(b"size", &index.to_be_bytes()[..])?;
+        Ok(first)
+    }
+
+    /// Writes one entry (its `seq` set), its leaf and the subtrees it completes.
+    fn put_entry(&self, e: &Event, commitment: &Hash, edge: &mut Vec<(u8, Hash)>) -> TxResult<()> {
+        let leaf = keyring::leaf_hash(commitment);
+        self.events
+            .insert(&e.seq.to_be_bytes(), encode_json(e).or_else(abort)?)?;
+        self.leaves.insert(&e.seq.to_be_bytes(), &leaf[..])?;
+        for (key, node) in push_leaf(edge, leaf, e.seq + 1) {
+            self.nodes.insert(&key[..], &node[..])?;
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// `commit_put`, appending `entry` to the log in the same transaction if given.
+    async fn commit(
+        &self,
+        commit: PutCommit,
+        entry: Option<Event>,
+    ) -> Result<(Option<Manifest>, Option<u64>)> {
+        let salt: [u8; 32] = rand::random();
+        let okey = object_key(&commit.bucket, &commit.key);
+        let encoded = commit.manifest.encode();
+        let dek = commit.manifest.dek_id;
+        let now = crate::now_ms();
+        // The parts of the upload being completed, read before the transaction (sled
+        // transactions cannot scan); a part added concurrently stays pending and gc
+        // reaps it after the grace period.
+        let upload_parts = match &commit.upload {
+            Some(id) => self.parts(id).await?,
+            None => Vec::new(),
+        };
+        let trees = [
+            &self.buckets,
+            &self.objects,
+            &self.blobs,
+            &self.pending,
+            &self.orphans,
+            &self.deks,
+            &self.dek_refs,
+            &self.uploads,
+            &self.parts,
+            &self.part_blobs,
+            &self.events,
+            &self.log_leaves,
+            &self.log_meta,
+            &self.patient_heads,
+            &self.log_nodes,
+        ];
+        trees[..]
+            .transaction(
+                |view| {
+                    let [buckets, objects, blobs, pending, orphans, deks, dek_refs, uploads, parts, part_blobs, events, leaves, meta, heads, nodes] =
+                        &view[..]
+                    else {
+                        return abort(Error::Internal("commit: transaction trees".into()));
+                    };
+                    if let Some(id) = &commit.upload {
+                        if uploads.remove(id.as_bytes())?.is_none() {
+                            return abort(Error::NoSuchUpload(id.clone()));
+                        }
+                        for (number, part) in &upload_parts {
+                            parts.remove(part_key(id, *number))?;
+                            part_blobs.remove(&part.blob.0)?;
+                            let used = commit.manifest.parts.iter().any(|p| p.blob == part.blob);
+                            if !used {
+                                orphan_if_pending(pending, orphans, &part.blob, now)?;
+                            }
+                        }
+                    }
+                    let Some(brow) = buckets.get(commit.bucket.as_bytes())? else {
+                        return abort(Error::NoSuchBucket(commit.bucket.clone()));
+                    };
+                    let mut brow = decode_bucket(&brow).or_else(abort)?;
+                    let old = match objects.get(&okey)? {
+                        Some(v) => Some(Manifest::decode(&v).or_else(|_| {
+                            abort(Error::Corrupt(format!(
+                                "manifest of {}/{}",
+                                commit.bucket, commit.key
+                            )))
+                        })?),
+                        None => None,
+                    };
+                    match (&commit.precondition, &old) {
+                        (Precondition::Absent, Some(_)) => return abort(Error::PreconditionFailed),
+                        (Precondition::ETag(want), Some(m)) if *want != m.etag => {
+                            return abort(Error::PreconditionFailed)
+                        }
+                        (Precondition::ETag(_), None) => return abort(Error::PreconditionFailed),
+                        _ => {}
+                    }
+                    for part in &commit.manifest.parts {
+                        let id = part.blob.0;
+                        let refs = match blobs.get(id)? {
+                            Some(v) => read_u64(&v).or_else(abort)?,
+                            None => 0,
+                        };
+                        if refs == 0 {
+                            // A fresh blob must still be pending: if gc reaped it, its bytes
+                            // may be gone and committing would point at a missing blob.
+                            if pending.remove(&id)?.is_none() {
+                                return abort(Error::Reaped);
+                            }
+                            orphans.remove(&id)?;
+                        }
+                        blobs.insert(&id, &(refs + 1).to_be_bytes())?;
+                    }
+                    let mut rec = match deks.get(dek.0)? {
+                        Some(v) => DekRecord::decode(&v).or_else(abort)?,
+                        None => DekRecord::default(),
+                    };
+                    rec.refs += 1;
+                    for s in &commit.stanzas {
+                        if !rec.stanzas.contains(s) {
+                            rec.stanzas.push(s.clone());
+                        }
+                    }
+                    deks.insert(&dek.0, rec.encode())?;
+                    dek_refs.insert(dek_ref_key(&dek, &commit.bucket, &commit.key), &[][..])?;
+                    objects.insert(okey.as_slice(), encoded.as_slice())?;
+                    match &old {
+                        Some(m) => release(
+                            m,
+                            &commit.bucket,
+                            &commit.key,
+                            now,
+                            &RefTrees {
+                                blobs,
+                                orphans,
+                                deks,
+                                dek_refs,
+                            },
+                        )?,
+                        None => {
+                            brow.objects += 1;
+                            buckets.insert(
+                                commit.bucket.as_bytes(),
+                                encode_json(&brow).or_else(abort)?,
+                            )?;
+                        }
+                    }
+                    let index = match &entry {
+                        Some(e) => Some(
+                            LogTx {
+                                events,
+                                leaves,
+                                meta,
+                                heads,
+                                nodes,
+                            }
+                            .append(std::slice::from_ref(e), &[salt])?,
+                        ),
+                        None => None,
+                    };
+                    Ok((old, index))
+                },
+            )
+            .map_err(tx_err)
+    }
+
+    /// `delete_object`, appending `entry` (with the removed manifest's patient) in the
+    /// same transaction if given and an object went.
+    async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: Option<Event>,
+    ) -> Result<(Option<Manifest>, Option<u64>)> {
+        let okey = object_key(bucket, key);
+        let now = crate::now_ms();
+        let salt: [u8; 32] = rand::random();
+        (
+            &self.buckets,
+            &self.objects,
+            &self.blobs,
+            &self.orphans,
+            &self.deks,
+            &self.dek_refs,
+            &self.events,
+            &self.log_leaves,
+            &self.log_meta,
+            &self.patient_heads,
+            &self.log_nodes,
+        )
+            .transaction(
+                |(
+                    buckets,
+                    objects,
+                    blobs,
+                    orphans,
+                    deks,
+                    dek_refs,
+                    events,
+                    leaves,
+                    meta,
+                    heads,
+                    nodes,
+                )| {
+                    let Some(brow) = buckets.get(bucket.as_bytes())? else {
+                        return abort(Error::NoSuchBucket(bucket.to_string()));
+                    };
+                    let Some(v) = objects.remove(okey.as_slice())? else {
+                        return Ok((None, None));
+                    };
+                    let old = Manifest::decode(&v).or_else(|_| {
+                        abort(Error::Corrupt(format!("manifest of {bucket}/{key}")))
+                    })?;
+                    release(
+                        &old,
+                        bucket,
+                        key,
+                        now,
+                        &RefTrees {
+                            blobs,
+                            orphans,
+                            deks,
+                            dek_refs,
+                        },
+                    )?;
+                    let mut brow = decode_bucket(&brow).or_else(abort)?;
+                    brow.objects = brow.objects.saturating_sub(1);
+                    buckets.insert(bucket.as_bytes(), encode_json(&brow).or_else(abort)?)?;
+                    let index = match &entry {
+                        Some(e) => {
+                            let e = Event {
+                                patient: old.patient.clone(),
+                                ..e.clone()
+                            };
+                            Some(
+                                LogTx {
+                                    events,
+                                    leaves,
+                                    meta,
+                                    heads,
+                                    nodes,
+                                }
+                                .append(std::slice::from_ref(&e), &[salt])?,
+                            )
+                        }
+                        None => None,
+                    };
+                    Ok((Some(old), index))
+                },
+            )
+            .map_err(tx_err)
     }
 }
 
@@ -480,170 +874,31 @@ impl PrivateStore for SledStore {
     }
 
     async fn commit_put(&self, commit: PutCommit) -> Result<Option<Manifest>> {
-        let okey = object_key(&commit.bucket, &commit.key);
-        let encoded = commit.manifest.encode();
-        let dek = commit.manifest.dek_id;
-        let now = crate::now_ms();
-        // The parts of the upload being completed, read before the transaction (sled
-        // transactions cannot scan); a part added concurrently stays pending and gc
-        // reaps it after the grace period.
-        let upload_parts = match &commit.upload {
-            Some(id) => self.parts(id).await?,
-            None => Vec::new(),
-        };
-        (
-            &self.buckets,
-            &self.objects,
-            &self.blobs,
-            &self.pending,
-            &self.orphans,
-            &self.deks,
-            &self.dek_refs,
-            &self.uploads,
-            &self.parts,
-            &self.part_blobs,
-        )
-            .transaction(
-                |(
-                    buckets,
-                    objects,
-                    blobs,
-                    pending,
-                    orphans,
-                    deks,
-                    dek_refs,
-                    uploads,
-                    parts,
-                    part_blobs,
-                )| {
-                    if let Some(id) = &commit.upload {
-                        if uploads.remove(id.as_bytes())?.is_none() {
-                            return abort(Error::NoSuchUpload(id.clone()));
-                        }
-                        for (number, part) in &upload_parts {
-                            parts.remove(part_key(id, *number))?;
-                            part_blobs.remove(&part.blob.0)?;
-                            let used = commit.manifest.parts.iter().any(|p| p.blob == part.blob);
-                            if !used {
-                                orphan_if_pending(pending, orphans, &part.blob, now)?;
-                            }
-                        }
-                    }
-                    let Some(brow) = buckets.get(commit.bucket.as_bytes())? else {
-                        return abort(Error::NoSuchBucket(commit.bucket.clone()));
-                    };
-                    let mut brow = decode_bucket(&brow).or_else(abort)?;
-                    let old = match objects.get(&okey)? {
-                        Some(v) => Some(Manifest::decode(&v).or_else(|_| {
-                            abort(Error::Corrupt(format!(
-                                "manifest of {}/{}",
-                                commit.bucket, commit.key
-                            )))
-                        })?),
-                        None => None,
-                    };
-                    match (&commit.precondition, &old) {
-                        (Precondition::Absent, Some(_)) => return abort(Error::PreconditionFailed),
-                        (Precondition::ETag(want), Some(m)) if *want != m.etag => {
-                            return abort(Error::PreconditionFailed)
-                        }
-                        (Precondition::ETag(_), None) => return abort(Error::PreconditionFailed),
-                        _ => {}
-                    }
-                    for part in &commit.manifest.parts {
-                        let id = part.blob.0;
-                        let refs = match blobs.get(id)? {
-                            Some(v) => read_u64(&v).or_else(abort)?,
-                            None => 0,
-                        };
-                        if refs == 0 {
-                            // A fresh blob must still be pending: if gc reaped it, its bytes
-                            // may be gone and committing would point at a missing blob.
-                            if pending.remove(&id)?.is_none() {
-                                return abort(Error::Reaped);
-                            }
-                            orphans.remove(&id)?;
-                        }
-                        blobs.insert(&id, &(refs + 1).to_be_bytes())?;
-                    }
-                    let mut rec = match deks.get(dek.0)? {
-                        Some(v) => DekRecord::decode(&v).or_else(abort)?,
-                        None => DekRecord::default(),
-                    };
-                    rec.refs += 1;
-                    for s in &commit.stanzas {
-                        if !rec.stanzas.contains(s) {
-                            rec.stanzas.push(s.clone());
-                        }
-                    }
-                    deks.insert(&dek.0, rec.encode())?;
-                    dek_refs.insert(dek_ref_key(&dek, &commit.bucket, &commit.key), &[][..])?;
-                    objects.insert(okey.as_slice(), encoded.as_slice())?;
-                    match &old {
-                        Some(m) => release(
-                            m,
-                            &commit.bucket,
-                            &commit.key,
-                            now,
-                            &RefTrees {
-                                blobs,
-                                orphans,
-                                deks,
-                                dek_refs,
-                            },
-                        )?,
-                        None => {
-                            brow.objects += 1;
-                            buckets.insert(
-                                commit.bucket.as_bytes(),
-                                encode_json(&brow).or_else(abort)?,
-                            )?;
-                        }
-                    }
-                    Ok(old)
-                },
-            )
-            .map_err(tx_err)
+        Ok(self.commit(commit, None).await?.0)
+    }
+
+    async fn commit_put_logged(
+        &self,
+        commit: PutCommit,
+        entry: Event,
+    ) -> Result<(Option<Manifest>, u64)> {
+        match self.commit(commit, Some(entry)).await? {
+            (old, Some(index)) => Ok((old, index)),
+            (_, None) => Err(Error::Internal("logged commit without an index".into())),
+        }
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
-        let okey = object_key(bucket, key);
-        let now = crate::now_ms();
-        (
-            &self.buckets,
-            &self.objects,
-            &self.blobs,
-            &self.orphans,
-            &self.deks,
-            &self.dek_refs,
-        )
-            .transaction(|(buckets, objects, blobs, orphans, deks, dek_refs)| {
-                let Some(brow) = buckets.get(bucket.as_bytes())? else {
-                    return abort(Error::NoSuchBucket(bucket.to_string()));
-                };
-                let Some(v) = objects.remove(okey.as_slice())? else {
-                    return Ok(None);
-                };
-                let old = Manifest::decode(&v)
-                    .or_else(|_| abort(Error::Corrupt(format!("manifest of {bucket}/{key}"))))?;
-                release(
-                    &old,
-                    bucket,
-                    key,
-                    now,
-                    &RefTrees {
-                        blobs,
-                        orphans,
-                        deks,
-                        dek_refs,
-                    },
-                )?;
-                let mut brow = decode_bucket(&brow).or_else(abort)?;
-                brow.objects = brow.objects.saturating_sub(1);
-                buckets.insert(bucket.as_bytes(), encode_json(&brow).or_else(abort)?)?;
-                Ok(Some(old))
-            })
-            .map_err(tx_err)
+        Ok(self.delete(bucket, key, None).await?.0)
+    }
+
+    async fn delete_object_logged(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: Event,
+    ) -> Result<(Option<Manifest>, Option<u64>)> {
+        self.delete(bucket, key, Some(entry)).await
     }
 
     async fn stanzas(&self, dek: DekId) -> Result<Vec<WrappedKey>> {
@@ -1000,53 +1255,24 @@ impl PrivateStore for SledStore {
             .map_err(tx_err)
     }
 
-    async fn append_event(&self, event: Event) -> Result<u64> {
-        let salt: [u8; 32] = rand::random();
+    async fn append_events(&self, events: Vec<Event>) -> Result<u64> {
+        let salts: Vec<[u8; 32]> = events.iter().map(|_| rand::random()).collect();
         (
             &self.events,
             &self.log_leaves,
             &self.log_meta,
             &self.patient_heads,
+            &self.log_nodes,
         )
-            .transaction(|(events, leaves, meta, heads)| {
-                let index = match meta.get(b"size")? {
-                    Some(v) => read_u64(&v).or_else(abort)?,
-                    None => 0,
-                };
-                let mut e = event.clone();
-                e.seq = index;
-                e.salt = hex::encode(salt);
-                let (prev_seq, prev) = match &e.patient {
-                    Some(p) => match heads.get(p.as_bytes())? {
-                        Some(v) if v.len() == 40 => {
-                            let mut h = [0u8; 32];
-                            h.copy_from_slice(&v[8..]);
-                            (read_u64(&v).or_else(abort)?, h)
-                        }
-                        Some(_) => return abort(Error::Corrupt("patient log head".into())),
-                        None => (0, [0u8; 32]),
-                    },
-                    None => (0, [0u8; 32]),
-                };
-                if e.patient.is_some() {
-                    e.patient_seq = prev_seq + 1;
-                    e.patient_prev = hex::encode(prev);
-                } else {
-                    e.patient_seq = 0;
-                    e.patient_prev = hex::encode([0u8; 32]);
+            .transaction(|(events_t, leaves, meta, heads, nodes)| {
+                LogTx {
+                    events: events_t,
+                    leaves,
+                    meta,
+                    heads,
+                    nodes,
                 }
-                let entry = crate::log::entry_of(&e).or_else(abort)?;
-                let commitment = entry.commitment(&salt);
-                if let Some(p) = &e.patient {
-                    let mut head = Vec::with_capacity(40);
-                    head.extend_from_slice(&e.patient_seq.to_be_bytes());
-                    head.extend_from_slice(&commitment);
-                    heads.insert(p.as_bytes(), head)?;
-                }
-                events.insert(&index.to_be_bytes(), encode_json(&e).or_else(abort)?)?;
-                leaves.insert(&index.to_be_bytes(), &keyring::leaf_hash(&commitment)[..])?;
-                meta.insert(b"size", &(index + 1).to_be_bytes()[..])?;
-                Ok(index)
+                .append(&events, &salts)
             })
             .map_err(tx_err)
     }
@@ -1059,6 +1285,9 @@ impl PrivateStore for SledStore {
     }
 
     async fn log_leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
         for item in self.log_leaves.range(from.to_be_bytes()..to.to_be_bytes()) {
             let (_, v) = item?;
@@ -1069,6 +1298,30 @@ impl PrivateStore for SledStore {
         if out.len() as u64 != to.saturating_sub(from) {
             return Err(Error::Corrupt(format!(
                 "log leaves {from}..{to}: {} found",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn log_hashes(&self, height: u8, from: u64, to: u64) -> Result<Vec<Hash>> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        if height == 0 {
+            return self.log_leaves(from, to).await;
+        }
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        for item in self
+            .log_nodes
+            .range(node_key(height, from)..node_key(height, to))
+        {
+            let (_, v) = item?;
+            out.push(to_hash(&v, "log subtree")?);
+        }
+        if out.len() as u64 != to.saturating_sub(from) {
+            return Err(Error::Corrupt(format!(
+                "log subtrees of height {height} {from}..{to}: {} found",
                 out.len()
             )));
         }
