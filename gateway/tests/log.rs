@@ -213,7 +213,9 @@ async fn a_rewritten_log_is_named() {
     {
         let db = env.raw();
         let events = db.open_tree("events").unwrap();
-        let leaves = db.open_tree("log_leaves").unwrap();
+        // Level-0 tile 0 holds the leaves.
+        let tiles = db.open_tree("log_tiles").unwrap();
+        let tile0 = [0u8; 9];
         let mut e: gateway::private::Event =
             serde_json::from_slice(&events.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
         e.detail = "nothing happened here".into();
@@ -221,7 +223,9 @@ async fn a_rewritten_log_is_named() {
         events
             .insert(1u64.to_be_bytes(), serde_json::to_vec(&e).unwrap())
             .unwrap();
-        leaves.insert(1u64.to_be_bytes(), &leaf[..]).unwrap();
+        let mut row = tiles.get(tile0).unwrap().unwrap().to_vec();
+        row[32..64].copy_from_slice(&leaf);
+        tiles.insert(tile0, row).unwrap();
         db.flush().unwrap();
     }
     let r = env.verify(false).await;
@@ -387,9 +391,9 @@ async fn stored_proofs_and_tiles_equal_naive_ones() {
     }
 }
 
-/// A store whose log predates the stored subtree hashes gets them rebuilt at open.
+/// A store whose log kept one row per leaf (before tiles) is converted at open.
 #[tokio::test]
-async fn subtree_hashes_are_rebuilt_for_an_older_store() {
+async fn a_log_of_leaf_rows_is_converted_to_tiles() {
     let env = Env::new();
     let leaves = {
         let store = env.store();
@@ -397,11 +401,16 @@ async fn subtree_hashes_are_rebuilt_for_an_older_store() {
     };
     {
         let db = env.raw();
-        db.drop_tree("log_nodes").unwrap();
-        db.open_tree("log_meta").unwrap().remove("nodes").unwrap();
+        db.drop_tree("log_tiles").unwrap();
+        db.open_tree("log_meta").unwrap().remove("tiles").unwrap();
+        let rows = db.open_tree("log_leaves").unwrap();
+        for (i, leaf) in leaves.iter().enumerate() {
+            rows.insert((i as u64).to_be_bytes(), &leaf[..]).unwrap();
+        }
         db.flush().unwrap();
     }
     let store = env.store();
+    assert_eq!(store.log_leaves(0, 777).await.unwrap(), leaves);
     assert_eq!(
         gateway::log::tree_root(&*store, 777).await.unwrap(),
         keyring::root(&leaves)
@@ -409,23 +418,35 @@ async fn subtree_hashes_are_rebuilt_for_an_older_store() {
     grow(&store, 300).await;
     drop(store);
     assert_clean(&env.verify(false).await);
+    assert!(!env
+        .raw()
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == b"log_leaves"));
 }
 
-/// A tampered stored subtree hash (which proofs would be served from) is named.
+/// A tampered stored tile above the leaves (which proofs would be served from) is named.
 #[tokio::test]
-async fn an_edited_subtree_hash_is_named() {
-    let env = populated().await;
+async fn an_edited_tile_is_named() {
+    let env = Env::new();
+    {
+        let store = env.store();
+        grow(&store, 600).await;
+    }
+    assert_clean(&env.verify(false).await);
     {
         let db = env.raw();
-        let nodes = db.open_tree("log_nodes").unwrap();
+        let tiles = db.open_tree("log_tiles").unwrap();
         let mut k = vec![1u8];
-        k.extend_from_slice(&1u64.to_be_bytes());
-        nodes.insert(k, &[9u8; 32][..]).unwrap();
+        k.extend_from_slice(&0u64.to_be_bytes());
+        let mut row = tiles.get(&k).unwrap().unwrap().to_vec();
+        row[40] ^= 1;
+        tiles.insert(k, row).unwrap();
         db.flush().unwrap();
     }
     assert_named(
         &env.verify(false).await,
-        "log subtree 1/1: stored hash differs",
+        "log subtree 8/1: stored hash differs",
     );
 }
 

@@ -15,9 +15,8 @@
 //! - The transparency log is dense: every append, whether a batch of
 //!   [`PrivateStore::append_events`] or the entry of a logged commit
 //!   ([`PrivateStore::commit_put_logged`], [`PrivateStore::delete_object_logged`]), takes
-//!   the next indices with no gap, in the transaction that writes the entries, their
-//!   leaves and the hashes of every perfect subtree they complete
-//!   ([`PrivateStore::log_hashes`]).
+//!   the next indices with no gap, in the transaction that writes the entries and the
+//!   Merkle tree hashes they change ([`PrivateStore::log_hashes`]).
 
 pub mod sled;
 
@@ -359,7 +358,7 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// index (its `seq`), a fresh random 32-byte salt, its patient's next sequence number
     /// and previous commitment (an earlier event of the same batch counts), and its
     /// Merkle leaf (the leaf hash of its salted commitment, see `keyring::logentry`); the
-    /// hashes of the perfect subtrees the batch completes are stored with them. Returns
+    /// tree hashes the batch changes are stored with them. Returns
     /// the index of the first (the log size if `events` is empty). Durable once
     /// [`PrivateStore::flush`] returns.
     async fn append_events(&self, events: Vec<Event>) -> Result<u64>;
@@ -374,7 +373,8 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// Roots of the perfect subtrees of height `height` (`2^height` leaves each) with
     /// indices `from..to`: subtree `i` covers leaves `i·2^height..(i+1)·2^height`. Height 0
     /// gives leaves. Only complete subtrees exist, so `to` is at most
-    /// `log_size >> height`; a missing hash is `Corrupt`.
+    /// `log_size >> height`; a missing hash is `Corrupt`. Served from stored hashes, not
+    /// by hashing the leaves: proofs use it for O(log n) reads.
     async fn log_hashes(&self, height: u8, from: u64, to: u64) -> Result<Vec<Hash>>;
     /// Records a checkpoint this gateway published (signed note text), by tree size.
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()>;

@@ -20,17 +20,19 @@
 //! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
 //! | `part_blobs`  | blob id (16)                          | upload id                     |
 //! | `events`      | log index (u64 BE)                    | JSON [`Event`]                |
-//! | `log_leaves`  | log index (u64 BE)                    | Merkle leaf hash (32)         |
-//! | `log_nodes`   | height (u8) ‖ index (u64 BE)          | perfect subtree root (32)     |
-//! | `log_meta`    | `size`; `nodes`                       | log size (u64 BE); 0x01       |
+//! | `log_tiles`   | tile level (u8) ‖ tile index (u64 BE) | its hashes (32 each, ≤ 256)   |
+//! | `log_meta`    | `size`; `tiles`                       | log size (u64 BE); 0x01       |
 //! | `patient_heads`| patient id                           | seq (u64 BE) ‖ commitment (32)|
 //! | `checkpoints` | tree size (u64 BE)                    | signed note text              |
 //!
-//! `log_nodes` holds, for every height `h ≥ 1`, the root of each complete aligned
-//! subtree of `2^h` leaves (leaves `i·2^h..(i+1)·2^h`), written in the transaction that
-//! appends its last leaf; so every proof reads O(log n) stored hashes. `log_meta/nodes`
-//! marks a store whose `log_nodes` is complete (a store from before it is rebuilt from
-//! the leaves at open).
+//! `log_tiles` holds the log's Merkle tree as C2SP tlog-tiles (`keyring::tiles`): tile `N`
+//! of level `L` holds the roots of the complete subtrees of `256^L` leaves
+//! `N·256..N·256 + width` (level 0: the leaves), the rightmost tile of each level partial.
+//! An append rewrites only the tiles it changes (`tiles_for_append`), in its own
+//! transaction, so a batch costs a few row writes beside one row per entry; any complete
+//! subtree root is one row read and at most 127 hashes, so a proof is O(log n) reads.
+//! `log_meta/tiles` marks a store in this layout; an older one (a `log_leaves` row per
+//! leaf) is converted at open.
 //!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
@@ -38,6 +40,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
+use keyring::tiles::TileId;
 use keyring::{BlobId, DekId, Hash, Manifest, WrappedKey};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -69,9 +72,8 @@ pub struct SledStore {
     requests: sled::Tree,
     grants: sled::Tree,
     events: sled::Tree,
-    log_leaves: sled::Tree,
+    log_tiles: sled::Tree,
     log_meta: sled::Tree,
-    log_nodes: sled::Tree,
     patient_heads: sled::Tree,
     checkpoints: sled::Tree,
     /// Group commit state (see `flush`): tickets handed out, tickets known durable,
@@ -325,9 +327,8 @@ impl SledStore {
             requests: db.open_tree("requests")?,
             grants: db.open_tree("grants")?,
             events: db.open_tree("events")?,
-            log_leaves: db.open_tree("log_leaves")?,
+            log_tiles: db.open_tree("log_tiles")?,
             log_meta: db.open_tree("log_meta")?,
-            log_nodes: db.open_tree("log_nodes")?,
             patient_heads: db.open_tree("patient_heads")?,
             checkpoints: db.open_tree("checkpoints")?,
             flush_tickets: std::sync::atomic::AtomicU64::new(0),
@@ -335,37 +336,74 @@ impl SledStore {
             flush_lock: tokio::sync::Mutex::new(()),
             db,
         }
-        .with_log_nodes()
+        .with_log_tiles()
     }
 
-    /// Builds `log_nodes` from the leaves if this store predates it.
-    fn with_log_nodes(self) -> Result<Self> {
-        if self.log_meta.get(NODES_MARK)?.is_some() {
+    /// Converts a log of one `log_leaves` row per leaf (before tiles) to `log_tiles`.
+    fn with_log_tiles(self) -> Result<Self> {
+        if self.log_meta.get(TILES_MARK)?.is_some() {
             return Ok(self);
         }
-        let mut edge: Vec<(u8, Hash)> = Vec::new();
-        let mut batch = sled::Batch::default();
-        let mut size = 0u64;
-        for item in self.log_leaves.iter() {
+        let old = self.db.open_tree("log_leaves")?;
+        let mut leaves = Vec::new();
+        for item in old.iter() {
             let (_, v) = item?;
-            size += 1;
-            for (key, node) in push_leaf(&mut edge, to_hash(&v, "log leaf")?, size) {
-                batch.insert(&key[..], &node[..]);
-            }
+            leaves.push(to_hash(&v, "log leaf")?);
         }
-        self.log_nodes.apply_batch(batch)?;
-        self.log_meta.insert(NODES_MARK, &[1u8][..])?;
+        let mut batch = sled::Batch::default();
+        for (path, bytes) in keyring::tiles::tiles_for(&leaves, 0, leaves.len() as u64)? {
+            let id = TileId::parse_path(&path)?;
+            batch.insert(&tile_key(id.level, id.index)[..], bytes);
+        }
+        self.log_tiles.apply_batch(batch)?;
+        self.log_meta.insert(TILES_MARK, &[1u8][..])?;
+        self.db.flush()?;
+        drop(old);
+        self.db.drop_tree("log_leaves")?;
         self.db.flush()?;
         Ok(self)
     }
+
+    /// Hashes `lo..hi` of tile level `level` (subtree roots of `256^level` leaves).
+    fn tile_hashes(&self, level: u8, lo: u64, hi: u64) -> Result<Vec<Hash>> {
+        let width = keyring::tiles::TILE_WIDTH;
+        let mut out = Vec::with_capacity(hi.saturating_sub(lo) as usize);
+        if hi <= lo {
+            return Ok(out);
+        }
+        let mut next = lo;
+        for item in self
+            .log_tiles
+            .range(tile_key(level, lo / width)..=tile_key(level, (hi - 1) / width))
+        {
+            let (k, v) = item?;
+            let start = read_u64(k.get(1..).unwrap_or_default())? * width;
+            if start > next || v.len() % 32 != 0 {
+                break;
+            }
+            let end = (start + v.len() as u64 / 32).min(hi);
+            for j in next..end {
+                // Invariant: start <= j < start + v.len() / 32.
+                let at = ((j - start) * 32) as usize;
+                out.push(to_hash(&v[at..at + 32], "log tile")?);
+            }
+            next = next.max(end);
+        }
+        if next != hi {
+            return Err(Error::Corrupt(format!(
+                "log tile level {level}: hashes {lo}..{hi} incomplete at {next}"
+            )));
+        }
+        Ok(out)
+    }
 }
 
-/// The `log_meta` key marking a complete `log_nodes` tree.
-const NODES_MARK: &[u8] = b"nodes";
+/// The `log_meta` key marking a log stored as tiles.
+const TILES_MARK: &[u8] = b"tiles";
 
-fn node_key(height: u8, index: u64) -> [u8; 9] {
+fn tile_key(level: u8, index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = height;
+    k[0] = level;
     k[1..].copy_from_slice(&index.to_be_bytes());
     k
 }
@@ -374,33 +412,12 @@ fn to_hash(v: &[u8], what: &str) -> Result<Hash> {
     <Hash>::try_from(v).map_err(|_| Error::Corrupt(what.into()))
 }
 
-/// Adds leaf number `size` (1-based) to `edge`, the roots of the perfect subtrees of the
-/// tree before it (largest first, at most one per height), merging equal heights as
-/// RFC 6962 does. Returns the new interior nodes, keyed for `log_nodes`.
-fn push_leaf(edge: &mut Vec<(u8, Hash)>, leaf: Hash, size: u64) -> Vec<([u8; 9], Hash)> {
-    let mut made = Vec::new();
-    let (mut height, mut node) = (0u8, leaf);
-    while let Some(&(h, left)) = edge.last() {
-        if h != height {
-            break;
-        }
-        edge.pop();
-        node = keyring::merkle::node_hash(&left, &node);
-        height += 1;
-        // The subtree ends at leaf `size`: it is number size / 2^height - 1 of its height.
-        made.push((node_key(height, (size >> height) - 1), node));
-    }
-    edge.push((height, node));
-    made
-}
-
 /// The log's trees, as seen inside one transaction.
 struct LogTx<'a> {
     events: &'a TransactionalTree,
-    leaves: &'a TransactionalTree,
+    tiles: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     heads: &'a TransactionalTree,
-    nodes: &'a TransactionalTree,
 }
 
 impl LogTx<'_> {
@@ -411,23 +428,10 @@ impl LogTx<'_> {
             Some(v) => read_u64(&v).or_else(abort)?,
             None => 0,
         };
-        // The right edge of the tree: one perfect subtree per set bit of its size.
-        let mut edge = Vec::new();
-        for h in (0..64u8).rev().filter(|h| first >> h & 1 == 1) {
-            let index = (first >> h) - 1;
-            let stored = if h == 0 {
-                self.leaves.get(index.to_be_bytes())?
-            } else {
-                self.nodes.get(node_key(h, index))?
-            };
-            let Some(v) = stored else {
-                return abort(Error::Corrupt(format!("log subtree {h}/{index} missing")));
-            };
-            edge.push((h, to_hash(&v, "log subtree").or_else(abort)?));
-        }
         // Patient heads this batch moved, so a patient's second entry chains to its first.
         let mut heads: std::collections::HashMap<String, (u64, Hash)> = Default::default();
         let mut index = first;
+        let mut leaves = Vec::with_capacity(events.len());
         for (event, salt) in events.iter().zip(salts) {
             let mut e = event.clone();
             e.seq = index;
@@ -449,13 +453,13 @@ impl LogTx<'_> {
                     e.patient_prev = hex::encode(prev);
                     let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
                     heads.insert(p, (e.patient_seq, commitment));
-                    self.put_entry(&e, &commitment, &mut edge)?;
+                    leaves.push(self.put_entry(&e, &commitment)?);
                 }
                 None => {
                     e.patient_seq = 0;
                     e.patient_prev = hex::encode([0u8; 32]);
                     let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
-                    self.put_entry(&e, &commitment, &mut edge)?;
+                    leaves.push(self.put_entry(&e, &commitment)?);
                 }
             }
             index += 1;
@@ -466,20 +470,36 @@ impl LogTx<'_> {
             head.extend_from_slice(&commitment);
             self.heads.insert(p.as_bytes(), head)?;
         }
+        // The tiles the new leaves change, from the old edge tiles.
+        let mut failed = None;
+        let changed = keyring::tiles::tiles_for_append(first, &leaves, |id| {
+            match self.tiles.get(tile_key(id.level, id.index)) {
+                Ok(v) => v.map(|v| v.to_vec()),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        for (path, bytes) in changed.map_err(Error::from).or_else(abort)? {
+            let id = TileId::parse_path(&path)
+                .map_err(Error::from)
+                .or_else(abort)?;
+            self.tiles
+                .insert(&tile_key(id.level, id.index)[..], bytes)?;
+        }
         self.meta.insert(b"size", &index.to_be_bytes()[..])?;
         Ok(first)
     }
 
-    /// Writes one entry (its `seq` set), its leaf and the subtrees it completes.
-    fn put_entry(&self, e: &Event, commitment: &Hash, edge: &mut Vec<(u8, Hash)>) -> TxResult<()> {
-        let leaf = keyring::leaf_hash(commitment);
+    /// Writes one entry (its `seq` set); returns its leaf.
+    fn put_entry(&self, e: &Event, commitment: &Hash) -> TxResult<Hash> {
         self.events
             .insert(&e.seq.to_be_bytes(), encode_json(e).or_else(abort)?)?;
-        self.leaves.insert(&e.seq.to_be_bytes(), &leaf[..])?;
-        for (key, node) in push_leaf(edge, leaf, e.seq + 1) {
-            self.nodes.insert(&key[..], &node[..])?;
-        }
-        Ok(())
+        Ok(keyring::leaf_hash(commitment))
     }
 }
 
@@ -514,15 +534,14 @@ impl SledStore {
             &self.parts,
             &self.part_blobs,
             &self.events,
-            &self.log_leaves,
+            &self.log_tiles,
             &self.log_meta,
             &self.patient_heads,
-            &self.log_nodes,
         ];
         trees[..]
             .transaction(
                 |view| {
-                    let [buckets, objects, blobs, pending, orphans, deks, dek_refs, uploads, parts, part_blobs, events, leaves, meta, heads, nodes] =
+                    let [buckets, objects, blobs, pending, orphans, deks, dek_refs, uploads, parts, part_blobs, events, tiles, meta, heads] =
                         &view[..]
                     else {
                         return abort(Error::Internal("commit: transaction trees".into()));
@@ -615,10 +634,9 @@ impl SledStore {
                         Some(e) => Some(
                             LogTx {
                                 events,
-                                leaves,
+                                tiles,
                                 meta,
                                 heads,
-                                nodes,
                             }
                             .append(std::slice::from_ref(e), &[salt])?,
                         ),
@@ -649,25 +667,12 @@ impl SledStore {
             &self.deks,
             &self.dek_refs,
             &self.events,
-            &self.log_leaves,
+            &self.log_tiles,
             &self.log_meta,
             &self.patient_heads,
-            &self.log_nodes,
         )
             .transaction(
-                |(
-                    buckets,
-                    objects,
-                    blobs,
-                    orphans,
-                    deks,
-                    dek_refs,
-                    events,
-                    leaves,
-                    meta,
-                    heads,
-                    nodes,
-                )| {
+                |(buckets, objects, blobs, orphans, deks, dek_refs, events, tiles, meta, heads)| {
                     let Some(brow) = buckets.get(bucket.as_bytes())? else {
                         return abort(Error::NoSuchBucket(bucket.to_string()));
                     };
@@ -701,10 +706,9 @@ impl SledStore {
                             Some(
                                 LogTx {
                                     events,
-                                    leaves,
+                                    tiles,
                                     meta,
                                     heads,
-                                    nodes,
                                 }
                                 .append(std::slice::from_ref(&e), &[salt])?,
                             )
@@ -1259,18 +1263,16 @@ impl PrivateStore for SledStore {
         let salts: Vec<[u8; 32]> = events.iter().map(|_| rand::random()).collect();
         (
             &self.events,
-            &self.log_leaves,
+            &self.log_tiles,
             &self.log_meta,
             &self.patient_heads,
-            &self.log_nodes,
         )
-            .transaction(|(events_t, leaves, meta, heads, nodes)| {
+            .transaction(|(events_t, tiles, meta, heads)| {
                 LogTx {
                     events: events_t,
-                    leaves,
+                    tiles,
                     meta,
                     heads,
-                    nodes,
                 }
                 .append(&events, &salts)
             })
@@ -1285,47 +1287,29 @@ impl PrivateStore for SledStore {
     }
 
     async fn log_leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
-        if to <= from {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        for item in self.log_leaves.range(from.to_be_bytes()..to.to_be_bytes()) {
-            let (_, v) = item?;
-            let h =
-                <[u8; 32]>::try_from(v.as_ref()).map_err(|_| Error::Corrupt("log leaf".into()))?;
-            out.push(h);
-        }
-        if out.len() as u64 != to.saturating_sub(from) {
-            return Err(Error::Corrupt(format!(
-                "log leaves {from}..{to}: {} found",
-                out.len()
-            )));
-        }
-        Ok(out)
+        self.tile_hashes(0, from, to)
     }
 
+    /// Heights that are multiples of 8 are tile levels; a subtree in between is hashed
+    /// from at most 128 hashes of one tile.
     async fn log_hashes(&self, height: u8, from: u64, to: u64) -> Result<Vec<Hash>> {
         if to <= from {
             return Ok(Vec::new());
         }
-        if height == 0 {
-            return self.log_leaves(from, to).await;
-        }
-        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        for item in self
-            .log_nodes
-            .range(node_key(height, from)..node_key(height, to))
-        {
-            let (_, v) = item?;
-            out.push(to_hash(&v, "log subtree")?);
-        }
-        if out.len() as u64 != to.saturating_sub(from) {
-            return Err(Error::Corrupt(format!(
-                "log subtrees of height {height} {from}..{to}: {} found",
-                out.len()
-            )));
-        }
-        Ok(out)
+        let (level, up) = (height / 8, u32::from(height % 8));
+        let span = 1u64 << up;
+        let base = match (from.checked_mul(span), to.checked_mul(span)) {
+            (Some(lo), Some(hi)) => self.tile_hashes(level, lo, hi)?,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "log subtrees {height}/{from}..{to}: beyond any log"
+                )))
+            }
+        };
+        Ok(base
+            .chunks_exact(span as usize)
+            .map(keyring::root)
+            .collect())
     }
 
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()> {
