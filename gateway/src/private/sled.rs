@@ -19,7 +19,7 @@
 //! | `uploads`     | upload id                             | JSON `UploadRecord`           |
 //! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
 //! | `part_blobs`  | blob id (16)                          | upload id                     |
-//! | `events`      | log index (u64 BE)                    | JSON [`Event`]                |
+//! | `events`      | first log index (u64 BE)              | [`EventBlock`] encoding       |
 //! | `log_tiles`   | tile level (u8) ‖ tile index (u64 BE) | its hashes (32 each, ≤ 256)   |
 //! | `log_meta`    | `size`; `tiles`                       | log size (u64 BE); 0x01       |
 //! | `patient_heads`| patient id                           | seq (u64 BE) ‖ commitment (32)|
@@ -412,6 +412,64 @@ fn to_hash(v: &[u8], what: &str) -> Result<Hash> {
     <Hash>::try_from(v).map_err(|_| Error::Corrupt(what.into()))
 }
 
+/// The entries one append wrote, in one row keyed by the first one's index, v1:
+///
+/// | offset | len | field                                      |
+/// |--------|-----|--------------------------------------------|
+/// | 0      | 1   | version = 0x01                             |
+/// | 1      | 4   | entry count n (u32 BE)                     |
+/// | 5      | …   | n × (length l (u32 BE) ‖ JSON [`Event`])   |
+///
+/// A row that starts with `{` is one JSON event (the layout before blocks).
+struct EventBlock {
+    bytes: Vec<u8>,
+}
+
+impl EventBlock {
+    const VERSION: u8 = 1;
+
+    fn start(n: usize) -> EventBlock {
+        let mut bytes = Vec::with_capacity(5 + n * 400);
+        bytes.push(Self::VERSION);
+        // Invariant: a batch is far below 2^32 entries (the appender caps it).
+        bytes.extend_from_slice(&(n as u32).to_be_bytes());
+        EventBlock { bytes }
+    }
+
+    fn push(&mut self, e: &Event) -> Result<()> {
+        let json = encode_json(e)?;
+        let len =
+            u32::try_from(json.len()).map_err(|_| Error::Internal("event too long".into()))?;
+        self.bytes.extend_from_slice(&len.to_be_bytes());
+        self.bytes.extend_from_slice(&json);
+        Ok(())
+    }
+
+    fn decode(v: &[u8]) -> Result<Vec<Event>> {
+        if v.first() == Some(&b'{') {
+            return Ok(vec![decode_json(v, "event")?]);
+        }
+        let bad = || Error::Corrupt("event block".into());
+        let (&version, rest) = v.split_first().ok_or_else(bad)?;
+        if version != Self::VERSION {
+            return Err(bad());
+        }
+        let (n, mut rest) = split_u32(rest).ok_or_else(bad)?;
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let (len, r) = split_u32(rest).ok_or_else(bad)?;
+            let len = len as usize;
+            let json = r.get(..len).ok_or_else(bad)?;
+            out.push(decode_json(json, "event")?);
+            rest = &r[len..];
+        }
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+        Ok(out)
+    }
+}
+
 /// The log's trees, as seen inside one transaction.
 struct LogTx<'a> {
     events: &'a TransactionalTree,
@@ -432,6 +490,7 @@ impl LogTx<'_> {
         let mut heads: std::collections::HashMap<String, (u64, Hash)> = Default::default();
         let mut index = first;
         let mut leaves = Vec::with_capacity(events.len());
+        let mut block = EventBlock::start(events.len());
         for (event, salt) in events.iter().zip(salts) {
             let mut e = event.clone();
             e.seq = index;
@@ -453,16 +512,21 @@ impl LogTx<'_> {
                     e.patient_prev = hex::encode(prev);
                     let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
                     heads.insert(p, (e.patient_seq, commitment));
-                    leaves.push(self.put_entry(&e, &commitment)?);
+                    block.push(&e).or_else(abort)?;
+                    leaves.push(keyring::leaf_hash(&commitment));
                 }
                 None => {
                     e.patient_seq = 0;
                     e.patient_prev = hex::encode([0u8; 32]);
                     let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
-                    leaves.push(self.put_entry(&e, &commitment)?);
+                    block.push(&e).or_else(abort)?;
+                    leaves.push(keyring::leaf_hash(&commitment));
                 }
             }
             index += 1;
+        }
+        if !leaves.is_empty() {
+            self.events.insert(&first.to_be_bytes(), block.bytes)?;
         }
         for (p, (seq, commitment)) in heads {
             let mut head = Vec::with_capacity(40);
@@ -493,13 +557,6 @@ impl LogTx<'_> {
         }
         self.meta.insert(b"size", &index.to_be_bytes()[..])?;
         Ok(first)
-    }
-
-    /// Writes one entry (its `seq` set); returns its leaf.
-    fn put_entry(&self, e: &Event, commitment: &Hash) -> TxResult<Hash> {
-        self.events
-            .insert(&e.seq.to_be_bytes(), encode_json(e).or_else(abort)?)?;
-        Ok(keyring::leaf_hash(commitment))
     }
 }
 
@@ -1332,9 +1389,24 @@ impl PrivateStore for SledStore {
 
     async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>> {
         let mut out = Vec::new();
-        for item in self.events.range(from.to_be_bytes()..).take(limit) {
+        if limit == 0 {
+            return Ok(out);
+        }
+        // From the block that holds `from`.
+        let start = match self.events.range(..=from.to_be_bytes()).next_back() {
+            Some(item) => item?.0,
+            None => sled::IVec::from(&from.to_be_bytes()[..]),
+        };
+        for item in self.events.range(start..) {
             let (_, v) = item?;
-            out.push(decode_json(&v, "event")?);
+            for e in EventBlock::decode(&v)? {
+                if e.seq >= from {
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         Ok(out)
     }

@@ -1594,6 +1594,23 @@ pub async fn conformance_event_batches(store: &dyn PrivateStore) {
     assert_eq!(stored[7].patient.as_deref(), Some("p1"));
     assert_eq!(stored[7].patient_seq, 5);
     assert_eq!(stored[8].patient_seq, 6);
+    // Reading from the middle of a batch, and paging across batches.
+    let page = store.events(300, 10).await.unwrap();
+    assert_eq!(page, stored[300..310]);
+    let mut seen = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = store.events(from, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        seen.extend(page);
+    }
+    assert_eq!(seen, stored);
+    assert!(store
+        .events(stored.len() as u64, 5)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// What [`persistence_sharing_write`] stored, for [`persistence_sharing_check`].
