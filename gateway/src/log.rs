@@ -737,12 +737,16 @@ fn lock(queue: &std::sync::Mutex<Vec<Waiting>>) -> std::sync::MutexGuard<'_, Vec
     queue.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Writes the queue in batches until it is empty, holding the writer's turn.
+/// Writes the queue in batches until it is empty, holding the writer's turn. A batch is
+/// answered once a flush that started after its transaction returns. The next batch's
+/// transaction runs while that flush does, but waits for it before flushing itself, so
+/// one batch at most is written ahead of the disk and batches do not splinter.
 async fn drain(
     store: Arc<dyn PrivateStore>,
     queue: Arc<std::sync::Mutex<Vec<Waiting>>>,
-    turn: tokio::sync::OwnedMutexGuard<()>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 ) {
+    let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let batch: Vec<Waiting> = {
             let mut q = lock(&queue);
@@ -750,23 +754,39 @@ async fn drain(
             q.drain(..n).collect()
         };
         if batch.is_empty() {
-            return;
+            break;
         }
         let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
-        let written = match store.append_events(events).await {
-            Ok(first) => store.flush().await.map(|()| first),
-            Err(e) => Err(e),
-        };
-        if lock(&queue).is_empty() {
-            // Let go of the store before the callers hear back, so one that closes it next
-            // finds it free.
-            drop(store);
-            drop(turn);
-            answer(waiters, &written);
-            return;
+        let written = store.append_events(events).await;
+        if let Some(previous) = flushing.take() {
+            // Its task answers its callers; a panic there is already reported.
+            let _ = previous.await;
         }
-        answer(waiters, &written);
+        match written {
+            Ok(first) => {
+                flushing = Some(tokio::spawn(durable(Arc::clone(&store), first, waiters)));
+            }
+            Err(e) => answer(waiters, &Err(e)),
+        }
     }
+    drop(store);
+    if let Some(last) = flushing {
+        let _ = last.await;
+    }
+}
+
+/// Flushes (the store shares one flush among concurrent callers) and answers a written
+/// batch.
+async fn durable(
+    store: Arc<dyn PrivateStore>,
+    first: u64,
+    waiters: Vec<oneshot::Sender<std::result::Result<u64, String>>>,
+) {
+    let written = store.flush().await.map(|()| first);
+    // Let go of the store before the callers hear back, so one that closes it next finds
+    // it free.
+    drop(store);
+    answer(waiters, &written);
 }
 
 fn answer(waiters: Vec<oneshot::Sender<std::result::Result<u64, String>>>, written: &Result<u64>) {
