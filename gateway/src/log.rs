@@ -16,7 +16,8 @@
 //! - Every other entry (reads, sharing, grants, expiry, ...) goes through the
 //!   [`Appender`], a group commit: concurrent callers queue their entries, one of them
 //!   writes everything queued in one `append_events` transaction and one flush, and each
-//!   caller is answered once its batch is durable.
+//!   caller is answered once its batch is durable. The next batch's transaction overlaps
+//!   the previous batch's flush (one batch ahead of the disk at most).
 //! - Both paths take the log size inside their transaction, and sled serializes
 //!   transactions that touch the same key, so indices stay dense and gap-free whichever
 //!   path an entry took; a patient's chain runs across both.
@@ -682,7 +683,9 @@ type Waiting = (Event, oneshot::Sender<std::result::Result<u64, String>>);
 
 /// Group commit for log entries (see the module docs): callers queue entries; whoever
 /// takes the writer's turn writes every queued entry in one transaction and one flush and
-/// answers each caller once its batch is durable.
+/// answers each caller once its batch is durable. The writing runs in a task of its own,
+/// so a caller that goes away mid-batch strands nobody; the store is released before the
+/// last caller hears back.
 pub struct Appender {
     store: Arc<dyn PrivateStore>,
     /// Entries not yet taken by a writer.

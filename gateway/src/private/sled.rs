@@ -377,7 +377,9 @@ impl SledStore {
             .range(tile_key(level, lo / width)..=tile_key(level, (hi - 1) / width))
         {
             let (k, v) = item?;
-            let start = read_u64(k.get(1..).unwrap_or_default())? * width;
+            let start = read_u64(k.get(1..).unwrap_or_default())?
+                .checked_mul(width)
+                .ok_or_else(|| Error::Corrupt("log tile key".into()))?;
             if start > next || v.len() % 32 != 0 {
                 break;
             }
