@@ -638,14 +638,14 @@ async fn log_checkpoint(State(st): State<ApiState>) -> ApiResult<Json<Checkpoint
     Ok(Json(CheckpointAnswer { size, note }))
 }
 
-async fn leaves(engine: &Engine, size: u64) -> Result<Vec<keyring::Hash>> {
+async fn check_size(engine: &Engine, size: u64) -> Result<()> {
     let have = engine.private.log_size().await?;
     if size == 0 || size > have {
         return Err(Error::InvalidArgument(format!(
             "tree size {size} is not in 1..={have}"
         )));
     }
-    engine.private.log_leaves(0, size).await
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/log/proofs/inclusion", tag = "log", params(InclusionQuery),
@@ -654,8 +654,15 @@ async fn log_inclusion(
     State(st): State<ApiState>,
     Query(q): Query<InclusionQuery>,
 ) -> ApiResult<Json<ProofAnswer>> {
-    let leaves = leaves(&st.0.engine, q.size).await?;
-    let proof = keyring::InclusionProof::generate(&leaves, q.index)?;
+    check_size(&st.0.engine, q.size).await?;
+    if q.index >= q.size {
+        return Err(Error::InvalidArgument(format!(
+            "index {} is not below size {}",
+            q.index, q.size
+        ))
+        .into());
+    }
+    let proof = crate::log::inclusion_proof(&*st.0.engine.private, q.index, q.size).await?;
     Ok(Json(ProofAnswer {
         hashes: proof.hashes().map(hex::encode).collect(),
     }))
@@ -667,8 +674,11 @@ async fn log_consistency(
     State(st): State<ApiState>,
     Query(q): Query<ConsistencyQuery>,
 ) -> ApiResult<Json<ProofAnswer>> {
-    let leaves = leaves(&st.0.engine, q.to).await?;
-    let proof = keyring::ConsistencyProof::generate(&leaves, q.from, q.to)?;
+    check_size(&st.0.engine, q.to).await?;
+    if q.from > q.to {
+        return Err(Error::InvalidArgument(format!("from {} is above to {}", q.from, q.to)).into());
+    }
+    let proof = crate::log::consistency_proof(&*st.0.engine.private, q.from, q.to).await?;
     Ok(Json(ProofAnswer {
         hashes: proof.hashes().map(hex::encode).collect(),
     }))
@@ -1108,7 +1118,6 @@ pub async fn entries_for(engine: &Engine, patient: &str) -> Result<EntriesAnswer
         .await?
         .pop()
         .ok_or_else(|| Error::NotFound("no checkpoint published yet".into()))?;
-    let leaves = engine.private.log_leaves(0, tree_size).await?;
     let mut entries = Vec::new();
     let mut from = 0;
     while from < tree_size {
@@ -1119,7 +1128,7 @@ pub async fn entries_for(engine: &Engine, patient: &str) -> Result<EntriesAnswer
             if event.seq >= tree_size || event.patient.as_deref() != Some(patient) {
                 continue;
             }
-            let proof = keyring::InclusionProof::generate(&leaves, event.seq)?;
+            let proof = crate::log::inclusion_proof(&*engine.private, event.seq, tree_size).await?;
             entries.push(EntryWithProof {
                 proof: proof.hashes().map(hex::encode).collect(),
                 event,

@@ -207,6 +207,8 @@ pub struct Engine {
     pub(crate) index_dirty: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Buckets mounted from peers (set once at start by the server; see [`crate::remote`]).
     pub remote: std::sync::OnceLock<Arc<crate::remote::Remote>>,
+    /// Group commit of the log entries that are not writes (see `log`).
+    pub(crate) appender: crate::log::Appender,
 }
 
 impl Engine {
@@ -219,6 +221,7 @@ impl Engine {
         let institution_recipient = institution.recipient();
         Engine {
             public,
+            appender: crate::log::Appender::new(Arc::clone(&private)),
             private,
             institution,
             institution_recipient,
@@ -239,47 +242,19 @@ impl Engine {
         remote.mount(bucket).map(|m| (Arc::clone(remote), m))
     }
 
-    /// Logs a committed write with the object root of its manifest (callers flush).
-    pub(crate) async fn log_write(
-        &self,
-        kind: &str,
-        bucket: &str,
-        key: &str,
-        m: &Manifest,
-    ) -> Result<()> {
-        self.log(crate::private::Event {
-            kind: kind.into(),
-            actor: "s3".into(),
-            patient: m.patient.clone(),
-            bucket: Some(bucket.into()),
-            key: Some(key.into()),
-            root: Some(hex::encode(crate::log::manifest_root(m))),
-            detail: format!("{} bytes, etag {}", m.size, m.etag),
-            ..Default::default()
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Removes an object and logs it. The caller flushes (a batch delete flushes once).
+    /// Removes an object and logs it in the same transaction. The caller flushes (a batch
+    /// delete flushes once).
     ///
     /// # Errors
     /// Store failures.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
         // A backup holds off until the manifest and its log entry are both written.
         let _hold = self.private.hold_writes().await;
-        let removed = self.private.delete_object(bucket, key).await?;
-        if let Some(m) = &removed {
-            self.log(crate::private::Event {
-                kind: "delete".into(),
-                actor: "s3".into(),
-                patient: m.patient.clone(),
-                bucket: Some(bucket.into()),
-                key: Some(key.into()),
-                ..Default::default()
-            })
+        let entry = crate::log::write_entry("delete", bucket, key, None);
+        let (removed, _) = self
+            .private
+            .delete_object_logged(bucket, key, entry)
             .await?;
-        }
         self.patient_changed(removed.as_ref());
         Ok(removed)
     }
@@ -363,15 +338,14 @@ impl Engine {
         };
         // A backup holds off until the manifest and its log entry are both written.
         let _hold = self.private.hold_writes().await;
-        match self.private.commit_put(commit).await {
-            Ok(old) => self.patient_changed(old.as_ref()),
+        let entry = crate::log::write_entry("put", &req_bucket, &req_key, Some(&manifest));
+        match self.private.commit_put_logged(commit, entry).await {
+            Ok((old, _)) => self.patient_changed(old.as_ref()),
             Err(e) => {
                 self.forget_blob(blob).await;
                 return Err(e);
             }
         }
-        self.log_write("put", &req_bucket, &req_key, &manifest)
-            .await?;
         self.private.flush().await?;
         self.patient_changed(Some(&manifest));
         Ok(manifest)
@@ -660,18 +634,20 @@ impl Engine {
         manifest.validate()?;
         // A backup holds off until the manifest and its log entry are both written.
         let _hold = self.private.hold_writes().await;
-        let old = self
+        let (old, _) = self
             .private
-            .commit_put(PutCommit {
-                bucket: upload.bucket,
-                key: upload.key,
-                manifest: manifest.clone(),
-                stanzas,
-                precondition,
-                upload: Some(id.to_string()),
-            })
+            .commit_put_logged(
+                PutCommit {
+                    bucket: upload.bucket,
+                    key: upload.key,
+                    manifest: manifest.clone(),
+                    stanzas,
+                    precondition,
+                    upload: Some(id.to_string()),
+                },
+                crate::log::write_entry("put", bucket, key, Some(&manifest)),
+            )
             .await?;
-        self.log_write("put", bucket, key, &manifest).await?;
         self.private.flush().await?;
         self.patient_changed(old.as_ref());
         self.patient_changed(Some(&manifest));
@@ -744,18 +720,20 @@ impl Engine {
         }
         // A backup holds off until the manifest and its log entry are both written.
         let _hold = self.private.hold_writes().await;
-        let old = self
+        let (old, _) = self
             .private
-            .commit_put(PutCommit {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                manifest: manifest.clone(),
-                stanzas: Vec::new(),
-                precondition: Precondition::None,
-                upload: None,
-            })
+            .commit_put_logged(
+                PutCommit {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    manifest: manifest.clone(),
+                    stanzas: Vec::new(),
+                    precondition: Precondition::None,
+                    upload: None,
+                },
+                crate::log::write_entry("copy", bucket, key, Some(&manifest)),
+            )
             .await?;
-        self.log_write("copy", bucket, key, &manifest).await?;
         self.private.flush().await?;
         self.patient_changed(old.as_ref());
         self.patient_changed(Some(&manifest));

@@ -80,6 +80,13 @@ fn timestamp(ms: u64) -> Timestamp {
         .unwrap_or_default()
 }
 
+/// Who a read is logged as: the access key that signed it.
+fn reader(credentials: &Option<s3s::auth::Credentials>) -> String {
+    credentials
+        .as_ref()
+        .map_or_else(|| "anonymous".into(), |c| c.access_key.clone())
+}
+
 fn etag(quoted: &str) -> ETag {
     ETag::Strong(quoted.trim_matches('"').to_string())
 }
@@ -260,6 +267,7 @@ impl S3 for Front {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let actor = reader(&req.credentials);
         let input = req.input;
         let (m, shared) = self.read_target(&input.bucket, &input.key).await?;
         check_read_conditions(
@@ -296,6 +304,17 @@ impl S3 for Front {
                 }
             }
         };
+        // Logged (and durable) before any header goes out.
+        self.engine
+            .log_read(
+                &input.bucket,
+                &input.key,
+                &m,
+                &actor,
+                format!("GET bytes {}..{} of {}", range.start, range.end, m.size),
+            )
+            .await
+            .map_err(to_s3_error)?;
         let len = range.end - range.start;
         // Whole-object checksums describe whole objects only.
         let sums = content_range.is_none() && checksum_mode_enabled(&input.checksum_mode);
@@ -336,6 +355,7 @@ impl S3 for Front {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let actor = reader(&req.credentials);
         let input = req.input;
         let (m, _) = self.read_target(&input.bucket, &input.key).await?;
         check_read_conditions(
@@ -345,6 +365,10 @@ impl S3 for Front {
             &input.if_modified_since,
             &input.if_unmodified_since,
         )?;
+        self.engine
+            .log_read(&input.bucket, &input.key, &m, &actor, "HEAD".into())
+            .await
+            .map_err(to_s3_error)?;
         let sums = checksum_mode_enabled(&input.checksum_mode);
         Ok(S3Response::new(HeadObjectOutput {
             checksum_crc32: stored_checksum(&m, sums, "CRC32"),

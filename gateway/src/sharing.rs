@@ -568,10 +568,11 @@ impl Engine {
         Err(Error::NoStanza(dek.to_hex()))
     }
 
-    /// Appends an event with the current time.
+    /// Appends an event with the current time; returns once it is durable (group commit,
+    /// see `log::Appender`).
     pub(crate) async fn log(&self, mut event: Event) -> Result<u64> {
         event.time_ms = now_ms();
-        self.private.append_event(event).await
+        self.appender.append(event).await
     }
 }
 

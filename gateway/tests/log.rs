@@ -210,18 +210,22 @@ async fn a_deleted_log_entry_is_named() {
 async fn a_rewritten_log_is_named() {
     // A fork of the same size: entry 1 edited and its leaf recomputed to match.
     let env = populated().await;
+    let mut e = env.store().events(1, 1).await.unwrap().remove(0);
     {
         let db = env.raw();
+        // Entry 1 was written alone, so its row holds only it; a row of one JSON event is
+        // still read. Level-0 tile 0 holds the leaves.
         let events = db.open_tree("events").unwrap();
-        let leaves = db.open_tree("log_leaves").unwrap();
-        let mut e: gateway::private::Event =
-            serde_json::from_slice(&events.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        let tiles = db.open_tree("log_tiles").unwrap();
+        let tile0 = [0u8; 9];
         e.detail = "nothing happened here".into();
         let leaf = keyring::leaf_hash(&gateway::log::commitment_of(&e).unwrap());
         events
             .insert(1u64.to_be_bytes(), serde_json::to_vec(&e).unwrap())
             .unwrap();
-        leaves.insert(1u64.to_be_bytes(), &leaf[..]).unwrap();
+        let mut row = tiles.get(tile0).unwrap().unwrap().to_vec();
+        row[32..64].copy_from_slice(&leaf);
+        tiles.insert(tile0, row).unwrap();
         db.flush().unwrap();
     }
     let r = env.verify(false).await;
@@ -280,6 +284,221 @@ async fn patient_chains_link_each_patients_entries() {
         events[2].patient_prev,
         hex::encode(gateway::log::commitment_of(&events[0]).unwrap())
     );
+    drop(store);
+    assert_clean(&env.verify(false).await);
+}
+
+fn read_event(i: usize) -> gateway::private::Event {
+    gateway::private::Event {
+        kind: "read".into(),
+        actor: "t".into(),
+        patient: Some(format!("p{}", i % 5)),
+        time_ms: i as u64,
+        ..Default::default()
+    }
+}
+
+/// Appends `n` entries in batches of varying size; returns the leaves.
+async fn grow(store: &SledStore, n: usize) -> Vec<keyring::Hash> {
+    let mut done = store.log_size().await.unwrap() as usize;
+    let target = done + n;
+    let mut step = 1;
+    while done < target {
+        let k = step.min(target - done);
+        store
+            .append_events((done..done + k).map(read_event).collect())
+            .await
+            .unwrap();
+        done += k;
+        step = step * 3 % 1000 + 1;
+    }
+    store.log_leaves(0, target as u64).await.unwrap()
+}
+
+/// Roots, inclusion and consistency proofs from the stored subtree hashes equal the ones
+/// computed from every leaf, for every size up to 520, sizes up to 1100 and sizes around the 65 536
+/// boundary (the second tile level); so do the tiles a publication writes.
+#[tokio::test]
+async fn stored_proofs_and_tiles_equal_naive_ones() {
+    use gateway::log::{consistency_proof, inclusion_proof, tiles_between, tree_root};
+    use keyring::merkle::ConsistencyProof;
+    use keyring::InclusionProof;
+    let env = Env::new();
+    let store = env.store();
+    let leaves = grow(&store, 1100).await;
+    for n in (1..=520u64).chain((521..=1100).step_by(23)) {
+        let l = &leaves[..n as usize];
+        assert_eq!(
+            tree_root(&*store, n).await.unwrap(),
+            keyring::root(l),
+            "{n}"
+        );
+        for i in [0, n / 3, n / 2, n - 1, (n * 7919) % n] {
+            assert_eq!(
+                inclusion_proof(&*store, i, n).await.unwrap(),
+                InclusionProof::generate(l, i).unwrap(),
+                "inclusion {i} of {n}"
+            );
+        }
+        for m in [0, 1, n / 3, n / 2, n - 1, n, (n * 104729) % n] {
+            let m = m.min(n);
+            assert_eq!(
+                consistency_proof(&*store, m, n).await.unwrap(),
+                ConsistencyProof::generate(&leaves, m, n).unwrap(),
+                "consistency {m} to {n}"
+            );
+        }
+        for old in [
+            0,
+            n - 1,
+            n / 2,
+            n.saturating_sub(256),
+            n.saturating_sub(300),
+        ] {
+            assert_eq!(
+                tiles_between(&*store, old, n).await.unwrap(),
+                keyring::tiles_for(&leaves, old, n).unwrap(),
+                "tiles {old} to {n}"
+            );
+        }
+    }
+    // Past the end of the log, or an index past the size: refused.
+    assert!(tree_root(&*store, 1101).await.is_err());
+    assert!(inclusion_proof(&*store, 5, 5).await.is_err());
+    assert!(consistency_proof(&*store, 6, 5).await.is_err());
+
+    let leaves = grow(&store, 66_000).await;
+    for n in [65_535u64, 65_536, 65_537, 65_792, 67_100] {
+        let l = &leaves[..n as usize];
+        assert_eq!(tree_root(&*store, n).await.unwrap(), keyring::root(l));
+        for i in [0, 1, 300, 65_534, n - 1] {
+            assert_eq!(
+                inclusion_proof(&*store, i, n).await.unwrap(),
+                InclusionProof::generate(l, i).unwrap()
+            );
+        }
+        for m in [1, 256, 1100, 65_535, 65_536, n - 1] {
+            let m = m.min(n);
+            assert_eq!(
+                consistency_proof(&*store, m, n).await.unwrap(),
+                ConsistencyProof::generate(&leaves, m, n).unwrap()
+            );
+        }
+        assert_eq!(
+            tiles_between(&*store, 1100, n).await.unwrap(),
+            keyring::tiles_for(&leaves, 1100, n).unwrap()
+        );
+    }
+}
+
+/// A store whose log kept one row per leaf (before tiles) is converted at open.
+#[tokio::test]
+async fn a_log_of_leaf_rows_is_converted_to_tiles() {
+    let env = Env::new();
+    let leaves = {
+        let store = env.store();
+        grow(&store, 777).await
+    };
+    {
+        let db = env.raw();
+        db.drop_tree("log_tiles").unwrap();
+        db.open_tree("log_meta").unwrap().remove("tiles").unwrap();
+        let rows = db.open_tree("log_leaves").unwrap();
+        for (i, leaf) in leaves.iter().enumerate() {
+            rows.insert((i as u64).to_be_bytes(), &leaf[..]).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = env.store();
+    assert_eq!(store.log_leaves(0, 777).await.unwrap(), leaves);
+    assert_eq!(
+        gateway::log::tree_root(&*store, 777).await.unwrap(),
+        keyring::root(&leaves)
+    );
+    grow(&store, 300).await;
+    drop(store);
+    assert_clean(&env.verify(false).await);
+    assert!(!env
+        .raw()
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == b"log_leaves"));
+}
+
+/// A tampered stored tile above the leaves (which proofs would be served from) is named.
+#[tokio::test]
+async fn an_edited_tile_is_named() {
+    let env = Env::new();
+    {
+        let store = env.store();
+        grow(&store, 600).await;
+    }
+    assert_clean(&env.verify(false).await);
+    {
+        let db = env.raw();
+        let tiles = db.open_tree("log_tiles").unwrap();
+        let mut k = vec![1u8];
+        k.extend_from_slice(&0u64.to_be_bytes());
+        let mut row = tiles.get(&k).unwrap().unwrap().to_vec();
+        row[40] ^= 1;
+        tiles.insert(k, row).unwrap();
+        db.flush().unwrap();
+    }
+    assert_named(
+        &env.verify(false).await,
+        "log subtree 8/1: stored hash differs",
+    );
+}
+
+/// Concurrent writes (logged in their commits) and reads (through the group-commit
+/// appender) from many tasks: every entry gets its own dense index, each patient's chain
+/// holds, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_and_reads_keep_the_log_dense() {
+    let env = Env::new();
+    let store = env.store();
+    store.create_bucket("b", 1).await.unwrap();
+    let engine = Arc::new(env.engine(&store));
+    let m = put(&engine, "seed", b"seed").await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let engine = Arc::clone(&engine);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                put(&engine, &format!("k{t}-{i}"), b"x").await;
+            }
+            Vec::new()
+        }));
+    }
+    for t in 0..48 {
+        let (engine, m) = (Arc::clone(&engine), m.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..20 {
+                got.push(
+                    engine
+                        .log_read("b", "seed", &m, &format!("reader{t}"), format!("{i}"))
+                        .await
+                        .unwrap(),
+                );
+            }
+            got
+        }));
+    }
+    let mut indices = Vec::new();
+    for t in tasks {
+        indices.extend(t.await.unwrap());
+    }
+    indices.sort();
+    indices.dedup();
+    assert_eq!(indices.len(), 48 * 20);
+    assert_eq!(store.log_size().await.unwrap(), 1 + 80 + 960);
+    let events = store.events(0, 2000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "read").count(), 960);
+    for i in indices {
+        assert_eq!(events[i as usize].kind, "read");
+    }
+    drop(engine);
     drop(store);
     assert_clean(&env.verify(false).await);
 }

@@ -40,6 +40,7 @@ on_sled!(
     conformance_decide_race,
     conformance_stanzas,
     conformance_events,
+    conformance_event_batches,
 );
 
 #[tokio::test]

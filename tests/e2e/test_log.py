@@ -1,11 +1,15 @@
-"""The transparency log end to end: S3 and sharing activity produce entries, the
-gateway publishes a signed checkpoint and tiles under v1/log/, and `medgate verify`
-passes, then names a flipped blob byte (--deep) and a replaced checkpoint."""
+"""The transparency log end to end: S3 and sharing activity produce entries (reads
+included, logged before the response), the gateway publishes a signed checkpoint and
+tiles under v1/log/, and `medgate verify` passes, then names a flipped blob byte (--deep)
+and a replaced checkpoint."""
 
 from __future__ import annotations
 
 import os
 import time
+
+import pytest
+from botocore.exceptions import ClientError
 
 from support import MIB, client_for
 
@@ -60,4 +64,42 @@ def test_verify_passes_then_names_tampering(gateway):
     assert rc != 0 and "published checkpoint: signature does not verify" in out, out + err
     checkpoint.write_text(text)
     rc, out, err = verify(gw, "--deep")
+    assert rc == 0, out + err
+
+
+def events(gw):
+    cp = gw.run_cli("share", "events", "--data-dir", str(gw.data_dir))
+    assert cp.returncode == 0, cp.stderr.decode(errors="replace")
+    # seq, time, kind, actor[ bucket/key], detail
+    return [line.split("\t") for line in cp.stdout.decode().splitlines()]
+
+
+def test_reads_are_logged(gateway):
+    """GetObject and HeadObject append a read entry, durable before the response: each
+    one is in the log as soon as the client has its answer; a failed read logs nothing."""
+    gw = gateway
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="readlog")
+    s3.put_object(Bucket="readlog", Key="r", Body=b"0123456789")
+    ours = lambda: [e for e in events(gw) if e[3].endswith(" readlog/r")]  # noqa: E731
+    assert [e[2] for e in ours()] == ["put"]
+
+    assert s3.get_object(Bucket="readlog", Key="r", Range="bytes=2-4")["Body"].read() == b"234"
+    got = ours()
+    assert [e[2] for e in got] == ["put", "read"], got
+    assert got[1][3] == f"{gw.access_key_id} readlog/r" and got[1][4] == "GET bytes 2..5 of 10"
+
+    s3.head_object(Bucket="readlog", Key="r")
+    assert s3.get_object(Bucket="readlog", Key="r")["Body"].read() == b"0123456789"
+    got = ours()
+    assert [(e[2], e[4]) for e in got[1:]] == [
+        ("read", "GET bytes 2..5 of 10"), ("read", "HEAD"), ("read", "GET bytes 0..10 of 10")]
+    seqs = [int(e[0]) for e in events(gw)]
+    assert seqs == list(range(len(seqs))), "dense indices"
+
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket="readlog", Key="missing")
+    assert not [e for e in events(gw) if e[3].endswith(" readlog/missing")]
+
+    rc, out, err = verify(gw)
     assert rc == 0, out + err

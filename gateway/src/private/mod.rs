@@ -12,6 +12,11 @@
 //!   durable once [`PrivateStore::flush`] returns; callers flush before they answer.
 //! - Blobs are never deleted here; a blob whose reference count drops to zero is
 //!   recorded as an orphan for `gc`.
+//! - The transparency log is dense: every append, whether a batch of
+//!   [`PrivateStore::append_events`] or the entry of a logged commit
+//!   ([`PrivateStore::commit_put_logged`], [`PrivateStore::delete_object_logged`]), takes
+//!   the next indices with no gap, in the transaction that writes the entries and the
+//!   Merkle tree hashes they change ([`PrivateStore::log_hashes`]).
 
 pub mod sled;
 
@@ -282,8 +287,26 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// writes the manifest and stanzas, and releases the old version's references.
     /// Returns the manifest it replaced.
     async fn commit_put(&self, commit: PutCommit) -> Result<Option<Manifest>>;
+    /// [`PrivateStore::commit_put`] that appends `entry` to the log in the same
+    /// transaction (as [`PrivateStore::append_events`] would), so a crash never leaves a
+    /// committed write without its log entry. Returns the replaced manifest and the
+    /// entry's index.
+    async fn commit_put_logged(
+        &self,
+        commit: PutCommit,
+        entry: Event,
+    ) -> Result<(Option<Manifest>, u64)>;
     /// Removes an object, releasing its blob and DEK references. Returns what it removed.
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>>;
+    /// [`PrivateStore::delete_object`] that, if it removed an object, appends `entry` in
+    /// the same transaction, its `patient` set to the removed manifest's. Returns what it
+    /// removed and the entry's index.
+    async fn delete_object_logged(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: Event,
+    ) -> Result<(Option<Manifest>, Option<u64>)>;
     /// The stanzas of a DEK.
     async fn stanzas(&self, dek: DekId) -> Result<Vec<WrappedKey>>;
 
@@ -347,15 +370,28 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// whose tag is the institution's or the patient's). Returns how many went.
     async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize>;
 
-    /// Appends an event to the log in one transaction: it gets the next dense index
-    /// (its `seq`), a random salt, the patient's next sequence number and previous
-    /// commitment, and its Merkle leaf (the leaf hash of its salted commitment, see
-    /// `keyring::logentry`). Returns the index.
-    async fn append_event(&self, event: Event) -> Result<u64>;
+    /// Appends events to the log, in order, in one transaction: each gets the next dense
+    /// index (its `seq`), a fresh random 32-byte salt, its patient's next sequence number
+    /// and previous commitment (an earlier event of the same batch counts), and its
+    /// Merkle leaf (the leaf hash of its salted commitment, see `keyring::logentry`); the
+    /// tree hashes the batch changes are stored with them. Returns
+    /// the index of the first (the log size if `events` is empty). Durable once
+    /// [`PrivateStore::flush`] returns.
+    async fn append_events(&self, events: Vec<Event>) -> Result<u64>;
+    /// [`PrivateStore::append_events`] of one event.
+    async fn append_event(&self, event: Event) -> Result<u64> {
+        self.append_events(vec![event]).await
+    }
     /// The number of entries in the log.
     async fn log_size(&self) -> Result<u64>;
     /// Merkle leaves `from..to` of the log.
     async fn log_leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>>;
+    /// Roots of the perfect subtrees of height `height` (`2^height` leaves each) with
+    /// indices `from..to`: subtree `i` covers leaves `i·2^height..(i+1)·2^height`. Height 0
+    /// gives leaves. Only complete subtrees exist, so `to` is at most
+    /// `log_size >> height`; a missing hash is `Corrupt`. Served from stored hashes, not
+    /// by hashing the leaves: proofs use it for O(log n) reads.
+    async fn log_hashes(&self, height: u8, from: u64, to: u64) -> Result<Vec<Hash>>;
     /// Records a checkpoint this gateway published (signed note text), by tree size.
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()>;
     /// Every checkpoint published, by size.

@@ -20,6 +20,20 @@
 //! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
 //! | `part_blobs`  | blob id (16)                          | upload id                     |
 //! | `backup_meta` | `last_backup_ms`                      | last backup, unix ms (u64 BE) |
+//! | `events`      | first log index (u64 BE)              | [`EventBlock`] encoding       |
+//! | `log_tiles`   | tile level (u8) ‖ tile index (u64 BE) | its hashes (32 each, ≤ 256)   |
+//! | `log_meta`    | `size`; `tiles`                       | log size (u64 BE); 0x01       |
+//! | `patient_heads`| patient id                           | seq (u64 BE) ‖ commitment (32)|
+//! | `checkpoints` | tree size (u64 BE)                    | signed note text              |
+//!
+//! `log_tiles` holds the log's Merkle tree as C2SP tlog-tiles (`keyring::tiles`): tile `N`
+//! of level `L` holds the roots of the complete subtrees of `256^L` leaves
+//! `N·256..N·256 + width` (level 0: the leaves), the rightmost tile of each level partial.
+//! An append rewrites only the tiles it changes (`tiles_for_append`), in its own
+//! transaction, so a batch costs a few row writes beside one row per entry; any complete
+//! subtree root is one row read and at most 127 hashes, so a proof is O(log n) reads.
+//! `log_meta/tiles` marks a store in this layout; an older one (a `log_leaves` row per
+//! leaf) is converted at open.
 //!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
@@ -27,6 +41,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
+use keyring::tiles::TileId;
 use keyring::{BlobId, DekId, Hash, Manifest, WrappedKey};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -58,7 +73,7 @@ pub struct SledStore {
     requests: sled::Tree,
     grants: sled::Tree,
     events: sled::Tree,
-    log_leaves: sled::Tree,
+    log_tiles: sled::Tree,
     log_meta: sled::Tree,
     patient_heads: sled::Tree,
     checkpoints: sled::Tree,
@@ -302,7 +317,7 @@ impl SledStore {
                 sled::Error::Io(io) => Error::Io(io),
                 other => Error::Private(other),
             })?;
-        Ok(SledStore {
+        SledStore {
             buckets: db.open_tree("buckets")?,
             objects: db.open_tree("objects")?,
             leaves: db.open_tree("leaves")?,
@@ -319,7 +334,7 @@ impl SledStore {
             requests: db.open_tree("requests")?,
             grants: db.open_tree("grants")?,
             events: db.open_tree("events")?,
-            log_leaves: db.open_tree("log_leaves")?,
+            log_tiles: db.open_tree("log_tiles")?,
             log_meta: db.open_tree("log_meta")?,
             patient_heads: db.open_tree("patient_heads")?,
             checkpoints: db.open_tree("checkpoints")?,
@@ -329,7 +344,451 @@ impl SledStore {
             gate: tokio::sync::RwLock::new(()),
             ops_gate: std::sync::Arc::new(tokio::sync::RwLock::new(())),
             db,
-        })
+        }
+        .with_log_tiles()
+    }
+
+    /// Converts a log of one `log_leaves` row per leaf (before tiles) to `log_tiles`.
+    fn with_log_tiles(self) -> Result<Self> {
+        if self.log_meta.get(TILES_MARK)?.is_some() {
+            return Ok(self);
+        }
+        let old = self.db.open_tree("log_leaves")?;
+        let mut leaves = Vec::new();
+        for item in old.iter() {
+            let (_, v) = item?;
+            leaves.push(to_hash(&v, "log leaf")?);
+        }
+        let mut batch = sled::Batch::default();
+        for (path, bytes) in keyring::tiles::tiles_for(&leaves, 0, leaves.len() as u64)? {
+            let id = TileId::parse_path(&path)?;
+            batch.insert(&tile_key(id.level, id.index)[..], bytes);
+        }
+        self.log_tiles.apply_batch(batch)?;
+        self.log_meta.insert(TILES_MARK, &[1u8][..])?;
+        self.db.flush()?;
+        drop(old);
+        self.db.drop_tree("log_leaves")?;
+        self.db.flush()?;
+        Ok(self)
+    }
+
+    /// Hashes `lo..hi` of tile level `level` (subtree roots of `256^level` leaves).
+    fn tile_hashes(&self, level: u8, lo: u64, hi: u64) -> Result<Vec<Hash>> {
+        let width = keyring::tiles::TILE_WIDTH;
+        let mut out = Vec::with_capacity(hi.saturating_sub(lo) as usize);
+        if hi <= lo {
+            return Ok(out);
+        }
+        let mut next = lo;
+        for item in self
+            .log_tiles
+            .range(tile_key(level, lo / width)..=tile_key(level, (hi - 1) / width))
+        {
+            let (k, v) = item?;
+            let start = read_u64(k.get(1..).unwrap_or_default())?
+                .checked_mul(width)
+                .ok_or_else(|| Error::Corrupt("log tile key".into()))?;
+            if start > next || v.len() % 32 != 0 {
+                break;
+            }
+            let end = (start + v.len() as u64 / 32).min(hi);
+            for j in next..end {
+                // Invariant: start <= j < start + v.len() / 32.
+                let at = ((j - start) * 32) as usize;
+                out.push(to_hash(&v[at..at + 32], "log tile")?);
+            }
+            next = next.max(end);
+        }
+        if next != hi {
+            return Err(Error::Corrupt(format!(
+                "log tile level {level}: hashes {lo}..{hi} incomplete at {next}"
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// The `log_meta` key marking a log stored as tiles.
+const TILES_MARK: &[u8] = b"tiles";
+
+fn tile_key(level: u8, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn to_hash(v: &[u8], what: &str) -> Result<Hash> {
+    <Hash>::try_from(v).map_err(|_| Error::Corrupt(what.into()))
+}
+
+/// The entries one append wrote, in one row keyed by the first one's index, v1:
+///
+/// | offset | len | field                                      |
+/// |--------|-----|--------------------------------------------|
+/// | 0      | 1   | version = 0x01                             |
+/// | 1      | 4   | entry count n (u32 BE)                     |
+/// | 5      | …   | n × (length l (u32 BE) ‖ JSON [`Event`])   |
+///
+/// A row that starts with `{` is one JSON event (the layout before blocks).
+struct EventBlock {
+    bytes: Vec<u8>,
+}
+
+impl EventBlock {
+    const VERSION: u8 = 1;
+
+    fn start(n: usize) -> EventBlock {
+        let mut bytes = Vec::with_capacity(5 + n * 400);
+        bytes.push(Self::VERSION);
+        // Invariant: a batch is far below 2^32 entries (the appender caps it).
+        bytes.extend_from_slice(&(n as u32).to_be_bytes());
+        EventBlock { bytes }
+    }
+
+    fn push(&mut self, e: &Event) -> Result<()> {
+        let json = encode_json(e)?;
+        let len =
+            u32::try_from(json.len()).map_err(|_| Error::Internal("event too long".into()))?;
+        self.bytes.extend_from_slice(&len.to_be_bytes());
+        self.bytes.extend_from_slice(&json);
+        Ok(())
+    }
+
+    fn decode(v: &[u8]) -> Result<Vec<Event>> {
+        if v.first() == Some(&b'{') {
+            return Ok(vec![decode_json(v, "event")?]);
+        }
+        let bad = || Error::Corrupt("event block".into());
+        let (&version, rest) = v.split_first().ok_or_else(bad)?;
+        if version != Self::VERSION {
+            return Err(bad());
+        }
+        let (n, mut rest) = split_u32(rest).ok_or_else(bad)?;
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let (len, r) = split_u32(rest).ok_or_else(bad)?;
+            let len = len as usize;
+            let json = r.get(..len).ok_or_else(bad)?;
+            out.push(decode_json(json, "event")?);
+            rest = &r[len..];
+        }
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+        Ok(out)
+    }
+}
+
+/// The log's trees, as seen inside one transaction.
+struct LogTx<'a> {
+    events: &'a TransactionalTree,
+    tiles: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+    heads: &'a TransactionalTree,
+}
+
+impl LogTx<'_> {
+    /// Appends `events` (each with its salt) at the end of the log: see
+    /// [`PrivateStore::append_events`]. Returns the first index.
+    fn append(&self, events: &[Event], salts: &[[u8; 32]]) -> TxResult<u64> {
+        let first = match self.meta.get(b"size")? {
+            Some(v) => read_u64(&v).or_else(abort)?,
+            None => 0,
+        };
+        // Patient heads this batch moved, so a patient's second entry chains to its first.
+        let mut heads: std::collections::HashMap<String, (u64, Hash)> = Default::default();
+        let mut index = first;
+        let mut leaves = Vec::with_capacity(events.len());
+        let mut block = EventBlock::start(events.len());
+        for (event, salt) in events.iter().zip(salts) {
+            let mut e = event.clone();
+            e.seq = index;
+            e.salt = hex::encode(salt);
+            match e.patient.clone() {
+                Some(p) => {
+                    let (prev_seq, prev) = match heads.get(&p) {
+                        Some(head) => *head,
+                        None => match self.heads.get(p.as_bytes())? {
+                            Some(v) if v.len() == 40 => (
+                                read_u64(&v).or_else(abort)?,
+                                to_hash(&v[8..], "patient log head").or_else(abort)?,
+                            ),
+                            Some(_) => return abort(Error::Corrupt("patient log head".into())),
+                            None => (0, [0u8; 32]),
+                        },
+                    };
+                    e.patient_seq = prev_seq + 1;
+                    e.patient_prev = hex::encode(prev);
+                    let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
+                    heads.insert(p, (e.patient_seq, commitment));
+                    block.push(&e).or_else(abort)?;
+                    leaves.push(keyring::leaf_hash(&commitment));
+                }
+                None => {
+                    e.patient_seq = 0;
+                    e.patient_prev = hex::encode([0u8; 32]);
+                    let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
+                    block.push(&e).or_else(abort)?;
+                    leaves.push(keyring::leaf_hash(&commitment));
+                }
+            }
+            index += 1;
+        }
+        if !leaves.is_empty() {
+            self.events.insert(&first.to_be_bytes(), block.bytes)?;
+        }
+        for (p, (seq, commitment)) in heads {
+            let mut head = Vec::with_capacity(40);
+            head.extend_from_slice(&seq.to_be_bytes());
+            head.extend_from_slice(&commitment);
+            self.heads.insert(p.as_bytes(), head)?;
+        }
+        // The tiles the new leaves change, from the old edge tiles.
+        let mut failed = None;
+        let changed = keyring::tiles::tiles_for_append(first, &leaves, |id| {
+            match self.tiles.get(tile_key(id.level, id.index)) {
+                Ok(v) => v.map(|v| v.to_vec()),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        for (path, bytes) in changed.map_err(Error::from).or_else(abort)? {
+            let id = TileId::parse_path(&path)
+                .map_err(Error::from)
+                .or_else(abort)?;
+            self.tiles
+                .insert(&tile_key(id.level, id.index)[..], bytes)?;
+        }
+        self.meta.insert(b"size", &index.to_be_bytes()[..])?;
+        Ok(first)
+    }
+}
+
+impl SledStore {
+    /// `commit_put`, appending `entry` to the log in the same transaction if given.
+    async fn commit(
+        &self,
+        commit: PutCommit,
+        entry: Option<Event>,
+    ) -> Result<(Option<Manifest>, Option<u64>)> {
+        let _gate = self.gate.read().await;
+        let salt: [u8; 32] = rand::random();
+        let okey = object_key(&commit.bucket, &commit.key);
+        let encoded = commit.manifest.encode();
+        let dek = commit.manifest.dek_id;
+        let now = crate::now_ms();
+        // The parts of the upload being completed, read before the transaction (sled
+        // transactions cannot scan); a part added concurrently stays pending and gc
+        // reaps it after the grace period.
+        let upload_parts = match &commit.upload {
+            Some(id) => self.parts(id).await?,
+            None => Vec::new(),
+        };
+        let trees = [
+            &self.buckets,
+            &self.objects,
+            &self.blobs,
+            &self.pending,
+            &self.orphans,
+            &self.deks,
+            &self.dek_refs,
+            &self.uploads,
+            &self.parts,
+            &self.part_blobs,
+            &self.events,
+            &self.log_tiles,
+            &self.log_meta,
+            &self.patient_heads,
+        ];
+        trees[..]
+            .transaction(
+                |view| {
+                    let [buckets, objects, blobs, pending, orphans, deks, dek_refs, uploads, parts, part_blobs, events, tiles, meta, heads] =
+                        &view[..]
+                    else {
+                        return abort(Error::Internal("commit: transaction trees".into()));
+                    };
+                    if let Some(id) = &commit.upload {
+                        if uploads.remove(id.as_bytes())?.is_none() {
+                            return abort(Error::NoSuchUpload(id.clone()));
+                        }
+                        for (number, part) in &upload_parts {
+                            parts.remove(part_key(id, *number))?;
+                            part_blobs.remove(&part.blob.0)?;
+                            let used = commit.manifest.parts.iter().any(|p| p.blob == part.blob);
+                            if !used {
+                                orphan_if_pending(pending, orphans, &part.blob, now)?;
+                            }
+                        }
+                    }
+                    let Some(brow) = buckets.get(commit.bucket.as_bytes())? else {
+                        return abort(Error::NoSuchBucket(commit.bucket.clone()));
+                    };
+                    let mut brow = decode_bucket(&brow).or_else(abort)?;
+                    let old = match objects.get(&okey)? {
+                        Some(v) => Some(Manifest::decode(&v).or_else(|_| {
+                            abort(Error::Corrupt(format!(
+                                "manifest of {}/{}",
+                                commit.bucket, commit.key
+                            )))
+                        })?),
+                        None => None,
+                    };
+                    match (&commit.precondition, &old) {
+                        (Precondition::Absent, Some(_)) => return abort(Error::PreconditionFailed),
+                        (Precondition::ETag(want), Some(m)) if *want != m.etag => {
+                            return abort(Error::PreconditionFailed)
+                        }
+                        (Precondition::ETag(_), None) => return abort(Error::PreconditionFailed),
+                        _ => {}
+                    }
+                    for part in &commit.manifest.parts {
+                        let id = part.blob.0;
+                        let refs = match blobs.get(id)? {
+                            Some(v) => read_u64(&v).or_else(abort)?,
+                            None => 0,
+                        };
+                        if refs == 0 {
+                            // A fresh blob must still be pending: if gc reaped it, its bytes
+                            // may be gone and committing would point at a missing blob.
+                            if pending.remove(&id)?.is_none() {
+                                return abort(Error::Reaped);
+                            }
+                            orphans.remove(&id)?;
+                        }
+                        blobs.insert(&id, &(refs + 1).to_be_bytes())?;
+                    }
+                    let mut rec = match deks.get(dek.0)? {
+                        Some(v) => DekRecord::decode(&v).or_else(abort)?,
+                        None => DekRecord::default(),
+                    };
+                    rec.refs += 1;
+                    for s in &commit.stanzas {
+                        if !rec.stanzas.contains(s) {
+                            rec.stanzas.push(s.clone());
+                        }
+                    }
+                    deks.insert(&dek.0, rec.encode())?;
+                    dek_refs.insert(dek_ref_key(&dek, &commit.bucket, &commit.key), &[][..])?;
+                    objects.insert(okey.as_slice(), encoded.as_slice())?;
+                    match &old {
+                        Some(m) => release(
+                            m,
+                            &commit.bucket,
+                            &commit.key,
+                            now,
+                            &RefTrees {
+                                blobs,
+                                orphans,
+                                deks,
+                                dek_refs,
+                            },
+                        )?,
+                        None => {
+                            brow.objects += 1;
+                            buckets.insert(
+                                commit.bucket.as_bytes(),
+                                encode_json(&brow).or_else(abort)?,
+                            )?;
+                        }
+                    }
+                    let index = match &entry {
+                        Some(e) => Some(
+                            LogTx {
+                                events,
+                                tiles,
+                                meta,
+                                heads,
+                            }
+                            .append(std::slice::from_ref(e), &[salt])?,
+                        ),
+                        None => None,
+                    };
+                    Ok((old, index))
+                },
+            )
+            .map_err(tx_err)
+    }
+
+    /// `delete_object`, appending `entry` (with the removed manifest's patient) in the
+    /// same transaction if given and an object went.
+    async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: Option<Event>,
+    ) -> Result<(Option<Manifest>, Option<u64>)> {
+        let _gate = self.gate.read().await;
+        let okey = object_key(bucket, key);
+        let now = crate::now_ms();
+        let salt: [u8; 32] = rand::random();
+        (
+            &self.buckets,
+            &self.objects,
+            &self.blobs,
+            &self.orphans,
+            &self.deks,
+            &self.dek_refs,
+            &self.events,
+            &self.log_tiles,
+            &self.log_meta,
+            &self.patient_heads,
+        )
+            .transaction(
+                |(buckets, objects, blobs, orphans, deks, dek_refs, events, tiles, meta, heads)| {
+                    let Some(brow) = buckets.get(bucket.as_bytes())? else {
+                        return abort(Error::NoSuchBucket(bucket.to_string()));
+                    };
+                    let Some(v) = objects.remove(okey.as_slice())? else {
+                        return Ok((None, None));
+                    };
+                    let old = Manifest::decode(&v).or_else(|_| {
+                        abort(Error::Corrupt(format!("manifest of {bucket}/{key}")))
+                    })?;
+                    release(
+                        &old,
+                        bucket,
+                        key,
+                        now,
+                        &RefTrees {
+                            blobs,
+                            orphans,
+                            deks,
+                            dek_refs,
+                        },
+                    )?;
+                    let mut brow = decode_bucket(&brow).or_else(abort)?;
+                    brow.objects = brow.objects.saturating_sub(1);
+                    buckets.insert(bucket.as_bytes(), encode_json(&brow).or_else(abort)?)?;
+                    let index = match &entry {
+                        Some(e) => {
+                            let e = Event {
+                                patient: old.patient.clone(),
+                                ..e.clone()
+                            };
+                            Some(
+                                LogTx {
+                                    events,
+                                    tiles,
+                                    meta,
+                                    heads,
+                                }
+                                .append(std::slice::from_ref(&e), &[salt])?,
+                            )
+                        }
+                        None => None,
+                    };
+                    Ok((Some(old), index))
+                },
+            )
+            .map_err(tx_err)
     }
 }
 
@@ -494,172 +953,31 @@ impl PrivateStore for SledStore {
     }
 
     async fn commit_put(&self, commit: PutCommit) -> Result<Option<Manifest>> {
-        let _gate = self.gate.read().await;
-        let okey = object_key(&commit.bucket, &commit.key);
-        let encoded = commit.manifest.encode();
-        let dek = commit.manifest.dek_id;
-        let now = crate::now_ms();
-        // The parts of the upload being completed, read before the transaction (sled
-        // transactions cannot scan); a part added concurrently stays pending and gc
-        // reaps it after the grace period.
-        let upload_parts = match &commit.upload {
-            Some(id) => self.parts(id).await?,
-            None => Vec::new(),
-        };
-        (
-            &self.buckets,
-            &self.objects,
-            &self.blobs,
-            &self.pending,
-            &self.orphans,
-            &self.deks,
-            &self.dek_refs,
-            &self.uploads,
-            &self.parts,
-            &self.part_blobs,
-        )
-            .transaction(
-                |(
-                    buckets,
-                    objects,
-                    blobs,
-                    pending,
-                    orphans,
-                    deks,
-                    dek_refs,
-                    uploads,
-                    parts,
-                    part_blobs,
-                )| {
-                    if let Some(id) = &commit.upload {
-                        if uploads.remove(id.as_bytes())?.is_none() {
-                            return abort(Error::NoSuchUpload(id.clone()));
-                        }
-                        for (number, part) in &upload_parts {
-                            parts.remove(part_key(id, *number))?;
-                            part_blobs.remove(&part.blob.0)?;
-                            let used = commit.manifest.parts.iter().any(|p| p.blob == part.blob);
-                            if !used {
-                                orphan_if_pending(pending, orphans, &part.blob, now)?;
-                            }
-                        }
-                    }
-                    let Some(brow) = buckets.get(commit.bucket.as_bytes())? else {
-                        return abort(Error::NoSuchBucket(commit.bucket.clone()));
-                    };
-                    let mut brow = decode_bucket(&brow).or_else(abort)?;
-                    let old = match objects.get(&okey)? {
-                        Some(v) => Some(Manifest::decode(&v).or_else(|_| {
-                            abort(Error::Corrupt(format!(
-                                "manifest of {}/{}",
-                                commit.bucket, commit.key
-                            )))
-                        })?),
-                        None => None,
-                    };
-                    match (&commit.precondition, &old) {
-                        (Precondition::Absent, Some(_)) => return abort(Error::PreconditionFailed),
-                        (Precondition::ETag(want), Some(m)) if *want != m.etag => {
-                            return abort(Error::PreconditionFailed)
-                        }
-                        (Precondition::ETag(_), None) => return abort(Error::PreconditionFailed),
-                        _ => {}
-                    }
-                    for part in &commit.manifest.parts {
-                        let id = part.blob.0;
-                        let refs = match blobs.get(id)? {
-                            Some(v) => read_u64(&v).or_else(abort)?,
-                            None => 0,
-                        };
-                        if refs == 0 {
-                            // A fresh blob must still be pending: if gc reaped it, its bytes
-                            // may be gone and committing would point at a missing blob.
-                            if pending.remove(&id)?.is_none() {
-                                return abort(Error::Reaped);
-                            }
-                            orphans.remove(&id)?;
-                        }
-                        blobs.insert(&id, &(refs + 1).to_be_bytes())?;
-                    }
-                    let mut rec = match deks.get(dek.0)? {
-                        Some(v) => DekRecord::decode(&v).or_else(abort)?,
-                        None => DekRecord::default(),
-                    };
-                    rec.refs += 1;
-                    for s in &commit.stanzas {
-                        if !rec.stanzas.contains(s) {
-                            rec.stanzas.push(s.clone());
-                        }
-                    }
-                    deks.insert(&dek.0, rec.encode())?;
-                    dek_refs.insert(dek_ref_key(&dek, &commit.bucket, &commit.key), &[][..])?;
-                    objects.insert(okey.as_slice(), encoded.as_slice())?;
-                    match &old {
-                        Some(m) => release(
-                            m,
-                            &commit.bucket,
-                            &commit.key,
-                            now,
-                            &RefTrees {
-                                blobs,
-                                orphans,
-                                deks,
-                                dek_refs,
-                            },
-                        )?,
-                        None => {
-                            brow.objects += 1;
-                            buckets.insert(
-                                commit.bucket.as_bytes(),
-                                encode_json(&brow).or_else(abort)?,
-                            )?;
-                        }
-                    }
-                    Ok(old)
-                },
-            )
-            .map_err(tx_err)
+        Ok(self.commit(commit, None).await?.0)
+    }
+
+    async fn commit_put_logged(
+        &self,
+        commit: PutCommit,
+        entry: Event,
+    ) -> Result<(Option<Manifest>, u64)> {
+        match self.commit(commit, Some(entry)).await? {
+            (old, Some(index)) => Ok((old, index)),
+            (_, None) => Err(Error::Internal("logged commit without an index".into())),
+        }
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
-        let _gate = self.gate.read().await;
-        let okey = object_key(bucket, key);
-        let now = crate::now_ms();
-        (
-            &self.buckets,
-            &self.objects,
-            &self.blobs,
-            &self.orphans,
-            &self.deks,
-            &self.dek_refs,
-        )
-            .transaction(|(buckets, objects, blobs, orphans, deks, dek_refs)| {
-                let Some(brow) = buckets.get(bucket.as_bytes())? else {
-                    return abort(Error::NoSuchBucket(bucket.to_string()));
-                };
-                let Some(v) = objects.remove(okey.as_slice())? else {
-                    return Ok(None);
-                };
-                let old = Manifest::decode(&v)
-                    .or_else(|_| abort(Error::Corrupt(format!("manifest of {bucket}/{key}"))))?;
-                release(
-                    &old,
-                    bucket,
-                    key,
-                    now,
-                    &RefTrees {
-                        blobs,
-                        orphans,
-                        deks,
-                        dek_refs,
-                    },
-                )?;
-                let mut brow = decode_bucket(&brow).or_else(abort)?;
-                brow.objects = brow.objects.saturating_sub(1);
-                buckets.insert(bucket.as_bytes(), encode_json(&brow).or_else(abort)?)?;
-                Ok(Some(old))
-            })
-            .map_err(tx_err)
+        Ok(self.delete(bucket, key, None).await?.0)
+    }
+
+    async fn delete_object_logged(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: Event,
+    ) -> Result<(Option<Manifest>, Option<u64>)> {
+        self.delete(bucket, key, Some(entry)).await
     }
 
     async fn stanzas(&self, dek: DekId) -> Result<Vec<WrappedKey>> {
@@ -1039,54 +1357,23 @@ impl PrivateStore for SledStore {
             .map_err(tx_err)
     }
 
-    async fn append_event(&self, event: Event) -> Result<u64> {
+    async fn append_events(&self, events: Vec<Event>) -> Result<u64> {
         let _gate = self.gate.read().await;
-        let salt: [u8; 32] = rand::random();
+        let salts: Vec<[u8; 32]> = events.iter().map(|_| rand::random()).collect();
         (
             &self.events,
-            &self.log_leaves,
+            &self.log_tiles,
             &self.log_meta,
             &self.patient_heads,
         )
-            .transaction(|(events, leaves, meta, heads)| {
-                let index = match meta.get(b"size")? {
-                    Some(v) => read_u64(&v).or_else(abort)?,
-                    None => 0,
-                };
-                let mut e = event.clone();
-                e.seq = index;
-                e.salt = hex::encode(salt);
-                let (prev_seq, prev) = match &e.patient {
-                    Some(p) => match heads.get(p.as_bytes())? {
-                        Some(v) if v.len() == 40 => {
-                            let mut h = [0u8; 32];
-                            h.copy_from_slice(&v[8..]);
-                            (read_u64(&v).or_else(abort)?, h)
-                        }
-                        Some(_) => return abort(Error::Corrupt("patient log head".into())),
-                        None => (0, [0u8; 32]),
-                    },
-                    None => (0, [0u8; 32]),
-                };
-                if e.patient.is_some() {
-                    e.patient_seq = prev_seq + 1;
-                    e.patient_prev = hex::encode(prev);
-                } else {
-                    e.patient_seq = 0;
-                    e.patient_prev = hex::encode([0u8; 32]);
+            .transaction(|(events_t, tiles, meta, heads)| {
+                LogTx {
+                    events: events_t,
+                    tiles,
+                    meta,
+                    heads,
                 }
-                let entry = crate::log::entry_of(&e).or_else(abort)?;
-                let commitment = entry.commitment(&salt);
-                if let Some(p) = &e.patient {
-                    let mut head = Vec::with_capacity(40);
-                    head.extend_from_slice(&e.patient_seq.to_be_bytes());
-                    head.extend_from_slice(&commitment);
-                    heads.insert(p.as_bytes(), head)?;
-                }
-                events.insert(&index.to_be_bytes(), encode_json(&e).or_else(abort)?)?;
-                leaves.insert(&index.to_be_bytes(), &keyring::leaf_hash(&commitment)[..])?;
-                meta.insert(b"size", &(index + 1).to_be_bytes()[..])?;
-                Ok(index)
+                .append(&events, &salts)
             })
             .map_err(tx_err)
     }
@@ -1099,20 +1386,29 @@ impl PrivateStore for SledStore {
     }
 
     async fn log_leaves(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
-        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        for item in self.log_leaves.range(from.to_be_bytes()..to.to_be_bytes()) {
-            let (_, v) = item?;
-            let h =
-                <[u8; 32]>::try_from(v.as_ref()).map_err(|_| Error::Corrupt("log leaf".into()))?;
-            out.push(h);
+        self.tile_hashes(0, from, to)
+    }
+
+    /// Heights that are multiples of 8 are tile levels; a subtree in between is hashed
+    /// from at most 128 hashes of one tile.
+    async fn log_hashes(&self, height: u8, from: u64, to: u64) -> Result<Vec<Hash>> {
+        if to <= from {
+            return Ok(Vec::new());
         }
-        if out.len() as u64 != to.saturating_sub(from) {
-            return Err(Error::Corrupt(format!(
-                "log leaves {from}..{to}: {} found",
-                out.len()
-            )));
-        }
-        Ok(out)
+        let (level, up) = (height / 8, u32::from(height % 8));
+        let span = 1u64 << up;
+        let base = match (from.checked_mul(span), to.checked_mul(span)) {
+            (Some(lo), Some(hi)) => self.tile_hashes(level, lo, hi)?,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "log subtrees {height}/{from}..{to}: beyond any log"
+                )))
+            }
+        };
+        Ok(base
+            .chunks_exact(span as usize)
+            .map(keyring::root)
+            .collect())
     }
 
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()> {
@@ -1136,9 +1432,24 @@ impl PrivateStore for SledStore {
 
     async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>> {
         let mut out = Vec::new();
-        for item in self.events.range(from.to_be_bytes()..).take(limit) {
+        if limit == 0 {
+            return Ok(out);
+        }
+        // From the block that holds `from`.
+        let start = match self.events.range(..=from.to_be_bytes()).next_back() {
+            Some(item) => item?.0,
+            None => sled::IVec::from(&from.to_be_bytes()[..]),
+        };
+        for item in self.events.range(start..) {
             let (_, v) = item?;
-            out.push(decode_json(&v, "event")?);
+            for e in EventBlock::decode(&v)? {
+                if e.seq >= from {
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         Ok(out)
     }

@@ -1438,6 +1438,181 @@ pub async fn conformance_events(store: &dyn PrivateStore) {
     assert_eq!((tail[0].seq, tail[0].kind.as_str()), (later, "read"));
 }
 
+/// Checks the whole stored log: dense indices from 0, one leaf per entry equal to the
+/// leaf hash of its salted commitment, every patient's chain unbroken, every salt fresh,
+/// and every stored subtree hash equal to the tree recomputed from the leaves.
+async fn check_log(store: &dyn PrivateStore) -> Vec<Event> {
+    let size = store.log_size().await.unwrap();
+    let events = store.events(0, usize::MAX).await.unwrap();
+    assert_eq!(events.len() as u64, size);
+    let leaves = store.log_leaves(0, size).await.unwrap();
+    let mut heads: std::collections::HashMap<String, (u64, Hash)> = Default::default();
+    let mut salts = std::collections::HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64);
+        assert_eq!(e.salt.len(), 64);
+        assert!(salts.insert(e.salt.clone()), "salt reused at {i}");
+        let c = gateway::log::commitment_of(e).unwrap();
+        assert_eq!(leaves[i], keyring::leaf_hash(&c), "leaf {i}");
+        match &e.patient {
+            Some(p) => {
+                let (seq, prev) = heads.get(p).copied().unwrap_or((0, [0u8; 32]));
+                assert_eq!(e.patient_seq, seq + 1, "chain of {p} at {i}");
+                assert_eq!(e.patient_prev, hex::encode(prev), "chain of {p} at {i}");
+                heads.insert(p.clone(), (e.patient_seq, c));
+            }
+            None => assert_eq!(e.patient_seq, 0),
+        }
+    }
+    let mut level = leaves;
+    let mut height = 0u8;
+    while level.len() > 1 {
+        level = level
+            .chunks_exact(2)
+            .map(|p| keyring::merkle::node_hash(&p[0], &p[1]))
+            .collect();
+        height += 1;
+        assert_eq!(
+            store
+                .log_hashes(height, 0, level.len() as u64)
+                .await
+                .unwrap(),
+            level,
+            "subtrees of height {height}"
+        );
+    }
+    events
+}
+
+fn event(kind: &str, patient: Option<&str>) -> Event {
+    Event {
+        time_ms: 7,
+        kind: kind.into(),
+        actor: "t".into(),
+        patient: patient.map(String::from),
+        ..Event::default()
+    }
+}
+
+/// Batches: one call appends many entries with dense indices; two entries of one patient
+/// in a batch chain to each other, and chains run on across batches, single appends and
+/// logged commits and deletes.
+pub async fn conformance_event_batches(store: &dyn PrivateStore) {
+    // An empty batch appends nothing and names the next index.
+    assert_eq!(store.append_events(Vec::new()).await.unwrap(), 0);
+    assert_eq!(store.log_size().await.unwrap(), 0);
+    let batch = vec![
+        event("read", Some("p1")),
+        event("grant", None),
+        event("read", Some("p1")),
+        event("read", Some("p2")),
+        event("rewrap", Some("p1")),
+    ];
+    assert_eq!(store.append_events(batch.clone()).await.unwrap(), 0);
+    let stored = check_log(store).await;
+    assert_eq!(caller_fields(stored.clone()).len(), 5);
+    let chain: Vec<u64> = stored.iter().map(|e| e.patient_seq).collect();
+    assert_eq!(chain, [1, 0, 2, 1, 3]);
+    assert_eq!(
+        stored[2].patient_prev,
+        hex::encode(gateway::log::commitment_of(&stored[0]).unwrap())
+    );
+    assert_eq!(
+        stored[4].patient_prev,
+        hex::encode(gateway::log::commitment_of(&stored[2]).unwrap())
+    );
+    for (i, e) in caller_fields(stored).into_iter().enumerate() {
+        assert_eq!(
+            e,
+            Event {
+                seq: i as u64,
+                ..batch[i].clone()
+            }
+        );
+    }
+    assert_eq!(store.append_events(Vec::new()).await.unwrap(), 5);
+
+    // Writes logged in their commit; a delete's entry takes the removed record's patient.
+    store.create_bucket("b", 1).await.unwrap();
+    let blob = BlobId::random();
+    store.add_pending(blob, gateway::now_ms()).await.unwrap();
+    let mut m = manifest_with(&[(blob, 100)], "\"e\"");
+    m.patient = Some("p1".into());
+    let (old, index) = store
+        .commit_put_logged(
+            commit("b", "k", &m, Precondition::None),
+            Event {
+                bucket: Some("b".into()),
+                key: Some("k".into()),
+                root: Some(hex::encode([1u8; 32])),
+                ..event("put", Some("p1"))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((old, index), (None, 5));
+    assert_eq!(store.manifest("b", "k").await.unwrap(), Some(m.clone()));
+    assert_eq!(
+        store.append_event(event("read", Some("p2"))).await.unwrap(),
+        6
+    );
+    // A commit that fails logs nothing.
+    assert!(matches!(
+        store
+            .commit_put_logged(
+                commit("b", "k", &m, Precondition::Absent),
+                event("put", Some("p1"))
+            )
+            .await,
+        Err(Error::PreconditionFailed)
+    ));
+    assert_eq!(store.log_size().await.unwrap(), 7);
+    let (gone, index) = store
+        .delete_object_logged("b", "k", event("delete", None))
+        .await
+        .unwrap();
+    assert_eq!((gone, index), (Some(m), Some(7)));
+    // Deleting nothing logs nothing.
+    assert_eq!(
+        store
+            .delete_object_logged("b", "k", event("delete", None))
+            .await
+            .unwrap(),
+        (None, None)
+    );
+    // Big batches cross several subtree heights.
+    for n in [1usize, 250, 7, 600] {
+        let first = store.log_size().await.unwrap();
+        let batch: Vec<Event> = (0..n)
+            .map(|i| event("read", Some(["p1", "p2", "p3"][i % 3])))
+            .collect();
+        assert_eq!(store.append_events(batch).await.unwrap(), first);
+    }
+    let stored = check_log(store).await;
+    assert_eq!(stored.len(), 8 + 1 + 250 + 7 + 600);
+    assert_eq!(stored[7].kind, "delete");
+    assert_eq!(stored[7].patient.as_deref(), Some("p1"));
+    assert_eq!(stored[7].patient_seq, 5);
+    assert_eq!(stored[8].patient_seq, 6);
+    // Reading from the middle of a batch, and paging across batches.
+    let page = store.events(300, 10).await.unwrap();
+    assert_eq!(page, stored[300..310]);
+    let mut seen = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = store.events(from, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        seen.extend(page);
+    }
+    assert_eq!(seen, stored);
+    assert!(store
+        .events(stored.len() as u64, 5)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// What [`persistence_sharing_write`] stored, for [`persistence_sharing_check`].
 pub struct PersistedSharing {
     pub patient: PatientRecord,
