@@ -210,8 +210,14 @@ impl Setup {
 
     pub(crate) fn open_public(&self) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
         let url = self.public_url.as_deref();
-        let store = gateway::public::open(url, &self.public_opts, &self.default_public_dir())
-            .context("cannot open the public store")?;
+        let timeouts = self.file.public_store.timeouts(&self.public_opts)?;
+        let store = gateway::public::open_with(
+            url,
+            &self.public_opts,
+            &self.default_public_dir(),
+            &timeouts,
+        )
+        .context("cannot open the public store")?;
         Ok((
             store,
             gateway::public::local_root(url, &self.default_public_dir()),
