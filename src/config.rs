@@ -600,11 +600,54 @@ token = "tok"
         );
         let e = err("[ops]\nlisten = \"0.0.0.0:9090\"");
         assert!(e.contains("[ops] listen"), "{e}");
+        let e = err("[public_store]\ntimeout = \"soon\"");
+        assert!(e.contains("[public_store] timeout"), "{e}");
+        let e = err("[public_store.retry]\nretry_timeout = \"10 parsecs\"");
+        assert!(e.contains("retry.retry_timeout"), "{e}");
+        let e = err("[public_store.retry]\nbackoff_base = 0.5");
+        assert!(e.contains("backoff_base"), "{e}");
+        let e = err("[public_store]\noperation_timeout = \"0s\"");
+        assert!(e.contains("operation_timeout must be positive"), "{e}");
         assert!(
             parse("listen = \"0.0.0.0:9000\"\n[tls]\nallow_plain_http = true")
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn public_store_timeouts_have_defaults_and_settings() {
+        let out = parse("").effective().unwrap();
+        for line in [
+            r#"timeout = "30s""#,
+            r#"connect_timeout = "5s""#,
+            r#"operation_timeout = "42s""#,
+            "max_retries = 3",
+            r#"backoff_initial = "100ms""#,
+            r#"retry_timeout = "10s""#,
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+        let cfg = parse(
+            r#"
+[public_store]
+timeout = "2s"
+[public_store.options]
+connect_timeout = "1s"
+[public_store.retry]
+max_retries = 0
+retry_timeout = "1s"
+backoff_max = "500ms"
+"#,
+        );
+        let t = cfg
+            .public_store
+            .timeouts(&cfg.public_store.options)
+            .unwrap();
+        assert_eq!(t.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(t.connect_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(t.retry.max_retries, 0);
+        assert_eq!(t.operation_timeout, std::time::Duration::from_millis(3500));
     }
 
     #[test]

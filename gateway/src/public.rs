@@ -261,6 +261,10 @@ pub struct NoAnswer {
 }
 
 fn no_answer(op: &'static str, after: Duration) -> object_store::Error {
+    crate::metrics::global()
+        .public_timeouts
+        .get_or_create(&crate::metrics::StoreOpLabels { op })
+        .inc();
     object_store::Error::Generic {
         store: "medgate",
         source: Box::new(NoAnswer { op, after }),
