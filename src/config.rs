@@ -215,14 +215,14 @@ impl PublicStoreConfig {
         if let Some(d) = duration("retry.retry_timeout", &r.retry_timeout)? {
             retry.retry_timeout = d;
         }
-        Ok(gateway::public::StoreTimeouts::new(
+        gateway::public::StoreTimeouts::new(
             options,
             duration("timeout", &self.timeout)?,
             duration("connect_timeout", &self.connect_timeout)?,
             duration("operation_timeout", &self.operation_timeout)?,
             retry,
         )
-        .context("[public_store]")?)
+        .context("[public_store]")
     }
 }
 

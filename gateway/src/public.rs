@@ -48,8 +48,8 @@ pub struct StoreTimeouts {
     pub timeout: Duration,
     /// Establishing the TCP (and TLS) connection.
     pub connect_timeout: Duration,
-    /// Retries with exponential backoff of connection errors, 5xx, 429 and (for reads)
-    /// timeouts; a write that timed out is not retried (object_store's rule).
+    /// Retries with exponential backoff of connection errors, 5xx, 429, and timeouts of
+    /// requests object_store deems safe to repeat (reads, and S3 blob and part uploads).
     pub retry: RetryConfig,
     /// One whole operation, retries included.
     pub operation_timeout: Duration,
