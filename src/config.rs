@@ -211,6 +211,69 @@ pub struct PublicStoreConfig {
     pub url: Option<String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// One HTTP request to a cloud store (humantime, e.g. "30s").
+    pub timeout: Option<String>,
+    /// Connecting to a cloud store.
+    pub connect_timeout: Option<String>,
+    /// One whole operation of any store, retries included.
+    pub operation_timeout: Option<String>,
+    #[serde(default)]
+    pub retry: RetryFileConfig,
+}
+
+/// `[public_store.retry]`: object_store's `RetryConfig` and `BackoffConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFileConfig {
+    pub max_retries: Option<usize>,
+    pub backoff_initial: Option<String>,
+    pub backoff_max: Option<String>,
+    pub backoff_base: Option<f64>,
+    pub retry_timeout: Option<String>,
+}
+
+impl PublicStoreConfig {
+    /// The timeouts and retries `serve` uses with these store `options` (the file's
+    /// merged with `--public-store-opt`).
+    ///
+    /// # Errors
+    /// A setting that is not a duration, a zero duration, a backoff base below 1.
+    pub fn timeouts(
+        &self,
+        options: &BTreeMap<String, String>,
+    ) -> anyhow::Result<gateway::public::StoreTimeouts> {
+        let duration = |name: &str, v: &Option<String>| -> anyhow::Result<_> {
+            v.as_deref()
+                .map(humantime::parse_duration)
+                .transpose()
+                .with_context(|| format!("[public_store] {name}"))
+        };
+        let mut retry = gateway::public::default_retry();
+        let r = &self.retry;
+        if let Some(n) = r.max_retries {
+            retry.max_retries = n;
+        }
+        if let Some(d) = duration("retry.backoff_initial", &r.backoff_initial)? {
+            retry.backoff.init_backoff = d;
+        }
+        if let Some(d) = duration("retry.backoff_max", &r.backoff_max)? {
+            retry.backoff.max_backoff = d;
+        }
+        if let Some(b) = r.backoff_base {
+            retry.backoff.base = b;
+        }
+        if let Some(d) = duration("retry.retry_timeout", &r.retry_timeout)? {
+            retry.retry_timeout = d;
+        }
+        gateway::public::StoreTimeouts::new(
+            options,
+            duration("timeout", &self.timeout)?,
+            duration("connect_timeout", &self.connect_timeout)?,
+            duration("operation_timeout", &self.operation_timeout)?,
+            retry,
+        )
+        .context("[public_store]")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,6 +366,7 @@ impl FileConfig {
         }
         gateway::public::check(self.public_store.url.as_deref(), &self.public_store.options)
             .context("[public_store]")?;
+        self.public_store.timeouts(&self.public_store.options)?;
         if let Some(d) = &self.s3.domain {
             gateway::server::check_domain(d).context("[s3] domain")?;
         }
@@ -358,6 +422,8 @@ impl FileConfig {
             Some((c, k)) => (Some(c), Some(k)),
             None => (None, None),
         };
+        let timeouts = self.public_store.timeouts(&self.public_store.options)?;
+        let human = |d| humantime::format_duration(d).to_string();
         let effective = Effective {
             identity: self
                 .identity
@@ -368,6 +434,16 @@ impl FileConfig {
             log_format: self.log_format.clone().unwrap_or_else(|| "human".into()),
             public_store: EffectivePublicStore {
                 url,
+                timeout: human(timeouts.timeout),
+                connect_timeout: human(timeouts.connect_timeout),
+                operation_timeout: human(timeouts.operation_timeout),
+                retry: EffectiveRetry {
+                    max_retries: timeouts.retry.max_retries,
+                    backoff_initial: human(timeouts.retry.backoff.init_backoff),
+                    backoff_max: human(timeouts.retry.backoff.max_backoff),
+                    backoff_base: timeouts.retry.backoff.base,
+                    retry_timeout: human(timeouts.retry.retry_timeout),
+                },
                 options: self
                     .public_store
                     .options
@@ -518,7 +594,20 @@ struct Effective {
 #[derive(Serialize)]
 struct EffectivePublicStore {
     url: String,
+    timeout: String,
+    connect_timeout: String,
+    operation_timeout: String,
     options: BTreeMap<String, String>,
+    retry: EffectiveRetry,
+}
+
+#[derive(Serialize)]
+struct EffectiveRetry {
+    max_retries: usize,
+    backoff_initial: String,
+    backoff_max: String,
+    backoff_base: f64,
+    retry_timeout: String,
 }
 
 #[derive(Serialize)]
@@ -622,11 +711,54 @@ token = "tok"
         );
         let e = err("[ops]\nlisten = \"0.0.0.0:9090\"");
         assert!(e.contains("[ops] listen"), "{e}");
+        let e = err("[public_store]\ntimeout = \"soon\"");
+        assert!(e.contains("[public_store] timeout"), "{e}");
+        let e = err("[public_store.retry]\nretry_timeout = \"10 parsecs\"");
+        assert!(e.contains("retry.retry_timeout"), "{e}");
+        let e = err("[public_store.retry]\nbackoff_base = 0.5");
+        assert!(e.contains("backoff_base"), "{e}");
+        let e = err("[public_store]\noperation_timeout = \"0s\"");
+        assert!(e.contains("operation_timeout must be positive"), "{e}");
         assert!(
             parse("listen = \"0.0.0.0:9000\"\n[tls]\nallow_plain_http = true")
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn public_store_timeouts_have_defaults_and_settings() {
+        let out = parse("").effective().unwrap();
+        for line in [
+            r#"timeout = "30s""#,
+            r#"connect_timeout = "5s""#,
+            r#"operation_timeout = "42s""#,
+            "max_retries = 3",
+            r#"backoff_initial = "100ms""#,
+            r#"retry_timeout = "10s""#,
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+        let cfg = parse(
+            r#"
+[public_store]
+timeout = "2s"
+[public_store.options]
+connect_timeout = "1s"
+[public_store.retry]
+max_retries = 0
+retry_timeout = "1s"
+backoff_max = "500ms"
+"#,
+        );
+        let t = cfg
+            .public_store
+            .timeouts(&cfg.public_store.options)
+            .unwrap();
+        assert_eq!(t.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(t.connect_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(t.retry.max_retries, 0);
+        assert_eq!(t.operation_timeout, std::time::Duration::from_millis(3500));
     }
 
     #[test]

@@ -228,8 +228,14 @@ impl Setup {
 
     pub(crate) fn open_public(&self) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
         let url = self.public_url.as_deref();
-        let store = gateway::public::open(url, &self.public_opts, &self.default_public_dir())
-            .context("cannot open the public store")?;
+        let timeouts = self.file.public_store.timeouts(&self.public_opts)?;
+        let store = gateway::public::open_with(
+            url,
+            &self.public_opts,
+            &self.default_public_dir(),
+            &timeouts,
+        )
+        .context("cannot open the public store")?;
         Ok((
             store,
             gateway::public::local_root(url, &self.default_public_dir()),
@@ -259,21 +265,45 @@ pub(crate) fn setup(dir: &DataDirArg) -> Result<Setup> {
 }
 
 fn init_logging(format: &str) -> Result<()> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MEDGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,s3s=off"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    // Counted whatever the log filter lets through.
+    let retries =
+        RetryCounter.with_filter(Targets::new().with_target(RETRY_TARGET, LevelFilter::INFO));
+    let registry = tracing_subscriber::registry().with(retries);
     match format {
-        "json" => builder.json().init(),
-        "human" => builder.init(),
+        "json" => registry.with(fmt.json().with_filter(filter)).init(),
+        "human" => registry.with(fmt.with_filter(filter)).init(),
         other => bail!("--log-format must be human or json, not {other:?}"),
     }
     Ok(())
+}
+
+/// Where object_store logs each retry, one event per retry ("… backing off …").
+const RETRY_TARGET: &str = "object_store::client::retry";
+
+/// Counts object_store's retries into `medgate_public_store_retries_total`: its retry
+/// loop offers no hook but the event it logs before each one.
+struct RetryCounter;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RetryCounter {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() == RETRY_TARGET {
+            gateway::metrics::global().public_retries.inc();
+        }
+    }
 }
 
 /// glibc's malloc defaults suit many small allocations, not ours: each request moves

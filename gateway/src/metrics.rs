@@ -77,6 +77,12 @@ pub struct Metrics {
     /// `medgate_public_store_errors_total{op}`: failures other than "not found" and
     /// failed preconditions, which are answers, not faults.
     pub public_errors: Family<StoreOpLabels, Counter>,
+    /// `medgate_public_store_timeouts_total{op}`: operations cut off at the operation
+    /// deadline (also counted as errors).
+    pub public_timeouts: Family<StoreOpLabels, Counter>,
+    /// `medgate_public_store_retries_total`: requests object_store retried (the binary
+    /// counts its "backing off" log events; object_store has no other hook).
+    pub public_retries: Counter,
     /// `medgate_tls_reloads_total{outcome}`.
     pub tls_reloads: Family<OutcomeLabels, Counter>,
     /// Unix time of the last successful backup (0: none recorded).
@@ -105,6 +111,8 @@ impl Metrics {
             stanza_wraps: Counter::default(),
             public_requests: Family::default(),
             public_errors: Family::default(),
+            public_timeouts: Family::default(),
+            public_retries: Counter::default(),
             tls_reloads: Family::default(),
             last_backup: Gauge::default(),
         };
@@ -167,6 +175,16 @@ impl Metrics {
             "public_store_errors",
             "Public store requests that failed, by operation",
             m.public_errors.clone(),
+        );
+        registry.register(
+            "public_store_timeouts",
+            "Public store operations cut off at the operation deadline, by operation",
+            m.public_timeouts.clone(),
+        );
+        registry.register(
+            "public_store_retries",
+            "Public store requests retried after a transient failure",
+            m.public_retries.clone(),
         );
         registry.register(
             "tls_reloads",

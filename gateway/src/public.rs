@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,8 +17,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    BackoffConfig, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RetryConfig, UploadPart,
 };
 
 use crate::{Error, Result};
@@ -35,7 +36,112 @@ pub fn blob_root() -> StorePath {
     StorePath::from("v1/b")
 }
 
-/// Opens a public store, counted in the metrics ([`Observed`]).
+/// How long the public store may take, and how its transient failures are retried.
+///
+/// `timeout`, `connect_timeout` and `retry` configure object_store's HTTP client, so
+/// they apply to cloud stores (S3, Azure, GCS, HTTP). `operation_timeout` bounds every
+/// operation of any store, the folder included, from outside ([`Observed`]): a store
+/// that accepts connections but never answers becomes an error, not a hang.
+#[derive(Clone, Debug)]
+pub struct StoreTimeouts {
+    /// One HTTP request, from connecting to the last byte of the answer.
+    pub timeout: Duration,
+    /// Establishing the TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Retries with exponential backoff of connection errors, 5xx, 429, and timeouts of
+    /// requests object_store deems safe to repeat (reads, and S3 blob and part uploads).
+    pub retry: RetryConfig,
+    /// One whole operation, retries included.
+    pub operation_timeout: Duration,
+}
+
+/// `timeout` unless configured (object_store's own default too: a 5 MiB part over a
+/// slow uplink needs time).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `connect_timeout` unless configured.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// medgate's retry policy unless configured: a few quick retries within 10 s, so a
+/// store that is down fails in about a second (connection refused) and a client never
+/// waits minutes (object_store's default allows 10 retries within 3 minutes).
+pub fn default_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
+    }
+}
+
+impl StoreTimeouts {
+    /// Resolves the settings: each given value wins; otherwise `timeout` and
+    /// `connect_timeout` come from the store options of those names, else the defaults,
+    /// and `operation_timeout` leaves room for one request after the retries stopped
+    /// (`timeout + retry_timeout + max_backoff`).
+    ///
+    /// # Errors
+    /// An option that is not a duration (`"30s"`, `"500ms"`), or a zero duration.
+    pub fn new(
+        options: &BTreeMap<String, String>,
+        timeout: Option<Duration>,
+        connect_timeout: Option<Duration>,
+        operation_timeout: Option<Duration>,
+        retry: RetryConfig,
+    ) -> Result<Self> {
+        let from_option = |name: &str, default: Duration| -> Result<Duration> {
+            match options.get(name) {
+                Some(v) => humantime::parse_duration(v).map_err(|e| {
+                    Error::InvalidArgument(format!("public_store.options.{name}: {e}"))
+                }),
+                None => Ok(default),
+            }
+        };
+        let timeout = match timeout {
+            Some(t) => t,
+            None => from_option("timeout", DEFAULT_TIMEOUT)?,
+        };
+        let connect_timeout = match connect_timeout {
+            Some(t) => t,
+            None => from_option("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+        };
+        let operation_timeout =
+            operation_timeout.unwrap_or(timeout + retry.retry_timeout + retry.backoff.max_backoff);
+        for (name, d) in [
+            ("timeout", timeout),
+            ("connect_timeout", connect_timeout),
+            ("operation_timeout", operation_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::InvalidArgument(format!("{name} must be positive")));
+            }
+        }
+        if !(retry.backoff.base >= 1.0 && retry.backoff.base.is_finite()) {
+            return Err(Error::InvalidArgument(
+                "retry.backoff_base must be a number of at least 1".into(),
+            ));
+        }
+        Ok(StoreTimeouts {
+            timeout,
+            connect_timeout,
+            retry,
+            operation_timeout,
+        })
+    }
+
+    /// The defaults, `timeout` and `connect_timeout` read from `options` when there.
+    ///
+    /// # Errors
+    /// As [`StoreTimeouts::new`].
+    pub fn from_options(options: &BTreeMap<String, String>) -> Result<Self> {
+        Self::new(options, None, None, None, default_retry())
+    }
+}
+
+/// Opens a public store, counted in the metrics ([`Observed`]), with the default
+/// [`StoreTimeouts`] (`timeout` and `connect_timeout` from `options` when given).
 ///
 /// `url` is `None` for the default folder `default_dir`, a `file:///abs/path` URL, or any
 /// URL `object_store` parses (`s3://bucket/prefix`, `az://…`, `gs://…`), with `options`
@@ -47,6 +153,25 @@ pub fn open(
     url: Option<&str>,
     options: &BTreeMap<String, String>,
     default_dir: &Path,
+) -> Result<PublicStore> {
+    open_with(
+        url,
+        options,
+        default_dir,
+        &StoreTimeouts::from_options(options)?,
+    )
+}
+
+/// [`open`] with explicit timeouts and retries (which beat the `timeout` and
+/// `connect_timeout` options).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with(
+    url: Option<&str>,
+    options: &BTreeMap<String, String>,
+    default_dir: &Path,
+    timeouts: &StoreTimeouts,
 ) -> Result<PublicStore> {
     let store: PublicStore = match url {
         None => open_folder(default_dir)?,
@@ -60,11 +185,7 @@ pub fn open(
                 })?;
                 open_folder(&dir)?
             } else {
-                let (store, prefix) = object_store::parse_url_opts(
-                    &parsed,
-                    options.iter().map(|(k, v)| (k.as_str(), v.clone())),
-                )
-                .map_err(|e| {
+                let (store, prefix) = open_cloud(&parsed, options, timeouts).map_err(|e| {
                     Error::InvalidArgument(format!(
                         "public store: {}",
                         without_password(&parsed, &e.to_string())
@@ -78,7 +199,107 @@ pub fn open(
             }
         }
     };
-    Ok(Arc::new(Observed { inner: store }))
+    Ok(Arc::new(Observed {
+        inner: store,
+        deadline: timeouts.operation_timeout,
+    }))
+}
+
+/// A cloud store built as `object_store::parse_url_opts` builds it (unknown option
+/// names ignored: [`check`] names them), with the timeouts and retries added.
+fn open_cloud(
+    url: &url::Url,
+    options: &BTreeMap<String, String>,
+    timeouts: &StoreTimeouts,
+) -> object_store::Result<(Box<dyn ObjectStore>, StorePath)> {
+    use object_store::ObjectStoreScheme as Scheme;
+    let mut options = options.clone();
+    for (name, d) in [
+        ("timeout", timeouts.timeout),
+        ("connect_timeout", timeouts.connect_timeout),
+    ] {
+        options.insert(name.into(), humantime::format_duration(d).to_string());
+    }
+    let retry = timeouts.retry.clone();
+    macro_rules! build {
+        ($builder:ty, $url:expr) => {{
+            let builder =
+                options
+                    .iter()
+                    .fold(<$builder>::new().with_url($url), |b, (k, v)| {
+                        match k.parse() {
+                            Ok(k) => b.with_config(k, v.clone()),
+                            Err(_) => b,
+                        }
+                    });
+            Box::new(builder.with_retry(retry).build()?) as Box<dyn ObjectStore>
+        }};
+    }
+    let (scheme, path) = Scheme::parse(url)?;
+    let path = StorePath::parse(path)?;
+    let store = match scheme {
+        Scheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder, url.as_str()),
+        Scheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder, url.as_str()),
+        Scheme::GoogleCloudStorage => {
+            build!(object_store::gcp::GoogleCloudStorageBuilder, url.as_str())
+        }
+        Scheme::Http => build!(
+            object_store::http::HttpBuilder,
+            &url[..url::Position::BeforePath]
+        ),
+        _ => return object_store::parse_url_opts(url, options),
+    };
+    Ok((store, path))
+}
+
+/// What an operation that outlived [`StoreTimeouts::operation_timeout`] fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the public store did not answer {op} within {}", humantime::format_duration(*.after))]
+pub struct NoAnswer {
+    op: &'static str,
+    after: Duration,
+}
+
+fn no_answer(op: &'static str, after: Duration) -> object_store::Error {
+    crate::metrics::global()
+        .public_timeouts
+        .get_or_create(&crate::metrics::StoreOpLabels { op })
+        .inc();
+    object_store::Error::Generic {
+        store: "medgate",
+        source: Box::new(NoAnswer { op, after }),
+    }
+}
+
+/// Whether a public store error means the store could not be reached or did not answer
+/// in time (connection refused or reset, a timeout), as opposed to an answer.
+pub fn unreachable(e: &object_store::Error) -> bool {
+    // object_store's own transport error (`HttpError`, shown as "HTTP error: …") is
+    // forwarded transparently by its retry error, so only its text is left to see.
+    chain(e).any(|s| {
+        s.downcast_ref::<NoAnswer>().is_some()
+            || s.downcast_ref::<object_store::client::HttpError>()
+                .is_some()
+            || s.to_string().contains("HTTP error: ")
+    })
+}
+
+/// Whether the store asked us to slow down: 429, or 503 (S3's "SlowDown"; object_store
+/// keeps no body of a 5xx answer, so a 503 cannot be told apart from other 503s), or a
+/// SlowDown error in a body.
+pub fn throttled(e: &object_store::Error) -> bool {
+    chain(e).any(|s| {
+        let text = s.to_string();
+        text.contains("status code: 429")
+            || text.contains("status code: 503")
+            || text.contains("SlowDown")
+    })
+}
+
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
 }
 
 /// Checks a public store URL and its options as [`open`] reads them, without creating a
@@ -160,11 +381,16 @@ fn open_folder(dir: &Path) -> Result<PublicStore> {
 }
 
 /// A public store whose every request is counted in `medgate_public_store_requests_total`
-/// and, when it fails, `medgate_public_store_errors_total` (by operation).
+/// and, when it fails, `medgate_public_store_errors_total` (by operation), and fails
+/// with [`NoAnswer`] when it takes longer than the operation deadline (a hung store, or a
+/// hung mount under a folder). A `get_opts` body streams outside the deadline; the engine
+/// reads with `get_range`, which it covers.
 #[derive(Debug)]
 pub struct Observed {
     /// The store itself.
     inner: PublicStore,
+    /// How long one operation may take before it fails ([`NoAnswer`]).
+    deadline: Duration,
 }
 
 impl std::fmt::Display for Observed {
@@ -178,6 +404,18 @@ fn counted<T>(op: &'static str, result: object_store::Result<T>) -> object_store
     result
 }
 
+/// `op` run within `deadline`, then counted.
+async fn bounded<T>(
+    op: &'static str,
+    deadline: Duration,
+    op_future: impl std::future::Future<Output = object_store::Result<T>>,
+) -> object_store::Result<T> {
+    let result = tokio::time::timeout(deadline, op_future)
+        .await
+        .unwrap_or_else(|_| Err(no_answer(op, deadline)));
+    counted(op, result)
+}
+
 #[async_trait]
 impl ObjectStore for Observed {
     async fn put_opts(
@@ -186,7 +424,12 @@ impl ObjectStore for Observed {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        counted("put", self.inner.put_opts(location, payload, opts).await)
+        bounded(
+            "put",
+            self.deadline,
+            self.inner.put_opts(location, payload, opts),
+        )
+        .await
     }
 
     async fn put_multipart_opts(
@@ -194,11 +437,16 @@ impl ObjectStore for Observed {
         location: &StorePath,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let upload = counted(
+        let upload = bounded(
             "create_multipart",
-            self.inner.put_multipart_opts(location, opts).await,
-        )?;
-        Ok(Box::new(ObservedUpload { inner: upload }))
+            self.deadline,
+            self.inner.put_multipart_opts(location, opts),
+        )
+        .await?;
+        Ok(Box::new(ObservedUpload {
+            inner: upload,
+            deadline: self.deadline,
+        }))
     }
 
     async fn get_opts(
@@ -207,7 +455,7 @@ impl ObjectStore for Observed {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let op = if options.head { "head" } else { "get" };
-        counted(op, self.inner.get_opts(location, options).await)
+        bounded(op, self.deadline, self.inner.get_opts(location, options)).await
     }
 
     async fn get_range(
@@ -215,15 +463,15 @@ impl ObjectStore for Observed {
         location: &StorePath,
         range: std::ops::Range<u64>,
     ) -> object_store::Result<Bytes> {
-        counted("get", self.inner.get_range(location, range).await)
+        bounded("get", self.deadline, self.inner.get_range(location, range)).await
     }
 
     async fn head(&self, location: &StorePath) -> object_store::Result<ObjectMeta> {
-        counted("head", self.inner.head(location).await)
+        bounded("head", self.deadline, self.inner.head(location)).await
     }
 
     async fn delete(&self, location: &StorePath) -> object_store::Result<()> {
-        counted("delete", self.inner.delete(location).await)
+        bounded("delete", self.deadline, self.inner.delete(location)).await
     }
 
     fn list(
@@ -232,8 +480,18 @@ impl ObjectStore for Observed {
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let metrics = crate::metrics::global();
         metrics.public_request::<()>("list", &Ok(()));
-        self.inner
-            .list(prefix)
+        let deadline = self.deadline;
+        // Each page within the deadline; after a page that never came, the listing ends.
+        let pages =
+            futures::stream::unfold(Some(self.inner.list(prefix)), move |inner| async move {
+                let mut inner = inner?;
+                match tokio::time::timeout(deadline, inner.next()).await {
+                    Ok(Some(item)) => Some((item, Some(inner))),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(no_answer("list", deadline)), None)),
+                }
+            });
+        pages
             .inspect(move |item| {
                 if let Err(e) = item {
                     metrics.public_failure("list", e);
@@ -246,11 +504,16 @@ impl ObjectStore for Observed {
         &self,
         prefix: Option<&StorePath>,
     ) -> object_store::Result<ListResult> {
-        counted("list", self.inner.list_with_delimiter(prefix).await)
+        bounded(
+            "list",
+            self.deadline,
+            self.inner.list_with_delimiter(prefix),
+        )
+        .await
     }
 
     async fn copy(&self, from: &StorePath, to: &StorePath) -> object_store::Result<()> {
-        counted("copy", self.inner.copy(from, to).await)
+        bounded("copy", self.deadline, self.inner.copy(from, to)).await
     }
 
     async fn copy_if_not_exists(
@@ -258,7 +521,12 @@ impl ObjectStore for Observed {
         from: &StorePath,
         to: &StorePath,
     ) -> object_store::Result<()> {
-        counted("copy", self.inner.copy_if_not_exists(from, to).await)
+        bounded(
+            "copy",
+            self.deadline,
+            self.inner.copy_if_not_exists(from, to),
+        )
+        .await
     }
 }
 
@@ -266,20 +534,212 @@ impl ObjectStore for Observed {
 #[derive(Debug)]
 struct ObservedUpload {
     inner: Box<dyn MultipartUpload>,
+    /// The store's operation deadline, for each part, completion and abort.
+    deadline: Duration,
 }
 
 #[async_trait]
 impl MultipartUpload for ObservedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let part = self.inner.put_part(data);
-        Box::pin(async move { counted("put_part", part.await) })
+        let deadline = self.deadline;
+        Box::pin(async move { bounded("put_part", deadline, part).await })
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        counted("complete_multipart", self.inner.complete().await)
+        bounded("complete_multipart", self.deadline, self.inner.complete()).await
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
-        counted("abort_multipart", self.inner.abort().await)
+        bounded("abort_multipart", self.deadline, self.inner.abort()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn s3_options(port: u16) -> BTreeMap<String, String> {
+        [
+            ("endpoint", format!("http://127.0.0.1:{port}")),
+            ("allow_http", "true".into()),
+            ("region", "us-east-1".into()),
+            ("access_key_id", "AKIDMEDGATETEST".into()),
+            ("secret_access_key", "not-a-secret".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn quick(timeout: Duration, operation_timeout: Duration) -> StoreTimeouts {
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(20),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(1),
+        };
+        StoreTimeouts::new(
+            &BTreeMap::new(),
+            Some(timeout),
+            Some(timeout),
+            Some(operation_timeout),
+            retry,
+        )
+        .unwrap()
+    }
+
+    fn s3_store(port: u16, timeouts: &StoreTimeouts) -> PublicStore {
+        open_with(
+            Some("s3://bucket/prefix"),
+            &s3_options(port),
+            Path::new("/nonexistent"),
+            timeouts,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_after_quick_retries() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let store = s3_store(
+            port,
+            &quick(Duration::from_secs(5), Duration::from_secs(10)),
+        );
+        let started = Instant::now();
+        let e = store
+            .get_range(&StorePath::from("v1/b/00/x"), 0..10)
+            .await
+            .unwrap_err();
+        assert!(unreachable(&e) && !throttled(&e), "{e}");
+        let e = store
+            .put(&StorePath::from("v1/b/00/x"), PutPayload::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(unreachable(&e) && !throttled(&e), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_never_answers_fails_at_the_operation_deadline() {
+        // Connections are accepted (the listen backlog) but nothing is ever read.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let store = s3_store(
+            port,
+            &quick(Duration::from_secs(60), Duration::from_millis(300)),
+        );
+        let started = Instant::now();
+        let e = store.head(&StorePath::from("v1/b/00/x")).await.unwrap_err();
+        assert!(
+            chain(&e).any(|s| s.downcast_ref::<NoAnswer>().is_some()),
+            "{e}"
+        );
+        assert!(unreachable(&e), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(listener);
+    }
+
+    /// A server answering every request with `status` and `body`.
+    async fn answering(status: &'static str, body: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn slow_down_is_throttling_and_other_5xx_are_not() {
+        let timeouts = quick(Duration::from_secs(5), Duration::from_secs(10));
+        let path = StorePath::from("v1/b/00/x");
+        let port = answering(
+            "503 Slow Down",
+            "<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>",
+        )
+        .await;
+        let e = s3_store(port, &timeouts)
+            .get_range(&path, 0..10)
+            .await
+            .unwrap_err();
+        assert!(throttled(&e) && !unreachable(&e), "{e}");
+        let port = answering("429 Too Many Requests", "").await;
+        let e = s3_store(port, &timeouts)
+            .get_range(&path, 0..10)
+            .await
+            .unwrap_err();
+        assert!(throttled(&e), "{e}");
+        let port = answering(
+            "500 Internal Server Error",
+            "<Error><Code>InternalError</Code></Error>",
+        )
+        .await;
+        let e = s3_store(port, &timeouts)
+            .get_range(&path, 0..10)
+            .await
+            .unwrap_err();
+        assert!(!throttled(&e) && !unreachable(&e), "{e}");
+    }
+
+    #[test]
+    fn timeouts_come_from_settings_then_options_then_defaults() {
+        let mut options = BTreeMap::new();
+        let t = StoreTimeouts::from_options(&options).unwrap();
+        assert_eq!(t.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(t.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(t.operation_timeout, Duration::from_secs(30 + 10 + 2));
+        options.insert("timeout".to_string(), "7s".to_string());
+        let t = StoreTimeouts::from_options(&options).unwrap();
+        assert_eq!(t.timeout, Duration::from_secs(7));
+        let t = StoreTimeouts::new(
+            &options,
+            Some(Duration::from_secs(2)),
+            None,
+            None,
+            default_retry(),
+        )
+        .unwrap();
+        assert_eq!(t.timeout, Duration::from_secs(2));
+        options.insert("timeout".to_string(), "soon".to_string());
+        let e = StoreTimeouts::from_options(&options)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("public_store.options.timeout"), "{e}");
+        let e = StoreTimeouts::new(
+            &BTreeMap::new(),
+            Some(Duration::ZERO),
+            None,
+            None,
+            default_retry(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("timeout must be positive"), "{e}");
     }
 }

@@ -777,7 +777,7 @@ impl Engine {
         match result {
             Ok(v) => Ok(v),
             Err(e) => {
-                w.abort().await;
+                w.abort();
                 Err(e)
             }
         }
@@ -897,7 +897,9 @@ impl Engine {
                     Err(e) => {
                         tracing::warn!(error = %e, "aborting a GET body: a later chunk failed");
                         let _ = tx
-                            .send(Err(std::io::Error::other("integrity check failed")))
+                            .send(Err(std::io::Error::other(
+                                "a later chunk could not be read or failed its check",
+                            )))
                             .await;
                         return;
                     }
@@ -983,6 +985,8 @@ impl ChunkJob {
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::integrity(&blob, index))
             }
+            // An outage, not an answer: asking again would only double the wait.
+            Err(e) if crate::public::unreachable(&e) => return Err(Error::Public(e)),
             Err(e) => {
                 // Stores report a range past the end differently; a blob shorter than
                 // its layout says is tampering, not an outage the client should retry.
@@ -1273,11 +1277,15 @@ impl<'a> BlobWriter<'a> {
         ))
     }
 
-    async fn abort(&mut self) {
+    /// Aborts the public multipart upload, if any, in the background: the client's error
+    /// need not wait for a store that may be the reason for it.
+    fn abort(&mut self) {
         if let Some(Sink::Multipart(mp)) = self.sink.take() {
-            if let Err(e) = mp.abort().await {
-                tracing::warn!(error = %e, "could not abort a multipart upload; gc will retry");
-            }
+            tokio::spawn(async move {
+                if let Err(e) = mp.abort().await {
+                    tracing::warn!(error = %e, "could not abort a multipart upload; gc will retry");
+                }
+            });
         }
     }
 }

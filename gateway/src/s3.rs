@@ -51,6 +51,10 @@ pub fn to_s3_error(e: Error) -> S3Error {
             C::IncompleteBody,
             "the request body could not be read".into(),
         ),
+        Error::Public(p) if crate::public::throttled(p) => {
+            tracing::warn!(error = %e, "public store throttled");
+            (C::SlowDown, "the storage backend asks to slow down".into())
+        }
         Error::Public(_) => {
             tracing::warn!(error = %e, "public store failure");
             (

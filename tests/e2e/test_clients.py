@@ -354,7 +354,7 @@ class PartialContentShim:
     HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te",
            "trailer", "upgrade"}
 
-    def __init__(self, upstream_port: int):
+    def __init__(self, upstream_port: int, port: int = 0):
         self.rewritten = 0
         self.requests = 0
         shim = self
@@ -403,7 +403,7 @@ class PartialContentShim:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -24,9 +24,12 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
+import boto3
 import botocore
+import botocore.config
 import pytest
 import requests
 import yaml
@@ -234,8 +237,10 @@ def test_kustomize_base_is_restricted_and_wired(rendered_k8s):
     assert sc["runAsNonRoot"] is True and sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert c["resources"]["limits"]["memory"] and c["resources"]["limits"]["cpu"]
     assert c["resources"]["requests"]["memory"] and c["resources"]["requests"]["cpu"]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    # TLS is on (below), so the probes speak HTTPS to the ops port.
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
+                        ("readinessProbe", "/readyz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "ops", "scheme": "HTTPS"}, probe
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"s3": 9000, "admin": 9001, "ops": 9090}
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
@@ -253,6 +258,14 @@ def test_kustomize_base_is_restricted_and_wired(rendered_k8s):
     (cm,) = by_kind(docs, "ConfigMap")
     assert vols["config"]["configMap"]["name"] == cm["metadata"]["name"]
     assert "secret_access_key" not in cm["data"]["medgate.toml"]
+
+    # TLS by default: the certificate and key from the (required) Secret volume, mounted
+    # read-only, and no plain HTTP.
+    tls = tomllib.loads(cm["data"]["medgate.toml"])["tls"]
+    assert tls == {"cert": "/etc/medgate-tls/tls.crt", "key": "/etc/medgate-tls/tls.key"}, tls
+    assert vols["tls"]["secret"].get("optional", False) is False
+    (tls_mount,) = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+    assert tls_mount == {"name": "tls", "mountPath": "/etc/medgate-tls", "readOnly": True}
 
     # Only the hospital namespace reaches S3; nothing reaches the admin port.
     (np,) = by_kind(docs, "NetworkPolicy")
@@ -276,15 +289,38 @@ def test_kustomize_base_is_restricted_and_wired(rendered_k8s):
 
 @pytest.mark.parametrize("which", ["example", "k8s-configmap"])
 def test_shipped_configs_are_accepted_by_medgate(which, tmp_path, gateway_factory):
+    extra_args = []
     if which == "example":
         config = DEPLOY / "medgate.example.toml"
     else:
         config = tmp_path / "medgate.toml"
         config.write_text((K8S_BASE / "medgate.toml").read_text())
+        # The ConfigMap turns TLS on: a test certificate stands in for the Secret's.
+        from test_ops import key_pem, make_ca, make_server_cert, pem
+
+        ca_key, ca = make_ca("medgate k8s test CA")
+        leaf_key, leaf = make_server_cert(ca_key, ca, "medgate k8s")
+        ca_path, cert_path, key_path = (tmp_path / n for n in ("ca.pem", "tls.crt", "tls.key"))
+        ca_path.write_bytes(pem(ca))
+        cert_path.write_bytes(pem(leaf))
+        key_path.write_bytes(key_pem(leaf_key))
+        extra_args = ["--tls-cert", str(cert_path), "--tls-key", str(key_path)]
     # Flags override where the files point at production paths and buckets.
     gw = gateway_factory(public_store=f"file://{tmp_path}/public",
-                         extra_args=["--config", str(config)])
-    s3 = client_for(gw)
+                         extra_args=["--config", str(config), *extra_args])
+    if which == "example":
+        s3 = client_for(gw)
+    else:
+        assert f"medgate listening on https://127.0.0.1:{gw.port}" in gw.log_text()
+        s3 = boto3.session.Session().client(
+            "s3", endpoint_url=f"https://127.0.0.1:{gw.port}", verify=str(ca_path),
+            aws_access_key_id=gw.access_key_id, aws_secret_access_key=gw.secret_access_key,
+            region_name="us-east-1",
+            config=botocore.config.Config(s3={"addressing_style": "path"},
+                                          retries={"total_max_attempts": 1}))
+        health = requests.get(f"https://127.0.0.1:{gw.ops_port}/healthz", timeout=10,
+                              verify=str(ca_path))
+        assert health.text == "ok\n"
     s3.create_bucket(Bucket="cfg")
     body = os.urandom(2 * MIB + 3)
     s3.put_object(Bucket="cfg", Key="k", Body=body)
@@ -294,16 +330,12 @@ def test_shipped_configs_are_accepted_by_medgate(which, tmp_path, gateway_factor
         first = next(line for line in gw.log_text().splitlines() if line.startswith("{"))
         assert json.loads(first)["level"]
 
-    # The settings medgate reads are live; the upcoming ones are documented, commented
-    # out, after the clear marker.
+    # Every section of the example is one medgate reads.
     if which == "example":
         text = config.read_text()
-        head, marker, tail = text.partition("ADDED BY ISSUE 7, NOT YET READ")
-        assert marker, "the example must separate the settings issue 7 adds"
-        for section in ("[tls]", "[ops]", "[api]", "[backup]"):
-            assert re.search(rf"^{re.escape(section)}$", head, re.M), f"{section} is not live"
-        for section in ("[public_store.retry]",):
-            assert f"# {section}" in tail and section not in head.replace("# ", "")
+        assert "NOT YET READ" not in text, "every documented setting is read by the server"
+        for section in ("[tls]", "[ops]", "[api]", "[backup]", "[public_store.retry]"):
+            assert re.search(rf"^{re.escape(section)}$", text, re.M), f"{section} is not live"
 
 
 # ---------------------------------------------------------------------------
