@@ -178,6 +178,33 @@ impl Link {
         Ok(resp.json().await?)
     }
 
+    /// An unauthenticated POST of JSON (the public log endpoints); the answer's message.
+    ///
+    /// # Errors
+    /// No API link; the gateway refuses (its message).
+    pub async fn post_public(&self, path: &str, body: &serde_json::Value) -> Result<String> {
+        let Link::Api { base, http } = self else {
+            bail!("this needs the gateway's JSON API: pass --gateway URL");
+        };
+        let resp = http
+            .post(join(base, path)?)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {base}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        if status.is_success() {
+            Ok(message)
+        } else {
+            bail!("{message}")
+        }
+    }
+
     /// A fresh challenge signed for `method path body`, as the `Authorization` value.
     pub async fn token(
         &self,

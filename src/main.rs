@@ -6,6 +6,7 @@ pub(crate) mod config;
 mod link;
 mod ops;
 mod patient;
+mod witness;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -100,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         action: patient::ShareAction,
     },
+    /// The transparency log, as another party sees it.
+    Log {
+        #[command(subcommand)]
+        action: LogAction,
+    },
     /// Check the transparency log against every published checkpoint, and every
     /// manifest against its logged root; --deep also re-hashes every blob. Exits
     /// non-zero naming each mismatch.
@@ -119,6 +125,14 @@ enum Command {
         #[command(subcommand)]
         action: backup::RecoveryAction,
     },
+}
+
+#[derive(Subcommand)]
+enum LogAction {
+    /// Witness an institution's log: check that its published checkpoint extends the last
+    /// one this witness cosigned (consistency proof), then cosign it and hand the
+    /// cosignature to the gateway, which publishes it with the checkpoint.
+    Witness(witness::WitnessArgs),
 }
 
 #[derive(Subcommand)]
@@ -207,6 +221,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Patient { action } => patient::patient(action).await,
         Command::Share { action } => patient::share(action).await,
         Command::Verify { dir, deep } => verify(&dir, deep).await,
+        Command::Log {
+            action: LogAction::Witness(args),
+        } => witness::witness(args).await,
         Command::Backup(args) => backup::backup(args).await,
         Command::Restore(args) => backup::restore(args).await,
         Command::Recovery { action } => backup::recovery(action),
@@ -370,7 +387,7 @@ fn identity_path(setup: &Setup, flag: Option<&Path>) -> PathBuf {
 }
 
 /// Loads the institution identity, creating it on first run.
-fn load_identity(path: &Path, data_dir: &Path, create: bool) -> Result<Identity> {
+pub(crate) fn load_identity(path: &Path, data_dir: &Path, create: bool) -> Result<Identity> {
     let pass = passphrase();
     if path.exists() {
         let text = std::fs::read_to_string(path)

@@ -64,6 +64,26 @@ pub enum PatientAction {
         #[arg(long)]
         id: String,
     },
+    /// Break glass (admin): replace the key of a patient who lost theirs, without the old
+    /// key's signature. Needs the new key's proof (`medgate patient keygen --institution
+    /// R --id ID` on the patient's side) and a reason; logged for the patient to see.
+    BreakGlass {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        id: String,
+        /// The patient's new Recipient.
+        #[arg(long)]
+        recipient: String,
+        #[arg(long)]
+        proof: String,
+        /// Why (at least 10 characters), e.g. the identity check done and its reference.
+        #[arg(long)]
+        reason: String,
+        /// Who breaks the glass (default: $USER).
+        #[arg(long, env = "USER", default_value = "admin")]
+        admin: String,
+    },
     /// Register a patient's public key (admin).
     Register {
         #[command(flatten)]
@@ -497,6 +517,26 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 change: change.to_text(),
             };
             if let AdminResponse::Done { message } = Link::new(&dir, &gw)?.call(&old, req).await? {
+                println!("{message}");
+            }
+        }
+        PatientAction::BreakGlass {
+            dir,
+            id,
+            recipient,
+            proof,
+            reason,
+            admin,
+        } => {
+            let req = AdminRequest::PatientBreakGlass {
+                id,
+                recipient,
+                proof,
+                reason,
+                admin,
+            };
+            if let AdminResponse::Done { message } = fail_on_error(admin_request(&dir, req).await?)?
+            {
                 println!("{message}");
             }
         }

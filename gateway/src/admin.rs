@@ -88,6 +88,15 @@ pub enum AdminRequest {
     PatientRekey {
         change: String,
     },
+    /// Break glass: replace a patient's lost key (new key's proof and a reason, logged).
+    PatientBreakGlass {
+        id: String,
+        recipient: String,
+        proof: String,
+        reason: String,
+        /// Who breaks the glass (shown in the log).
+        admin: String,
+    },
     /// Ask a peer for a share and show it here as `bucket` (needs the running server).
     Mount {
         bucket: String,
@@ -537,6 +546,22 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                         &|_, _, _| {},
                     )
                     .await?,
+                }
+            }
+            AdminRequest::PatientBreakGlass {
+                id,
+                recipient,
+                proof,
+                reason,
+                admin,
+            } => {
+                let n = engine()
+                    .break_glass_patient_key(&id, &recipient, &proof, &reason, &admin)
+                    .await?;
+                AdminResponse::Done {
+                    message: format!(
+                        "key of patient {id} replaced (break glass, logged); {n} records re-wrapped to the new key"
+                    ),
                 }
             }
             AdminRequest::PatientRekey { change } => {

@@ -94,11 +94,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/log/checkpoint", get(log_checkpoint))
         .route("/v1/log/proofs/inclusion", get(log_inclusion))
         .route("/v1/log/proofs/consistency", get(log_consistency))
+        .route("/v1/log/cosignatures", post(log_cosign))
         .route(
             "/v1/admin/patients",
             get(admin_patients).post(admin_register),
         )
         .route("/v1/admin/patients/{id}", get(admin_patient))
+        .route(
+            "/v1/admin/patients/{id}/break-glass",
+            post(admin_break_glass),
+        )
         .route(
             "/v1/admin/requests",
             get(admin_requests).post(admin_new_request),
@@ -376,6 +381,19 @@ pub struct RegisterBody {
     pub proof: String,
 }
 
+/// `POST /v1/admin/patients/{id}/break-glass`: replace a patient's lost key.
+#[derive(Deserialize, ToSchema)]
+pub struct BreakGlassBody {
+    /// The new Recipient (`medgate1...`), from `medgate patient keygen` on the patient's side.
+    pub recipient: String,
+    /// Its registration proof.
+    pub proof: String,
+    /// Why (at least 10 characters; logged for the patient to see).
+    pub reason: String,
+    /// Who breaks the glass.
+    pub admin: String,
+}
+
 /// `POST /v1/admin/access-keys`.
 #[derive(Deserialize, ToSchema)]
 pub struct AccessKeyBody {
@@ -564,8 +582,8 @@ pub struct BlobQuery {
         description = "medgate's JSON API: administration, patient consent, exchange between institutions, and the transparency log. S3 clients use the S3 port instead."
     ),
     paths(
-        log_checkpoint, log_inclusion, log_consistency,
-        admin_patients, admin_register, admin_patient, admin_requests, admin_new_request,
+        log_checkpoint, log_inclusion, log_consistency, log_cosign,
+        admin_patients, admin_register, admin_patient, admin_break_glass, admin_requests, admin_new_request,
         admin_request, admin_grants, admin_access_keys, admin_new_access_key,
         admin_delete_access_key, admin_events, admin_verify, admin_mounts, admin_mount,
         patient_challenge, patient_me, patient_requests, patient_request, patient_approve,
@@ -684,6 +702,34 @@ async fn log_consistency(
     }))
 }
 
+/// `POST /v1/log/cosignatures`: the latest checkpoint, cosigned by a witness.
+#[derive(Deserialize, ToSchema)]
+pub struct CosignBody {
+    /// The signed note with the witness's cosignature line added.
+    pub note: String,
+}
+
+#[utoipa::path(post, path = "/v1/log/cosignatures", tag = "log", request_body = CosignBody,
+    responses((status = 200, body = Answer, description = "`done`: the cosignature is published with the checkpoint"),
+              (status = 403, description = "not a configured witness's valid cosignature of the latest checkpoint")))]
+async fn log_cosign(State(st): State<ApiState>, body: Bytes) -> ApiResult<Json<AdminResponse>> {
+    // No caller authentication: the cosignature itself is checked against the peers' keys.
+    let b: CosignBody = parse_json(&body)?;
+    let witnesses: Vec<Recipient> = st.0.peers.iter().map(|p| p.recipient.clone()).collect();
+    let engine = &st.0.engine;
+    let who = crate::log::add_cosignature(
+        &*engine.private,
+        &engine.public,
+        &engine.institution,
+        &witnesses,
+        &b.note,
+    )
+    .await?;
+    Ok(Json(AdminResponse::Done {
+        message: format!("cosignature by {} published", st.0.peers[who].name),
+    }))
+}
+
 // ---------------------------------------------------------------------------------------
 // Admin
 
@@ -723,6 +769,27 @@ async fn admin_patient(
 ) -> ApiResult<Json<AdminResponse>> {
     st.admin(&headers)?;
     st.admin_call(AdminRequest::PatientShow { id }).await
+}
+
+#[utoipa::path(post, path = "/v1/admin/patients/{id}/break-glass", tag = "admin", security(("admin" = [])),
+    params(("id" = String, Path)), request_body = BreakGlassBody,
+    responses((status = 200, body = Answer, description = "`done`"), (status = 403, description = "the proof does not verify")))]
+async fn admin_break_glass(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    st.admin(&headers)?;
+    let b: BreakGlassBody = parse_json(&body)?;
+    st.admin_call(AdminRequest::PatientBreakGlass {
+        id,
+        recipient: b.recipient,
+        proof: b.proof,
+        reason: b.reason,
+        admin: b.admin,
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/admin/requests", tag = "admin", security(("admin" = [])),

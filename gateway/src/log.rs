@@ -115,6 +115,7 @@ pub async fn publish(
     public: &PublicStore,
     institution: &Identity,
 ) -> Result<Option<u64>> {
+    let _one = PUBLISHING.lock().await;
     let size = private.log_size().await?;
     let last = private
         .checkpoints()
@@ -150,6 +151,82 @@ pub async fn publish(
         )
         .await?;
     Ok(Some(size))
+}
+
+/// One writer of the published checkpoint at a time ([`publish`], [`add_cosignature`]), so a
+/// cosigned older checkpoint never replaces a newer one.
+static PUBLISHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The key name a witness cosigns under: derived from its Recipient, so the gateway can
+/// check a cosignature from any configured peer without more configuration.
+pub fn witness_name(witness: &Recipient) -> String {
+    format!(
+        "medgate.witness/{}",
+        hex::encode(&witness.fingerprint()[..16])
+    )
+}
+
+/// Takes a witness's cosignature of the latest checkpoint: `note` must carry this
+/// institution's signature and a valid cosignature by one of `witnesses` (under
+/// [`witness_name`]) over the checkpoint this gateway published last. The cosignature line
+/// is added to the stored and the published note (until the next checkpoint replaces it).
+/// Returns the witness's index in `witnesses`.
+///
+/// # Errors
+/// `GrantRefused` for a note that is not signed by this institution or cosigned by a
+/// configured witness, or is not the latest checkpoint; store failures.
+pub async fn add_cosignature(
+    private: &dyn PrivateStore,
+    public: &PublicStore,
+    institution: &Identity,
+    witnesses: &[Recipient],
+    note: &str,
+) -> Result<usize> {
+    use keyring::checkpoint::SignedNote;
+    let _one = PUBLISHING.lock().await;
+    let refuse = |why: &str| Error::GrantRefused(format!("cosignature refused: {why}"));
+    let name = origin(&institution.recipient());
+    let cp = institution
+        .recipient()
+        .verify_checkpoint(&name, note)
+        .map_err(|_| refuse("the note is not this institution's checkpoint"))?;
+    let (who, wname) = witnesses
+        .iter()
+        .enumerate()
+        .find_map(|(i, w)| {
+            let n = witness_name(w);
+            w.verify_cosignature(&n, note).ok().map(|_| (i, n))
+        })
+        .ok_or_else(|| refuse("no valid cosignature by a configured witness ([[peers]])"))?;
+    let (size, stored) = private
+        .checkpoints()
+        .await?
+        .pop()
+        .ok_or_else(|| refuse("nothing published yet"))?;
+    let mut merged = SignedNote::parse(&stored)?;
+    let current = merged.checkpoint()?;
+    if current.size != cp.size || !keyring::merkle::hash_eq(&current.root, &cp.root) {
+        return Err(refuse(&format!(
+            "it cosigns size {} but the latest checkpoint is size {size}",
+            cp.size
+        )));
+    }
+    let incoming = SignedNote::parse(note)?;
+    for sig in incoming.signatures().iter().filter(|s| s.name == wname) {
+        if !merged.signatures().iter().any(|m| m.name == wname) {
+            merged.add_signature(sig.clone())?;
+        }
+    }
+    let merged = merged.to_string();
+    private.put_checkpoint(size, &merged).await?;
+    private.flush().await?;
+    public
+        .put(
+            &StorePath::from(CHECKPOINT_PATH),
+            merged.into_bytes().into(),
+        )
+        .await?;
+    Ok(who)
 }
 
 /// What [`verify`] found.

@@ -108,7 +108,7 @@ impl Engine {
         let change = SignedKeyChange::from_text(change_text)
             .map_err(|e| Error::GrantRefused(format!("the key change does not parse: {e}")))?;
         let id = change.change.patient_id.clone();
-        let mut rec = self
+        let rec = self
             .private
             .patient(&id)
             .await?
@@ -130,6 +130,96 @@ impl Engine {
             return Err(Error::GrantRefused(format!("key change: {e}")));
         }
         let new = change.change.new.clone();
+        let proof = change.new_proof.to_hex();
+        self.replace_patient_key(
+            rec,
+            old,
+            new,
+            proof,
+            Event {
+                kind: "key-change".into(),
+                actor: format!("patient:{id}"),
+                ..Event::default()
+            },
+        )
+        .await
+    }
+
+    /// Break glass: an admin replaces the key of a patient who lost theirs, without the old
+    /// key's signature. The new key must come with its registration proof (so the patient
+    /// holds it), and the reason is required: both go into the log entry
+    /// (`key-break-glass`, with the admin as actor), which the patient sees in their audit.
+    /// Records are re-wrapped to the new key and the old key's stanzas removed, as in a
+    /// signed key change; grants stand (they were the patient's consent).
+    ///
+    /// # Errors
+    /// `UnknownPatient`; `InvalidArgument` for a missing reason; `GrantRefused` for a proof
+    /// that does not verify.
+    pub async fn break_glass_patient_key(
+        &self,
+        id: &str,
+        recipient: &str,
+        proof: &str,
+        reason: &str,
+        admin: &str,
+    ) -> Result<u64> {
+        let _hold = self.private.hold_writes().await;
+        let reason = reason.trim();
+        if reason.len() < 10 || reason.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(
+                "break glass needs a reason of at least 10 characters (it is logged for the patient to see)"
+                    .into(),
+            ));
+        }
+        let rec = self
+            .private
+            .patient(id)
+            .await?
+            .ok_or_else(|| Error::UnknownPatient(id.to_string()))?;
+        let old: Recipient = rec
+            .recipient
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("key of patient {id}")))?;
+        let new: Recipient = recipient.trim().parse().map_err(|_| {
+            Error::InvalidArgument("the new key is not a medgate1... recipient".into())
+        })?;
+        let sig = Signature::from_hex(proof.trim())
+            .map_err(|_| Error::GrantRefused("the registration proof does not parse".into()))?;
+        keyring::consent::verify_registration(&new, self.institution_id(), id, &sig).map_err(
+            |_| {
+                Error::GrantRefused(
+                    "the registration proof does not verify for this key, patient and institution"
+                        .into(),
+                )
+            },
+        )?;
+        self.replace_patient_key(
+            rec,
+            old,
+            new,
+            sig.to_hex(),
+            Event {
+                kind: "key-break-glass".into(),
+                actor: format!("admin:{admin}"),
+                detail: format!("reason: {reason}; "),
+                ..Event::default()
+            },
+        )
+        .await
+    }
+
+    /// Moves patient `rec` from key `old` to `new`: every record re-wrapped, the old key's
+    /// stanzas removed, the registry updated, `event` logged (its detail completed), the
+    /// index moved to the new key's name.
+    async fn replace_patient_key(
+        &self,
+        mut rec: PatientRecord,
+        old: Recipient,
+        new: Recipient,
+        proof_hex: String,
+        mut event: Event,
+    ) -> Result<u64> {
+        let id = rec.id.clone();
         if new.tag() == self.institution_recipient.tag() {
             return Err(Error::GrantRefused(
                 "the new key collides with the institution's".into(),
@@ -145,16 +235,13 @@ impl Engine {
             rewrapped += 1;
         }
         rec.recipient = new.to_string();
-        rec.proof = change.new_proof.to_hex();
+        rec.proof = proof_hex;
         self.private.put_patient(rec, true).await?;
-        self.log(Event {
-            kind: "key-change".into(),
-            actor: format!("patient:{id}"),
-            patient: Some(id.clone()),
-            detail: format!("key {old} replaced by {new}; {rewrapped} records re-wrapped"),
-            ..Event::default()
-        })
-        .await?;
+        event.patient = Some(id.clone());
+        event.detail.push_str(&format!(
+            "key {old} replaced by {new}; {rewrapped} records re-wrapped"
+        ));
+        self.log(event).await?;
         self.private.flush().await?;
         // The index moves to the new key's name at once (a rare operation, not batched),
         // and the old key's index goes.
@@ -370,6 +457,9 @@ impl Engine {
             grant_id: grant_id.clone(),
             ..RewrapReport::default()
         };
+        // One stanza per record; the log entries go in batches, made durable by the one
+        // flush at the end, before the patient is answered.
+        let mut entries = Vec::new();
         for (bucket, key, m) in self.private.patient_objects(&rec.patient_id).await? {
             if !signed.grant.scope.covers(&bucket, &key) {
                 report.out_of_scope += 1;
@@ -385,7 +475,8 @@ impl Engine {
                 record
                     .records
                     .push((bucket.clone(), key.clone(), m.dek_id.to_hex()));
-                self.log(Event {
+                entries.push(Event {
+                    time_ms: now_ms(),
                     kind: "rewrap".into(),
                     actor: "gateway".into(),
                     patient: Some(rec.patient_id.clone()),
@@ -394,12 +485,17 @@ impl Engine {
                     grant: Some(grant_id.clone()),
                     detail: format!("wrapped for {recipient}"),
                     ..Event::default()
-                })
-                .await?;
+                });
+                if entries.len() == REWRAP_LOG_BATCH {
+                    self.private
+                        .append_events(std::mem::take(&mut entries))
+                        .await?;
+                }
             }
         }
         self.private.update_grant(record).await?;
-        self.log(Event {
+        entries.push(Event {
+            time_ms: now_ms(),
             kind: "grant".into(),
             actor: format!("patient:{}", rec.patient_id),
             patient: Some(rec.patient_id.clone()),
@@ -409,8 +505,8 @@ impl Engine {
                 rec.id, signed.grant.expires_ms, report.rewrapped
             ),
             ..Event::default()
-        })
-        .await?;
+        });
+        self.private.append_events(entries).await?;
         self.private.flush().await?;
         Ok(report)
     }
@@ -575,6 +671,9 @@ impl Engine {
         self.appender.append(event).await
     }
 }
+
+/// Re-wrap log entries written per transaction by an approval.
+const REWRAP_LOG_BATCH: usize = 1024;
 
 /// A patient id: 1 to 128 characters from `[A-Za-z0-9._-]`, so it is safe in metadata
 /// headers, file names and log lines.

@@ -315,3 +315,36 @@ def test_patient_rekey(gateway, tmp_path):
     assert (tmp_path / "new" / "rekey" / "erin" / "a").read_bytes() == b"alpha"
     rc, _, err = pull(gw, old_key, inst, tmp_path / "old", ok=False)
     assert rc != 0 and "no index for you" in err
+
+
+def test_break_glass_key_change_is_logged(gateway, tmp_path):
+    """A patient who lost their key gets a new one without the old key's signature only
+    through the logged break-glass procedure: the new key's proof and a reason are
+    required, the records move to the new key, and the log says who did it and why."""
+    gw = gateway
+    inst = institution(gw)
+    register(gw, tmp_path, "frank")
+    lost = tmp_path / "frank.key"
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="breakglass")
+    s3.put_object(Bucket="breakglass", Key="frank/a", Body=b"alpha", Metadata={"medgate-patient": "frank"})
+    new_key = tmp_path / "frank-new.key"
+    new_recipient, new_proof = keygen(gw, new_key, inst, "frank")
+    _, wrong_proof = keygen(gw, tmp_path / "other.key", inst, "frank")
+    base = ["patient", "break-glass", "--data-dir", str(gw.data_dir), "--id", "frank",
+            "--recipient", new_recipient, "--admin", "ops-oncall"]
+    rc, _, err = cli(gw, *base, "--proof", new_proof, "--reason", "lost", ok=False)
+    assert rc != 0 and "reason of at least 10 characters" in err
+    rc, _, err = cli(gw, *base, "--proof", wrong_proof, "--reason", "identity checked at desk",
+                     ok=False)
+    assert rc != 0 and "proof does not verify" in err
+    _, out, _ = cli(gw, *base, "--proof", new_proof, "--reason", "identity checked at desk #4711")
+    assert "1 records re-wrapped" in out and "break glass" in out
+    _, out, _ = cli(gw, "share", "events", "--data-dir", str(gw.data_dir), "--patient", "frank")
+    line = next(l for l in out.splitlines() if "\tkey-break-glass\t" in l)
+    assert "admin:ops-oncall" in line and "identity checked at desk #4711" in line
+    gw.stop()
+    pull(gw, new_key, inst, tmp_path / "new")
+    assert (tmp_path / "new" / "breakglass" / "frank" / "a").read_bytes() == b"alpha"
+    rc, _, err = pull(gw, lost, inst, tmp_path / "old", ok=False)
+    assert rc != 0 and "no index for you" in err

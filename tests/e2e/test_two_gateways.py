@@ -315,3 +315,42 @@ def test_api_authentication_and_openapi(two, tmp_path):
     assert cp["note"].splitlines()[1] == str(cp["size"])
     r = requests.get(api + f"/v1/log/proofs/inclusion?index=0&size={cp['size']}", timeout=10)
     assert r.status_code == 200 and isinstance(r.json()["hashes"], list)
+
+
+def test_b_witnesses_a_log(two, aws, tmp_path):
+    """B cosigns A's checkpoints after checking that each extends the last one it cosigned;
+    A publishes the cosignature with the checkpoint; a rolled-back checkpoint is refused."""
+    a, b, a_recipient = two
+    state = tmp_path / "witness.json"
+    witness = ["log", "witness", "--identity", str(b.data_dir / "institution.key"),
+               "--institution", a_recipient, "--public-store", str(a.public_dir),
+               "--gateway", a.api_endpoint, "--state", str(state)]
+    aws(a, "s3", "mb", "s3://witnessed")
+    (tmp_path / "f").write_bytes(b"one")
+    aws(a, "s3", "cp", str(tmp_path / "f"), "s3://witnessed/one")
+    checkpoint = a.public_dir / "v1" / "log" / "checkpoint"
+    deadline = time.monotonic() + 15
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # A publishes every second: let it catch up with the last write
+    _, out, err = cli(b, *witness)
+    assert "first checkpoint seen" in err
+    first = checkpoint.read_text()
+    assert "medgate.witness/" in first, first  # A published B's cosignature line
+    size1 = json.loads(state.read_text())["size"]
+
+    # More activity; the next checkpoint must be consistent with the cosigned one.
+    aws(a, "s3", "cp", str(tmp_path / "f"), "s3://witnessed/two")
+    deadline = time.monotonic() + 15
+    while checkpoint.read_text().splitlines()[1] == str(size1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)
+    _, out, err = cli(b, *witness)
+    assert json.loads(state.read_text())["size"] > size1
+    assert "medgate.witness/" in checkpoint.read_text()
+
+    # A checkpoint rolled back to the first one is refused, and nothing is cosigned.
+    a.stop()
+    checkpoint.write_text(first)
+    rc, _, err = cli(b, *witness, ok=False)
+    assert rc != 0 and "rollback" in err, err

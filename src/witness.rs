@@ -1,0 +1,161 @@
+//! `medgate log witness`: another party (a peer institution's gateway, say) checks that an
+//! institution's transparency log only grows, and cosigns its checkpoint.
+//!
+//! The checkpoint is read straight from the institution's public store and must carry the
+//! institution's signature. Against the last checkpoint this witness cosigned (kept in
+//! `--state`), a smaller size is a rollback, the same size with another root a fork, and a
+//! larger size needs a consistency proof from the gateway's public API that verifies
+//! between the two signed roots. Only then is the checkpoint cosigned (C2SP cosignature/v1,
+//! under the key name `medgate.witness/<fingerprint>`), the cosigned note sent back to the
+//! gateway, which publishes it, and the state advanced.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use keyring::Recipient;
+use serde::{Deserialize, Serialize};
+
+#[derive(Args)]
+pub struct WitnessArgs {
+    /// The witness's identity file (e.g. its own institution's `institution.key`; sealed
+    /// files need MEDGATE_PASSPHRASE).
+    #[arg(long)]
+    identity: PathBuf,
+    /// The witnessed institution's Recipient (`medgate keys` there).
+    #[arg(long)]
+    institution: String,
+    /// The witnessed institution's public store (read access is enough).
+    #[arg(long)]
+    public_store: String,
+    /// Public store option KEY=VALUE; repeatable.
+    #[arg(long = "public-store-opt", value_parser = crate::config::parse_kv)]
+    public_store_opts: Vec<(String, String)>,
+    /// The witnessed gateway's JSON API: consistency proofs come from it and the
+    /// cosignature goes back to it.
+    #[arg(long)]
+    gateway: url::Url,
+    /// PEM CA bundle for the gateway's certificate.
+    #[arg(long = "gateway-ca")]
+    ca: Option<PathBuf>,
+    /// Where the last cosigned checkpoint is kept.
+    #[arg(long, default_value = ".medgate-witness.json")]
+    state: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WitnessState {
+    size: u64,
+    root: String,
+}
+
+pub async fn witness(args: WitnessArgs) -> Result<()> {
+    use keyring::checkpoint::SignedNote;
+    let me = crate::load_identity(&args.identity, Path::new("/nonexistent"), false)?;
+    let inst: Recipient = args
+        .institution
+        .parse()
+        .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
+    let opts: std::collections::BTreeMap<String, String> =
+        args.public_store_opts.into_iter().collect();
+    let store = gateway::public::open(Some(&args.public_store), &opts, Path::new("."))
+        .context("cannot open the public store")?;
+    let note = String::from_utf8(
+        store
+            .get(&object_store::path::Path::from(
+                gateway::log::CHECKPOINT_PATH,
+            ))
+            .await
+            .context("cannot read the checkpoint from the public store")?
+            .bytes()
+            .await?
+            .to_vec(),
+    )
+    .map_err(|_| anyhow!("the published checkpoint is not text"))?;
+    let cp = inst
+        .verify_checkpoint(&gateway::log::origin(&inst), &note)
+        .map_err(|e| anyhow!("the published checkpoint is not signed by the institution: {e}"))?;
+    let last: Option<WitnessState> = match std::fs::read(&args.state) {
+        Ok(b) => Some(
+            serde_json::from_slice(&b)
+                .with_context(|| format!("{} is not a witness state file", args.state.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => bail!("cannot read {}: {e}", args.state.display()),
+    };
+    let gw = GatewayArg {
+        gateway: Some(args.gateway.clone()),
+        ca: args.ca.clone(),
+    };
+    let link = crate::link::Link::new(&crate::DataDirArg::default(), &gw)?;
+    match &last {
+        None => eprintln!(
+            "first checkpoint seen for this log (size {}): trusting it as the starting point",
+            cp.size
+        ),
+        Some(l) => {
+            let old_root: keyring::Hash = hex::decode(&l.root)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| anyhow!("{}: bad root", args.state.display()))?;
+            if cp.size < l.size {
+                bail!(
+                    "rollback: the published checkpoint has size {} but this witness already cosigned size {}",
+                    cp.size,
+                    l.size
+                );
+            }
+            if cp.size == l.size {
+                if !keyring::merkle::hash_eq(&old_root, &cp.root) {
+                    bail!("fork: size {} was cosigned with another root", cp.size);
+                }
+            } else {
+                let proof: gateway::api::ProofAnswer = link
+                    .get_public(&format!(
+                        "/v1/log/proofs/consistency?from={}&to={}",
+                        l.size, cp.size
+                    ))
+                    .await?;
+                gateway::audit::check_consistency(
+                    (l.size, &old_root),
+                    (cp.size, &cp.root),
+                    &proof.hashes,
+                    "consistency with the last cosigned checkpoint",
+                )
+                .map_err(|e| anyhow!("fork: {e}"))?;
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = gateway::log::witness_name(&me.recipient());
+    let cosigned = me.cosign_checkpoint(&name, &note, now)?;
+    SignedNote::parse(&cosigned)?;
+    let answer = link
+        .post_public(
+            "/v1/log/cosignatures",
+            &serde_json::json!({ "note": cosigned }),
+        )
+        .await;
+    std::fs::write(
+        &args.state,
+        serde_json::to_vec_pretty(&WitnessState {
+            size: cp.size,
+            root: hex::encode(cp.root),
+        })?,
+    )
+    .with_context(|| format!("cannot write {}", args.state.display()))?;
+    print!("{cosigned}");
+    match answer {
+        Ok(msg) => eprintln!("cosigned size {} ({msg})", cp.size),
+        Err(e) => bail!(
+            "cosigned size {}, but the gateway did not take the cosignature: {e}",
+            cp.size
+        ),
+    }
+    Ok(())
+}
+
+use crate::link::GatewayArg;
