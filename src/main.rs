@@ -644,6 +644,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         institution: Arc::clone(&identity),
         peers: setup.file.peer_list(),
         engine: Some(Arc::clone(&api_engine)),
+        progress: None,
     };
     let admin_task =
         admin::listen(&socket, admin_cx.clone()).context("cannot open the admin socket")?;
@@ -781,10 +782,19 @@ async fn ensure_first_access_key(
 /// Runs an admin request through the running server, or directly on the store when no
 /// server answers. Says which on stderr.
 pub(crate) async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result<AdminResponse> {
+    admin_request_with(dir, req, None).await
+}
+
+/// [`admin_request`], reporting a long operation's steps to `progress`.
+pub(crate) async fn admin_request_with(
+    dir: &DataDirArg,
+    req: AdminRequest,
+    progress: Option<admin::Progress>,
+) -> Result<AdminResponse> {
     let setup = setup(dir)?;
     let socket = setup.data_dir.join("admin.sock");
     if socket.exists() {
-        match admin::call(&socket, &req).await {
+        match admin::call_with_progress(&socket, &req, progress.as_ref()).await {
             Ok(resp) => {
                 eprintln!(
                     "(through the running server's admin socket {})",
@@ -824,6 +834,7 @@ pub(crate) async fn admin_request(dir: &DataDirArg, req: AdminRequest) -> Result
         institution: identity,
         peers: setup.file.peer_list(),
         engine: None,
+        progress,
     };
     Ok(admin::handle(&cx, req).await)
 }
@@ -836,14 +847,27 @@ pub(crate) fn fail_on_error(resp: AdminResponse) -> Result<AdminResponse> {
 }
 
 async fn verify(dir: &DataDirArg, deep: bool) -> Result<()> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_message(if deep {
-        "verifying the log, every manifest and every blob"
-    } else {
-        "verifying the log and every manifest"
+    // One bar per step (the log's entries, then the objects); hidden when stderr is not a
+    // terminal.
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let shown = bar.clone();
+    let progress: admin::Progress = Arc::new(move |step: &str, done: u64, total: u64| {
+        let msg = match step {
+            "log" => "log entries checked",
+            "objects" if deep => "objects and blobs checked",
+            "objects" => "manifests checked",
+            _ => "steps done",
+        };
+        shown.set_message(msg);
+        shown.set_length(total);
+        shown.set_position(done);
     });
-    bar.enable_steady_tick(Duration::from_millis(120));
-    let resp = admin_request(dir, AdminRequest::Verify { deep }).await;
+    let resp = admin_request_with(dir, AdminRequest::Verify { deep }, Some(progress)).await;
     bar.finish_and_clear();
     match fail_on_error(resp?)? {
         AdminResponse::Verified { report: r } => {

@@ -219,6 +219,12 @@ pub enum AdminResponse {
         manifest: String,
         stanza: String,
     },
+    /// A step of a long operation (verify), before its answer.
+    Progress {
+        step: String,
+        done: u64,
+        total: u64,
+    },
     Error {
         message: String,
     },
@@ -268,7 +274,12 @@ pub struct AdminContext {
     pub peers: Vec<(String, String)>,
     /// The running server's engine; `None` on a stopped data dir.
     pub engine: Option<Arc<Engine>>,
+    /// Where a long operation (verify) reports its steps.
+    pub progress: Option<Progress>,
 }
+
+/// A progress callback: (step, done, total).
+pub type Progress = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 /// An access key as listed (never its secret).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -537,13 +548,18 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
             AdminRequest::Verify { deep } => {
                 // Publish what is pending first, so the check covers everything logged.
                 crate::log::publish(store, &cx.public, institution).await?;
+                let progress = cx.progress.clone();
                 AdminResponse::Verified {
                     report: crate::log::verify(
                         store,
                         &cx.public,
                         &institution.recipient(),
                         deep,
-                        &|_, _, _| {},
+                        &move |step, done, total| {
+                            if let Some(p) = &progress {
+                                p(step, done, total);
+                            }
+                        },
                     )
                     .await?,
                 }
@@ -712,6 +728,29 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
                 )
                 .await;
             }
+            Ok(AdminRequest::Verify { deep }) => {
+                // Steps stream as `progress` lines before the answer.
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AdminResponse>();
+                let mut vcx = cx.clone();
+                vcx.progress = Some(Arc::new(move |step: &str, done, total| {
+                    let _ = tx.send(AdminResponse::Progress {
+                        step: step.to_string(),
+                        done,
+                        total,
+                    });
+                }));
+                let job =
+                    tokio::spawn(async move { handle(&vcx, AdminRequest::Verify { deep }).await });
+                while let Some(p) = rx.recv().await {
+                    let mut out =
+                        serde_json::to_vec(&p).map_err(|e| Error::Internal(e.to_string()))?;
+                    out.push(b'\n');
+                    write.write_all(&out).await?;
+                }
+                job.await.unwrap_or_else(|e| AdminResponse::Error {
+                    message: format!("verify failed: {e}"),
+                })
+            }
             Ok(req) => handle(cx, req).await,
             Err(e) => AdminResponse::Error {
                 message: format!("bad admin request: {e}"),
@@ -729,6 +768,18 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
 /// # Errors
 /// The socket is missing or refuses (no server runs), or the answer is not JSON.
 pub async fn call(path: &Path, req: &AdminRequest) -> Result<AdminResponse> {
+    call_with_progress(path, req, None).await
+}
+
+/// [`call`], passing `progress` lines to `on_progress` until the answer.
+///
+/// # Errors
+/// As [`call`].
+pub async fn call_with_progress(
+    path: &Path,
+    req: &AdminRequest,
+    on_progress: Option<&Progress>,
+) -> Result<AdminResponse> {
     let stream = UnixStream::connect(path).await?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(req).map_err(|e| Error::Internal(e.to_string()))?;
@@ -736,9 +787,20 @@ pub async fn call(path: &Path, req: &AdminRequest) -> Result<AdminResponse> {
     write.write_all(&line).await?;
     write.shutdown().await?;
     let mut lines = BufReader::new(read).lines();
-    let answer = lines
-        .next_line()
-        .await?
-        .ok_or_else(|| Error::Internal("the server closed the admin socket".into()))?;
-    serde_json::from_str(&answer).map_err(|e| Error::Internal(format!("bad admin answer: {e}")))
+    loop {
+        let answer = lines
+            .next_line()
+            .await?
+            .ok_or_else(|| Error::Internal("the server closed the admin socket".into()))?;
+        match serde_json::from_str(&answer)
+            .map_err(|e| Error::Internal(format!("bad admin answer: {e}")))?
+        {
+            AdminResponse::Progress { step, done, total } => {
+                if let Some(p) = on_progress {
+                    p(&step, done, total);
+                }
+            }
+            other => return Ok(other),
+        }
+    }
 }

@@ -381,6 +381,7 @@ pub async fn verify(
             .push(format!("published checkpoint unreadable: {e}")),
     }
     // 4. Every manifest matches the object root logged when it was written.
+    let expected_objects = logged_roots.len() as u64;
     let buckets = private.list_buckets().await?;
     for b in &buckets {
         let mut after = String::new();
@@ -390,6 +391,7 @@ pub async fn verify(
             after = last.key.clone();
             for o in &page {
                 r.objects += 1;
+                progress("objects", r.objects, expected_objects.max(r.objects));
                 let here = hex::encode(manifest_root(&o.manifest));
                 match logged_roots.get(&(b.name.clone(), o.key.clone())) {
                     Some(Some(root)) if *root == here => {}
@@ -416,9 +418,9 @@ pub async fn verify(
                     }
                 }
             }
-            progress("objects", r.objects, r.objects);
         }
     }
+    progress("objects", r.objects, r.objects);
     Ok(r)
 }
 
