@@ -101,6 +101,25 @@ enum Command {
         #[command(subcommand)]
         action: patient::ShareAction,
     },
+    /// Give records new data keys: re-seal their blobs under a fresh key with fresh blob
+    /// ids, re-wrap for the institution, the patient and grants in force, move every copy;
+    /// old blobs are left to gc. Resumable: run the same command again after a crash.
+    Rotate {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// One record: BUCKET/KEY.
+        #[arg(long, conflicts_with_all = ["prefix", "patient"])]
+        object: Option<String>,
+        /// Records under BUCKET/PREFIX.
+        #[arg(long, conflicts_with = "patient")]
+        prefix: Option<String>,
+        /// All of a patient's records.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Where an unfinished rotation is remembered (to resume it).
+        #[arg(long, default_value = ".medgate-rotate.json")]
+        state: PathBuf,
+    },
     /// The transparency log, as another party sees it.
     Log {
         #[command(subcommand)]
@@ -224,6 +243,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Log {
             action: LogAction::Witness(args),
         } => witness::witness(args).await,
+        Command::Rotate {
+            dir,
+            object,
+            prefix,
+            patient,
+            state,
+        } => rotate(&dir, object, prefix, patient, &state).await,
         Command::Backup(args) => backup::backup(args).await,
         Command::Restore(args) => backup::restore(args).await,
         Command::Recovery { action } => backup::recovery(action),
@@ -896,6 +922,111 @@ async fn verify(dir: &DataDirArg, deep: bool) -> Result<()> {
                 }
                 bail!("verify found {} problems", r.problems.len())
             }
+        }
+        _ => bail!("unexpected answer from the server"),
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RotateState {
+    scope: gateway::rotate::RotateScope,
+    since: u64,
+}
+
+async fn rotate(
+    dir: &DataDirArg,
+    object: Option<String>,
+    prefix: Option<String>,
+    patient: Option<String>,
+    state: &Path,
+) -> Result<()> {
+    use gateway::rotate::RotateScope;
+    let split = |s: &str, what: &str| -> Result<(String, String)> {
+        match s.split_once('/') {
+            Some((b, rest)) if !b.is_empty() => Ok((b.to_string(), rest.to_string())),
+            _ => bail!("--{what} must be BUCKET/{}", what.to_uppercase()),
+        }
+    };
+    let scope = match (object, prefix, patient) {
+        (Some(o), _, _) => {
+            let (bucket, key) = split(&o, "object")?;
+            RotateScope::Object { bucket, key }
+        }
+        (None, Some(p), _) => {
+            let (bucket, prefix) = split(&p, "prefix")?;
+            RotateScope::Prefix { bucket, prefix }
+        }
+        (None, None, Some(patient)) => RotateScope::Patient { patient },
+        _ => {
+            bail!("say which records: --object BUCKET/KEY, --prefix BUCKET/PREFIX or --patient ID")
+        }
+    };
+    let scope_json = serde_json::to_value(&scope)?;
+    let since = match std::fs::read(state) {
+        Ok(b) => {
+            let s: RotateState = serde_json::from_slice(&b)
+                .with_context(|| format!("{} is not a rotation state file", state.display()))?;
+            if serde_json::to_value(&s.scope)? != scope_json {
+                bail!(
+                    "{} holds an unfinished rotation of another scope: finish that one first (or delete the file)",
+                    state.display()
+                );
+            }
+            eprintln!(
+                "resuming the rotation that started at log index {} (records it rotated are skipped)",
+                s.since
+            );
+            s.since
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let size = match fail_on_error(admin_request(dir, AdminRequest::LogSize).await?)? {
+                AdminResponse::LogSize { size } => size,
+                _ => bail!("unexpected answer from the server"),
+            };
+            std::fs::write(
+                state,
+                serde_json::to_vec_pretty(&RotateState {
+                    scope: scope.clone(),
+                    since: size,
+                })?,
+            )
+            .with_context(|| format!("cannot write {}", state.display()))?;
+            size
+        }
+        Err(e) => bail!("cannot read {}: {e}", state.display()),
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "rotating [{bar:40}] {pos}/{len} records ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let shown = bar.clone();
+    let progress: admin::Progress = Arc::new(move |_: &str, done: u64, total: u64| {
+        shown.set_length(total);
+        shown.set_position(done);
+    });
+    let resp = admin_request_with(
+        dir,
+        AdminRequest::Rotate {
+            scope,
+            since: Some(since),
+        },
+        Some(progress),
+    )
+    .await;
+    bar.finish_and_clear();
+    match fail_on_error(resp?)? {
+        AdminResponse::Rotated { report: r } => {
+            let _ = std::fs::remove_file(state);
+            println!(
+                "rotated {} data keys ({} manifests moved, {} bytes re-sealed); {} already rotated, {} changed meanwhile and left alone",
+                r.rotated, r.manifests, r.bytes, r.skipped, r.raced
+            );
+            println!("the old blobs are garbage now: `medgate gc --apply` removes them after the grace period");
+            Ok(())
         }
         _ => bail!("unexpected answer from the server"),
     }

@@ -84,6 +84,14 @@ pub enum AdminRequest {
     Verify {
         deep: bool,
     },
+    /// New data keys for the records in scope (needs the running server); `since` resumes
+    /// a run that started at that log index.
+    Rotate {
+        scope: crate::rotate::RotateScope,
+        since: Option<u64>,
+    },
+    /// The log's size (where a rotation starts).
+    LogSize,
     /// A patient's key change, signed by the old key (`SignedKeyChange` text).
     PatientRekey {
         change: String,
@@ -218,6 +226,12 @@ pub enum AdminResponse {
     Exchange {
         manifest: String,
         stanza: String,
+    },
+    Rotated {
+        report: crate::rotate::RotateReport,
+    },
+    LogSize {
+        size: u64,
     },
     /// A step of a long operation (verify), before its answer.
     Progress {
@@ -564,6 +578,27 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                     .await?,
                 }
             }
+            AdminRequest::Rotate { scope, since } => {
+                let progress = cx.progress.clone();
+                let engine = cx.engine.clone().ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "rotation re-seals blobs: run it against the running server (medgate serve)"
+                            .into(),
+                    )
+                })?;
+                AdminResponse::Rotated {
+                    report: engine
+                        .rotate(&scope, since, &move |step, done, total| {
+                            if let Some(p) = &progress {
+                                p(step, done, total);
+                            }
+                        })
+                        .await?,
+                }
+            }
+            AdminRequest::LogSize => AdminResponse::LogSize {
+                size: store.log_size().await?,
+            },
             AdminRequest::PatientBreakGlass {
                 id,
                 recipient,
@@ -728,7 +763,7 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
                 )
                 .await;
             }
-            Ok(AdminRequest::Verify { deep }) => {
+            Ok(req @ (AdminRequest::Verify { .. } | AdminRequest::Rotate { .. })) => {
                 // Steps stream as `progress` lines before the answer.
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AdminResponse>();
                 let mut vcx = cx.clone();
@@ -739,8 +774,7 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
                         total,
                     });
                 }));
-                let job =
-                    tokio::spawn(async move { handle(&vcx, AdminRequest::Verify { deep }).await });
+                let job = tokio::spawn(async move { handle(&vcx, req).await });
                 while let Some(p) = rx.recv().await {
                     let mut out =
                         serde_json::to_vec(&p).map_err(|e| Error::Internal(e.to_string()))?;

@@ -320,7 +320,7 @@ pub async fn verify(
             }
             if let (Some(b), Some(k)) = (&e.bucket, &e.key) {
                 match e.kind.as_str() {
-                    "put" | "copy" => {
+                    "put" | "copy" | "rotate" => {
                         logged_roots.insert((b.clone(), k.clone()), e.root.clone());
                     }
                     "delete" => {

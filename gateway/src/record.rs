@@ -353,7 +353,7 @@ impl Engine {
 
     /// Seals `body` into a new pending blob and checks it against the announced length
     /// and Content-MD5. On any failure the blob is orphaned for gc.
-    async fn write_checked<S, E>(
+    pub(crate) async fn write_checked<S, E>(
         &self,
         dek: &DataKey,
         body: S,
@@ -741,7 +741,7 @@ impl Engine {
     }
 
     /// Best effort after a failed write: the blob is orphaned for gc.
-    async fn forget_blob(&self, blob: BlobId) {
+    pub(crate) async fn forget_blob(&self, blob: BlobId) {
         if let Err(e) = self.private.drop_pending(blob).await {
             tracing::warn!(error = %e, blob = %blob.to_hex(), "could not drop pending row");
         }
