@@ -117,6 +117,9 @@ pub async fn publish(
 ) -> Result<Option<u64>> {
     let _one = PUBLISHING.lock().await;
     let size = private.log_size().await?;
+    crate::metrics::global()
+        .log_size
+        .set(i64::try_from(size).unwrap_or(i64::MAX));
     let last = private
         .checkpoints()
         .await?

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub tls_reloads: Family<OutcomeLabels, Counter>,
     /// Unix time of the last successful backup (0: none recorded).
     pub last_backup: Gauge,
+    /// `medgate_log_size`: entries in the transparency log, as of the last publication.
+    pub log_size: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -115,6 +117,7 @@ impl Metrics {
             public_retries: Counter::default(),
             tls_reloads: Family::default(),
             last_backup: Gauge::default(),
+            log_size: Gauge::default(),
         };
         registry.register(
             "s3_requests",
@@ -190,6 +193,11 @@ impl Metrics {
             "tls_reloads",
             "TLS certificate reloads (SIGHUP) by outcome",
             m.tls_reloads.clone(),
+        );
+        registry.register(
+            "log_size",
+            "Entries in the transparency log, as of its last publication (every second)",
+            m.log_size.clone(),
         );
         registry.register(
             "last_backup_timestamp_seconds",

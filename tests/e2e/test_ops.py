@@ -224,6 +224,11 @@ def test_health_ready_and_metrics_during_an_aws_cli_run(gateway, aws, tmp_path):
     assert after.get('medgate_public_store_requests_total{op="get"}', 0) >= 6
     assert not [k for k in after if k.startswith("medgate_public_store_errors_total")], after
     assert grew(after, before, "medgate_integrity_failures_total") == 0
+    # The log (published every second) holds at least the write and the two reads.
+    deadline = time.monotonic() + 10
+    while scrape(metrics).get("medgate_log_size", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert scrape(metrics).get("medgate_log_size", 0) >= 3
 
     # Tampering with the blob shows as an integrity failure.
     (blob,) = [rel for rel, size in blobs(gw.public_files()).items() if size > MIB]
@@ -351,6 +356,12 @@ def test_tls_with_the_aws_cli_and_a_certificate_reload_on_sighup(gateway_factory
     assert cp.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in cp.stderr, cp.stderr
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"http://127.0.0.1:{gw.port}/", timeout=10)
+
+    # The JSON API port serves the same certificate.
+    assert served_cert(gw.api_port) == der(leaf1)
+    r = requests.get(f"https://127.0.0.1:{gw.api_port}/openapi.json", timeout=10,
+                     verify=str(ca1_pem))
+    assert r.status_code == 200 and r.json()["info"]["title"] == "medgate"
 
     # The ops port serves the same certificate; healthcheck speaks TLS.
     assert requests.get(ops_url + "/healthz", timeout=10, verify=str(ca1_pem)).text == "ok\n"
