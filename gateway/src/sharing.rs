@@ -457,20 +457,46 @@ impl Engine {
             grant_id: grant_id.clone(),
             ..RewrapReport::default()
         };
-        // One stanza per record; the log entries go in batches, made durable by the one
-        // flush at the end, before the patient is answered.
+        // One stanza per data key (copies share one), written and logged in batches made
+        // durable by the one flush at the end, before the patient is answered.
+        let in_scope: Vec<_> = self
+            .private
+            .patient_objects(&rec.patient_id)
+            .await?
+            .into_iter()
+            .filter(|(bucket, key, _)| {
+                let covered = signed.grant.scope.covers(bucket, key);
+                if !covered {
+                    report.out_of_scope += 1;
+                }
+                covered
+            })
+            .collect();
         let mut entries = Vec::new();
-        for (bucket, key, m) in self.private.patient_objects(&rec.patient_id).await? {
-            if !signed.grant.scope.covers(&bucket, &key) {
-                report.out_of_scope += 1;
-                continue;
+        let mut wrapped: std::collections::HashMap<DekId, bool> = std::collections::HashMap::new();
+        for chunk in in_scope.chunks(REWRAP_LOG_BATCH) {
+            let mut batch = Vec::new();
+            for (_, _, m) in chunk {
+                if wrapped.contains_key(&m.dek_id) || batch.iter().any(|(d, _)| *d == m.dek_id) {
+                    continue;
+                }
+                let dek = self.unwrap_dek(m.dek_id).await?;
+                batch.push((m.dek_id, recipient.wrap_key(&dek)?));
             }
-            let dek = self.unwrap_dek(m.dek_id).await?;
-            if self
-                .private
-                .add_stanzas(m.dek_id, vec![recipient.wrap_key(&dek)?])
-                .await?
+            crate::metrics::global()
+                .stanza_wraps
+                .inc_by(batch.len() as u64);
+            let ids: Vec<DekId> = batch.iter().map(|(d, _)| *d).collect();
+            for (id, ok) in ids
+                .into_iter()
+                .zip(self.private.add_stanzas_batch(batch).await?)
             {
+                wrapped.insert(id, ok);
+            }
+            for (bucket, key, m) in chunk {
+                if !wrapped.get(&m.dek_id).copied().unwrap_or(false) {
+                    continue;
+                }
                 report.rewrapped += 1;
                 record
                     .records
@@ -480,18 +506,16 @@ impl Engine {
                     kind: "rewrap".into(),
                     actor: "gateway".into(),
                     patient: Some(rec.patient_id.clone()),
-                    bucket: Some(bucket),
-                    key: Some(key),
+                    bucket: Some(bucket.clone()),
+                    key: Some(key.clone()),
                     grant: Some(grant_id.clone()),
                     detail: format!("wrapped for {recipient}"),
                     ..Event::default()
                 });
-                if entries.len() == REWRAP_LOG_BATCH {
-                    self.private
-                        .append_events(std::mem::take(&mut entries))
-                        .await?;
-                }
             }
+            self.private
+                .append_events(std::mem::take(&mut entries))
+                .await?;
         }
         self.private.update_grant(record).await?;
         entries.push(Event {

@@ -369,6 +369,15 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// Removes a DEK's stanzas with routing tag `tag` (callers never grant to a recipient
     /// whose tag is the institution's or the patient's). Returns how many went.
     async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize>;
+    /// [`PrivateStore::add_stanzas`] for many data keys at once (one transaction where the
+    /// store has them): per entry, whether its DEK exists.
+    async fn add_stanzas_batch(&self, batch: Vec<(DekId, WrappedKey)>) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (dek, stanza) in batch {
+            out.push(self.add_stanzas(dek, vec![stanza]).await?);
+        }
+        Ok(out)
+    }
 
     /// Appends events to the log, in order, in one transaction: each gets the next dense
     /// index (its `seq`), a fresh random 32-byte salt, its patient's next sequence number

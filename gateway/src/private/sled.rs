@@ -1338,6 +1338,26 @@ impl PrivateStore for SledStore {
             .map_err(tx_err)
     }
 
+    async fn add_stanzas_batch(&self, batch: Vec<(DekId, WrappedKey)>) -> Result<Vec<bool>> {
+        let _gate = self.gate.read().await;
+        self.deks
+            .transaction(|deks| {
+                let mut out = Vec::with_capacity(batch.len());
+                for (dek, stanza) in &batch {
+                    let Some(v) = deks.get(dek.0)? else {
+                        out.push(false);
+                        continue;
+                    };
+                    let mut rec = DekRecord::decode(&v).or_else(abort)?;
+                    rec.stanzas.push(stanza.clone());
+                    deks.insert(&dek.0, rec.encode())?;
+                    out.push(true);
+                }
+                Ok(out)
+            })
+            .map_err(tx_err)
+    }
+
     async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize> {
         let _gate = self.gate.read().await;
         self.deks
