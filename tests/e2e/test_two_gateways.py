@@ -228,6 +228,10 @@ def test_b_reads_what_the_patient_shares_at_a(two, aws, tmp_path):
             break
         assert time.monotonic() < deadline, "B still reads 60 s after the revocation"
         time.sleep(2)
+    # The revoked grant replayed on its own request is refused too.
+    r = patient_api(a, alice, "POST", f"/v1/patient/requests/{req}/approve",
+                    json.dumps({"grant": good}).encode())
+    assert r.status_code in (400, 403) and r.json()["status"] == "error", r.text
 
     # The patient recovers her records from A's public store alone, with A stopped.
     a.stop()
