@@ -1145,18 +1145,9 @@ async fn audit(
     let opts: std::collections::BTreeMap<String, String> = opts.into_iter().collect();
     let store = gateway::public::open(Some(public_store), &opts, Path::new("."))
         .context("cannot open the public store")?;
-    let public_note = String::from_utf8(
-        store
-            .get(&object_store::path::Path::from(
-                gateway::log::CHECKPOINT_PATH,
-            ))
-            .await
-            .context("cannot read the institution's checkpoint from the public store")?
-            .bytes()
-            .await?
-            .to_vec(),
-    )
-    .map_err(|_| anyhow!("the public checkpoint is not text"))?;
+    let public_note = gateway::log::published_checkpoint(&store)
+        .await
+        .context("cannot read the institution's checkpoint from the public store")?;
     let public_size = keyring::checkpoint::SignedNote::parse(&public_note)
         .and_then(|n| n.checkpoint())
         .map(|c| c.size)

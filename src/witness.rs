@@ -60,18 +60,9 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
         args.public_store_opts.into_iter().collect();
     let store = gateway::public::open(Some(&args.public_store), &opts, Path::new("."))
         .context("cannot open the public store")?;
-    let note = String::from_utf8(
-        store
-            .get(&object_store::path::Path::from(
-                gateway::log::CHECKPOINT_PATH,
-            ))
-            .await
-            .context("cannot read the checkpoint from the public store")?
-            .bytes()
-            .await?
-            .to_vec(),
-    )
-    .map_err(|_| anyhow!("the published checkpoint is not text"))?;
+    let note = gateway::log::published_checkpoint(&store)
+        .await
+        .context("cannot read the checkpoint from the public store")?;
     let cp = inst
         .verify_checkpoint(&gateway::log::origin(&inst), &note)
         .map_err(|e| anyhow!("the published checkpoint is not signed by the institution: {e}"))?;

@@ -129,7 +129,7 @@ pub enum AdminRequest {
 
 /// A share request as an admin makes it (on behalf of a recipient key); the gateway adds
 /// its own institution id, the time and a nonce.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewShareRequest {
     pub patient: String,
     /// `object`, `prefix` or `patient`.

@@ -426,25 +426,6 @@ pub struct MountsAnswer {
     pub mounts: Vec<crate::private::MountRecord>,
 }
 
-/// `POST /v1/admin/requests` (the admin asks on a recipient key's behalf).
-#[derive(Deserialize, ToSchema)]
-pub struct NewRequestBody {
-    pub patient: String,
-    /// `object`, `prefix` or `patient`.
-    pub scope: String,
-    #[serde(default)]
-    pub bucket: String,
-    #[serde(default)]
-    pub path: String,
-    #[serde(default)]
-    pub include_future: bool,
-    pub recipient: String,
-    pub requester: String,
-    pub purpose_text: String,
-    pub purpose_code: String,
-    pub expires_ms: u64,
-}
-
 /// `?patient=` filter.
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct PatientFilter {
@@ -805,27 +786,15 @@ async fn admin_requests(
 }
 
 #[utoipa::path(post, path = "/v1/admin/requests", tag = "admin", security(("admin" = [])),
-    request_body = NewRequestBody, responses((status = 200, body = Answer, description = "`request`")))]
+    request_body = NewShareRequest, responses((status = 200, body = Answer, description = "`request`")))]
 async fn admin_new_request(
     State(st): State<ApiState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<AdminResponse>> {
     st.admin(&headers)?;
-    let b: NewRequestBody = parse_json(&body)?;
-    st.admin_call(AdminRequest::ShareRequest(Box::new(NewShareRequest {
-        patient: b.patient,
-        scope: b.scope,
-        bucket: b.bucket,
-        path: b.path,
-        include_future: b.include_future,
-        recipient: b.recipient,
-        requester: b.requester,
-        purpose_text: b.purpose_text,
-        purpose_code: b.purpose_code,
-        expires_ms: b.expires_ms,
-    })))
-    .await
+    let b: NewShareRequest = parse_json(&body)?;
+    st.admin_call(AdminRequest::ShareRequest(Box::new(b))).await
 }
 
 #[utoipa::path(get, path = "/v1/admin/requests/{id}", tag = "admin", security(("admin" = [])),

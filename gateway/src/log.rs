@@ -156,6 +156,24 @@ pub async fn publish(
     Ok(Some(size))
 }
 
+/// The checkpoint note published in `public` (what patients and witnesses check).
+///
+/// # Errors
+/// `NotFound` when nothing is published; store failures; a note that is not text.
+pub async fn published_checkpoint(public: &PublicStore) -> Result<String> {
+    let bytes = match public.get(&StorePath::from(CHECKPOINT_PATH)).await {
+        Ok(got) => got.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::NotFound(format!(
+                "no checkpoint at {CHECKPOINT_PATH} in the public store"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::Corrupt("the published checkpoint is not text".into()))
+}
+
 /// One writer of the published checkpoint at a time ([`publish`], [`add_cosignature`]), so a
 /// cosigned older checkpoint never replaces a newer one.
 static PUBLISHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

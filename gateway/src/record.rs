@@ -1004,22 +1004,41 @@ impl ChunkJob {
             return Err(Error::integrity(&blob, index));
         }
         let last = layout.is_last(index);
-        tokio::task::spawn_blocking(move || -> Result<Bytes> {
-            let leaf: Hash = leaf_hash(&sealed);
-            if !bool::from(leaf.ct_eq(&expected)) {
+        open_chunk(key, blob, index, last, sealed, Some(expected), lo, hi).await
+    }
+}
+
+/// Opens sealed chunk `index` of `blob` on a blocking thread (after checking its leaf hash
+/// when `leaf` is given) and returns its plaintext bytes `lo..hi`. Any mismatch is an
+/// integrity error naming the blob and chunk.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn open_chunk(
+    key: Arc<PayloadKey>,
+    blob: BlobId,
+    index: u64,
+    last: bool,
+    sealed: Bytes,
+    leaf: Option<Hash>,
+    lo: u64,
+    hi: u64,
+) -> Result<Bytes> {
+    tokio::task::spawn_blocking(move || -> Result<Bytes> {
+        if let Some(expected) = leaf {
+            let got: Hash = leaf_hash(&sealed);
+            if !bool::from(got.ct_eq(&expected)) {
                 return Err(Error::integrity(&blob, index));
             }
-            let mut buf = sealed.to_vec();
-            key.open_in_place(index, last, &mut buf)
-                .map_err(|_| Error::integrity(&blob, index))?;
-            crate::metrics::global().chunks_opened.inc();
-            let hi = hi.min(buf.len() as u64) as usize;
-            let lo = (lo as usize).min(hi);
-            Ok(Bytes::from(buf).slice(lo..hi))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("opening task failed: {e}")))?
-    }
+        }
+        let mut buf = sealed.to_vec();
+        key.open_in_place(index, last, &mut buf)
+            .map_err(|_| Error::integrity(&blob, index))?;
+        crate::metrics::global().chunks_opened.inc();
+        let hi = hi.min(buf.len() as u64) as usize;
+        let lo = (lo as usize).min(hi);
+        Ok(Bytes::from(buf).slice(lo..hi))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("opening task failed: {e}")))?
 }
 
 /// MD5 of a blob's plaintext (its S3 ETag), computed on a thread of its own: MD5 is
