@@ -309,14 +309,28 @@ impl SledStore {
     /// An I/O error of kind `WouldBlock` when another process holds the database
     /// (sled allows one at a time), or any sled error.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) => Error::Io(io),
-                other => Error::Private(other),
-            })?;
+        // sled releases its file lock a moment after the last handle in this process
+        // drops (its flusher thread ends asynchronously), so a store closed and reopened
+        // by one process (a restore, tests) may briefly see its own lock: retry for up to
+        // a second before reporting the store as locked.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if tries < 50 && io.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(sled::Error::Io(io)) => return Err(Error::Io(io)),
+                Err(other) => return Err(Error::Private(other)),
+            }
+        };
         SledStore {
             buckets: db.open_tree("buckets")?,
             objects: db.open_tree("objects")?,
