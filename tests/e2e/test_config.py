@@ -46,7 +46,7 @@ chunk_size = 65536
         body = bytes(range(256)) * 800  # 204800 bytes: 4 chunks of 64 KiB
         s3.put_object(Bucket="cfg", Key="k", Body=body)
         assert get_bytes(s3, "cfg", "k") == body
-        blobs = [p for p in (data / "public").rglob("*") if p.is_file()]
+        blobs = [p for p in (data / "public" / "v1" / "b").rglob("*") if p.is_file()]
         assert [p.stat().st_size for p in blobs] == [len(body) + 16 * 4], \
             "chunk_size from the config file was not applied"
         assert gw.stop() == 0
