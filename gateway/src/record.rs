@@ -305,7 +305,7 @@ impl Engine {
             )
             .await?;
         let blob = part.blob;
-        let mut stanzas = vec![self.institution_recipient.wrap_key(&dek)?];
+        let mut stanzas = vec![self.institution.wrap_own(&dek)];
         stanzas.extend(
             self.record_stanzas(&patient, &req.bucket, &req.key, &dek)
                 .await?,
@@ -442,7 +442,7 @@ impl Engine {
             (None, None) => None,
         };
         let dek = DataKey::generate();
-        let stanza = self.institution_recipient.wrap_key(&dek)?;
+        let stanza = self.institution.wrap_own(&dek);
         crate::metrics::global().stanza_wraps.inc();
         let id = hex::encode(rand::random::<[u8; 16]>());
         let now = now_ms();

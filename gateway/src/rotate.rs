@@ -187,7 +187,7 @@ impl Engine {
         report.bytes += m.size;
         // Who keeps a key: the institution, the patient, grants in force that had one.
         let old_hex = m.dek_id.to_hex();
-        let mut stanzas = vec![self.institution_recipient.wrap_key(&new_dek)?];
+        let mut stanzas = vec![self.institution.wrap_own(&new_dek)];
         if let Some(p) = &m.patient {
             if let Some(rec) = self.private.patient(p).await? {
                 let r: Recipient = rec

@@ -474,14 +474,18 @@ impl Engine {
             .collect();
         let mut entries = Vec::new();
         let mut wrapped: std::collections::HashMap<DekId, bool> = std::collections::HashMap::new();
+        // One ephemeral key for the whole approval (batch stanzas, each with its own salt and
+        // wrap key): one X25519 operation, not two per record.
+        let wrapper = recipient.batch_wrapper()?;
         for chunk in in_scope.chunks(REWRAP_LOG_BATCH) {
             let mut batch = Vec::new();
+            let mut in_batch = std::collections::HashSet::new();
             for (_, _, m) in chunk {
-                if wrapped.contains_key(&m.dek_id) || batch.iter().any(|(d, _)| *d == m.dek_id) {
+                if wrapped.contains_key(&m.dek_id) || !in_batch.insert(m.dek_id) {
                     continue;
                 }
                 let dek = self.unwrap_dek(m.dek_id).await?;
-                batch.push((m.dek_id, recipient.wrap_key(&dek)?));
+                batch.push((m.dek_id, wrapper.wrap(&dek)));
             }
             crate::metrics::global()
                 .stanza_wraps

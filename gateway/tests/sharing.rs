@@ -446,3 +446,46 @@ async fn prefixes_mapped_to_a_patient() {
     let r = e.engine.copy(&m, "ehr", "frank/copied", None).await;
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
 }
+
+/// The stanza kinds the engine writes: the institution's own (symmetric) stanza on every record,
+/// an X25519 stanza for the patient (the kind the patient index carries), and batch stanzas
+/// sharing one ephemeral key for the records one approval re-wraps.
+#[tokio::test]
+async fn stanza_kinds_written_by_puts_and_approvals() {
+    use keyring::stanza::{STANZA_BATCH, STANZA_OWN, STANZA_V1};
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    let reader = Identity::generate();
+    for i in 0..3 {
+        put(&e, &format!("alice/{i}"), Some("alice"), b"record").await;
+    }
+    let req = share_request(&e, "alice", &reader.recipient(), Records::Patient);
+    let id = submit(&e, &req).await;
+    let grant = grant_for(&alice, &req);
+    assert_eq!(e.engine.approve(&id, &grant).await.unwrap().rewrapped, 3);
+    let mut ephemerals = std::collections::HashSet::new();
+    for i in 0..3 {
+        let m = e
+            .private
+            .manifest("ehr", &format!("alice/{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let stanzas = e.private.stanzas(m.dek_id).await.unwrap();
+        let kind_of = |who: &Identity| {
+            stanzas
+                .iter()
+                .find(|s| s.recipient_tag() == who.recipient().tag())
+                .map(|s| s.kind())
+        };
+        assert_eq!(kind_of(e.engine.institution()), Some(STANZA_OWN));
+        assert_eq!(kind_of(&alice), Some(STANZA_V1));
+        assert_eq!(kind_of(&reader), Some(STANZA_BATCH));
+        for who in [e.engine.institution(), &alice, &reader] {
+            assert!(can_read(&e, &format!("alice/{i}"), who).await);
+        }
+        let batch = stanzas.iter().find(|s| s.kind() == STANZA_BATCH).unwrap();
+        ephemerals.insert(batch.as_bytes()[5..37].to_vec());
+    }
+    assert_eq!(ephemerals.len(), 1, "one approval, one ephemeral key");
+}

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::hex;
 use crate::key::DataKey;
-use crate::stanza::{self, WrappedKey};
+use crate::stanza::{self, BatchWrapper, WrappedKey};
 use crate::vault::VaultKey;
 
 /// Bech32 HRP of a [`Recipient`] (printed lowercase: `medgate1...`).
@@ -103,7 +103,23 @@ impl Identity {
         if stanza.recipient_tag() != tag_of(&recipient) {
             return None;
         }
-        Some(stanza::unwrap_key(&self.x25519, &recipient, stanza))
+        Some(stanza::unwrap_key(
+            &self.x25519,
+            &recipient,
+            || self.own_key(),
+            stanza,
+        ))
+    }
+
+    /// Wraps a DEK for this identity itself: an own stanza (kind 0x03), symmetric, so writing
+    /// and opening it costs no public-key operation. The gateway uses it for the institution's
+    /// stanza on every record.
+    pub fn wrap_own(&self, dek: &DataKey) -> WrappedKey {
+        stanza::wrap_own(&self.own_key(), self.recipient().tag(), dek)
+    }
+
+    pub(crate) fn own_key(&self) -> Zeroizing<[u8; 32]> {
+        crate::vault::derive_key(self.x25519.as_bytes(), stanza::OWN_PURPOSE)
     }
 
     /// Signs `context ‖ 0x00 ‖ msg`, so a signature made for one use can never be replayed as
@@ -179,6 +195,15 @@ impl Recipient {
     pub fn wrap_key(&self, dek: &DataKey) -> Result<WrappedKey> {
         let ephemeral = StaticSecret::random_from_rng(OsRng);
         stanza::wrap_key_with_ephemeral(self, dek, &ephemeral)
+    }
+
+    /// A wrapper for many DEKs to this recipient under one fresh ephemeral key (kind 0x04
+    /// stanzas); for re-wrapping a batch of records, one X25519 operation in all.
+    ///
+    /// # Errors
+    /// [`Error::NotContributory`] if this recipient's X25519 key is a low-order point.
+    pub fn batch_wrapper(&self) -> Result<BatchWrapper> {
+        BatchWrapper::new(self, &StaticSecret::random_from_rng(OsRng))
     }
 
     /// Checks a signature made by [`Identity::sign`] with the same `context`.

@@ -52,6 +52,6 @@ pub use merkle::{
     RootBuilder,
 };
 pub use patient_index::{IndexRecord, PatientIndex};
-pub use stanza::WrappedKey;
+pub use stanza::{BatchWrapper, WrappedKey};
 pub use tiles::{root_from_tiles, tile_path, tiles_for, tiles_for_append, TileId};
 pub use vault::VaultKey;

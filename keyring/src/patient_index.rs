@@ -200,7 +200,7 @@ impl PatientIndex {
         if self
             .records
             .iter()
-            .any(|r| r.stanza.recipient_tag() != patient.tag())
+            .any(|r| r.stanza.recipient_tag() != patient.tag() || r.stanza.kind() != STANZA_V1)
         {
             return Err(Error::IndexMismatch("record stanza"));
         }

@@ -40,10 +40,7 @@ pub struct VaultKey {
 
 impl VaultKey {
     pub(crate) fn derive(ikm: &[u8], purpose: &str) -> VaultKey {
-        let mut okm = Zeroizing::new([0u8; 32]);
-        Hkdf::<Sha256>::new(Some(VAULT_SALT), ikm)
-            .expand(purpose.as_bytes(), okm.as_mut())
-            .expect("Invariant: 32 bytes is a valid HKDF-SHA256 output length");
+        let okm = derive_key(ikm, purpose);
         VaultKey {
             cipher: XChaCha20Poly1305::new(Key::from_slice(okm.as_ref())),
         }
@@ -103,6 +100,16 @@ impl VaultKey {
             .map(Zeroizing::new)
             .map_err(|_| Error::Decrypt)
     }
+}
+
+/// HKDF-SHA256(ikm, salt = "medgate/v1/vault", info = `purpose`): the raw key behind
+/// [`VaultKey::derive`], also used for the institution's own stanzas.
+pub(crate) fn derive_key(ikm: &[u8], purpose: &str) -> Zeroizing<[u8; 32]> {
+    let mut okm = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(VAULT_SALT), ikm)
+        .expand(purpose.as_bytes(), okm.as_mut())
+        .expect("Invariant: 32 bytes is a valid HKDF-SHA256 output length");
+    okm
 }
 
 impl fmt::Debug for VaultKey {

@@ -20,7 +20,10 @@ use crate::idfile::{self, Cost};
 use crate::key::{BlobId, DataKey};
 use crate::manifest::Manifest;
 use crate::merkle::{leaf_hash, RootBuilder};
-use crate::stanza::{wrap_key_with_ephemeral, WrappedKey};
+use crate::stanza::{
+    wrap_key_with_ephemeral, wrap_own_with_nonce, BatchWrapper, WrappedKey, STANZA_BATCH,
+    STANZA_OWN,
+};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
@@ -40,6 +43,8 @@ fn identity_b() -> Identity {
 
 const DEK: [u8; 32] = [0xd0; 32];
 const EPHEMERAL: [u8; 32] = [0x42; 32];
+const OWN_NONCE: [u8; 24] = [0x24; 24];
+const BATCH_SALT: [u8; 16] = [0x5a; 16];
 const BLOB: [u8; 16] = [0xb1; 16];
 const OTHER_BLOB: [u8; 16] = [0xb2; 16];
 const CHUNK_SIZE: u32 = 64;
@@ -199,6 +204,103 @@ fn generate_vectors() {
     write(
         "stanza_truncated",
         stanza_case("Last byte missing.", "malformed", stanza[..84].to_vec()),
+    );
+
+    // The institution's own stanza (kind 0x03) and the batch stanza (kind 0x04).
+    let own = wrap_own_with_nonce(&a.own_key(), a.recipient().tag(), &dek, &OWN_NONCE).to_bytes();
+    let own_case = |comment, expect, body: Vec<u8>| Vector {
+        comment,
+        expect,
+        header: vec![
+            ("identity", hex::encode(a.to_bytes().as_ref())),
+            ("nonce", hex::encode(OWN_NONCE)),
+            ("dek", hex::encode(DEK)),
+        ],
+        body: Body::Bytes(body),
+    };
+    write(
+        "stanza_own_ok",
+        own_case(
+            "A DEK in the own stanza of `identity` (kind 0x03), with a fixed nonce.",
+            "ok",
+            own.clone(),
+        ),
+    );
+    let mut own_bad = own.clone();
+    own_bad[76] ^= 0x01;
+    write(
+        "stanza_own_bad_tag",
+        own_case(
+            "Last byte of the Poly1305 tag flipped.",
+            "decrypt-error",
+            own_bad,
+        ),
+    );
+    let mut own_tag = own.clone();
+    own_tag[2] ^= 0x01;
+    write(
+        "stanza_own_other_tag",
+        own_case(
+            "A recipient-tag byte flipped: not this identity's stanza, so it is skipped.",
+            "not-mine",
+            own_tag,
+        ),
+    );
+    let b_own = identity_b();
+    write(
+        "stanza_own_other_identity",
+        own_case(
+            "Sealed by another identity under its own key, with this identity's tag written in: the\nkey differs, so it does not open.",
+            "decrypt-error",
+            wrap_own_with_nonce(&b_own.own_key(), a.recipient().tag(), &dek, &OWN_NONCE).to_bytes(),
+        ),
+    );
+    let batch = BatchWrapper::new(&a.recipient(), &StaticSecret::from(EPHEMERAL))
+        .expect("batch")
+        .wrap_with_salt(&dek, &BATCH_SALT)
+        .to_bytes();
+    let batch_case = |comment, expect, body: Vec<u8>| Vector {
+        comment,
+        expect,
+        header: vec![
+            ("identity", hex::encode(a.to_bytes().as_ref())),
+            ("ephemeral", hex::encode(EPHEMERAL)),
+            ("salt", hex::encode(BATCH_SALT)),
+            ("dek", hex::encode(DEK)),
+        ],
+        body: Body::Bytes(body),
+    };
+    write(
+        "stanza_batch_ok",
+        batch_case(
+            "A DEK wrapped to `identity` in a batch stanza (kind 0x04): fixed ephemeral and salt.",
+            "ok",
+            batch.clone(),
+        ),
+    );
+    let mut batch_salt = batch.clone();
+    batch_salt[40] ^= 0x01;
+    write(
+        "stanza_batch_bad_salt",
+        batch_case(
+            "A salt byte flipped: another wrap key, so it does not open.",
+            "decrypt-error",
+            batch_salt,
+        ),
+    );
+    let mut batch_low = batch.clone();
+    batch_low[5..37].fill(0);
+    write(
+        "stanza_batch_low_order",
+        batch_case(
+            "Ephemeral key replaced by the all-zero (low-order) point: rejected.",
+            "decrypt-error",
+            batch_low,
+        ),
+    );
+    write(
+        "stanza_batch_truncated",
+        batch_case("Last byte missing.", "malformed", batch[..100].to_vec()),
     );
 
     let data = plaintext();
@@ -464,9 +566,24 @@ fn check_stanza(v: &Parsed) -> String {
         Some(Err(e)) => outcome::<()>(Err(e)),
         Some(Ok(dek)) => {
             assert_eq!(dek.expose().to_vec(), v.hex("dek"));
-            let eph: [u8; 32] = v.hex("ephemeral").try_into().expect("32 bytes");
-            let again = wrap_key_with_ephemeral(&id.recipient(), &dek, &StaticSecret::from(eph))
-                .expect("wrap");
+            let again = match w.kind() {
+                STANZA_OWN => {
+                    let nonce: [u8; 24] = v.hex("nonce").try_into().expect("24 bytes");
+                    wrap_own_with_nonce(&id.own_key(), id.recipient().tag(), &dek, &nonce)
+                }
+                STANZA_BATCH => {
+                    let eph: [u8; 32] = v.hex("ephemeral").try_into().expect("32 bytes");
+                    let salt: [u8; 16] = v.hex("salt").try_into().expect("16 bytes");
+                    BatchWrapper::new(&id.recipient(), &StaticSecret::from(eph))
+                        .expect("batch")
+                        .wrap_with_salt(&dek, &salt)
+                }
+                _ => {
+                    let eph: [u8; 32] = v.hex("ephemeral").try_into().expect("32 bytes");
+                    wrap_key_with_ephemeral(&id.recipient(), &dek, &StaticSecret::from(eph))
+                        .expect("wrap")
+                }
+            };
             assert_eq!(
                 again.as_bytes(),
                 v.body.as_slice(),

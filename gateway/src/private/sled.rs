@@ -9,6 +9,7 @@
 //! |---------------|---------------------------------------|-------------------------------|
 //! | `buckets`     | bucket name                           | JSON `BucketRow` (`v` = 1)    |
 //! | `objects`     | bucket ‖ 0x00 ‖ object key            | `keyring::Manifest` encoding  |
+//! | `patient_objects` | patient ‖ 0x00 ‖ bucket ‖ 0x00 ‖ key | empty                     |
 //! | `leaves`      | blob id (16) ‖ chunk index (u64 BE)   | leaf hash (32)                |
 //! | `blobs`       | blob id (16)                          | reference count (u64 BE)      |
 //! | `pending`     | blob id (16)                          | created, unix ms (u64 BE)     |
@@ -22,7 +23,7 @@
 //! | `backup_meta` | `last_backup_ms`                      | last backup, unix ms (u64 BE) |
 //! | `events`      | first log index (u64 BE)              | [`EventBlock`] encoding       |
 //! | `log_tiles`   | tile level (u8) ‖ tile index (u64 BE) | its hashes (32 each, ≤ 256)   |
-//! | `log_meta`    | `size`; `tiles`                       | log size (u64 BE); 0x01       |
+//! | `log_meta`    | `size`; `tiles`; `patient_objects`    | log size (u64 BE); 0x01; 0x01 |
 //! | `patient_heads`| patient id                           | seq (u64 BE) ‖ commitment (32)|
 //! | `checkpoints` | tree size (u64 BE)                    | signed note text              |
 //!
@@ -34,6 +35,11 @@
 //! subtree root is one row read and at most 127 hashes, so a proof is O(log n) reads.
 //! `log_meta/tiles` marks a store in this layout; an older one (a `log_leaves` row per
 //! leaf) is converted at open.
+//!
+//! `patient_objects` indexes `objects` by the manifest's patient, written in the same
+//! transactions as `objects`, so a patient's records (approvals, rotation, indexes) are a
+//! prefix scan, not a scan of every manifest; `log_meta/patient_objects` marks a store that has
+//! it, and an older one is indexed at open.
 //!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
@@ -59,6 +65,7 @@ pub struct SledStore {
     db: sled::Db,
     buckets: sled::Tree,
     objects: sled::Tree,
+    patient_objects: sled::Tree,
     leaves: sled::Tree,
     blobs: sled::Tree,
     pending: sled::Tree,
@@ -176,6 +183,15 @@ fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     k.extend_from_slice(bucket.as_bytes());
     k.push(0);
     k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `patient ‖ 0x00 ‖ object key` (the object key being `bucket ‖ 0x00 ‖ key`).
+fn patient_object_key(patient: &str, okey: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(patient.len() + 1 + okey.len());
+    k.extend_from_slice(patient.as_bytes());
+    k.push(0);
+    k.extend_from_slice(okey);
     k
 }
 
@@ -334,6 +350,7 @@ impl SledStore {
         SledStore {
             buckets: db.open_tree("buckets")?,
             objects: db.open_tree("objects")?,
+            patient_objects: db.open_tree("patient_objects")?,
             leaves: db.open_tree("leaves")?,
             blobs: db.open_tree("blobs")?,
             pending: db.open_tree("pending")?,
@@ -359,7 +376,27 @@ impl SledStore {
             ops_gate: std::sync::Arc::new(tokio::sync::RwLock::new(())),
             db,
         }
-        .with_log_tiles()
+        .with_log_tiles()?
+        .with_patient_index()
+    }
+
+    /// Indexes every manifest by patient in a store made before `patient_objects` existed.
+    fn with_patient_index(self) -> Result<Self> {
+        if self.log_meta.get(PATIENT_INDEX_MARK)?.is_some() {
+            return Ok(self);
+        }
+        let mut batch = sled::Batch::default();
+        for item in self.objects.iter() {
+            let (k, v) = item?;
+            let m = Manifest::decode(&v).map_err(|_| Error::Corrupt("manifest".into()))?;
+            if let Some(p) = &m.patient {
+                batch.insert(patient_object_key(p, &k), &[][..]);
+            }
+        }
+        self.patient_objects.apply_batch(batch)?;
+        self.log_meta.insert(PATIENT_INDEX_MARK, &[1u8][..])?;
+        self.db.flush()?;
+        Ok(self)
     }
 
     /// Converts a log of one `log_leaves` row per leaf (before tiles) to `log_tiles`.
@@ -425,6 +462,7 @@ impl SledStore {
 
 /// The `log_meta` key marking a log stored as tiles.
 const TILES_MARK: &[u8] = b"tiles";
+const PATIENT_INDEX_MARK: &[u8] = b"patient_objects";
 
 fn tile_key(level: u8, index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -620,11 +658,12 @@ impl SledStore {
             &self.log_tiles,
             &self.log_meta,
             &self.patient_heads,
+            &self.patient_objects,
         ];
         trees[..]
             .transaction(
                 |view| {
-                    let [buckets, objects, blobs, pending, orphans, deks, dek_refs, uploads, parts, part_blobs, events, tiles, meta, heads] =
+                    let [buckets, objects, blobs, pending, orphans, deks, dek_refs, uploads, parts, part_blobs, events, tiles, meta, heads, by_patient] =
                         &view[..]
                     else {
                         return abort(Error::Internal("commit: transaction trees".into()));
@@ -692,6 +731,12 @@ impl SledStore {
                     deks.insert(&dek.0, rec.encode())?;
                     dek_refs.insert(dek_ref_key(&dek, &commit.bucket, &commit.key), &[][..])?;
                     objects.insert(okey.as_slice(), encoded.as_slice())?;
+                    if let Some(p) = old.as_ref().and_then(|m| m.patient.as_deref()) {
+                        by_patient.remove(patient_object_key(p, &okey))?;
+                    }
+                    if let Some(p) = &commit.manifest.patient {
+                        by_patient.insert(patient_object_key(p, &okey), &[][..])?;
+                    }
                     match &old {
                         Some(m) => release(
                             m,
@@ -754,9 +799,22 @@ impl SledStore {
             &self.log_tiles,
             &self.log_meta,
             &self.patient_heads,
+            &self.patient_objects,
         )
             .transaction(
-                |(buckets, objects, blobs, orphans, deks, dek_refs, events, tiles, meta, heads)| {
+                |(
+                    buckets,
+                    objects,
+                    blobs,
+                    orphans,
+                    deks,
+                    dek_refs,
+                    events,
+                    tiles,
+                    meta,
+                    heads,
+                    by_patient,
+                )| {
                     let Some(brow) = buckets.get(bucket.as_bytes())? else {
                         return abort(Error::NoSuchBucket(bucket.to_string()));
                     };
@@ -766,6 +824,9 @@ impl SledStore {
                     let old = Manifest::decode(&v).or_else(|_| {
                         abort(Error::Corrupt(format!("manifest of {bucket}/{key}")))
                     })?;
+                    if let Some(p) = &old.patient {
+                        by_patient.remove(patient_object_key(p, &okey))?;
+                    }
                     release(
                         &old,
                         bucket,
@@ -1223,8 +1284,14 @@ impl PrivateStore for SledStore {
 
     async fn patient_objects(&self, patient: &str) -> Result<Vec<(String, String, Manifest)>> {
         let mut out = Vec::new();
-        for item in self.objects.iter() {
-            let (k, v) = item?;
+        let prefix = patient_object_key(patient, b"");
+        for item in self.patient_objects.scan_prefix(&prefix) {
+            let (pk, _) = item?;
+            let k = &pk[prefix.len()..];
+            // A row whose object changed hands in between is skipped: the manifest decides.
+            let Some(v) = self.objects.get(k)? else {
+                continue;
+            };
             let m = Manifest::decode(&v).map_err(|_| Error::Corrupt("manifest".into()))?;
             if m.patient.as_deref() != Some(patient) {
                 continue;
@@ -1649,5 +1716,84 @@ mod tests {
             0,
             "leaves of a never-uploaded blob leak"
         );
+    }
+
+    /// `patient_objects` follows puts, overwrites that change the patient, and deletes, and a
+    /// store made before it existed is indexed when opened.
+    #[tokio::test]
+    async fn patient_index_follows_writes_and_is_built_for_older_stores() {
+        use crate::private::{Precondition, PutCommit};
+        use keyring::{BlobId, DekId, Part, SUITE_V1};
+
+        async fn put(store: &SledStore, key: &str, patient: Option<&str>) {
+            let blob = BlobId::random();
+            store.add_pending(blob, crate::now_ms()).await.unwrap();
+            let manifest = Manifest {
+                suite: SUITE_V1,
+                dek_id: DekId::random(),
+                size: 1,
+                last_modified_ms: 1,
+                etag: "\"e\"".into(),
+                content_type: None,
+                headers: Vec::new(),
+                metadata: Vec::new(),
+                checksums: Vec::new(),
+                patient: patient.map(Into::into),
+                parts: vec![Part {
+                    blob,
+                    chunk_size: 1024,
+                    plaintext_len: 1,
+                    root: [1; 32],
+                }],
+            };
+            store
+                .commit_put(PutCommit {
+                    bucket: "b".into(),
+                    key: key.into(),
+                    stanzas: vec![stanza()],
+                    manifest,
+                    precondition: Precondition::None,
+                    upload: None,
+                })
+                .await
+                .unwrap();
+        }
+        async fn keys(store: &SledStore, patient: &str) -> Vec<String> {
+            let rows = store.patient_objects(patient).await.unwrap();
+            assert!(rows
+                .iter()
+                .all(|(_, _, m)| m.patient.as_deref() == Some(patient)));
+            rows.into_iter().map(|(_, k, _)| k).collect()
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.create_bucket("b", 1).await.unwrap();
+        put(&store, "a1", Some("ann")).await;
+        put(&store, "a2", Some("ann")).await;
+        put(&store, "x", Some("annie")).await;
+        put(&store, "n", None).await;
+        assert_eq!(keys(&store, "ann").await, ["a1", "a2"]);
+        assert_eq!(keys(&store, "annie").await, ["x"]);
+        assert!(keys(&store, "an").await.is_empty());
+        // An overwrite that changes the patient moves the row; one without a patient drops it.
+        put(&store, "a2", Some("annie")).await;
+        put(&store, "a1", None).await;
+        assert!(keys(&store, "ann").await.is_empty());
+        assert_eq!(keys(&store, "annie").await, ["a2", "x"]);
+        store.delete_object("b", "x").await.unwrap();
+        assert_eq!(keys(&store, "annie").await, ["a2"]);
+        assert_eq!(store.patient_objects.len(), 1);
+
+        // A store from before the index: no rows, no mark. Opening it builds the index.
+        put(&store, "a3", Some("ann")).await;
+        store.patient_objects.clear().unwrap();
+        store.log_meta.remove(PATIENT_INDEX_MARK).unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(keys(&store, "ann").await, ["a3"]);
+        assert_eq!(keys(&store, "annie").await, ["a2"]);
+        assert!(store.log_meta.get(PATIENT_INDEX_MARK).unwrap().is_some());
     }
 }
