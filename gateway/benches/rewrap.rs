@@ -30,7 +30,20 @@ use keyring::{BlobId, DataKey, DekId, Identity, Manifest, Part, SUITE_V1};
 
 const PATIENT: &str = "p-bench";
 
-async fn run(records: u64, size: u64) -> (f64, u64) {
+/// CPU seconds this process has used (user + system, every thread), from /proc/self/stat;
+/// `None` where that file does not exist.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // Linux reports in clock ticks of USER_HZ, which is 100 on every supported platform.
+    Some((utime + stime) / 100.0)
+}
+
+async fn run(records: u64, size: u64) -> (f64, f64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn PrivateStore> =
         Arc::new(SledStore::open(&dir.path().join("private"), 64 << 20).expect("sled"));
@@ -121,11 +134,16 @@ async fn run(records: u64, size: u64) -> (f64, u64) {
         .await
         .expect("request");
     let grant = grant_for(&patient, &request);
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     let report = engine.approve(&rec.id, &grant).await.expect("approve");
     let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
     assert_eq!(report.rewrapped, records, "every record is re-wrapped");
-    (secs, report.rewrapped)
+    (secs, cpu, report.rewrapped)
 }
 
 fn main() {
@@ -141,12 +159,14 @@ fn main() {
     println!("re-wrap on approval, {records} records of one patient, one approving task:");
     let mut rates = Vec::new();
     for (label, size) in [("1 KiB", 1u64 << 10), ("10 GiB", 10u64 << 30)] {
-        let (secs, n) = rt.block_on(run(records, size));
+        let (secs, cpu, n) = rt.block_on(run(records, size));
         let rate = n as f64 / secs;
         rates.push(rate);
         println!(
             "  records of {label:>6}: {n} re-wrapped in {secs:.2} s = {rate:>8.0} re-wraps/s \
-             (incl. stanza writes, log entries, one flush)"
+             (incl. stanza writes, log entries, one flush); CPU {cpu:.2} s in all threads = \
+             {:.0} re-wraps per CPU-second",
+            n as f64 / cpu
         );
     }
     println!(
