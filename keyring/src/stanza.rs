@@ -178,14 +178,20 @@ impl fmt::Debug for WrappedKey {
     }
 }
 
+/// The HKDF salt of both X25519 kinds: ephemeral pk ‖ recipient pk.
+fn pair_salt(ephemeral: &PublicKey, recipient: &PublicKey) -> [u8; 64] {
+    let mut salt = [0u8; 64];
+    salt[..32].copy_from_slice(ephemeral.as_bytes());
+    salt[32..].copy_from_slice(recipient.as_bytes());
+    salt
+}
+
 fn wrap_cipher(
     shared: &SharedSecret,
     ephemeral: &PublicKey,
     recipient: &PublicKey,
 ) -> ChaCha20Poly1305 {
-    let mut salt = [0u8; 64];
-    salt[..32].copy_from_slice(ephemeral.as_bytes());
-    salt[32..].copy_from_slice(recipient.as_bytes());
+    let salt = pair_salt(ephemeral, recipient);
     let mut okm = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(&salt), shared.as_bytes())
         .expand(WRAP_INFO, okm.as_mut())
@@ -199,9 +205,7 @@ fn batch_prk(
     ephemeral: &PublicKey,
     recipient: &PublicKey,
 ) -> Zeroizing<[u8; 32]> {
-    let mut salt = [0u8; 64];
-    salt[..32].copy_from_slice(ephemeral.as_bytes());
-    salt[32..].copy_from_slice(recipient.as_bytes());
+    let salt = pair_salt(ephemeral, recipient);
     let (prk, _) = Hkdf::<Sha256>::extract(Some(&salt), shared.as_bytes());
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(&prk);
@@ -218,6 +222,17 @@ fn batch_cipher(prk: &[u8; 32], salt: &[u8]) -> ChaCha20Poly1305 {
         .expand(&info, okm.as_mut())
         .expect("Invariant: 32 bytes is a valid HKDF-SHA256 output length");
     ChaCha20Poly1305::new(Key::from_slice(okm.as_ref()))
+}
+
+/// Writes ChaCha20-Poly1305(`cipher`, nonce = 0, DEK) ‖ tag at `out[at..]`, the body of both
+/// X25519 kinds.
+fn seal_dek(cipher: &ChaCha20Poly1305, out: &mut [u8], at: usize, dek: &DataKey) {
+    let body = &mut out[at..at + DEK_CT_LEN];
+    body.copy_from_slice(dek.expose());
+    let tag = cipher
+        .encrypt_in_place_detached(&Nonce::default(), b"", body)
+        .expect("Invariant: a 32-byte message is within ChaCha20-Poly1305 limits");
+    out[at + DEK_CT_LEN..].copy_from_slice(&tag);
 }
 
 /// Wraps `dek` to `recipient` using the given ephemeral secret.
@@ -242,12 +257,7 @@ pub(crate) fn wrap_key_with_ephemeral(
     out[0] = STANZA_V1;
     out[TAG_OFFSET..EPHEMERAL_OFFSET].copy_from_slice(&recipient.tag());
     out[EPHEMERAL_OFFSET..BODY_OFFSET].copy_from_slice(ephemeral_pk.as_bytes());
-    let body = &mut out[BODY_OFFSET..BODY_OFFSET + DEK_CT_LEN];
-    body.copy_from_slice(dek.expose());
-    let tag = cipher
-        .encrypt_in_place_detached(&Nonce::default(), b"", body)
-        .expect("Invariant: a 32-byte message is within ChaCha20-Poly1305 limits");
-    out[BODY_OFFSET + DEK_CT_LEN..].copy_from_slice(&tag);
+    seal_dek(&cipher, &mut out, BODY_OFFSET, dek);
     Ok(WrappedKey(out))
 }
 
@@ -290,13 +300,12 @@ impl BatchWrapper {
         out[TAG_OFFSET..EPHEMERAL_OFFSET].copy_from_slice(&self.tag);
         out[EPHEMERAL_OFFSET..BODY_OFFSET].copy_from_slice(&self.ephemeral);
         out[BATCH_SALT_OFFSET..BATCH_BODY_OFFSET].copy_from_slice(salt);
-        let cipher = batch_cipher(&self.prk, salt);
-        let body = &mut out[BATCH_BODY_OFFSET..BATCH_BODY_OFFSET + DEK_CT_LEN];
-        body.copy_from_slice(dek.expose());
-        let tag = cipher
-            .encrypt_in_place_detached(&Nonce::default(), b"", body)
-            .expect("Invariant: a 32-byte message is within ChaCha20-Poly1305 limits");
-        out[BATCH_BODY_OFFSET + DEK_CT_LEN..].copy_from_slice(&tag);
+        seal_dek(
+            &batch_cipher(&self.prk, salt),
+            &mut out,
+            BATCH_BODY_OFFSET,
+            dek,
+        );
         WrappedKey(out)
     }
 }

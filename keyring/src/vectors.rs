@@ -128,6 +128,25 @@ fn chunk_vector(
     }
 }
 
+/// A stanza vector: header `identity`, the kind's own parameters, then `dek`.
+fn stanza_vector(
+    id: &Identity,
+    params: Vec<(&'static str, String)>,
+    comment: &'static str,
+    expect: &'static str,
+    body: Vec<u8>,
+) -> Vector {
+    let mut header = vec![("identity", hex::encode(id.to_bytes().as_ref()))];
+    header.extend(params);
+    header.push(("dek", hex::encode(DEK)));
+    Vector {
+        comment,
+        expect,
+        header,
+        body: Body::Bytes(body),
+    }
+}
+
 #[test]
 #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
 fn generate_vectors() {
@@ -137,18 +156,14 @@ fn generate_vectors() {
     let stanza = wrap_key_with_ephemeral(&a.recipient(), &dek, &StaticSecret::from(EPHEMERAL))
         .expect("wrap")
         .to_bytes();
-    let stanza_header = || {
-        vec![
-            ("identity", hex::encode(a.to_bytes().as_ref())),
-            ("ephemeral", hex::encode(EPHEMERAL)),
-            ("dek", hex::encode(DEK)),
-        ]
-    };
-    let stanza_case = |comment, expect, body: Vec<u8>| Vector {
-        comment,
-        expect,
-        header: stanza_header(),
-        body: Body::Bytes(body),
+    let stanza_case = |comment, expect, body| {
+        stanza_vector(
+            &a,
+            vec![("ephemeral", hex::encode(EPHEMERAL))],
+            comment,
+            expect,
+            body,
+        )
     };
     write(
         "stanza_v1_ok",
@@ -208,15 +223,14 @@ fn generate_vectors() {
 
     // The institution's own stanza (kind 0x03) and the batch stanza (kind 0x04).
     let own = wrap_own_with_nonce(&a.own_key(), a.recipient().tag(), &dek, &OWN_NONCE).to_bytes();
-    let own_case = |comment, expect, body: Vec<u8>| Vector {
-        comment,
-        expect,
-        header: vec![
-            ("identity", hex::encode(a.to_bytes().as_ref())),
-            ("nonce", hex::encode(OWN_NONCE)),
-            ("dek", hex::encode(DEK)),
-        ],
-        body: Body::Bytes(body),
+    let own_case = |comment, expect, body| {
+        stanza_vector(
+            &a,
+            vec![("nonce", hex::encode(OWN_NONCE))],
+            comment,
+            expect,
+            body,
+        )
     };
     write(
         "stanza_own_ok",
@@ -259,16 +273,12 @@ fn generate_vectors() {
         .expect("batch")
         .wrap_with_salt(&dek, &BATCH_SALT)
         .to_bytes();
-    let batch_case = |comment, expect, body: Vec<u8>| Vector {
-        comment,
-        expect,
-        header: vec![
-            ("identity", hex::encode(a.to_bytes().as_ref())),
+    let batch_case = |comment, expect, body| {
+        let params = vec![
             ("ephemeral", hex::encode(EPHEMERAL)),
             ("salt", hex::encode(BATCH_SALT)),
-            ("dek", hex::encode(DEK)),
-        ],
-        body: Body::Bytes(body),
+        ];
+        stanza_vector(&a, params, comment, expect, body)
     };
     write(
         "stanza_batch_ok",
