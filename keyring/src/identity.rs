@@ -32,21 +32,32 @@ pub const IDENTITY_HRP: &str = "medgate-secret-key-";
 pub struct Identity {
     pub(crate) x25519: StaticSecret,
     pub(crate) ed25519: SigningKey,
+    /// The X25519 public key, computed once: every unwrap checks a stanza's tag against it,
+    /// and deriving it is a scalar multiplication.
+    pub(crate) x25519_public: PublicKey,
 }
 
 impl Identity {
     /// Generates a fresh identity from the operating system's CSPRNG.
     pub fn generate() -> Identity {
+        Identity::from_keys(
+            StaticSecret::random_from_rng(OsRng),
+            SigningKey::generate(&mut OsRng),
+        )
+    }
+
+    fn from_keys(x25519: StaticSecret, ed25519: SigningKey) -> Identity {
         Identity {
-            x25519: StaticSecret::random_from_rng(OsRng),
-            ed25519: SigningKey::generate(&mut OsRng),
+            x25519_public: PublicKey::from(&x25519),
+            x25519,
+            ed25519,
         }
     }
 
     /// The public half.
     pub fn recipient(&self) -> Recipient {
         Recipient {
-            x25519: PublicKey::from(&self.x25519),
+            x25519: self.x25519_public,
             ed25519: self.ed25519.verifying_key(),
         }
     }
@@ -71,10 +82,10 @@ impl Identity {
         x.copy_from_slice(&bytes[..32]);
         let mut ed = Zeroizing::new([0u8; 32]);
         ed.copy_from_slice(&bytes[32..]);
-        Ok(Identity {
-            x25519: StaticSecret::from(*x),
-            ed25519: SigningKey::from_bytes(&ed),
-        })
+        Ok(Identity::from_keys(
+            StaticSecret::from(*x),
+            SigningKey::from_bytes(&ed),
+        ))
     }
 
     /// The text form, `MEDGATE-SECRET-KEY-1...` (Bech32, uppercase like age's secret keys so it
@@ -98,14 +109,14 @@ impl Identity {
     /// `Some(Err(Error::Decrypt))` if it is ours but does not open (damaged or forged, or a tag
     /// collision).
     pub fn unwrap_key(&self, stanza: &WrappedKey) -> Option<Result<DataKey>> {
-        let recipient = PublicKey::from(&self.x25519);
+        let recipient = &self.x25519_public;
         // Not constant time on purpose: the tag is derived from public data only.
-        if stanza.recipient_tag() != tag_of(&recipient) {
+        if stanza.recipient_tag() != tag_of(recipient) {
             return None;
         }
         Some(stanza::unwrap_key(
             &self.x25519,
-            &recipient,
+            recipient,
             || self.own_key(),
             stanza,
         ))
@@ -115,7 +126,7 @@ impl Identity {
     /// and opening it costs no public-key operation. The gateway uses it for the institution's
     /// stanza on every record.
     pub fn wrap_own(&self, dek: &DataKey) -> WrappedKey {
-        stanza::wrap_own(&self.own_key(), self.recipient().tag(), dek)
+        stanza::wrap_own(&self.own_key(), tag_of(&self.x25519_public), dek)
     }
 
     pub(crate) fn own_key(&self) -> Zeroizing<[u8; 32]> {

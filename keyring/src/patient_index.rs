@@ -58,9 +58,8 @@ const BODY_NAMES: &Names = &names!("patient index body");
 /// # Errors
 /// [`Error::NotContributory`] if the key exchange is non-contributory (a low-order key).
 pub fn index_name(institution: &Identity, patient: &Recipient) -> Result<String> {
-    let institution_pk = PublicKey::from(&institution.x25519);
     let shared = institution.x25519.diffie_hellman(patient.x25519());
-    derive_name(&shared, &institution_pk, patient.x25519())
+    derive_name(&shared, &institution.x25519_public, patient.x25519())
 }
 
 /// The patient's side of [`index_name`]: the same name, from the patient's secret.
@@ -68,9 +67,8 @@ pub fn index_name(institution: &Identity, patient: &Recipient) -> Result<String>
 /// # Errors
 /// As [`index_name`].
 pub fn index_name_for_patient(patient: &Identity, institution: &Recipient) -> Result<String> {
-    let patient_pk = PublicKey::from(&patient.x25519);
     let shared = patient.x25519.diffie_hellman(institution.x25519());
-    derive_name(&shared, institution.x25519(), &patient_pk)
+    derive_name(&shared, institution.x25519(), &patient.x25519_public)
 }
 
 fn derive_name(
