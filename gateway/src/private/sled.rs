@@ -179,19 +179,20 @@ fn read_u64(v: &[u8]) -> Result<u64> {
 }
 
 fn object_key(bucket: &str, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
-    k.extend_from_slice(bucket.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
+    nul_joined(bucket.as_bytes(), key.as_bytes())
 }
 
 /// `patient ‖ 0x00 ‖ object key` (the object key being `bucket ‖ 0x00 ‖ key`).
 fn patient_object_key(patient: &str, okey: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(patient.len() + 1 + okey.len());
-    k.extend_from_slice(patient.as_bytes());
+    nul_joined(patient.as_bytes(), okey)
+}
+
+/// `a ‖ 0x00 ‖ b`.
+fn nul_joined(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + 1 + b.len());
+    k.extend_from_slice(a);
     k.push(0);
-    k.extend_from_slice(okey);
+    k.extend_from_slice(b);
     k
 }
 
@@ -202,11 +203,7 @@ fn dek_ref_key(dek: &DekId, bucket: &str, key: &str) -> Vec<u8> {
 }
 
 fn part_key(upload: &str, number: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(upload.len() + 5);
-    k.extend_from_slice(upload.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&number.to_be_bytes());
-    k
+    nul_joined(upload.as_bytes(), &number.to_be_bytes())
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(v: &[u8], what: &str) -> Result<T> {
@@ -1181,8 +1178,7 @@ impl PrivateStore for SledStore {
     }
 
     async fn parts(&self, id: &str) -> Result<Vec<(u32, PartRecord)>> {
-        let mut prefix = id.as_bytes().to_vec();
-        prefix.push(0);
+        let prefix = nul_joined(id.as_bytes(), b"");
         let mut out = Vec::new();
         for item in self.parts.scan_prefix(&prefix) {
             let (k, v) = item?;
