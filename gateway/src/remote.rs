@@ -342,12 +342,18 @@ fn too_long(peer: &Peer) -> Error {
     ))
 }
 
-/// reqwest errors name the URL, which holds no secret, but keep them short.
+/// reqwest errors name the URL, which holds no secret; their causes say what to fix (a
+/// certificate from an untrusted CA, a refused connection), so the whole chain is kept.
 fn redact(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
-    if let Some(src) = std::error::Error::source(e) {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = cause.source();
     }
     s
 }

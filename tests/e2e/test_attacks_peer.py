@@ -339,3 +339,71 @@ def test_plain_http_peer_needs_allow_plain_http(world, tmp_path):
     cfg.write_text(f'[[peers]]\nname = "hospital-a"\nrecipient = "{ra}"\n'
                    f'url = "https://a.example:9001"\n')
     cli(b, "config", "check", str(cfg))
+
+
+def test_a_peer_ca_file_is_the_only_ca_trusted_for_that_peer(gateway_factory, tmp_path):
+    """`ca_file` pins a peer's CA: a server with a certificate from another CA is refused at
+    the TLS handshake even when `[api] peer_ca` (added to the system roots) trusts it."""
+    import ssl
+
+    from test_ops import key_pem, make_ca, make_server_cert, pem
+
+    ca1_key, ca1 = make_ca("hospitals CA")
+    ca2_key, ca2 = make_ca("A's own CA")
+    leaf_key, leaf = make_server_cert(ca1_key, ca1, "a.example")
+    for name, data in (("ca1.pem", pem(ca1)), ("ca2.pem", pem(ca2)), ("leaf.pem", pem(leaf)),
+                       ("leaf.key", key_pem(leaf_key))):
+        (tmp_path / name).write_bytes(data)
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"answer":"not-a-signed-answer"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        c = gateway_factory()
+        someone = institution(c)  # any valid Recipient: nothing gets far enough to check it
+        c.stop()
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        cfg = c.workdir / "medgate.toml"
+        cfg.write_text(
+            f'[api]\npeer_ca = "{tmp_path / "ca1.pem"}"\n\n'
+            f'[[peers]]\nname = "pinned-other"\nrecipient = "{someone}"\nurl = "{url}"\n'
+            f'ca_file = "{tmp_path / "ca2.pem"}"\n\n'
+            f'[[peers]]\nname = "pinned-right"\nrecipient = "{someone}"\nurl = "{url}"\n'
+            f'ca_file = "{tmp_path / "ca1.pem"}"\n')
+        c.extra_args = ["--config", str(cfg)]
+        c.start()
+        wait_api(c)
+
+        def ask(peer: str, bucket: str) -> str:
+            rc, out, err = cli(c, "share", "mount", "--data-dir", str(c.data_dir),
+                               "--peer", peer, "--bucket", bucket, "--patient", "alice",
+                               "--all", "--purpose", "x", "--purpose-code", "TREAT",
+                               "--expires-in", "1h", ok=False)
+            assert rc != 0, out
+            return err
+
+        # The attack: a certificate from a CA the peer entry does not pin.
+        err = ask("pinned-other", "pinned-other")
+        assert "unreachable" in err and "certificate" in err.lower(), err
+        # The control: the pinned CA gets through TLS; the server's answer is then refused
+        # because it is not a signed answer (it never gets further).
+        err = ask("pinned-right", "pinned-right")
+        assert "unreachable" not in err and "unreadable answer" in err, err
+    finally:
+        server.shutdown()
+        server.server_close()
