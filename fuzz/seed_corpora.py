@@ -103,6 +103,11 @@ def main():
             data = bytes.fromhex(value) if enc == "hex" else value.encode()
             write(ftarget or target, f"{path.stem}.{field}", data)
 
+    # A vkey whose key id is in uppercase hex: accepted (as Go's note package does), printed in
+    # lowercase. The first harness took that for a round-trip failure.
+    name, key_id, key = vectors["checkpoint_v1_ok"][0]["signer"].split("+", 2)
+    write("checkpoint", "checkpoint_v1_ok.signer-uppercase-id", f"{name}+{key_id.upper()}+{key}".encode())
+
     # Backup payload framing: piece size byte ‖ the plaintext payload of the ok vector.
     payload = bytes.fromhex(vectors["backup_v1_ok"][0]["payload"])
     write("backup", "backup_v1_ok.payload", bytes([64]) + payload)
