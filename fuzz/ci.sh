@@ -18,6 +18,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/../target}/fuzz
 BIN=$TARGET_DIR/x86_64-unknown-linux-gnu/release
 ARTIFACTS=$TARGET_DIR/../fuzz-artifacts
 
+# cargo fuzz has no --locked: check first that fuzz/Cargo.lock is complete and current.
+cargo metadata --locked --format-version 1 >/dev/null
 RUSTC_BOOTSTRAP=1 cargo fuzz build -O -a -s none --target-dir "$TARGET_DIR"
 
 failed=()
