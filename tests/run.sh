@@ -217,10 +217,10 @@ record $deploy_tools_rc
 
 if [[ $E2E_ONLY != 1 ]]; then
     # -----------------------------------------------------------------------
-    section "cargo fmt --all -- --check"
+    section "cargo fmt --all -- --check (and fuzz/, a workspace of its own)"
     # -----------------------------------------------------------------------
     set +e
-    cargo fmt --all -- --check
+    cargo fmt --all -- --check && cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
     record $?
     set -e
 
