@@ -19,7 +19,17 @@ fuzz_target!(|data: &[u8]| {
         SignedKeyChange::from_text,
         SignedKeyChange::to_text,
     );
-    // A registration proof is a bare signature: 64 bytes, or 128 hex digits in text.
+    // A registration proof is a bare signature: 64 bytes, or 128 hex digits in text (read in
+    // either case, printed in lowercase).
     let _ = round_trip(data, Signature::from_bytes, |s| s.to_bytes().to_vec());
-    let _ = text_round_trip(data, false, Signature::from_hex, Signature::to_hex);
+    let _ = text_round_trip(data, false, Signature::from_hex, |s| {
+        let printed = s.to_hex();
+        let text = std::str::from_utf8(data).expect("parsed, so UTF-8");
+        assert!(
+            printed.eq_ignore_ascii_case(text),
+            "{printed} is not {text}"
+        );
+        assert!(!printed.bytes().any(|b| b.is_ascii_uppercase()));
+        text.to_owned()
+    });
 });
