@@ -21,7 +21,7 @@ use crate::{admin_request, DataDirArg};
 /// `--gateway URL [--ca FILE]`.
 #[derive(Args, Clone, Default)]
 pub struct GatewayArg {
-    /// The gateway's JSON API (https://gateway.example:9001). Without it, the admin socket
+    /// The gateway's JSON API (https://gateway.example:9002). Without it, the admin socket
     /// of the data dir on this host is used.
     #[arg(long, env = "MEDGATE_GATEWAY")]
     pub gateway: Option<url::Url>,
