@@ -907,7 +907,7 @@ async fn admin_mounts(
 ) -> ApiResult<Json<MountsAnswer>> {
     st.admin(&headers)?;
     let mounts = match &st.0.remote {
-        Some(r) => r.mounts(),
+        Some(r) => r.mounts_with_state().await,
         None => Vec::new(),
     };
     Ok(Json(MountsAnswer {
@@ -1221,6 +1221,7 @@ fn request_state(rec: &crate::private::ShareRequestRecord) -> PeerRequestState {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_else(|| "unknown".into()),
         grant: rec.grant.clone(),
+        grant_state: None,
     }
 }
 
@@ -1238,7 +1239,22 @@ async fn peer_request(
     if req.recipient.fingerprint() != peer.recipient.fingerprint() {
         return Err(Error::NotFound(format!("no share request {id} for you")).into());
     }
-    Ok(Json(request_state(&rec)))
+    let mut state = request_state(&rec);
+    if let Some(g) = &rec.grant {
+        if let Some(g) = st.0.engine.private.grant(g).await? {
+            state.grant_state = Some(
+                if g.revoked_ms.is_some() {
+                    "revoked"
+                } else if g.expires_ms <= crate::now_ms() {
+                    "expired"
+                } else {
+                    "in force"
+                }
+                .to_string(),
+            );
+        }
+    }
+    Ok(Json(state))
 }
 
 /// The grant `id`, in force and issued to `peer`.
