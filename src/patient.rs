@@ -352,10 +352,14 @@ pub enum ShareAction {
     },
     /// Read a shared record as its recipient: the gateway checks the grant and hands out
     /// the manifest and the recipient's wrapped key; the blobs come from the public store
-    /// and are verified and decrypted here with the recipient's own identity.
+    /// and are verified and decrypted here with the recipient's own identity. With
+    /// --gateway URL it asks that gateway's JSON API from anywhere (the request signed with
+    /// the recipient's key) and reads the blobs from --public-store (read access is enough).
     Fetch {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        gw: GatewayArg,
         /// The recipient's identity file (`medgate patient keygen -o reader.key`).
         #[arg(long)]
         identity: PathBuf,
@@ -1015,6 +1019,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
         ShareAction::Grants { dir, patient } => print_grants(&dir, patient).await?,
         ShareAction::Fetch {
             dir,
+            gw,
             identity,
             grant,
             object,
@@ -1022,10 +1027,22 @@ pub async fn share(action: ShareAction) -> Result<()> {
         } => {
             let me = load_patient(&identity)?;
             let (bucket, key) = split_location(&object, "object")?;
-            let req = AdminRequest::Exchange { grant, bucket, key };
-            let (manifest, stanza) = match fail_on_error(admin_request(&dir, req).await?)? {
-                AdminResponse::Exchange { manifest, stanza } => (manifest, stanza),
-                _ => bail!("unexpected answer from the server"),
+            let (manifest, stanza) = if gw.gateway.is_some() {
+                if dir.public_store.is_none() {
+                    bail!(
+                        "with --gateway, say where the records' blobs are: --public-store URL \
+                         (the hospital's public store; read access is enough)"
+                    );
+                }
+                Link::new(&dir, &gw)?
+                    .recipient_exchange(&me, &grant, &bucket, &key)
+                    .await?
+            } else {
+                let req = AdminRequest::Exchange { grant, bucket, key };
+                match fail_on_error(admin_request(&dir, req).await?)? {
+                    AdminResponse::Exchange { manifest, stanza } => (manifest, stanza),
+                    _ => bail!("unexpected answer from the server"),
+                }
             };
             let manifest = keyring::Manifest::decode(&hex::decode(manifest)?)?;
             let stanza = keyring::WrappedKey::from_bytes(&hex::decode(stanza)?)?;

@@ -402,3 +402,57 @@ def test_s3cmd_default_region_us(module_gateway, tmp_path):
     cp = s3cmd(bad, "ls", "s3://s3cmd-us/")
     assert cp.returncode != 0 and "SignatureDoesNotMatch" in cp.stdout + cp.stderr, \
         cp.stdout + cp.stderr
+
+
+# ---------------------------------------------------------------------------
+# The recipient reads from anywhere: share fetch --gateway
+# ---------------------------------------------------------------------------
+
+
+def test_share_fetch_through_a_remote_gateway(module_gateway, aws, tmp_path):
+    gw = module_gateway
+    d = str(gw.data_dir)
+    key, _ = register(gw, tmp_path, "p-remote")
+    aws(gw, "s3", "mb", "s3://remote-read")
+    record = os.urandom(3 * 1024 * 1024 + 5)  # several chunks
+    (tmp_path / "scan.dcm").write_bytes(record)
+    aws(gw, "s3", "cp", str(tmp_path / "scan.dcm"), "s3://remote-read/p-remote/scan.dcm",
+        "--metadata", "medgate-patient=p-remote")
+    reader, _ = keygen(gw, tmp_path / "reader.key")
+    keygen(gw, tmp_path / "mallory.key")
+    _, out, _ = cli(gw, "share", "request", "--data-dir", d, "--patient", "p-remote",
+                    "--recipient", reader, "--bucket", "remote-read", "--prefix", "p-remote/",
+                    "--requester", "Radiology elsewhere", "--purpose", "second opinion",
+                    "--expires-in", "1d")
+    req = out.strip().splitlines()[-1]
+    _, out, _ = cli(gw, "patient", "approve", "--data-dir", d, "--identity", str(key),
+                    "--yes", req)
+    gid = grant_of(out)
+
+    # Elsewhere: no data dir, no admin socket; the JSON API and the public store only.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in gw.env().items() if k != "MEDGATE_DATA_DIR"}
+
+    def fetch(identity, out_name):
+        return subprocess.run(
+            [gw.bin, "share", "fetch", "--gateway", gw.api_endpoint,
+             "--public-store", str(gw.public_dir), "--identity", str(identity),
+             "--grant", gid, "--object", "remote-read/p-remote/scan.dcm",
+             "-o", str(elsewhere / out_name)],
+            capture_output=True, text=True, env=env, cwd=elsewhere, timeout=60,
+            stdin=subprocess.DEVNULL)
+
+    cp = fetch(tmp_path / "reader.key", "scan.dcm")
+    assert cp.returncode == 0, cp.stderr
+    assert (elsewhere / "scan.dcm").read_bytes() == record
+    assert not (elsewhere / "medgate-data").exists()
+    # Another key with the same grant id is refused by the gateway.
+    cp = fetch(tmp_path / "mallory.key", "stolen.dcm")
+    assert cp.returncode != 0 and "recipient signature" in cp.stderr, cp.stderr
+    assert not (elsewhere / "stolen.dcm").exists()
+    # Revoked: refused from anywhere.
+    cli(gw, "patient", "revoke", "--data-dir", d, "--identity", str(key), gid)
+    cp = fetch(tmp_path / "reader.key", "late.dcm")
+    assert cp.returncode != 0 and "revoked" in cp.stderr, cp.stderr
+    assert not (elsewhere / "late.dcm").exists()
