@@ -77,6 +77,9 @@ pub struct PeerRequestState {
     pub state: String,
     /// The grant id once approved.
     pub grant: Option<String>,
+    /// Once approved: whether the grant is `in force`, `revoked` or `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_state: Option<String>,
 }
 
 /// One record a grant covers, as listed to its recipient.
@@ -209,7 +212,12 @@ impl PeerClient {
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
             .unwrap_or_else(|| format!("HTTP {status}"));
         Err(match status.as_u16() {
-            401 | 403 => Error::GrantRefused(format!("{} refused: {message}", peer.name)),
+            // The peer's message is its own `grant refused: why`: say it once.
+            401 | 403 => Error::GrantRefused(format!(
+                "{} answered: {}",
+                peer.name,
+                message.strip_prefix("grant refused: ").unwrap_or(&message)
+            )),
             404 => Error::Peer(format!("{}: not found: {message}", peer.name)),
             _ => Error::Peer(format!("{}: {message}", peer.name)),
         })
@@ -357,6 +365,7 @@ impl Remote {
             request_id: state.id,
             grant: state.grant,
             created_ms: crate::now_ms(),
+            state: None,
         };
         self.private.put_mount(record.clone()).await?;
         self.private.flush().await?;
@@ -364,6 +373,35 @@ impl Remote {
             m.insert(bucket.into(), record.clone());
         }
         Ok(record)
+    }
+
+    /// Every mount, each with its state at the peer (asked now; a peer that does not
+    /// answer gives `unknown: ...`).
+    pub async fn mounts_with_state(&self) -> Vec<MountRecord> {
+        let mut out = self.mounts();
+        out.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+        for m in &mut out {
+            m.state = Some(match self.peer_state(m).await {
+                Ok(s) => match (s.state.as_str(), s.grant_state) {
+                    ("approved", Some(g)) => g,
+                    (other, _) => other.to_string(),
+                },
+                Err(e) => format!("unknown: {e}"),
+            });
+        }
+        out
+    }
+
+    async fn peer_state(&self, mount: &MountRecord) -> Result<PeerRequestState> {
+        let peer = self.peer(&mount.peer)?.clone();
+        self.client
+            .json(
+                &peer,
+                reqwest::Method::GET,
+                &format!("/v1/peer/requests/{}", mount.request_id),
+                None::<&()>,
+            )
+            .await
     }
 
     /// The grant behind a mount: asks the peer while the request is pending, and keeps
