@@ -49,7 +49,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Where it listens (default 127.0.0.1:9001; `--admin-listen`).
+    /// Where it listens (default 127.0.0.1:9002; `--admin-listen`).
     pub listen: Option<SocketAddr>,
     /// File holding the admin token (default DATA_DIR/admin.token, created 0600 at the
     /// first start).
@@ -63,7 +63,7 @@ pub struct ApiConfig {
 }
 
 /// Where the JSON API listens unless configured.
-pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9001";
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9002";
 
 mod humantime_serde_opt {
     use serde::{Deserialize, Deserializer};
@@ -95,7 +95,7 @@ pub struct OpsConfig {
 }
 
 /// Where the ops endpoints listen unless configured: loopback, so plain HTTP is allowed.
-pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9003";
 
 /// How the S3 and ops ports are exposed, resolved from flags, environment and file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,7 @@ impl Transport {
 pub struct PeerConfig {
     pub name: String,
     pub recipient: String,
-    /// The peer's JSON API (`https://gateway-a.example:9001`), to ask it for shares and
+    /// The peer's JSON API (`https://gateway-a.example:9002`), to ask it for shares and
     /// read what it shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -713,7 +713,7 @@ token = "tok"
         );
         assert!(!out.contains(r#""tok""#), "{out}");
         assert!(out.contains(r#"secret_access_key = "<redacted>""#), "{out}");
-        assert!(out.contains(r#"listen = "127.0.0.1:9090""#), "{out}");
+        assert!(out.contains(r#"listen = "127.0.0.1:9003""#), "{out}");
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/admin/verify", post(admin_verify))
         .route("/v1/admin/mounts", get(admin_mounts).post(admin_mount))
         .route("/v1/patient/challenge", post(patient_challenge))
+        .route("/v1/recipient/challenge", post(recipient_challenge))
+        .route("/v1/recipient/exchange", post(recipient_exchange))
         .route("/v1/patient/me", get(patient_me))
         .route("/v1/patient/requests", get(patient_requests))
         .route("/v1/patient/requests/{id}", get(patient_request))
@@ -488,6 +490,24 @@ pub struct ChallengeBody {
     pub recipient: Option<String>,
 }
 
+/// `POST /v1/recipient/challenge`: the grant a recipient is about to use.
+#[derive(Deserialize, ToSchema)]
+pub struct RecipientChallengeBody {
+    pub grant: String,
+}
+
+/// `POST /v1/recipient/exchange`: one record of a grant, as BUCKET and KEY.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RecipientExchangeBody {
+    pub grant: String,
+    pub bucket: String,
+    pub key: String,
+}
+
+/// What a recipient's challenge names instead of a patient: `grant:ID`. A `:` is never
+/// in a patient id, so such a challenge never opens a patient's paths.
+pub const RECIPIENT_CHALLENGE_PREFIX: &str = "grant:";
+
 /// A challenge to sign (an `AuthChallenge` text) and the patient it is for.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ChallengeAnswer {
@@ -610,6 +630,7 @@ pub struct BlobQuery {
         patient_challenge, patient_me, patient_requests, patient_request, patient_approve,
         patient_deny, patient_grants, patient_revoke, patient_key_change, patient_entries,
         peer_new_request, peer_request, peer_objects, peer_exchange, peer_blob,
+        recipient_challenge, recipient_exchange,
     ),
     modifiers(&Security),
     tags(
@@ -617,6 +638,7 @@ pub struct BlobQuery {
         (name = "admin", description = "Bearer admin token."),
         (name = "patient", description = "Medgate-Patient: a signed, single-use challenge."),
         (name = "peer", description = "Medgate-Peer: the calling institution's signature over the request."),
+        (name = "recipient", description = "Medgate-Patient: a challenge for one grant, signed with the grant's recipient key."),
     )
 )]
 pub struct ApiDoc;
@@ -947,7 +969,7 @@ async fn admin_mounts(
 ) -> ApiResult<Json<MountsAnswer>> {
     st.admin(&headers)?;
     let mounts = match &st.0.remote {
-        Some(r) => r.mounts(),
+        Some(r) => r.mounts_with_state().await,
         None => Vec::new(),
     };
     Ok(Json(MountsAnswer {
@@ -1019,6 +1041,89 @@ async fn patient_challenge(
         patient: patient.id,
         challenge: challenge.to_text(),
     }))
+}
+
+/// Issues a challenge for a grant in force; the recipient signs it with the grant's
+/// recipient key to call `/v1/recipient/exchange`.
+#[utoipa::path(post, path = "/v1/recipient/challenge", tag = "recipient",
+    request_body = RecipientChallengeBody, responses((status = 200, body = ChallengeAnswer)))]
+async fn recipient_challenge(
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> ApiResult<Json<ChallengeAnswer>> {
+    let b: RecipientChallengeBody = parse_json(&body)?;
+    // Only a grant in force gets a challenge (an unknown, revoked or expired one is
+    // refused with its reason, as every exchange call would be).
+    st.0.engine.grant_in_force(&b.grant).await?;
+    let now = crate::now_ms();
+    let subject = format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant);
+    let challenge = AuthChallenge::new(st.0.engine.institution_id(), &subject, now);
+    {
+        let mut table =
+            st.0.challenges
+                .lock()
+                .map_err(|_| Error::Internal("challenge table poisoned".into()))?;
+        table.retain(|_, c| now.saturating_sub(c.issued_ms) <= AUTH_WINDOW_MS);
+        if table.len() >= MAX_CHALLENGES {
+            return Err(
+                Error::Unauthorized("too many outstanding challenges; retry later".into()).into(),
+            );
+        }
+        table.insert(challenge.challenge, challenge.clone());
+    }
+    Ok(Json(ChallengeAnswer {
+        patient: subject,
+        challenge: challenge.to_text(),
+    }))
+}
+
+/// A recipient's read of a shared record from anywhere: the manifest and the
+/// recipient's wrapped key, for a request signed with the grant's recipient key (a
+/// challenge from `/v1/recipient/challenge`). The grant is checked as on every read;
+/// the blobs come from the public store.
+#[utoipa::path(post, path = "/v1/recipient/exchange", tag = "recipient", security(("patient" = [])),
+    request_body = RecipientExchangeBody, responses((status = 200, body = Answer, description = "`exchange`")))]
+async fn recipient_exchange(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    let b: RecipientExchangeBody = parse_json(&body)?;
+    let signed = SignedAuth::from_text(authorization(&headers, PATIENT_SCHEME)?)
+        .map_err(|e| Error::Unauthorized(format!("recipient token: {e}")))?;
+    let challenge = st
+        .0
+        .challenges
+        .lock()
+        .map_err(|_| Error::Internal("challenge table poisoned".into()))?
+        .remove(&signed.token.challenge.challenge)
+        .ok_or_else(|| {
+            Error::Unauthorized(
+                "unknown or used challenge: ask POST /v1/recipient/challenge for a new one".into(),
+            )
+        })?;
+    if challenge.patient_id != format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant) {
+        return Err(
+            Error::Unauthorized("the challenge was issued for another grant".into()).into(),
+        );
+    }
+    let grant = st.0.engine.grant_in_force(&b.grant).await?;
+    let key: Recipient = grant
+        .recipient
+        .parse()
+        .map_err(|_| Error::Corrupt("a grant's recipient".into()))?;
+    let expected = AuthToken::new(challenge, method.as_str(), &target(&uri), &body);
+    signed
+        .verify(&key, &expected, crate::now_ms(), AUTH_WINDOW_MS)
+        .map_err(|e| Error::Unauthorized(format!("recipient signature: {e}")))?;
+    st.admin_call(AdminRequest::Exchange {
+        grant: b.grant,
+        bucket: b.bucket,
+        key: b.key,
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/patient/me", tag = "patient", security(("patient" = [])),
@@ -1251,11 +1356,12 @@ async fn peer_new_request(
         st.0.engine
             .create_request(&req.to_text(), &format!("peer:{}", peer.name))
             .await?;
-    Ok(request_answer(&st, &peer, nonce, &rec)?)
+    Ok(request_answer(&st, &peer, nonce, &rec).await?)
 }
 
-/// A request's state as a signed answer.
-fn request_answer(
+/// A request's state as a signed answer: pending, denied, or approved with its grant and
+/// whether that grant is in force, revoked or expired.
+async fn request_answer(
     st: &ApiState,
     peer: &Peer,
     nonce: [u8; 16],
@@ -1263,7 +1369,14 @@ fn request_answer(
 ) -> Result<Json<SignedAnswerText>> {
     use crate::private::RequestState;
     let (status, grant) = match (rec.state, rec.grant.as_deref()) {
-        (RequestState::Approved, Some(g)) => (RequestStatus::Approved, g),
+        (RequestState::Approved, Some(g)) => {
+            let status = match st.0.engine.private.grant(g).await? {
+                Some(r) if r.revoked_ms.is_some() => RequestStatus::Revoked,
+                Some(r) if r.expires_ms <= crate::now_ms() => RequestStatus::Expired,
+                _ => RequestStatus::Approved,
+            };
+            (status, g)
+        }
         (RequestState::Denied, _) => (RequestStatus::Denied, ""),
         _ => (RequestStatus::Pending, ""),
     };
@@ -1294,7 +1407,7 @@ async fn peer_request(
     if !req.recipient.ct_eq(&peer.recipient) {
         return Err(Error::NotFound(format!("no share request {id} for you")).into());
     }
-    Ok(request_answer(&st, &peer, nonce, &rec)?)
+    Ok(request_answer(&st, &peer, nonce, &rec).await?)
 }
 
 /// The grant `id`, in force and issued to `peer` (its whole Recipient).

@@ -295,7 +295,12 @@ impl PeerClient {
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
             .unwrap_or_else(|| format!("HTTP {status}"));
         Err(match status.as_u16() {
-            401 | 403 => Error::GrantRefused(format!("{} refused: {message}", peer.name)),
+            // The peer's message is its own `grant refused: why`: say it once.
+            401 | 403 => Error::GrantRefused(format!(
+                "{} answered: {}",
+                peer.name,
+                message.strip_prefix("grant refused: ").unwrap_or(&message)
+            )),
             404 => Error::Peer(format!("{}: not found: {message}", peer.name)),
             _ => Error::Peer(format!("{}: {message}", peer.name)),
         })
@@ -471,6 +476,7 @@ impl Remote {
             request_id,
             grant,
             created_ms: crate::now_ms(),
+            state: None,
         };
         self.private.put_mount(record.clone()).await?;
         self.private.flush().await?;
@@ -478,6 +484,36 @@ impl Remote {
             m.insert(bucket.into(), record.clone());
         }
         Ok(record)
+    }
+
+    /// Every mount, each with its state at the peer (asked now; a peer that does not
+    /// answer gives `unknown: ...`).
+    pub async fn mounts_with_state(&self) -> Vec<MountRecord> {
+        let mut out = self.mounts();
+        out.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+        for m in &mut out {
+            m.state = Some(match self.peer_state(m).await {
+                Ok(RequestStatus::Approved) => "in force".to_string(),
+                Ok(s) => s.as_str().to_string(),
+                Err(e) => format!("unknown: {e}"),
+            });
+        }
+        out
+    }
+
+    /// A mount's request state at the peer, from its signed answer.
+    async fn peer_state(&self, mount: &MountRecord) -> Result<RequestStatus> {
+        let peer = self.peer(&mount.peer)?.clone();
+        let answer = self
+            .client
+            .answer(
+                &peer,
+                reqwest::Method::GET,
+                &format!("/v1/peer/requests/{}", encode(&mount.request_id)),
+                None::<&()>,
+            )
+            .await?;
+        Ok(request_answer(&peer, &answer, Some(&mount.request_id))?.1)
     }
 
     /// The grant behind a mount: asks the peer while the request is pending, and keeps
@@ -711,7 +747,7 @@ fn request_answer(
             peer.name
         )));
     }
-    let grant = (*status == RequestStatus::Approved).then(|| answer.grant.clone());
+    let grant = status.has_grant().then(|| answer.grant.clone());
     Ok((request_id.clone(), *status, grant))
 }
 

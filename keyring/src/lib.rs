@@ -22,6 +22,8 @@ pub mod checkpoint;
 pub mod chunk;
 pub mod consent;
 pub mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod hex;
 pub mod identity;
 pub mod idfile;

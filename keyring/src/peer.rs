@@ -55,10 +55,14 @@ const KIND_EXCHANGE: u8 = 0x03;
 pub enum RequestStatus {
     /// Waiting for the patient.
     Pending,
-    /// Approved; the answer's grant id is set.
+    /// Approved, and the grant (the answer's grant id) is in force.
     Approved,
     /// Refused by the patient.
     Denied,
+    /// Approved, and the grant has since been revoked.
+    Revoked,
+    /// Approved, and the grant has expired.
+    Expired,
 }
 
 impl RequestStatus {
@@ -67,16 +71,28 @@ impl RequestStatus {
             RequestStatus::Pending => 0x00,
             RequestStatus::Approved => 0x01,
             RequestStatus::Denied => 0x02,
+            RequestStatus::Revoked => 0x03,
+            RequestStatus::Expired => 0x04,
         }
     }
 
-    /// `pending`, `approved` or `denied`.
+    /// `pending`, `approved`, `denied`, `revoked` or `expired`.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestStatus::Pending => "pending",
             RequestStatus::Approved => "approved",
             RequestStatus::Denied => "denied",
+            RequestStatus::Revoked => "revoked",
+            RequestStatus::Expired => "expired",
         }
+    }
+
+    /// Whether the request was approved, so a grant id goes with it.
+    pub fn has_grant(self) -> bool {
+        matches!(
+            self,
+            RequestStatus::Approved | RequestStatus::Revoked | RequestStatus::Expired
+        )
     }
 }
 
@@ -134,8 +150,9 @@ pub enum AnswerBody {
 /// | …      | 4 + n | version id (`str`, ≤ 1024; empty until versions exist)               |
 /// | …      | …     | body, by kind (below)                                                |
 ///
-/// Body of kind 0x01: request id (`str`, 1..=1024) ‖ state (u8: 0x00 pending, 0x01 approved,
-/// 0x02 denied). A grant id is present exactly when the state is approved.
+/// Body of kind 0x01: request id (`str`, 1..=1024) ‖ state (u8: 0x00 pending, 0x01 approved
+/// and the grant in force, 0x02 denied, 0x03 approved and the grant revoked since, 0x04
+/// approved and the grant expired). A grant id is present exactly in states 0x01, 0x03, 0x04.
 ///
 /// Body of kind 0x02: count (u32, ≤ 100 000) ‖ count × (bucket `str` ‖ key `str` ‖ size u64 ‖
 /// etag `str` ‖ last_modified_ms u64).
@@ -206,7 +223,7 @@ impl PeerAnswer {
                     return Err(Error::Malformed("peer answer: request id"));
                 }
                 len_at_most(request_id, MAX_ID_LEN, "peer answer: request id")?;
-                if (*status == RequestStatus::Approved) == self.grant.is_empty() {
+                if status.has_grant() == self.grant.is_empty() {
                     return Err(Error::Malformed(
                         "peer answer: a grant id exactly when approved",
                     ));
@@ -304,6 +321,8 @@ impl Wire for PeerAnswer {
                     0x00 => RequestStatus::Pending,
                     0x01 => RequestStatus::Approved,
                     0x02 => RequestStatus::Denied,
+                    0x03 => RequestStatus::Revoked,
+                    0x04 => RequestStatus::Expired,
                     _ => return Err(Error::Malformed("peer answer: request state")),
                 };
                 AnswerBody::Request { request_id, status }

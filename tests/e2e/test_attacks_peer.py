@@ -206,7 +206,7 @@ def world(tmp_path_factory):
         assert len(ct_blob) == 1, ct_blob
 
         # The legitimate flow: B asks, alice approves at A, B reads byte-identical.
-        req = mount(b, "from-a", "--prefix", "ehr/alice/")
+        req = mount(b, "from-a", "--peer-bucket", "ehr", "--prefix", "alice/")
         _, out, _ = patient(a, "approve", "--identity", str(alice), req, "--yes")
         gid = out.split("grant ", 1)[1].split()[0]
         aws(b, "s3", "cp", "s3://from-a/ehr/alice/ct.dcm", str(tmp / "ct.out"))
