@@ -38,7 +38,8 @@ TARGETS = {
     "checkpoint_": "checkpoint",
     "cosignature_": "checkpoint",
     "note_": "checkpoint",
-    # Reserved: "exchange_": "exchange_answer" once the signed exchange answers have vectors.
+    "peer_answer_": "peer_answer",
+    "peer_chunk_": "peer_chunk",
 }
 # Header fields that hold another encoded value: field -> (target, hex or text).
 FIELDS = {
@@ -107,6 +108,11 @@ def main():
     # lowercase. The first harness took that for a round-trip failure.
     name, key_id, key = vectors["checkpoint_v1_ok"][0]["signer"].split("+", 2)
     write("checkpoint", "checkpoint_v1_ok.signer-uppercase-id", f"{name}+{key_id.upper()}+{key}".encode())
+
+    # Unsigned peer answers: the signed ok vectors without their 64-byte signature.
+    for kind in ["request", "objects", "exchange"]:
+        name = f"peer_answer_{kind}_ok"
+        write("peer_answer", f"{name}.unsigned", vectors[name][1][:-64])
 
     # Backup payload framing: piece size byte ‖ the plaintext payload of the ok vector.
     payload = bytes.fromhex(vectors["backup_v1_ok"][0]["payload"])
