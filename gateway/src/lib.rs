@@ -24,6 +24,7 @@ pub mod private;
 pub mod public;
 pub mod record;
 pub mod remote;
+pub mod replay;
 pub mod rotate;
 pub mod s3;
 pub mod server;
