@@ -52,6 +52,10 @@ pub enum Error {
     /// signature); says what was wrong, never the secret.
     #[error("not authorized: {0}")]
     Unauthorized(String),
+    /// A bounded table is full for now (e.g. single-use tokens not yet expired); the
+    /// caller may retry later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A patient's audit found the log or their entries not as published.
     #[error("audit failed: {0}")]
     AuditFailed(String),

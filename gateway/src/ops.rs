@@ -87,12 +87,21 @@ pub async fn serve(
     tls: Option<Arc<Tls>>,
     readiness: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()>,
+    limits: crate::server::ConnLimits,
 ) -> std::io::Result<()> {
     let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
         let readiness = Arc::clone(&readiness);
         async move { Ok::<_, Infallible>(answer(&readiness, &req).await) }
     });
-    crate::server::accept_loop(listener, tls, handler, shutdown, Duration::from_secs(1)).await
+    crate::server::accept_loop(
+        listener,
+        tls,
+        handler,
+        shutdown,
+        Duration::from_secs(1),
+        limits,
+    )
+    .await
 }
 
 async fn answer(readiness: &Readiness, req: &Request<Incoming>) -> Response<s3s::Body> {

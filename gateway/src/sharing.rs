@@ -269,16 +269,18 @@ impl Engine {
             .map_err(|_| Error::Corrupt(format!("key of patient {id}")))
     }
 
-    /// The patient a write names in its metadata, checked against the registry.
+    /// The patient a write at `bucket/key` with `metadata` labels its record with (the
+    /// `x-amz-meta-medgate-patient` header or a `[[patient_prefixes]]` match), without
+    /// looking at the registry.
     ///
     /// # Errors
-    /// `UnknownPatient` for an id nobody registered.
-    pub async fn record_patient(
+    /// `InvalidArgument` when the header and the prefix name different patients.
+    pub fn labelled_patient(
         &self,
         bucket: &str,
         key: &str,
         metadata: &[(String, String)],
-    ) -> Result<Option<(String, Recipient)>> {
+    ) -> Result<Option<String>> {
         let named = metadata
             .iter()
             .find(|(k, _)| k == PATIENT_META)
@@ -299,6 +301,22 @@ impl Engine {
             (Some(n), _) => n,
             (None, Some(m)) => m,
             (None, None) => return Ok(None),
+        };
+        Ok(Some(id))
+    }
+
+    /// The patient a write names in its metadata, checked against the registry.
+    ///
+    /// # Errors
+    /// `UnknownPatient` for an id nobody registered.
+    pub async fn record_patient(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &[(String, String)],
+    ) -> Result<Option<(String, Recipient)>> {
+        let Some(id) = self.labelled_patient(bucket, key, metadata)? else {
+            return Ok(None);
         };
         let recipient = self.patient_key(&id).await?;
         Ok(Some((id, recipient)))
@@ -337,6 +355,25 @@ impl Engine {
     /// `InvalidArgument` for a request for another institution, an unknown patient, an
     /// expired request or one already stored.
     pub async fn create_request(&self, text: &str, actor: &str) -> Result<ShareRequestRecord> {
+        self.store_request(text, actor, true).await
+    }
+
+    /// A peer's share request: stored like [`Engine::create_request`], but for an
+    /// unregistered patient id too (it stays pending until it expires: nobody can sign a
+    /// grant for it), so that the peer's answer does not tell who is a patient here.
+    ///
+    /// # Errors
+    /// As [`Engine::create_request`], without `UnknownPatient`.
+    pub async fn create_peer_request(&self, text: &str, actor: &str) -> Result<ShareRequestRecord> {
+        self.store_request(text, actor, false).await
+    }
+
+    async fn store_request(
+        &self,
+        text: &str,
+        actor: &str,
+        registered_only: bool,
+    ) -> Result<ShareRequestRecord> {
         // A backup holds off until this operation's writes and log entries are all made.
         let _hold = self.private.hold_writes().await;
         let req = ShareRequest::from_text(text)
@@ -346,7 +383,11 @@ impl Engine {
                 "the share request names another institution".into(),
             ));
         }
-        self.patient_key(&req.patient_id).await?;
+        // Looked up either way, so that both kinds of id cost the same.
+        let known = self.private.patient(&req.patient_id).await?.is_some();
+        if registered_only && !known {
+            return Err(Error::UnknownPatient(req.patient_id.clone()));
+        }
         if req.expires_ms <= now_ms() {
             return Err(Error::InvalidArgument(
                 "the share request has expired".into(),
