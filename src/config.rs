@@ -196,6 +196,13 @@ pub struct PeerConfig {
     /// read what it shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Let `url` be plain `http://` (loopback tests only); https otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plain_http: bool,
+    /// A PEM CA bundle pinned for this peer: only these CAs are trusted for its `url`, not
+    /// the system roots (nor `[api] peer_ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +317,8 @@ impl FileConfig {
                         .map(url::Url::parse)
                         .transpose()
                         .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: url: {e}", p.name))?,
+                    allow_plain_http: p.allow_plain_http,
+                    ca_file: p.ca_file.clone(),
                 })
             })
             .collect()
@@ -377,9 +386,22 @@ impl FileConfig {
             if let Some(u) = &p.url {
                 let parsed = url::Url::parse(u)
                     .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: url: {e}", p.name))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    bail!("[[peers]] {:?}: url must be http:// or https://", p.name);
+                match parsed.scheme() {
+                    "https" => {}
+                    "http" if p.allow_plain_http => {}
+                    "http" => bail!(
+                        "[[peers]] {:?}: url is plain http: use https://, or set allow_plain_http = true on this entry (loopback tests only)",
+                        p.name
+                    ),
+                    _ => bail!("[[peers]] {:?}: url must be https://", p.name),
                 }
+            }
+            if let Some(ca) = &p.ca_file {
+                if p.url.is_none() {
+                    bail!("[[peers]] {:?}: ca_file without a url", p.name);
+                }
+                std::fs::metadata(ca)
+                    .with_context(|| format!("[[peers]] {:?}: ca_file {}", p.name, ca.display()))?;
             }
         }
         if let Some(ttl) = self.api.session_ttl {

@@ -814,10 +814,13 @@ impl Engine {
                 key: key.into(),
             })?;
         if m.patient.as_deref() != Some(g.patient_id.as_str())
-            || !signed.grant.scope.covers(bucket, key)
+            || !signed
+                .grant
+                .scope
+                .covers_version(bucket, key, m.last_modified_ms, g.issued_ms)
         {
             return Err(Error::GrantRefused(format!(
-                "{bucket}/{key} is not covered by grant {grant_id}"
+                "{bucket}/{key} (this version) is not covered by grant {grant_id}"
             )));
         }
         let tag = signed.grant.recipient.tag();

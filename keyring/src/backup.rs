@@ -82,7 +82,7 @@ pub struct BackupHeader {
 }
 
 impl BackupHeader {
-    fn encode(&self) -> [u8; HEADER_LEN] {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[..VERSION_OFFSET].copy_from_slice(MAGIC);
         out[VERSION_OFFSET] = BACKUP_V1;
