@@ -163,6 +163,65 @@ pub fn router(state: ApiState) -> Router {
             ))
         })
         .with_state(state)
+        .layer(axum::middleware::map_response(with_iso_times))
+}
+
+/// Every JSON answer gets, beside each `*_ms` time (milliseconds since the epoch), the
+/// same time as an ISO 8601 (RFC 3339, UTC) string under `*_at`. Durations (`*_ms`
+/// values before 2001) are left alone.
+async fn with_iso_times(resp: Response) -> Response {
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // Answers are built in memory (`Json`): nothing streams here.
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError(Error::Internal(format!("reading an answer: {e}"))).into_response()
+        }
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    add_iso_times(&mut value);
+    match serde_json::to_vec(&value) {
+        Ok(out) => {
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(out))
+        }
+        Err(_) => Response::from_parts(parts, Body::from(bytes)),
+    }
+}
+
+/// Milliseconds since the epoch from which a `*_ms` value is a time, not a duration
+/// (2001-09-09).
+const FIRST_TIME_MS: u64 = 1_000_000_000_000;
+
+fn add_iso_times(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut times = Vec::new();
+            for (k, v) in map.iter_mut() {
+                if let (Some(stem), Some(ms)) = (k.strip_suffix("_ms"), v.as_u64()) {
+                    if ms >= FIRST_TIME_MS {
+                        times.push((format!("{stem}_at"), crate::sharing::rfc3339(ms)));
+                    }
+                }
+                add_iso_times(v);
+            }
+            for (k, at) in times {
+                map.entry(k).or_insert(serde_json::Value::String(at));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(add_iso_times),
+        _ => {}
+    }
 }
 
 /// Serves the API on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
@@ -1420,8 +1479,9 @@ async fn request_answer(
     let (status, grant) = match (rec.state, rec.grant.as_deref()) {
         (RequestState::Approved, Some(g)) => {
             let status = match st.0.engine.private.grant(g).await? {
-                Some(r) if r.revoked_ms.is_some() => RequestStatus::Revoked,
+                // Expiry first: the sweeper also stamps expired grants as revoked.
                 Some(r) if r.expires_ms <= crate::now_ms() => RequestStatus::Expired,
+                Some(r) if r.revoked_ms.is_some() => RequestStatus::Revoked,
                 _ => RequestStatus::Approved,
             };
             (status, g)

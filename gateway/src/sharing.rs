@@ -681,11 +681,13 @@ impl Engine {
             .grant(id)
             .await?
             .ok_or_else(|| Error::GrantRefused(format!("no grant {id}")))?;
-        if rec.revoked_ms.is_some() {
-            return Err(Error::GrantRefused(format!("grant {id} was revoked")));
-        }
+        // Expiry first: the sweeper also stamps `revoked_ms` on grants that expired, and
+        // the reader should hear why it really ended.
         if rec.expires_ms <= now_ms() {
             return Err(Error::GrantRefused(format!("grant {id} has expired")));
+        }
+        if rec.revoked_ms.is_some() {
+            return Err(Error::GrantRefused(format!("grant {id} was revoked")));
         }
         Ok(rec)
     }
@@ -989,7 +991,7 @@ impl Engine {
 
 /// `ms` since the epoch as an RFC 3339 UTC time (`2026-12-07T14:40:00Z`), for texts that
 /// are stored and shown to others.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
