@@ -489,3 +489,87 @@ async fn stanza_kinds_written_by_puts_and_approvals() {
     }
     assert_eq!(ephemerals.len(), 1, "one approval, one ephemeral key");
 }
+
+/// How many stanzas of `who` the record at `key` holds.
+async fn stanzas_of(e: &Env, key: &str, who: &Identity) -> usize {
+    let m = e.private.manifest("ehr", key).await.unwrap().unwrap();
+    e.private
+        .stanzas(m.dek_id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| matches!(who.unwrap_key(s), Some(Ok(_))))
+        .count()
+}
+
+#[tokio::test]
+async fn revoking_a_wide_grant_keeps_only_what_a_narrow_one_covers() {
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    let reader = Identity::generate();
+    for k in ["scans/1", "scans/2", "notes/1", "notes/2", "labs/1"] {
+        put(&e, k, Some("alice"), k.as_bytes()).await;
+    }
+    let approve = |records: Records| {
+        let e = &e;
+        let alice = &alice;
+        let reader = &reader;
+        async move {
+            let req = share_request(e, "alice", &reader.recipient(), records);
+            let id = submit(e, &req).await;
+            let report = e
+                .engine
+                .approve(&id, &grant_for(alice, &req))
+                .await
+                .unwrap();
+            (report, req)
+        }
+    };
+    let (narrow, _) = approve(Records::Prefix {
+        bucket: "ehr".into(),
+        prefix: "scans/".into(),
+    })
+    .await;
+    assert_eq!(narrow.rewrapped, 2);
+    let (wide, _) = approve(Records::Patient).await;
+    assert_eq!(wide.rewrapped, 5);
+    // A record copied out of the narrow scope shares its data key: it keeps the key too.
+    let source = e.private.manifest("ehr", "scans/1").await.unwrap().unwrap();
+    e.engine
+        .copy(&source, "ehr", "copies/scan-1", None)
+        .await
+        .unwrap();
+
+    let wide_grant = e.private.grant(&wide.grant_id).await.unwrap().unwrap();
+    let signed = SignedGrant::from_text(&wide_grant.grant).unwrap();
+    let rev = Revocation::for_grant(&signed, 1).sign(&alice);
+    // scans/* had two stanzas (one per grant), the three others one each: only the three
+    // records no grant in force covers lose theirs, and the count says so.
+    assert_eq!(e.engine.revoke(&rev.to_text()).await.unwrap(), 3);
+    for k in ["notes/1", "notes/2", "labs/1"] {
+        assert_eq!(stanzas_of(&e, k, &reader).await, 0, "{k} still wrapped");
+        assert!(can_read(&e, k, &alice).await, "the patient keeps {k}");
+    }
+    for k in ["scans/1", "scans/2", "copies/scan-1"] {
+        assert!(
+            can_read(&e, k, &reader).await,
+            "{k} lost its narrow grant's key"
+        );
+    }
+    assert!(e
+        .engine
+        .exchange(&narrow.grant_id, "ehr", "scans/2", "t")
+        .await
+        .is_ok());
+
+    // Revoking the narrow grant too leaves the reader nothing: scans/1 and scans/2 each
+    // held one stanza per grant (copies/scan-1 shares scans/1's).
+    let narrow_grant = e.private.grant(&narrow.grant_id).await.unwrap().unwrap();
+    let signed = SignedGrant::from_text(&narrow_grant.grant).unwrap();
+    let rev = Revocation::for_grant(&signed, 1).sign(&alice);
+    assert_eq!(e.engine.revoke(&rev.to_text()).await.unwrap(), 4);
+    for k in ["scans/1", "scans/2", "copies/scan-1", "notes/1"] {
+        assert!(!can_read(&e, k, &reader).await, "{k} still readable");
+    }
+}
+
