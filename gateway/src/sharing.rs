@@ -894,6 +894,10 @@ impl Engine {
     /// # Errors
     /// The first failure (the others are retried on the next call).
     pub async fn publish_indexes(&self) -> Result<usize> {
+        // A restored store publishes nothing until its numbers are past the published ones.
+        if self.private.restored_pending().await? {
+            self.resume_index_seqs().await?;
+        }
         let batch: Vec<String> = match self.index_dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d).into_iter().collect(),
             Err(_) => return Err(Error::Internal("index set poisoned".into())),
@@ -916,6 +920,59 @@ impl Engine {
             Some(e) => Err(e),
             None => Ok(done),
         }
+    }
+
+    /// After `medgate restore`: brings every patient's index sequence number up to the one
+    /// published in the public store (indexes published after the backup was taken carry
+    /// higher numbers than the backup knows), and marks those patients for publication, so
+    /// the next index each patient sees continues past every number this institution ever
+    /// published instead of looking rolled back. Clears the restore mark when done; returns
+    /// how many patients' numbers moved.
+    ///
+    /// # Errors
+    /// Store failures (the mark stays and the next call tries again). A file at a patient's
+    /// index name that does not verify is ignored (logged): the cloud cannot move numbers.
+    pub async fn resume_index_seqs(&self) -> Result<usize> {
+        use keyring::patient_index::{index_name, PatientIndex};
+        let mut moved = 0;
+        for mut rec in self.private.list_patients().await? {
+            let key: Recipient = rec
+                .recipient
+                .parse()
+                .map_err(|_| Error::Corrupt(format!("key of patient {}", rec.id)))?;
+            let name = object_store::path::Path::from(index_name(&self.institution, &key)?);
+            let bytes = match self.public.get(&name).await {
+                Ok(got) => got.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match PatientIndex::published_seq(&bytes, &self.institution_recipient) {
+                Ok(seq) if seq > rec.index_seq => {
+                    tracing::info!(
+                        patient = %rec.id,
+                        from = rec.index_seq,
+                        to = seq,
+                        "restored store: index sequence number brought past the published one"
+                    );
+                    rec.index_seq = seq;
+                    let id = rec.id.clone();
+                    self.private.put_patient(rec, true).await?;
+                    if let Ok(mut dirty) = self.index_dirty.lock() {
+                        dirty.insert(id);
+                    }
+                    moved += 1;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    patient = %rec.id,
+                    error = %e,
+                    "the published index does not verify; ignored"
+                ),
+            }
+        }
+        self.private.flush().await?;
+        self.private.clear_restored().await?;
+        Ok(moved)
     }
 
     /// Seals, signs and publishes `patient`'s index at its `v1/p/` name with the next

@@ -573,3 +573,84 @@ async fn revoking_a_wide_grant_keeps_only_what_a_narrow_one_covers() {
     }
 }
 
+/// A backup's bytes, kept in memory.
+struct Kept(Vec<u8>);
+
+#[async_trait::async_trait]
+impl gateway::backup::BackupSink for Kept {
+    async fn write(&mut self, bytes: &[u8]) -> gateway::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+    async fn progress(&mut self, _: u64, _: u64) -> gateway::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_restored_store_continues_past_published_index_numbers() {
+    use keyring::patient_index::{index_name, PatientIndex};
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    let inst = e.engine.institution().clone();
+    let name = object_store::path::Path::from(index_name(&inst, &alice.recipient()).unwrap());
+    async fn published(e: &Env, name: &object_store::path::Path, inst: &Identity) -> u64 {
+        let bytes = e.public.get(name).await.unwrap().bytes().await.unwrap();
+        PatientIndex::published_seq(&bytes, &inst.recipient()).unwrap()
+    }
+    async fn publish(e: &Env, k: &str) {
+        put(e, k, Some("alice"), k.as_bytes()).await;
+        e.engine.publish_indexes().await.unwrap();
+    }
+    publish(&e, "a/1").await;
+    assert_eq!(published(&e, &name, &inst).await, 1);
+
+    let recovery = Identity::generate();
+    let mut kept = Kept(Vec::new());
+    gateway::backup::write_backup(
+        &*e.private,
+        Vec::new(),
+        &recovery.recipient(),
+        &inst,
+        &mut kept,
+    )
+    .await
+    .unwrap();
+    publish(&e, "a/2").await;
+    publish(&e, "a/3").await;
+    assert_eq!(published(&e, &name, &inst).await, 3);
+    // alice has seen index 3.
+    let bytes = e.public.get(&name).await.unwrap().bytes().await.unwrap();
+    PatientIndex::open(&bytes, &alice, &inst.recipient(), 3).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let expected = gateway::backup::ExpectedSigner {
+        institution: &inst.recipient(),
+        allow_unsigned: false,
+    };
+    gateway::backup::restore(
+        &mut kept.0.as_slice(),
+        &recovery,
+        expected,
+        dir.path(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let private = Arc::new(SledStore::open(&dir.path().join("private"), 4 << 20).unwrap());
+    assert!(private.restored_pending().await.unwrap());
+    let restored = Engine::new(
+        Arc::clone(&e.public),
+        private.clone() as Arc<dyn PrivateStore>,
+        Arc::new(inst.clone()),
+        EngineConfig::default(),
+    );
+    // The first publication brings alice's number past 3 and republishes her index.
+    assert_eq!(restored.publish_indexes().await.unwrap(), 1);
+    assert!(!private.restored_pending().await.unwrap());
+    assert_eq!(published(&e, &name, &inst).await, 4);
+    let bytes = e.public.get(&name).await.unwrap().bytes().await.unwrap();
+    let index = PatientIndex::open(&bytes, &alice, &inst.recipient(), 3).unwrap();
+    assert_eq!(index.records.len(), 1, "the backup's one record");
+    // Later publications go on from there; nothing else is pending.
+    assert_eq!(restored.publish_indexes().await.unwrap(), 0);
+}
