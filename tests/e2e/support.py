@@ -294,10 +294,12 @@ class Gateway:
 # ---------------------------------------------------------------------------
 
 
-def s3_client(endpoint: str, access_key_id: str, secret: str, read_timeout: float = 60, **cfg):
+def s3_client(endpoint: str, access_key_id: str, secret: str, read_timeout: float = 60,
+              verify: str | None = None, **cfg):
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
+        verify=verify,
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret,
         region_name=REGION,
@@ -369,14 +371,23 @@ class AwsCli:
 
 
 class MotoServer:
-    def __init__(self, workdir: Path):
+    """moto_server on a free loopback port; over TLS when given a certificate and key (PEM
+    files, e.g. from test_ops.make_server_cert) and the CA that signed them, which clients
+    then verify against (`self.ca`)."""
+
+    def __init__(self, workdir: Path, tls: tuple[Path, Path, Path] | None = None):
         self.exe = require_tool("moto_server")
         self.port = free_port()
         self.log_path = workdir / "moto.log"
         self._log_fh = open(self.log_path, "ab", buffering=0)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        argv = [self.exe, "-H", "127.0.0.1", "-p", str(self.port)]
+        self.ca: Path | None = None
+        if tls is not None:
+            cert, key, self.ca = tls
+            argv += ["--ssl-cert", str(cert), "--ssl-key", str(key)]
         self.proc = subprocess.Popen(
-            [self.exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            argv,
             stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True,
         )
@@ -394,10 +405,16 @@ class MotoServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> str | None:
+        """What boto3 and requests verify the server's certificate with (None: plain HTTP)."""
+        return str(self.ca) if self.ca else None
 
     def client(self):
-        return s3_client(self.endpoint, "test", "test")
+        return s3_client(self.endpoint, "test", "test", verify=self.verify)
 
     def log_tail(self) -> str:
         return tail(self.log_path)

