@@ -219,7 +219,8 @@ pub(crate) fn recovery(action: RecoveryAction) -> Result<()> {
                     " (unsealed, 0600)"
                 }
             );
-            println!("{}", id.recipient());
+            // Labelled, and still the last word of the last line for scripts.
+            println!("public key (Recipient): {}", id.recipient());
             Ok(())
         }
     }
@@ -336,9 +337,13 @@ async fn run_backup(
     let socket = setup.data_dir.join("admin.sock");
     let progress = bar(0, "backup");
     let client = if socket.exists() {
-        BackupClient::start(&socket, &recipient.to_string(), identity_file.clone())
-            .await
-            .ok()
+        match BackupClient::start(&socket, &recipient.to_string(), identity_file.clone()).await {
+            Ok(c) => Some(c),
+            Err(gateway::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                anyhow::bail!("{e}")
+            }
+            Err(_) => None,
+        }
     } else {
         None
     };
@@ -426,7 +431,10 @@ async fn run_backup(
     gateway::backup::record_backup(&*store, stats.created_ms)
         .await
         .context("the backup is complete but its time could not be recorded")?;
-    eprintln!("backup complete: {} entries", stats.entries);
+    eprintln!(
+        "backup complete: {} entries (records, trees and files)",
+        stats.entries
+    );
     println!("wrote {} ({} bytes)", out.display(), stats.bytes);
     Ok(())
 }
@@ -564,7 +572,8 @@ pub(crate) async fn restore(args: RestoreArgs) -> Result<()> {
     }
     let taken = std::time::UNIX_EPOCH + Duration::from_millis(stats.created_ms);
     println!(
-        "restored {} records in {} trees and {} into {} from the backup taken at {}",
+        "restored {} entries ({} records in {} trees, and the files {}) into {} from the backup taken at {}",
+        stats.records + stats.trees + stats.files.len() as u64,
         stats.records,
         stats.trees,
         stats.files.join(", "),
@@ -573,6 +582,11 @@ pub(crate) async fn restore(args: RestoreArgs) -> Result<()> {
     );
     eprintln!(
         "start it with: medgate serve --data-dir {} --public-store <the same public store as before>",
+        target.display()
+    );
+    eprintln!(
+        "S3 clients keep their access keys; the credentials file is not in backups, so for a \
+         new key run `medgate access-key create --data-dir {}` once the server runs",
         target.display()
     );
     Ok(())

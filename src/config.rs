@@ -49,7 +49,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Where it listens (default 127.0.0.1:9001; `--admin-listen`).
+    /// Where it listens (default 127.0.0.1:9002; `--admin-listen`).
     pub listen: Option<SocketAddr>,
     /// File holding the admin token (default DATA_DIR/admin.token, created 0600 at the
     /// first start).
@@ -63,7 +63,7 @@ pub struct ApiConfig {
 }
 
 /// Where the JSON API listens unless configured.
-pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9001";
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9002";
 
 mod humantime_serde_opt {
     use serde::{Deserialize, Deserializer};
@@ -95,7 +95,7 @@ pub struct OpsConfig {
 }
 
 /// Where the ops endpoints listen unless configured: loopback, so plain HTTP is allowed.
-pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9003";
 
 /// How the S3 and ops ports are exposed, resolved from flags, environment and file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,10 +192,17 @@ impl Transport {
 pub struct PeerConfig {
     pub name: String,
     pub recipient: String,
-    /// The peer's JSON API (`https://gateway-a.example:9001`), to ask it for shares and
+    /// The peer's JSON API (`https://gateway-a.example:9002`), to ask it for shares and
     /// read what it shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Let `url` be plain `http://` (loopback tests only); https otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plain_http: bool,
+    /// A PEM CA bundle pinned for this peer: only these CAs are trusted for its `url`, not
+    /// the system roots (nor `[api] peer_ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,6 +320,8 @@ impl FileConfig {
                         .map(url::Url::parse)
                         .transpose()
                         .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: url: {e}", p.name))?,
+                    allow_plain_http: p.allow_plain_http,
+                    ca_file: p.ca_file.clone(),
                 })
             })
             .collect()
@@ -380,9 +389,22 @@ impl FileConfig {
             if let Some(u) = &p.url {
                 let parsed = url::Url::parse(u)
                     .map_err(|e| anyhow::anyhow!("[[peers]] {:?}: url: {e}", p.name))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    bail!("[[peers]] {:?}: url must be http:// or https://", p.name);
+                match parsed.scheme() {
+                    "https" => {}
+                    "http" if p.allow_plain_http => {}
+                    "http" => bail!(
+                        "[[peers]] {:?}: url is plain http: use https://, or set allow_plain_http = true on this entry (loopback tests only)",
+                        p.name
+                    ),
+                    _ => bail!("[[peers]] {:?}: url must be https://", p.name),
                 }
+            }
+            if let Some(ca) = &p.ca_file {
+                if p.url.is_none() {
+                    bail!("[[peers]] {:?}: ca_file without a url", p.name);
+                }
+                std::fs::metadata(ca)
+                    .with_context(|| format!("[[peers]] {:?}: ca_file {}", p.name, ca.display()))?;
             }
         }
         if let Some(ttl) = self.api.session_ttl {
@@ -694,7 +716,7 @@ token = "tok"
         );
         assert!(!out.contains(r#""tok""#), "{out}");
         assert!(out.contains(r#"secret_access_key = "<redacted>""#), "{out}");
-        assert!(out.contains(r#"listen = "127.0.0.1:9090""#), "{out}");
+        assert!(out.contains(r#"listen = "127.0.0.1:9003""#), "{out}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::{admin_request, DataDirArg};
 /// `--gateway URL [--ca FILE]`.
 #[derive(Args, Clone, Default)]
 pub struct GatewayArg {
-    /// The gateway's JSON API (https://gateway.example:9001). Without it, the admin socket
+    /// The gateway's JSON API (https://gateway.example:9002). Without it, the admin socket
     /// of the data dir on this host is used.
     #[arg(long, env = "MEDGATE_GATEWAY")]
     pub gateway: Option<url::Url>,
@@ -202,6 +202,70 @@ impl Link {
             Ok(message)
         } else {
             bail!("{message}")
+        }
+    }
+
+    /// A recipient's read of one record of `grant` (BUCKET/KEY) through the gateway's
+    /// JSON API: a challenge for the grant, signed with the recipient's key `me`.
+    /// Answers `(manifest hex, stanza hex)`.
+    ///
+    /// # Errors
+    /// No API link; the gateway refuses (its message).
+    pub async fn recipient_exchange(
+        &self,
+        me: &Identity,
+        grant: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(String, String)> {
+        let Link::Api { base, http } = self else {
+            bail!("this needs the gateway's JSON API: pass --gateway URL");
+        };
+        let refused = |text: &str, status: reqwest::StatusCode| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+                .unwrap_or_else(|| format!("HTTP {status}"))
+        };
+        let resp = http
+            .post(join(base, "/v1/recipient/challenge")?)
+            .json(&serde_json::json!({ "grant": grant }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {base}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("the gateway refused: {}", refused(&text, status));
+        }
+        let answer: ChallengeAnswer = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("the gateway's challenge is not what medgate sends: {e}"))?;
+        let challenge = AuthChallenge::from_text(&answer.challenge)
+            .map_err(|e| anyhow!("the gateway's challenge: {e}"))?;
+        let path = "/v1/recipient/exchange";
+        let body = serde_json::json!({ "grant": grant, "bucket": bucket, "key": key })
+            .to_string()
+            .into_bytes();
+        let token = AuthToken::new(challenge, "POST", path, &body).sign(me);
+        let resp = http
+            .post(join(base, path)?)
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("{PATIENT_SCHEME} {}", token.to_text()),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {base}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let answer: AdminResponse = serde_json::from_str(&text).map_err(|_| {
+            anyhow!("the gateway answered HTTP {status} with something that is not medgate JSON")
+        })?;
+        match crate::fail_on_error(answer)? {
+            AdminResponse::Exchange { manifest, stanza } => Ok((manifest, stanza)),
+            _ => bail!("unexpected answer from the gateway"),
         }
     }
 

@@ -58,6 +58,27 @@ pub(crate) struct DataDirArg {
     public_store_opts: Vec<(String, String)>,
 }
 
+/// The data dir and config alone, for commands that never touch the public store.
+#[derive(Args, Clone, Default)]
+pub(crate) struct StoreDirArg {
+    /// Data directory: private store, institution identity, credentials, admin socket.
+    #[arg(long, env = "MEDGATE_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (settings below override it).
+    #[arg(long, env = "MEDGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+}
+
+impl From<&StoreDirArg> for DataDirArg {
+    fn from(d: &StoreDirArg) -> Self {
+        DataDirArg {
+            data_dir: d.data_dir.clone(),
+            config: d.config.clone(),
+            ..DataDirArg::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the S3 gateway.
@@ -72,12 +93,12 @@ enum Command {
     /// Show the institution's public Recipient.
     Keys {
         #[command(flatten)]
-        dir: DataDirArg,
+        dir: StoreDirArg,
     },
     /// Manage S3 access keys.
     AccessKey {
         #[command(flatten)]
-        dir: DataDirArg,
+        dir: StoreDirArg,
         #[command(subcommand)]
         action: AccessKeyAction,
     },
@@ -132,6 +153,7 @@ enum Command {
     Verify {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Also re-hash every blob in the public store (reads all of it).
         #[arg(long)]
         deep: bool,
     },
@@ -166,7 +188,10 @@ enum AccessKeyAction {
     /// List keys (never secrets).
     List,
     /// Delete a key.
-    Delete { id: String },
+    Delete {
+        /// The access key id (from `medgate access-key list`).
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -188,7 +213,7 @@ struct ServeArgs {
     /// Base domain for virtual-host-style requests (bucket.DOMAIN); path style always works.
     #[arg(long, env = "MEDGATE_DOMAIN")]
     domain: Option<String>,
-    /// Address for /healthz, /readyz and /metrics (default 127.0.0.1:9090).
+    /// Address for /healthz, /readyz and /metrics (default 127.0.0.1:9003).
     #[arg(long, env = "MEDGATE_OPS_LISTEN")]
     ops_listen: Option<SocketAddr>,
     /// PEM certificate chain for TLS on the S3 and ops ports (with --tls-key); reloaded
@@ -201,7 +226,7 @@ struct ServeArgs {
     /// Serve plain HTTP on addresses that are not loopback (behind a TLS proxy).
     #[arg(long, env = "MEDGATE_ALLOW_PLAIN_HTTP")]
     allow_plain_http: bool,
-    /// Address for the JSON API (admin, patients, peers, log; default 127.0.0.1:9001).
+    /// Address for the JSON API (admin, patients, peers, log; default 127.0.0.1:9002).
     #[arg(long, env = "MEDGATE_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
 }
@@ -235,8 +260,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Config {
             action: ops::ConfigAction::Check { file },
         } => ops::config_check(&file),
-        Command::Keys { dir } => keys(&dir).await,
-        Command::AccessKey { dir, action } => access_key(&dir, action).await,
+        Command::Keys { dir } => keys(&(&dir).into()).await,
+        Command::AccessKey { dir, action } => access_key(&(&dir).into(), action).await,
         Command::Gc { dir, grace, apply } => gc(&dir, grace, apply).await,
         Command::Patient { action } => patient::patient(action).await,
         Command::Share { action } => patient::share(action).await,
@@ -513,25 +538,54 @@ fn load_admin_token(path: &Path) -> Result<zeroize::Zeroizing<String>> {
 fn open_private(data_dir: &Path, cache_bytes: u64) -> Result<SledStore> {
     let dir = data_dir.join("private");
     SledStore::open(&dir, cache_bytes).map_err(|e| match e {
-        gateway::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => anyhow!(
-            "the private store {} is locked by another process (a running medgate server?). \
-             Admin commands reach a running server through DATA_DIR/admin.sock; if none answers, \
-             stop the other process first",
-            dir.display()
-        ),
-        gateway::Error::Io(io) if io.raw_os_error() == Some(11) => anyhow!(
-            "the private store {} is locked by another process (a running medgate server?)",
-            dir.display()
-        ),
+        gateway::Error::Io(io)
+            if io.raw_os_error() == Some(11)
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            anyhow!(
+                "another medgate process is using {}: its private store {} is locked. Stop \
+                 that process first (admin commands reach a running server through \
+                 DATA_DIR/admin.sock), or give this one another --data-dir",
+                data_dir.display(),
+                dir.display()
+            )
+        }
         other => anyhow!("cannot open the private store {}: {other}", dir.display()),
     })
 }
 
 fn create_data_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|e| {
+        anyhow!(
+            "cannot create the data dir {}: {e}. Create it for the user medgate runs as \
+             (e.g. `install -d -m 0700 -o medgate {}`), or pass another --data-dir",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        anyhow!(
+            "cannot make the data dir {} private (mode 0700): {e}. The data dir must be owned \
+             by the user medgate runs as: `chown -R USER {}` (or pass another --data-dir)",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    // Everything medgate keeps there is written beside the data, so find out now, with
+    // the path and the fix, rather than at the first file.
+    let probe = dir.join(".medgate-write-test");
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => bail!(
+            "the data dir {} is not writable: {e}. The data dir must be owned by the user \
+             medgate runs as: `chown -R USER {}` (or pass another --data-dir)",
+            dir.display(),
+            dir.display()
+        ),
+    }
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -661,6 +715,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let bg_engine = Arc::clone(&engine);
     let api_engine = Arc::clone(&engine);
+    let s3_engine = Arc::clone(&engine);
     let service = gateway::server::s3_service(engine, domain.as_deref())?;
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
@@ -740,14 +795,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
             data_dir.join("credentials").display()
         );
     }
-    println!(
-        "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile medgate --endpoint-url {scheme}://{local} s3 ls",
-        data_dir.join("credentials").display()
-    );
+    let credentials = data_dir.join("credentials");
+    if credentials.exists() {
+        println!(
+            "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile medgate --endpoint-url {scheme}://{local} s3 ls",
+            credentials.display()
+        );
+    } else {
+        // A restored data dir: backups hold the access keys (their secrets sealed) but
+        // not this file, and the secrets are not shown again.
+        println!(
+            "no credentials file {} (a restore does not bring it back): the S3 keys you had still \
+             work; for a new one run `medgate access-key create --data-dir {}` and give its \
+             secret to the S3 client",
+            credentials.display(),
+            data_dir.display()
+        );
+    }
 
     gateway::server::serve(
         listener,
         service,
+        s3_engine,
         tls,
         shutdown_signal(),
         Duration::from_secs(30),
@@ -856,6 +925,11 @@ pub(crate) async fn admin_request_with(
                     socket.display()
                 );
                 return Ok(resp);
+            }
+            // A server that holds the socket but does not answer also holds the store:
+            // say so rather than fall back.
+            Err(gateway::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                bail!("{e}")
             }
             Err(e) => tracing::debug!(error = %e, "admin socket did not answer"),
         }

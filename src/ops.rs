@@ -17,7 +17,7 @@ use crate::config::{FileConfig, DEFAULT_OPS_LISTEN};
 pub(crate) struct HealthcheckArgs {
     /// URL to GET. Default: /healthz on the ops address of MEDGATE_OPS_LISTEN or the
     /// config's [ops] listen (a wildcard address becomes loopback), https when TLS is
-    /// configured; else http://127.0.0.1:9090/healthz.
+    /// configured; else http://127.0.0.1:9003/healthz.
     #[arg(long)]
     ops_url: Option<String>,
     /// PEM CA bundle to verify an https ops port's certificate with. Without it the

@@ -32,15 +32,19 @@ pub enum PatientAction {
         /// with both, prints the registration proof the institution asks for.
         #[arg(long, requires = "id")]
         institution: Option<String>,
+        /// The id the institution knows you by (with --institution).
         #[arg(long, requires = "institution")]
         id: Option<String>,
     },
     /// Print the registration proof for an existing patient identity.
     Proof {
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
+        /// The institution's Recipient (`medgate keys` there).
         #[arg(long)]
         institution: String,
+        /// The id the institution knows you by.
         #[arg(long)]
         id: String,
     },
@@ -70,11 +74,14 @@ pub enum PatientAction {
     BreakGlass {
         #[command(flatten)]
         dir: DataDirArg,
+        /// The patient's id.
         #[arg(long)]
         id: String,
         /// The patient's new Recipient.
         #[arg(long)]
         recipient: String,
+        /// The new key's registration proof (`medgate patient keygen --institution R --id
+        /// ID` on the patient's side).
         #[arg(long)]
         proof: String,
         /// Why (at least 10 characters), e.g. the identity check done and its reference.
@@ -88,6 +95,7 @@ pub enum PatientAction {
     Register {
         #[command(flatten)]
         dir: DataDirArg,
+        /// The patient's id at this institution (letters, digits, `-`, `_`, `.`).
         #[arg(long)]
         id: String,
         /// The patient's Recipient (medgate1...).
@@ -106,12 +114,15 @@ pub enum PatientAction {
     Show {
         #[command(flatten)]
         dir: DataDirArg,
+        /// The patient's id.
+        #[arg(long)]
         id: String,
     },
     /// Recover every record of yours from the public store alone (the gateway may be
     /// down): reads your index, checks the institution's signature and that it is not
     /// older than the last one you pulled, then verifies and decrypts each record.
     Pull {
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
         /// The institution's Recipient (`medgate keys` there).
@@ -136,6 +147,7 @@ pub enum PatientAction {
         dir: DataDirArg,
         #[command(flatten)]
         gw: GatewayArg,
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
         /// Also list decided requests.
@@ -148,8 +160,10 @@ pub enum PatientAction {
         dir: DataDirArg,
         #[command(flatten)]
         gw: GatewayArg,
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
+        /// The share request's id (from `medgate patient requests`).
         request_id: String,
         /// Do not ask for confirmation.
         #[arg(long)]
@@ -161,8 +175,10 @@ pub enum PatientAction {
         dir: DataDirArg,
         #[command(flatten)]
         gw: GatewayArg,
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
+        /// The share request's id (from `medgate patient requests`).
         request_id: String,
     },
     /// The patient's grants.
@@ -171,6 +187,7 @@ pub enum PatientAction {
         dir: DataDirArg,
         #[command(flatten)]
         gw: GatewayArg,
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
     },
@@ -181,6 +198,7 @@ pub enum PatientAction {
     Audit {
         #[command(flatten)]
         gw: GatewayArg,
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
         /// The institution's Recipient (`medgate keys` there).
@@ -201,8 +219,10 @@ pub enum PatientAction {
     AuthHeader {
         #[command(flatten)]
         gw: GatewayArg,
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
+        /// The HTTP method of the call.
         #[arg(long, default_value = "GET")]
         method: String,
         /// Path and query, e.g. /v1/patient/grants.
@@ -218,8 +238,10 @@ pub enum PatientAction {
         dir: DataDirArg,
         #[command(flatten)]
         gw: GatewayArg,
+        /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
+        /// The grant's id (from `medgate patient grants`).
         grant_id: String,
     },
 }
@@ -231,16 +253,22 @@ pub enum ShareAction {
     Request {
         #[command(flatten)]
         dir: DataDirArg,
+        /// The patient's id.
         #[arg(long)]
         patient: String,
-        /// The key the records' keys would be wrapped to (medgate1...).
+        /// The key the records' keys would be wrapped to (medgate1...): the recipient's
+        /// public key, from `medgate patient keygen -o reader.key` on the recipient's side.
         #[arg(long)]
         recipient: String,
         /// One record: BUCKET/KEY.
-        #[arg(long, conflicts_with_all = ["prefix", "all"])]
+        #[arg(long, conflicts_with_all = ["prefix", "all", "bucket"])]
         object: Option<String>,
-        /// Records under BUCKET/PREFIX.
-        #[arg(long, conflicts_with = "all")]
+        /// The bucket of a --prefix scope.
+        #[arg(long, requires = "prefix")]
+        bucket: Option<String>,
+        /// Records whose keys start with PREFIX inside --bucket (e.g. --bucket pacs
+        /// --prefix p-1001/).
+        #[arg(long, conflicts_with = "all", requires = "bucket")]
         prefix: Option<String>,
         /// All of the patient's records.
         #[arg(long)]
@@ -251,6 +279,7 @@ pub enum ShareAction {
         /// Who asks, in their words (shown to the patient as such).
         #[arg(long)]
         requester: String,
+        /// Why, in plain words (shown to the patient).
         #[arg(long)]
         purpose: String,
         /// FHIR-style purpose of use code: TREAT, ETREAT, HPAYMT, HRESCH, ...
@@ -276,10 +305,13 @@ pub enum ShareAction {
         #[arg(long)]
         patient: String,
         /// One record: BUCKET/KEY at the peer.
-        #[arg(long, conflicts_with_all = ["prefix", "all"])]
+        #[arg(long, conflicts_with_all = ["prefix", "all", "peer_bucket"])]
         object: Option<String>,
-        /// Records under BUCKET/PREFIX at the peer.
-        #[arg(long, conflicts_with = "all")]
+        /// The peer's bucket of a --prefix scope.
+        #[arg(long, requires = "prefix")]
+        peer_bucket: Option<String>,
+        /// Records whose keys start with PREFIX inside --peer-bucket at the peer.
+        #[arg(long, conflicts_with = "all", requires = "peer_bucket")]
         prefix: Option<String>,
         /// All of the patient's records.
         #[arg(long)]
@@ -287,6 +319,7 @@ pub enum ShareAction {
         /// Also records added after the grant.
         #[arg(long)]
         include_future: bool,
+        /// Why, in plain words (shown to the patient).
         #[arg(long)]
         purpose: String,
         /// FHIR-style purpose of use code: TREAT, ETREAT, HPAYMT, HRESCH, ...
@@ -305,6 +338,7 @@ pub enum ShareAction {
     Requests {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Only this patient's.
         #[arg(long)]
         patient: Option<String>,
     },
@@ -312,23 +346,30 @@ pub enum ShareAction {
     Grants {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Only this patient's.
         #[arg(long)]
         patient: Option<String>,
     },
     /// Read a shared record as its recipient: the gateway checks the grant and hands out
     /// the manifest and the recipient's wrapped key; the blobs come from the public store
-    /// and are verified and decrypted here with the recipient's own identity.
+    /// and are verified and decrypted here with the recipient's own identity. With
+    /// --gateway URL it asks that gateway's JSON API from anywhere (the request signed with
+    /// the recipient's key) and reads the blobs from --public-store (read access is enough).
     Fetch {
         #[command(flatten)]
         dir: DataDirArg,
-        /// The recipient's identity file.
+        #[command(flatten)]
+        gw: GatewayArg,
+        /// The recipient's identity file (`medgate patient keygen -o reader.key`).
         #[arg(long)]
         identity: PathBuf,
+        /// The grant's id (the patient's `approve` printed it; `medgate share grants`).
         #[arg(long)]
         grant: String,
-        /// BUCKET/KEY.
+        /// The record, as BUCKET/KEY.
         #[arg(long)]
         object: String,
+        /// Where to write the record.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
     },
@@ -336,6 +377,7 @@ pub enum ShareAction {
     Events {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Only this patient's.
         #[arg(long)]
         patient: Option<String>,
     },
@@ -369,8 +411,20 @@ fn load_patient(path: &Path) -> Result<Identity> {
     })
 }
 
-fn time(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+/// A stored time (ms since the epoch) as people read it: the date and time in the local
+/// time zone, with its UTC offset.
+pub(crate) fn time(ms: u64) -> String {
+    use chrono::TimeZone;
+    match i64::try_from(ms)
+        .ok()
+        .and_then(|ms| chrono::Local.timestamp_millis_opt(ms).single())
+    {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+        None => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string()
+        }
+    }
 }
 
 fn print_request(r: &RequestView) {
@@ -392,6 +446,14 @@ fn print_request(r: &RequestView) {
     println!("  until:    {}", time(r.expires_ms));
     if let Some(g) = &r.grant {
         println!("  grant:    {g}");
+    }
+    if r.matching_records == Some(0) {
+        eprintln!(
+            "warning: request {} matches none of patient {}'s records: as it stands it shares \
+             nothing. Check the bucket and prefix (--bucket BUCKET --prefix PREFIX, the prefix \
+             inside the bucket) or the object (--object BUCKET/KEY)",
+            r.id, r.patient
+        );
     }
 }
 
@@ -461,7 +523,8 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 gateway::sharing::check_patient_id(&id)?;
                 println!("proof: {}", registration_for(&me, &inst, &id));
             }
-            println!("{}", me.recipient());
+            // Labelled, and still the last word of the last line for scripts.
+            println!("public key (Recipient): {}", me.recipient());
         }
         PatientAction::Proof {
             identity,
@@ -643,6 +706,18 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                         "approved: grant {} ({} records shared, {} of yours outside the request left alone)",
                         report.grant_id, report.rewrapped, report.out_of_scope
                     );
+                    if report.rewrapped == 0 {
+                        eprintln!(
+                            "warning: the grant shares none of your records now{}; revoke it with \
+                             `medgate patient revoke {}` if that is not what you meant",
+                            if req.scope.include_future {
+                                " (only records added later will be shared)"
+                            } else {
+                                ", and never will (it does not include later records)"
+                            },
+                            report.grant_id
+                        );
+                    }
                 }
                 _ => bail!("unexpected answer from the server"),
             }
@@ -795,23 +870,29 @@ fn print_grant_list(grants: Vec<gateway::private::GrantRecord>) {
     }
 }
 
-/// The scope the --object / --prefix / --all flags say: (kind, bucket, key or prefix).
+/// The scope the --object / --bucket --prefix / --all flags say: (kind, bucket, key or
+/// prefix).
 fn scope_of(
     object: Option<String>,
+    bucket: Option<String>,
     prefix: Option<String>,
     all: bool,
 ) -> Result<(&'static str, String, String)> {
-    Ok(match (object, prefix, all) {
+    Ok(match (object, bucket.zip(prefix), all) {
         (Some(o), _, _) => {
             let (b, k) = split_location(&o, "object")?;
             ("object", b, k)
         }
-        (None, Some(p), _) => {
-            let (b, k) = split_location(&p, "prefix")?;
-            ("prefix", b, k)
+        (None, Some((b, p)), _) => {
+            if b.is_empty() || b.contains('/') {
+                bail!("the bucket of a prefix scope is a bucket name alone, not {b:?}");
+            }
+            ("prefix", b, p)
         }
         (None, None, true) => ("patient", String::new(), String::new()),
-        _ => bail!("say which records: --object BUCKET/KEY, --prefix BUCKET/PREFIX or --all"),
+        _ => bail!(
+            "say which records: --object BUCKET/KEY, --bucket BUCKET --prefix PREFIX, or --all"
+        ),
     })
 }
 
@@ -830,6 +911,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             bucket,
             patient,
             object,
+            peer_bucket,
             prefix,
             all,
             include_future,
@@ -837,7 +919,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             purpose_code,
             expires_in,
         } => {
-            let (scope, b, path) = scope_of(object, prefix, all)?;
+            let (scope, b, path) = scope_of(object, peer_bucket, prefix, all)?;
             let request = gateway::remote::PeerShareRequest {
                 patient,
                 scope: scope.into(),
@@ -875,12 +957,16 @@ pub async fn share(action: ShareAction) -> Result<()> {
             {
                 for m in mounts {
                     println!(
-                        "{}\tfrom {}\trequest {}\t{}",
+                        "{}\tfrom {}\trequest {}\t{}\t{}",
                         m.bucket,
                         m.peer,
                         m.request_id,
                         m.grant
-                            .map_or_else(|| "pending".to_string(), |g| format!("grant {g}"))
+                            .map_or_else(|| "no grant yet".to_string(), |g| format!("grant {g}")),
+                        m.state.as_deref().map_or_else(
+                            || "state unknown (the server is not running)".to_string(),
+                            |s| format!("state: {s}")
+                        )
                     );
                 }
             }
@@ -890,6 +976,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             patient,
             recipient,
             object,
+            bucket,
             prefix,
             all,
             include_future,
@@ -898,7 +985,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             purpose_code,
             expires_in,
         } => {
-            let (scope, bucket, path) = scope_of(object, prefix, all)?;
+            let (scope, bucket, path) = scope_of(object, bucket, prefix, all)?;
             let expires_ms =
                 gateway::now_ms() + u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX / 2);
             let req = AdminRequest::ShareRequest(Box::new(NewShareRequest {
@@ -932,6 +1019,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
         ShareAction::Grants { dir, patient } => print_grants(&dir, patient).await?,
         ShareAction::Fetch {
             dir,
+            gw,
             identity,
             grant,
             object,
@@ -939,10 +1027,22 @@ pub async fn share(action: ShareAction) -> Result<()> {
         } => {
             let me = load_patient(&identity)?;
             let (bucket, key) = split_location(&object, "object")?;
-            let req = AdminRequest::Exchange { grant, bucket, key };
-            let (manifest, stanza) = match fail_on_error(admin_request(&dir, req).await?)? {
-                AdminResponse::Exchange { manifest, stanza } => (manifest, stanza),
-                _ => bail!("unexpected answer from the server"),
+            let (manifest, stanza) = if gw.gateway.is_some() {
+                if dir.public_store.is_none() {
+                    bail!(
+                        "with --gateway, say where the records' blobs are: --public-store URL \
+                         (the hospital's public store; read access is enough)"
+                    );
+                }
+                Link::new(&dir, &gw)?
+                    .recipient_exchange(&me, &grant, &bucket, &key)
+                    .await?
+            } else {
+                let req = AdminRequest::Exchange { grant, bucket, key };
+                match fail_on_error(admin_request(&dir, req).await?)? {
+                    AdminResponse::Exchange { manifest, stanza } => (manifest, stanza),
+                    _ => bail!("unexpected answer from the server"),
+                }
             };
             let manifest = keyring::Manifest::decode(&hex::decode(manifest)?)?;
             let stanza = keyring::WrappedKey::from_bytes(&hex::decode(stanza)?)?;

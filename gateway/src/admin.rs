@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyring::Identity;
 use serde::{Deserialize, Serialize};
@@ -167,6 +168,11 @@ pub struct RequestView {
     pub grant: Option<String>,
     /// The request's text form (what a grant signs, by hash).
     pub text: String,
+    /// How many of the patient's records the request reaches now (0: a request that
+    /// shares nothing unless it includes future records). Shown to the admin and the
+    /// patient, never to a peer.
+    #[serde(default)]
+    pub matching_records: Option<u64>,
 }
 
 /// The answer to an [`AdminRequest`]. No `Debug`: it may carry a new secret.
@@ -362,9 +368,18 @@ pub async fn add_access_key(
     store.flush().await
 }
 
-fn view(cx: &AdminContext, rec: &ShareRequestRecord) -> Result<RequestView> {
+async fn view(cx: &AdminContext, rec: &ShareRequestRecord) -> Result<RequestView> {
     use keyring::consent::{Records, ShareRequest};
     let req = ShareRequest::from_text(&rec.request)?;
+    // For the admin and the patient only (a peer's answers never say whether a patient
+    // has records): how many of the patient's records the request reaches now.
+    let matching_records = cx
+        .private
+        .patient_objects(&rec.patient_id)
+        .await?
+        .iter()
+        .filter(|(bucket, key, _)| req.scope.covers(bucket, key))
+        .count() as u64;
     let recipient = req.recipient.to_string();
     let scope = match &req.scope.records {
         Records::Object { bucket, key } => format!("the record {bucket}/{key}"),
@@ -395,6 +410,7 @@ fn view(cx: &AdminContext, rec: &ShareRequestRecord) -> Result<RequestView> {
         expires_ms: req.expires_ms,
         grant: rec.grant.clone(),
         text: rec.request.clone(),
+        matching_records: Some(matching_records),
     })
 }
 
@@ -518,14 +534,14 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 let req = new_request(cx, &n)?;
                 let rec = engine().create_request(&req.to_text(), "admin").await?;
                 AdminResponse::Request {
-                    request: view(cx, &rec)?,
+                    request: view(cx, &rec).await?,
                 }
             }
             AdminRequest::Requests { patient } => {
                 let mut requests = Vec::new();
                 for r in store.list_requests().await? {
                     if patient.as_ref().is_none_or(|p| *p == r.patient_id) {
-                        requests.push(view(cx, &r)?);
+                        requests.push(view(cx, &r).await?);
                     }
                 }
                 AdminResponse::Requests { requests }
@@ -533,7 +549,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
             AdminRequest::RequestGet { id } => {
                 let (rec, _) = engine().request(&id).await?;
                 AdminResponse::Request {
-                    request: view(cx, &rec)?,
+                    request: view(cx, &rec).await?,
                 }
             }
             AdminRequest::Approve { request_id, grant } => AdminResponse::Rewrapped {
@@ -641,7 +657,10 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 }
             }
             AdminRequest::Mounts => AdminResponse::Mounts {
-                mounts: store.mounts().await?,
+                mounts: match cx.engine.as_ref().and_then(|e| e.remote.get()) {
+                    Some(r) => r.mounts_with_state().await,
+                    None => store.mounts().await?,
+                },
             },
             AdminRequest::Exchange { grant, bucket, key } => {
                 let (m, stanza) = engine()
@@ -797,6 +816,57 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
     Ok(())
 }
 
+/// How long an admin command waits for the server to accept its connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an admin command waits for an answer or a progress frame: long jobs (backup,
+/// verify, rotate) report progress well within it.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The error of an admin call the server did not serve in time: an I/O error of kind
+/// `TimedOut`, naming the socket and what to check.
+fn timed_out(path: &Path, what: &str) -> Error {
+    let secs = if what.starts_with("accept ") {
+        CONNECT_TIMEOUT.as_secs()
+    } else {
+        ANSWER_TIMEOUT.as_secs()
+    };
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the medgate server behind {} did not {what} within {secs} s: is it stopped \
+             (SIGSTOP, a debugger) or overloaded? Check the process (its logs, `kill -CONT PID`) \
+             and run the command again",
+            path.display()
+        ),
+    ))
+}
+
+/// Connects to the admin socket, giving up after [`CONNECT_TIMEOUT`].
+///
+/// # Errors
+/// No server listens there, or it does not accept in time (`TimedOut`).
+pub async fn connect(path: &Path) -> Result<UnixStream> {
+    tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+        .await
+        .map_err(|_| timed_out(path, "accept the connection"))?
+        .map_err(Error::Io)
+}
+
+/// Waits at most [`ANSWER_TIMEOUT`] for `fut`, an answer or progress frame from the
+/// server behind `path`.
+///
+/// # Errors
+/// `fut`'s own error, or `TimedOut` naming the socket.
+pub async fn within_answer_timeout<T>(
+    path: &Path,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(ANSWER_TIMEOUT, fut)
+        .await
+        .map_err(|_| timed_out(path, "answer or report progress"))?
+}
+
 /// Sends one request to a running server's admin socket.
 ///
 /// # Errors
@@ -814,7 +884,7 @@ pub async fn call_with_progress(
     req: &AdminRequest,
     on_progress: Option<&Progress>,
 ) -> Result<AdminResponse> {
-    let stream = UnixStream::connect(path).await?;
+    let stream = connect(path).await?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(req).map_err(|e| Error::Internal(e.to_string()))?;
     line.push(b'\n');
@@ -822,9 +892,9 @@ pub async fn call_with_progress(
     write.shutdown().await?;
     let mut lines = BufReader::new(read).lines();
     loop {
-        let answer = lines
-            .next_line()
-            .await?
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| timed_out(path, "answer or report progress"))??
             .ok_or_else(|| Error::Internal("the server closed the admin socket".into()))?;
         match serde_json::from_str(&answer)
             .map_err(|e| Error::Internal(format!("bad admin answer: {e}")))?

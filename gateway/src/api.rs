@@ -7,7 +7,7 @@
 //! |-----------------|--------------------------|-----------------------------------------------------|
 //! | `/v1/admin/…`   | the hospital's admins    | `Authorization: Bearer <admin token>`                |
 //! | `/v1/patient/…` | a registered patient     | `Authorization: Medgate-Patient <SignedAuth>`: a challenge from `POST /v1/patient/challenge`, single use, signed with the patient's key over method, path and query, body hash |
-//! | `/v1/peer/…`    | another institution      | `Authorization: Medgate-Peer <SignedPeerAuth>`: the caller's Ed25519 signature over method, host, path, full query, body hash, time and nonce; the caller must be a configured `[[peers]]` entry, the time within 5 minutes, the nonce new |
+//! | `/v1/peer/…`    | another institution      | `Authorization: Medgate-Peer <SignedPeerAuth>`: the caller's Ed25519 signature over method, host, path, full query, body hash, time and nonce; the caller's whole Recipient must be a configured `[[peers]]` entry's and the signature is checked against that entry's key, the time within 5 minutes, the nonce new; answers are `SignedPeerAnswer`s bound to the nonce, chunks `ChunkAnswer`s with their Merkle proofs |
 //! | `/v1/log/…`, `/openapi.json` | anyone      | none: checkpoints and proofs are public anyway       |
 //!
 //! What authorises a re-wrap is never the channel: grants, denials, revocations and key
@@ -26,17 +26,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use keyring::consent::{AuthChallenge, AuthToken, SignedAuth, SignedGrant, SignedPeerAuth};
-use keyring::Recipient;
+use keyring::{AnswerBody, ChunkAnswer, ListedObject, PeerAnswer, Recipient, RequestStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use zeroize::Zeroizing;
 
 use crate::admin::{self, AdminContext, AdminRequest, AdminResponse, NewShareRequest};
 use crate::record::Engine;
-use crate::remote::{
-    ExchangeAnswer, ExchangeRequest, Peer, PeerRequestState, PeerShareRequest, Remote,
-    SharedObject, SharedObjects,
-};
+use crate::remote::{ExchangeRequest, Peer, PeerShareRequest, Remote, SignedAnswerText};
 use crate::{Error, Result};
 
 /// How far a signed request's time (peer) or challenge (patient) may be from now.
@@ -122,6 +119,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/admin/verify", post(admin_verify))
         .route("/v1/admin/mounts", get(admin_mounts).post(admin_mount))
         .route("/v1/patient/challenge", post(patient_challenge))
+        .route("/v1/recipient/challenge", post(recipient_challenge))
+        .route("/v1/recipient/exchange", post(recipient_exchange))
         .route("/v1/patient/me", get(patient_me))
         .route("/v1/patient/requests", get(patient_requests))
         .route("/v1/patient/requests/{id}", get(patient_request))
@@ -307,16 +306,30 @@ impl ApiState {
         Ok(patient.id)
     }
 
-    /// Checks a peer's signature on this request and returns the configured peer.
-    fn peer(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Peer> {
+    /// Checks a peer's signature on this request and returns the configured peer and the
+    /// request's nonce (which the answer is bound to).
+    ///
+    /// The caller is the `[[peers]]` entry whose whole Recipient (X25519 and Ed25519 keys)
+    /// equals the one the request names, compared in constant time, and the signature is
+    /// checked against that configured key only. Anything else is 401 before anything is
+    /// logged or looked up.
+    fn peer(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Peer, [u8; 16])> {
         let signed = SignedPeerAuth::from_text(authorization(headers, crate::remote::PEER_SCHEME)?)
             .map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
-        let caller = signed.auth.caller.fingerprint();
-        let peer = self
-            .0
-            .peers
-            .iter()
-            .find(|p| p.recipient.fingerprint() == caller)
+        // Every entry is compared, so the time taken does not say which one matched.
+        let mut found = None;
+        for p in &self.0.peers {
+            if p.recipient.ct_eq(&signed.auth.caller) && found.is_none() {
+                found = Some(p);
+            }
+        }
+        let peer = found
             .ok_or_else(|| Error::Unauthorized("the caller is not a configured peer".into()))?
             .clone();
         let host = headers
@@ -327,6 +340,7 @@ impl ApiState {
         let now = crate::now_ms();
         signed
             .verify(
+                &peer.recipient,
                 &self.0.engine.institution_id(),
                 method.as_str(),
                 host,
@@ -353,7 +367,34 @@ impl ApiState {
         {
             return Err(Error::Unauthorized("replayed request (nonce seen)".into()));
         }
-        Ok(peer)
+        Ok((peer, signed.auth.nonce))
+    }
+
+    /// `answer`, signed by this institution for the peer request with `nonce` from `peer`.
+    fn sign_answer(
+        &self,
+        peer: &Peer,
+        nonce: [u8; 16],
+        grant: &str,
+        record: Option<(&str, &str)>,
+        body: AnswerBody,
+    ) -> Result<Json<SignedAnswerText>> {
+        let (bucket, key) = record.unwrap_or(("", ""));
+        let answer = PeerAnswer {
+            nonce,
+            caller: peer.recipient.clone(),
+            grant: grant.into(),
+            bucket: bucket.into(),
+            key: key.into(),
+            version_id: String::new(),
+            body,
+        };
+        answer
+            .validate()
+            .map_err(|e| Error::Internal(format!("peer answer: {e}")))?;
+        Ok(Json(SignedAnswerText {
+            answer: answer.sign(self.0.engine.institution()).to_text(),
+        }))
     }
 
     async fn admin_call(&self, req: AdminRequest) -> ApiResult<Json<AdminResponse>> {
@@ -449,6 +490,24 @@ pub struct ChallengeBody {
     pub recipient: Option<String>,
 }
 
+/// `POST /v1/recipient/challenge`: the grant a recipient is about to use.
+#[derive(Deserialize, ToSchema)]
+pub struct RecipientChallengeBody {
+    pub grant: String,
+}
+
+/// `POST /v1/recipient/exchange`: one record of a grant, as BUCKET and KEY.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RecipientExchangeBody {
+    pub grant: String,
+    pub bucket: String,
+    pub key: String,
+}
+
+/// What a recipient's challenge names instead of a patient: `grant:ID`. A `:` is never
+/// in a patient id, so such a challenge never opens a patient's paths.
+pub const RECIPIENT_CHALLENGE_PREFIX: &str = "grant:";
+
 /// A challenge to sign (an `AuthChallenge` text) and the patient it is for.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ChallengeAnswer {
@@ -541,7 +600,8 @@ pub struct GrantQuery {
     pub grant: String,
 }
 
-/// `GET /v1/peer/blob?...`: ciphertext bytes `start..end` of one blob of a shared record.
+/// `GET /v1/peer/blob?...`: one sealed chunk of one blob of a shared record, with its leaf
+/// and inclusion proof.
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct BlobQuery {
     pub grant: String,
@@ -549,8 +609,8 @@ pub struct BlobQuery {
     pub key: String,
     /// Hex blob id (from the record's manifest).
     pub blob: String,
-    pub start: u64,
-    pub end: u64,
+    /// Chunk index within the blob.
+    pub chunk: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -570,6 +630,7 @@ pub struct BlobQuery {
         patient_challenge, patient_me, patient_requests, patient_request, patient_approve,
         patient_deny, patient_grants, patient_revoke, patient_key_change, patient_entries,
         peer_new_request, peer_request, peer_objects, peer_exchange, peer_blob,
+        recipient_challenge, recipient_exchange,
     ),
     modifiers(&Security),
     tags(
@@ -577,6 +638,7 @@ pub struct BlobQuery {
         (name = "admin", description = "Bearer admin token."),
         (name = "patient", description = "Medgate-Patient: a signed, single-use challenge."),
         (name = "peer", description = "Medgate-Peer: the calling institution's signature over the request."),
+        (name = "recipient", description = "Medgate-Patient: a challenge for one grant, signed with the grant's recipient key."),
     )
 )]
 pub struct ApiDoc;
@@ -907,7 +969,7 @@ async fn admin_mounts(
 ) -> ApiResult<Json<MountsAnswer>> {
     st.admin(&headers)?;
     let mounts = match &st.0.remote {
-        Some(r) => r.mounts(),
+        Some(r) => r.mounts_with_state().await,
         None => Vec::new(),
     };
     Ok(Json(MountsAnswer {
@@ -979,6 +1041,89 @@ async fn patient_challenge(
         patient: patient.id,
         challenge: challenge.to_text(),
     }))
+}
+
+/// Issues a challenge for a grant in force; the recipient signs it with the grant's
+/// recipient key to call `/v1/recipient/exchange`.
+#[utoipa::path(post, path = "/v1/recipient/challenge", tag = "recipient",
+    request_body = RecipientChallengeBody, responses((status = 200, body = ChallengeAnswer)))]
+async fn recipient_challenge(
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> ApiResult<Json<ChallengeAnswer>> {
+    let b: RecipientChallengeBody = parse_json(&body)?;
+    // Only a grant in force gets a challenge (an unknown, revoked or expired one is
+    // refused with its reason, as every exchange call would be).
+    st.0.engine.grant_in_force(&b.grant).await?;
+    let now = crate::now_ms();
+    let subject = format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant);
+    let challenge = AuthChallenge::new(st.0.engine.institution_id(), &subject, now);
+    {
+        let mut table =
+            st.0.challenges
+                .lock()
+                .map_err(|_| Error::Internal("challenge table poisoned".into()))?;
+        table.retain(|_, c| now.saturating_sub(c.issued_ms) <= AUTH_WINDOW_MS);
+        if table.len() >= MAX_CHALLENGES {
+            return Err(
+                Error::Unauthorized("too many outstanding challenges; retry later".into()).into(),
+            );
+        }
+        table.insert(challenge.challenge, challenge.clone());
+    }
+    Ok(Json(ChallengeAnswer {
+        patient: subject,
+        challenge: challenge.to_text(),
+    }))
+}
+
+/// A recipient's read of a shared record from anywhere: the manifest and the
+/// recipient's wrapped key, for a request signed with the grant's recipient key (a
+/// challenge from `/v1/recipient/challenge`). The grant is checked as on every read;
+/// the blobs come from the public store.
+#[utoipa::path(post, path = "/v1/recipient/exchange", tag = "recipient", security(("patient" = [])),
+    request_body = RecipientExchangeBody, responses((status = 200, body = Answer, description = "`exchange`")))]
+async fn recipient_exchange(
+    State(st): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<AdminResponse>> {
+    let b: RecipientExchangeBody = parse_json(&body)?;
+    let signed = SignedAuth::from_text(authorization(&headers, PATIENT_SCHEME)?)
+        .map_err(|e| Error::Unauthorized(format!("recipient token: {e}")))?;
+    let challenge = st
+        .0
+        .challenges
+        .lock()
+        .map_err(|_| Error::Internal("challenge table poisoned".into()))?
+        .remove(&signed.token.challenge.challenge)
+        .ok_or_else(|| {
+            Error::Unauthorized(
+                "unknown or used challenge: ask POST /v1/recipient/challenge for a new one".into(),
+            )
+        })?;
+    if challenge.patient_id != format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant) {
+        return Err(
+            Error::Unauthorized("the challenge was issued for another grant".into()).into(),
+        );
+    }
+    let grant = st.0.engine.grant_in_force(&b.grant).await?;
+    let key: Recipient = grant
+        .recipient
+        .parse()
+        .map_err(|_| Error::Corrupt("a grant's recipient".into()))?;
+    let expected = AuthToken::new(challenge, method.as_str(), &target(&uri), &body);
+    signed
+        .verify(&key, &expected, crate::now_ms(), AUTH_WINDOW_MS)
+        .map_err(|e| Error::Unauthorized(format!("recipient signature: {e}")))?;
+    st.admin_call(AdminRequest::Exchange {
+        grant: b.grant,
+        bucket: b.bucket,
+        key: b.key,
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/patient/me", tag = "patient", security(("patient" = [])),
@@ -1182,15 +1327,16 @@ pub async fn entries_for(engine: &Engine, patient: &str) -> Result<EntriesAnswer
 // Peers
 
 #[utoipa::path(post, path = "/v1/peer/requests", tag = "peer", security(("peer" = [])),
-    request_body = PeerShareRequest, responses((status = 200, body = PeerRequestState)))]
+    request_body = PeerShareRequest, responses((status = 200, body = SignedAnswerText,
+        description = "a SignedPeerAnswer of kind 0x01 (request state), context medgate/v1/request-answer")))]
 async fn peer_new_request(
     State(st): State<ApiState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<PeerRequestState>> {
-    let peer = st.peer(&method, &uri, &headers, &body)?;
+) -> ApiResult<Json<SignedAnswerText>> {
+    let (peer, nonce) = st.peer(&method, &uri, &headers, &body)?;
     let b: PeerShareRequest = parse_json(&body)?;
     let n = NewShareRequest {
         patient: b.patient,
@@ -1210,38 +1356,61 @@ async fn peer_new_request(
         st.0.engine
             .create_request(&req.to_text(), &format!("peer:{}", peer.name))
             .await?;
-    Ok(Json(request_state(&rec)))
+    Ok(request_answer(&st, &peer, nonce, &rec).await?)
 }
 
-fn request_state(rec: &crate::private::ShareRequestRecord) -> PeerRequestState {
-    PeerRequestState {
-        id: rec.id.clone(),
-        state: serde_json::to_value(rec.state)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_else(|| "unknown".into()),
-        grant: rec.grant.clone(),
-    }
+/// A request's state as a signed answer: pending, denied, or approved with its grant and
+/// whether that grant is in force, revoked or expired.
+async fn request_answer(
+    st: &ApiState,
+    peer: &Peer,
+    nonce: [u8; 16],
+    rec: &crate::private::ShareRequestRecord,
+) -> Result<Json<SignedAnswerText>> {
+    use crate::private::RequestState;
+    let (status, grant) = match (rec.state, rec.grant.as_deref()) {
+        (RequestState::Approved, Some(g)) => {
+            let status = match st.0.engine.private.grant(g).await? {
+                Some(r) if r.revoked_ms.is_some() => RequestStatus::Revoked,
+                Some(r) if r.expires_ms <= crate::now_ms() => RequestStatus::Expired,
+                _ => RequestStatus::Approved,
+            };
+            (status, g)
+        }
+        (RequestState::Denied, _) => (RequestStatus::Denied, ""),
+        _ => (RequestStatus::Pending, ""),
+    };
+    st.sign_answer(
+        peer,
+        nonce,
+        grant,
+        None,
+        AnswerBody::Request {
+            request_id: rec.id.clone(),
+            status,
+        },
+    )
 }
 
 #[utoipa::path(get, path = "/v1/peer/requests/{id}", tag = "peer", security(("peer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = PeerRequestState)))]
+    params(("id" = String, Path)), responses((status = 200, body = SignedAnswerText,
+        description = "a SignedPeerAnswer of kind 0x01 (request state), context medgate/v1/request-answer")))]
 async fn peer_request(
     State(st): State<ApiState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<Json<PeerRequestState>> {
-    let peer = st.peer(&method, &uri, &headers, b"")?;
+) -> ApiResult<Json<SignedAnswerText>> {
+    let (peer, nonce) = st.peer(&method, &uri, &headers, b"")?;
     let (rec, req) = st.0.engine.request(&id).await?;
-    if req.recipient.fingerprint() != peer.recipient.fingerprint() {
+    if !req.recipient.ct_eq(&peer.recipient) {
         return Err(Error::NotFound(format!("no share request {id} for you")).into());
     }
-    Ok(Json(request_state(&rec)))
+    Ok(request_answer(&st, &peer, nonce, &rec).await?)
 }
 
-/// The grant `id`, in force and issued to `peer`.
+/// The grant `id`, in force and issued to `peer` (its whole Recipient).
 async fn peer_grant(
     st: &ApiState,
     peer: &Peer,
@@ -1249,32 +1418,68 @@ async fn peer_grant(
 ) -> Result<(crate::private::GrantRecord, SignedGrant)> {
     let g = st.0.engine.grant_in_force(id).await?;
     let signed = SignedGrant::from_text(&g.grant)?;
-    if signed.grant.recipient.fingerprint() != peer.recipient.fingerprint() {
+    if !signed.grant.recipient.ct_eq(&peer.recipient) {
         return Err(Error::GrantRefused(format!("grant {id} is not yours")));
     }
     Ok((g, signed))
 }
 
+/// Whether record version `m` at `bucket`/`key` is one grant `g` lets its recipient read:
+/// the patient's, in scope for its time, and wrapped for the recipient.
+async fn peer_may_read(
+    st: &ApiState,
+    g: &crate::private::GrantRecord,
+    signed: &SignedGrant,
+    bucket: &str,
+    key: &str,
+    m: &keyring::Manifest,
+) -> Result<bool> {
+    if m.patient.as_deref() != Some(g.patient_id.as_str())
+        || !signed
+            .grant
+            .scope
+            .covers_version(bucket, key, m.last_modified_ms, g.issued_ms)
+    {
+        return Ok(false);
+    }
+    let tag = signed.grant.recipient.tag();
+    Ok(st
+        .0
+        .engine
+        .private
+        .stanzas(m.dek_id)
+        .await?
+        .iter()
+        .any(|s| s.recipient_tag() == tag))
+}
+
 #[utoipa::path(get, path = "/v1/peer/objects", tag = "peer", security(("peer" = [])),
-    params(GrantQuery), responses((status = 200, body = SharedObjects)))]
+    params(GrantQuery), responses((status = 200, body = SignedAnswerText,
+        description = "a SignedPeerAnswer of kind 0x02 (listing), context medgate/v1/objects-answer")))]
 async fn peer_objects(
     State(st): State<ApiState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     Query(q): Query<GrantQuery>,
-) -> ApiResult<Json<SharedObjects>> {
-    let peer = st.peer(&method, &uri, &headers, b"")?;
+) -> ApiResult<Json<SignedAnswerText>> {
+    let (peer, nonce) = st.peer(&method, &uri, &headers, b"")?;
     let (g, signed) = peer_grant(&st, &peer, &q.grant).await?;
-    let tag = signed.grant.recipient.tag();
     let mut objects = Vec::new();
     for (bucket, key, m) in st.0.engine.private.patient_objects(&g.patient_id).await? {
         if !signed.grant.scope.covers(&bucket, &key) {
             continue;
         }
-        let wrapped = st.0.engine.private.stanzas(m.dek_id).await?;
-        if wrapped.iter().any(|s| s.recipient_tag() == tag) {
-            objects.push(SharedObject {
+        if peer_may_read(&st, &g, &signed, &bucket, &key, &m).await? {
+            if objects.len() == keyring::peer::MAX_LISTED_OBJECTS {
+                return Err(Error::InvalidArgument(format!(
+                    "grant {} covers more than {} records, more than one listing may hold",
+                    q.grant,
+                    keyring::peer::MAX_LISTED_OBJECTS
+                ))
+                .into());
+            }
+            objects.push(ListedObject {
                 bucket,
                 key,
                 size: m.size,
@@ -1283,36 +1488,44 @@ async fn peer_objects(
             });
         }
     }
-    Ok(Json(SharedObjects { objects }))
+    Ok(st.sign_answer(&peer, nonce, &q.grant, None, AnswerBody::Objects(objects))?)
 }
 
 #[utoipa::path(post, path = "/v1/peer/exchange", tag = "peer", security(("peer" = [])),
     request_body = ExchangeRequest,
-    responses((status = 200, body = ExchangeAnswer), (status = 403, description = "grant not in force or record not covered")))]
+    responses((status = 200, body = SignedAnswerText,
+        description = "a SignedPeerAnswer of kind 0x03 (manifest and the caller's stanza), context medgate/v1/exchange-answer"),
+        (status = 403, description = "grant not in force or record not covered")))]
 async fn peer_exchange(
     State(st): State<ApiState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<ExchangeAnswer>> {
-    let peer = st.peer(&method, &uri, &headers, &body)?;
+) -> ApiResult<Json<SignedAnswerText>> {
+    let (peer, nonce) = st.peer(&method, &uri, &headers, &body)?;
     let b: ExchangeRequest = parse_json(&body)?;
     peer_grant(&st, &peer, &b.grant).await?;
     let (m, stanza) =
         st.0.engine
             .exchange(&b.grant, &b.bucket, &b.key, &format!("peer:{}", peer.name))
             .await?;
-    Ok(Json(ExchangeAnswer {
-        manifest: hex::encode(m.encode()),
-        stanza: hex::encode(stanza.to_bytes()),
-    }))
+    Ok(st.sign_answer(
+        &peer,
+        nonce,
+        &b.grant,
+        Some((&b.bucket, &b.key)),
+        AnswerBody::Exchange {
+            manifest: m.encode(),
+            stanza: stanza.to_bytes(),
+        },
+    )?)
 }
 
 #[utoipa::path(get, path = "/v1/peer/blob", tag = "peer", security(("peer" = [])),
     params(BlobQuery),
-    responses((status = 200, description = "the ciphertext bytes", content_type = "application/octet-stream"),
-              (status = 403, description = "grant not in force or record not covered")))]
+    responses((status = 200, description = "a ChunkAnswer (keyring::peer): the sealed chunk with its leaf and inclusion proof", content_type = "application/octet-stream"),
+              (status = 403, description = "grant not in force, record version not covered, or no key for the caller")))]
 async fn peer_blob(
     State(st): State<ApiState>,
     method: Method,
@@ -1320,7 +1533,7 @@ async fn peer_blob(
     headers: HeaderMap,
     Query(q): Query<BlobQuery>,
 ) -> ApiResult<Response> {
-    let peer = st.peer(&method, &uri, &headers, b"")?;
+    let (peer, _) = st.peer(&method, &uri, &headers, b"")?;
     let (g, signed) = peer_grant(&st, &peer, &q.grant).await?;
     let engine = &st.0.engine;
     let m = engine
@@ -1331,11 +1544,9 @@ async fn peer_blob(
             bucket: q.bucket.clone(),
             key: q.key.clone(),
         })?;
-    if m.patient.as_deref() != Some(g.patient_id.as_str())
-        || !signed.grant.scope.covers(&q.bucket, &q.key)
-    {
+    if !peer_may_read(&st, &g, &signed, &q.bucket, &q.key, &m).await? {
         return Err(Error::GrantRefused(format!(
-            "{}/{} is not covered by grant {}",
+            "{}/{} (this version) is not covered by grant {}, or holds no key for you",
             q.bucket, q.key, q.grant
         ))
         .into());
@@ -1345,22 +1556,36 @@ async fn peer_blob(
         .iter()
         .find(|p| p.blob.to_hex() == q.blob)
         .ok_or_else(|| Error::GrantRefused("that blob is not part of the record".into()))?;
-    let sealed = keyring::Layout::new(part.plaintext_len, part.chunk_size)?.sealed_total();
-    if q.start >= q.end || q.end > sealed || q.end - q.start > 64 << 20 {
+    let layout = keyring::Layout::new(part.plaintext_len, part.chunk_size)?;
+    let count = layout.chunk_count();
+    if q.chunk >= count {
         return Err(Error::InvalidArgument(format!(
-            "range {}..{} is not within the blob's {sealed} bytes (64 MiB at most)",
-            q.start, q.end
+            "chunk {} is not within the blob's {count} chunks",
+            q.chunk
         ))
         .into());
     }
-    let bytes = engine
+    let from = layout.sealed_offset(q.chunk);
+    let to = from + layout.sealed_len(q.chunk);
+    let leaves = engine.private.leaves(part.blob, 0, count - 1).await?;
+    let leaf = *leaves
+        .get(usize::try_from(q.chunk).unwrap_or(usize::MAX))
+        .ok_or_else(|| Error::Corrupt(format!("leaves of blob {}", part.blob.to_hex())))?;
+    let proof = keyring::InclusionProof::generate(&leaves, q.chunk)?;
+    let sealed = engine
         .public
-        .get_range(&crate::public::blob_path(&part.blob), q.start..q.end)
+        .get_range(&crate::public::blob_path(&part.blob), from..to)
         .await
         .map_err(Error::Public)?;
     crate::metrics::global().chunks_fetched.inc();
+    let answer = ChunkAnswer {
+        index: q.chunk,
+        leaf,
+        proof,
+        sealed: sealed.to_vec(),
+    };
     Ok(Response::builder()
         .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
-        .body(Body::from(bytes))
+        .body(Body::from(answer.encode()))
         .map_err(|e| Error::Internal(e.to_string()))?)
 }

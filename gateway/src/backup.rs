@@ -39,7 +39,6 @@ use keyring::{Identity, Recipient};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
@@ -397,7 +396,10 @@ pub(crate) async fn serve(
             }
         };
     sink.end(&AdminResponse::Done {
-        message: format!("{} entries, {} bytes", stats.entries, stats.bytes),
+        message: format!(
+            "{} entries (records, trees and files), {} bytes",
+            stats.entries, stats.bytes
+        ),
     })
     .await?;
     let mut line = String::new();
@@ -431,6 +433,7 @@ pub enum Frame {
 pub struct BackupClient {
     read: BufReader<OwnedReadHalf>,
     write: OwnedWriteHalf,
+    socket: std::path::PathBuf,
 }
 
 impl BackupClient {
@@ -443,7 +446,7 @@ impl BackupClient {
         recipient: &str,
         identity_file: FileBytes,
     ) -> Result<BackupClient> {
-        let stream = UnixStream::connect(socket).await?;
+        let stream = crate::admin::connect(socket).await?;
         let (read, mut write) = stream.into_split();
         let req = AdminRequest::Backup {
             recipient: recipient.to_string(),
@@ -456,6 +459,7 @@ impl BackupClient {
         Ok(BackupClient {
             read: BufReader::new(read),
             write,
+            socket: socket.to_path_buf(),
         })
     }
 
@@ -466,7 +470,13 @@ impl BackupClient {
     pub async fn next(&mut self) -> Result<Frame> {
         let cut = || Error::Internal("the server ended the backup stream early".into());
         let mut head = [0u8; 5];
-        self.read.read_exact(&mut head).await.map_err(|_| cut())?;
+        // The server sends data or progress well within the answer timeout; silence
+        // longer than that is a stopped or stuck server.
+        let socket = self.socket.clone();
+        crate::admin::within_answer_timeout(&socket, async {
+            self.read.read_exact(&mut head).await.map_err(|_| cut())
+        })
+        .await?;
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > MAX_FRAME {
             return Err(Error::Internal("bad backup frame".into()));

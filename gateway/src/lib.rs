@@ -23,6 +23,7 @@ pub mod ops;
 pub mod private;
 pub mod public;
 pub mod record;
+mod region;
 pub mod remote;
 pub mod rotate;
 pub mod s3;

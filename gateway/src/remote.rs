@@ -11,10 +11,20 @@
 //!   session at most [`MAX_SESSION_TTL`], so a revocation at A takes effect at B within a
 //!   minute;
 //! - ciphertext: each chunk comes from A's blob endpoint, which checks the grant again on
-//!   every call, and is opened here (ChaCha20-Poly1305 under the record's key, bound to the
-//!   blob, the chunk index and the last-chunk flag), so nothing A or the cloud could alter
-//!   goes to the client unnoticed. The cloud never sees B's credentials, and A never sees
-//!   plaintext.
+//!   every call, with its leaf and inclusion proof ([`keyring::ChunkAnswer`]); B checks
+//!   both against the blob's root in the signed manifest, then opens the chunk
+//!   (ChaCha20-Poly1305 under the record's key, bound to the blob, the chunk index and the
+//!   last-chunk flag). The cloud never sees B's credentials, and A never sees plaintext.
+//!
+//! Every answer A gives (a request's state, a listing, a read session) is a
+//! [`keyring::SignedPeerAnswer`] that B checks against A's *configured* Recipient, the
+//! nonce of the request it sent and its own Recipient before using anything in it: whoever
+//! answers at A's URL without A's key gets nothing served as A's. Peer URLs are https unless
+//! the peer entry allows plain http; a peer's `ca_file` is the only CA trusted for it. What
+//! a peer may claim is bounded: answer bodies ([`MAX_ANSWER_BYTES`]), listings
+//! ([`keyring::peer::MAX_LISTED_OBJECTS`]), chunk sizes
+//! ([`keyring::peer::MIN_PEER_CHUNK_SIZE`]..=[`keyring::peer::MAX_PEER_CHUNK_SIZE`]), and a read
+//! walks the manifest's chunks lazily, a few in flight at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,7 +33,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
 use keyring::consent::PeerAuth;
-use keyring::{BlobId, DataKey, Identity, Layout, Manifest, PayloadKey, Recipient, WrappedKey};
+use keyring::peer::{check_peer_chunk_size, MAX_PEER_CHUNK_SIZE};
+use keyring::{
+    AnswerBody, BlobId, ChunkAnswer, DataKey, Identity, Layout, Manifest, PayloadKey, PeerAnswer,
+    Recipient, RequestStatus, SignedPeerAnswer, WrappedKey,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::private::{MountRecord, PrivateStore};
@@ -41,6 +55,10 @@ const REMOTE_READ_CONCURRENCY: usize = 4;
 /// How long one call to a peer may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Largest answer body read from a peer: a signed answer (a listing of
+/// [`keyring::peer::MAX_LISTED_OBJECTS`] records, a manifest) or one chunk with its proof.
+pub const MAX_ANSWER_BYTES: usize = MAX_PEER_CHUNK_SIZE as usize + (1 << 20);
+
 /// A peer institution from the config's `[[peers]]`.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -48,6 +66,32 @@ pub struct Peer {
     pub recipient: Recipient,
     /// The peer's JSON API (`https://gateway-a.example:9443`), if this gateway calls it.
     pub url: Option<url::Url>,
+    /// Whether `url` may be plain `http://` (tests on loopback); https otherwise.
+    pub allow_plain_http: bool,
+    /// A PEM CA bundle pinned for this peer: only these CAs are trusted for its HTTPS API,
+    /// not the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Peer {
+    /// Checks that the peer's URL may be called: https, or http when the entry allows it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` saying what to fix.
+    pub fn check_url(&self) -> Result<()> {
+        match self.url.as_ref().map(url::Url::scheme) {
+            None | Some("https") => Ok(()),
+            Some("http") if self.allow_plain_http => Ok(()),
+            Some("http") => Err(Error::InvalidArgument(format!(
+                "peer {:?}: url is plain http; use https, or set allow_plain_http = true on its [[peers]] entry (loopback tests only)",
+                self.name
+            ))),
+            Some(other) => Err(Error::InvalidArgument(format!(
+                "peer {:?}: url scheme {other:?}: must be https",
+                self.name
+            ))),
+        }
+    }
 }
 
 /// A share request as one gateway sends it to another (`POST /v1/peer/requests`): the
@@ -69,16 +113,6 @@ pub struct PeerShareRequest {
     pub expires_ms: u64,
 }
 
-/// A share request's state as the peer reports it.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PeerRequestState {
-    pub id: String,
-    /// `pending`, `approved` or `denied`.
-    pub state: String,
-    /// The grant id once approved.
-    pub grant: Option<String>,
-}
-
 /// One record a grant covers, as listed to its recipient.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SharedObject {
@@ -89,12 +123,6 @@ pub struct SharedObject {
     pub last_modified_ms: u64,
 }
 
-/// The records a grant covers.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SharedObjects {
-    pub objects: Vec<SharedObject>,
-}
-
 /// A read session's key material, as the owning gateway hands it out.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExchangeRequest {
@@ -103,59 +131,102 @@ pub struct ExchangeRequest {
     pub key: String,
 }
 
-/// The manifest (hex of its v1 encoding) and the caller's stanza (hex).
+/// A signed answer as it travels: `{"answer": "<SignedPeerAnswer text>"}`.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ExchangeAnswer {
-    pub manifest: String,
-    pub stanza: String,
+pub struct SignedAnswerText {
+    /// [`keyring::SignedPeerAnswer::to_text`]: base64url of its v1 encoding.
+    pub answer: String,
 }
 
 /// Signs and sends requests to peers.
 pub struct PeerClient {
     identity: Arc<Identity>,
+    /// The client for peers without a pinned CA (system roots, plus `[api] peer_ca`).
     http: reqwest::Client,
+    /// One client per peer with a `ca_file`: that CA only.
+    pinned: HashMap<String, reqwest::Client>,
+}
+
+fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(PEER_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        // A peer's answer is never a redirect; following one would leave the pinned URL.
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+fn add_cas(
+    mut builder: reqwest::ClientBuilder,
+    path: &std::path::Path,
+) -> Result<reqwest::ClientBuilder> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::InvalidArgument(format!("peer CA bundle {}: {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::InvalidArgument(format!("peer CA bundle {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "peer CA bundle {}: no certificate in it",
+            path.display()
+        )));
+    }
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
 }
 
 impl PeerClient {
-    /// A client signing with `identity`; `ca` adds a PEM CA bundle to the trusted roots
-    /// (a private CA between hospitals).
+    /// A client signing with `identity`. `ca` adds a PEM CA bundle to the system roots for
+    /// peers without their own `ca_file`; a peer with one trusts only that bundle.
     ///
     /// # Errors
-    /// An unreadable CA bundle; a client that cannot be built.
-    pub fn new(identity: Arc<Identity>, ca: Option<&std::path::Path>) -> Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(PEER_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5));
+    /// An unreadable or empty CA bundle; a client that cannot be built.
+    pub fn new(
+        identity: Arc<Identity>,
+        ca: Option<&std::path::Path>,
+        peers: &[Peer],
+    ) -> Result<Self> {
+        let mut builder = http_builder();
         if let Some(ca) = ca {
-            let pem = std::fs::read(ca)?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::InvalidArgument(format!("peer CA bundle: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
+            builder = add_cas(builder, ca)?;
+        }
+        let build = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
+        };
+        let http = build(builder)?;
+        let mut pinned = HashMap::new();
+        for p in peers {
+            if let Some(ca) = &p.ca_file {
+                let b = add_cas(http_builder().tls_built_in_root_certs(false), ca)?;
+                pinned.insert(p.name.clone(), build(b)?);
             }
         }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
-        Ok(PeerClient { identity, http })
+        Ok(PeerClient {
+            identity,
+            http,
+            pinned,
+        })
     }
 
-    /// Sends `method target` with `body` to `peer`, signed; returns the answer's status
-    /// and body. A peer's error answer becomes `GrantRefused` (403), `NoSuchKey` (404) or
-    /// `Peer`.
+    /// Sends `method target` with `body` to `peer`, signed; returns the nonce it was signed
+    /// with and the answer's body (at most [`MAX_ANSWER_BYTES`]). A peer's error answer
+    /// becomes `GrantRefused` (401, 403) or `Peer`.
     ///
     /// # Errors
-    /// The peer has no URL, cannot be reached, or refuses.
+    /// The peer has no URL, a plain http one it may not use, cannot be reached, refuses, or
+    /// answers more than [`MAX_ANSWER_BYTES`].
     pub async fn call(
         &self,
         peer: &Peer,
         method: reqwest::Method,
         target: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Bytes> {
+    ) -> Result<([u8; 16], Bytes)> {
         let base = peer.url.as_ref().ok_or_else(|| {
             Error::InvalidArgument(format!("peer {} has no url in the config", peer.name))
         })?;
+        peer.check_url()?;
         let url = base
             .join(target.trim_start_matches('/'))
             .map_err(|e| Error::InvalidArgument(format!("peer {} url: {e}", peer.name)))?;
@@ -179,8 +250,11 @@ impl PeerClient {
             &body,
         )
         .sign(&self.identity);
+        let nonce = auth.auth.nonce;
         let mut req = self
-            .http
+            .pinned
+            .get(&peer.name)
+            .unwrap_or(&self.http)
             .request(method, url)
             .header(
                 reqwest::header::AUTHORIZATION,
@@ -197,51 +271,94 @@ impl PeerClient {
             .await
             .map_err(|e| Error::Peer(format!("{} unreachable: {}", peer.name, redact(&e))))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Peer(format!("{}: {}", peer.name, redact(&e))))?;
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_long(peer));
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| Error::Peer(format!("{}: {}", peer.name, redact(&e))))?;
+            if buf.len() + piece.len() > MAX_ANSWER_BYTES {
+                return Err(too_long(peer));
+            }
+            buf.extend_from_slice(&piece);
+        }
+        let bytes = buf.freeze();
         if status.is_success() {
-            return Ok(bytes);
+            return Ok((nonce, bytes));
         }
         let message = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
             .unwrap_or_else(|| format!("HTTP {status}"));
         Err(match status.as_u16() {
-            401 | 403 => Error::GrantRefused(format!("{} refused: {message}", peer.name)),
+            // The peer's message is its own `grant refused: why`: say it once.
+            401 | 403 => Error::GrantRefused(format!(
+                "{} answered: {}",
+                peer.name,
+                message.strip_prefix("grant refused: ").unwrap_or(&message)
+            )),
             404 => Error::Peer(format!("{}: not found: {message}", peer.name)),
             _ => Error::Peer(format!("{}: {message}", peer.name)),
         })
     }
 
-    /// [`Self::call`] with a JSON body and answer.
+    /// [`Self::call`] with a JSON body; the answer must be a [`SignedPeerAnswer`] signed by
+    /// `peer`'s configured Recipient for this request's nonce and this gateway, and is
+    /// returned only then.
     ///
     /// # Errors
-    /// As [`Self::call`]; an answer that is not the expected JSON.
-    pub async fn json<T: serde::de::DeserializeOwned>(
+    /// As [`Self::call`]; an answer that is not one, or does not verify.
+    pub async fn answer(
         &self,
         peer: &Peer,
         method: reqwest::Method,
         target: &str,
         body: Option<&impl Serialize>,
-    ) -> Result<T> {
+    ) -> Result<PeerAnswer> {
         let body = body
             .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let bytes = self.call(peer, method, target, body).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Peer(format!("{}: unexpected answer: {e}", peer.name)))
+        let (nonce, bytes) = self.call(peer, method, target, body).await?;
+        let text: SignedAnswerText = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Peer(format!("{}: unexpected answer: {e}", peer.name)))?;
+        let signed = SignedPeerAnswer::from_text(&text.answer)
+            .map_err(|e| Error::Peer(format!("{}: unreadable answer: {e}", peer.name)))?;
+        let answer = signed
+            .verify(&peer.recipient, &nonce, &self.identity.recipient())
+            .map_err(|e| {
+                Error::Peer(format!(
+                    "{}: answer refused ({e}): not signed by the key configured for this peer, or not for this request",
+                    peer.name
+                ))
+            })?;
+        Ok(answer.clone())
     }
 }
 
-/// reqwest errors name the URL, which holds no secret, but keep them short.
+fn too_long(peer: &Peer) -> Error {
+    Error::Peer(format!(
+        "{}: answer longer than {MAX_ANSWER_BYTES} bytes refused",
+        peer.name
+    ))
+}
+
+/// reqwest errors name the URL, which holds no secret; their causes say what to fix (a
+/// certificate from an untrusted CA, a refused connection), so the whole chain is kept.
 fn redact(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
-    if let Some(src) = std::error::Error::source(e) {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = cause.source();
     }
     s
 }
@@ -287,7 +404,7 @@ impl Remote {
             .map(|m| (m.bucket.clone(), m))
             .collect();
         Ok(Remote {
-            client: PeerClient::new(Arc::clone(&identity), ca)?,
+            client: PeerClient::new(Arc::clone(&identity), ca, &peers)?,
             peers,
             private,
             mounts: RwLock::new(mounts),
@@ -330,7 +447,8 @@ impl Remote {
     /// approves at the peer).
     ///
     /// # Errors
-    /// A bucket that exists here or is mounted already; an unknown peer; the peer refuses.
+    /// A bucket that exists here or is mounted already; an unknown peer; the peer refuses or
+    /// its answer does not verify.
     pub async fn ask(
         &self,
         peer: &str,
@@ -342,21 +460,23 @@ impl Remote {
             return Err(Error::BucketExists(bucket.into()));
         }
         let peer = self.peer(peer)?.clone();
-        let state: PeerRequestState = self
+        let answer = self
             .client
-            .json(
+            .answer(
                 &peer,
                 reqwest::Method::POST,
                 "/v1/peer/requests",
                 Some(request),
             )
             .await?;
+        let (request_id, _, grant) = request_answer(&peer, &answer, None)?;
         let record = MountRecord {
             bucket: bucket.into(),
             peer: peer.name.clone(),
-            request_id: state.id,
-            grant: state.grant,
+            request_id,
+            grant,
             created_ms: crate::now_ms(),
+            state: None,
         };
         self.private.put_mount(record.clone()).await?;
         self.private.flush().await?;
@@ -364,6 +484,36 @@ impl Remote {
             m.insert(bucket.into(), record.clone());
         }
         Ok(record)
+    }
+
+    /// Every mount, each with its state at the peer (asked now; a peer that does not
+    /// answer gives `unknown: ...`).
+    pub async fn mounts_with_state(&self) -> Vec<MountRecord> {
+        let mut out = self.mounts();
+        out.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+        for m in &mut out {
+            m.state = Some(match self.peer_state(m).await {
+                Ok(RequestStatus::Approved) => "in force".to_string(),
+                Ok(s) => s.as_str().to_string(),
+                Err(e) => format!("unknown: {e}"),
+            });
+        }
+        out
+    }
+
+    /// A mount's request state at the peer, from its signed answer.
+    async fn peer_state(&self, mount: &MountRecord) -> Result<RequestStatus> {
+        let peer = self.peer(&mount.peer)?.clone();
+        let answer = self
+            .client
+            .answer(
+                &peer,
+                reqwest::Method::GET,
+                &format!("/v1/peer/requests/{}", encode(&mount.request_id)),
+                None::<&()>,
+            )
+            .await?;
+        Ok(request_answer(&peer, &answer, Some(&mount.request_id))?.1)
     }
 
     /// The grant behind a mount: asks the peer while the request is pending, and keeps
@@ -376,19 +526,22 @@ impl Remote {
         if let Some(g) = &mount.grant {
             return Ok((peer, g.clone()));
         }
-        let state: PeerRequestState = self
+        let answer = self
             .client
-            .json(
+            .answer(
                 &peer,
                 reqwest::Method::GET,
-                &format!("/v1/peer/requests/{}", mount.request_id),
+                &format!("/v1/peer/requests/{}", encode(&mount.request_id)),
                 None::<&()>,
             )
             .await?;
-        let Some(grant) = state.grant else {
+        let (_, status, grant) = request_answer(&peer, &answer, Some(&mount.request_id))?;
+        let Some(grant) = grant else {
             return Err(Error::GrantRefused(format!(
                 "the share request behind bucket {} is {} at {}",
-                mount.bucket, state.state, peer.name
+                mount.bucket,
+                status.as_str(),
+                peer.name
             )));
         };
         let mut updated = mount.clone();
@@ -404,22 +557,41 @@ impl Remote {
     /// The records a mount shows, as `(local key, object)`.
     ///
     /// # Errors
-    /// As [`Self::grant`]; peer failures.
+    /// As [`Self::grant`]; peer failures; an answer about another grant.
     pub async fn list(&self, mount: &MountRecord) -> Result<Vec<(String, SharedObject)>> {
         let (peer, grant) = self.grant(mount).await?;
-        let listed: SharedObjects = self
+        let answer = self
             .client
-            .json(
+            .answer(
                 &peer,
                 reqwest::Method::GET,
-                &format!("/v1/peer/objects?grant={grant}"),
+                &format!("/v1/peer/objects?grant={}", encode(&grant)),
                 None::<&()>,
             )
             .await?;
+        let AnswerBody::Objects(listed) = answer.body else {
+            return Err(Error::Peer(format!("{}: not a listing", peer.name)));
+        };
+        if answer.grant != grant {
+            return Err(Error::Peer(format!(
+                "{}: a listing of another grant",
+                peer.name
+            )));
+        }
         let mut out: Vec<(String, SharedObject)> = listed
-            .objects
             .into_iter()
-            .map(|o| (format!("{}/{}", o.bucket, o.key), o))
+            .map(|o| {
+                (
+                    format!("{}/{}", o.bucket, o.key),
+                    SharedObject {
+                        bucket: o.bucket,
+                        key: o.key,
+                        size: o.size,
+                        etag: o.etag,
+                        last_modified_ms: o.last_modified_ms,
+                    },
+                )
+            })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -429,8 +601,9 @@ impl Remote {
     /// the session TTL, else fetched from the peer (which logs the read).
     ///
     /// # Errors
-    /// `NoSuchKey` for a key without a `/`; `GrantRefused` when the peer refuses; a stanza
-    /// this gateway cannot open.
+    /// `NoSuchKey` for a key without a `/`; `GrantRefused` when the peer refuses; an answer
+    /// that does not verify, is about another record, or claims chunk sizes out of range; a
+    /// stanza this gateway cannot open.
     pub async fn session(&self, mount: &MountRecord, key: &str) -> Result<Arc<Session>> {
         let Some((a_bucket, a_key)) = key.split_once('/') else {
             return Err(Error::NoSuchKey {
@@ -446,9 +619,9 @@ impl Remote {
                 return Ok(Arc::clone(s));
             }
         }
-        let answer: ExchangeAnswer = self
+        let answer = self
             .client
-            .json(
+            .answer(
                 &peer,
                 reqwest::Method::POST,
                 "/v1/peer/exchange",
@@ -460,12 +633,25 @@ impl Remote {
             )
             .await?;
         let bad = |what: &str| Error::Peer(format!("{}: bad {what} in the exchange", peer.name));
-        let manifest =
-            Manifest::decode(&hex::decode(&answer.manifest).map_err(|_| bad("manifest"))?)
-                .map_err(|_| bad("manifest"))?;
-        let stanza =
-            WrappedKey::from_bytes(&hex::decode(&answer.stanza).map_err(|_| bad("stanza"))?)
-                .map_err(|_| bad("stanza"))?;
+        if answer.grant != grant || answer.bucket != a_bucket || answer.key != a_key {
+            return Err(bad("record (an answer about another one)"));
+        }
+        let AnswerBody::Exchange { manifest, stanza } = answer.body else {
+            return Err(bad("answer kind"));
+        };
+        let manifest = Manifest::decode(&manifest).map_err(|_| bad("manifest"))?;
+        for part in &manifest.parts {
+            check_peer_chunk_size(part.chunk_size).map_err(|_| {
+                Error::Peer(format!(
+                    "{}: a chunk size of {} bytes is out of range ({}..={})",
+                    peer.name,
+                    part.chunk_size,
+                    keyring::peer::MIN_PEER_CHUNK_SIZE,
+                    MAX_PEER_CHUNK_SIZE
+                ))
+            })?;
+        }
+        let stanza = WrappedKey::from_bytes(&stanza).map_err(|_| bad("stanza"))?;
         let dek = match self.identity.unwrap_key(&stanza) {
             Some(Ok(dek)) => dek,
             _ => return Err(Error::NoStanza(manifest.dek_id.to_hex())),
@@ -495,11 +681,13 @@ impl Remote {
     }
 
     /// Opens plaintext bytes `start..end` of a session's record: chunks come from the
-    /// peer's blob endpoint and are opened here. The first chunk is fetched before this
+    /// peer's blob endpoint, each checked against the signed manifest's root and opened
+    /// here. The chunks are walked lazily (never a list of them all), at most
+    /// [`REMOTE_READ_CONCURRENCY`] in flight. The first chunk is fetched before this
     /// returns, so a refusal becomes a clean S3 error; a later failure cuts the body short.
     ///
     /// # Errors
-    /// The peer refuses or fails; a chunk that does not open.
+    /// The peer refuses or fails; a chunk that does not prove or open.
     pub async fn open(
         self: &Arc<Self>,
         session: Arc<Session>,
@@ -508,37 +696,13 @@ impl Remote {
     ) -> Result<
         impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + Unpin + 'static,
     > {
-        let mut jobs = Vec::new();
-        let mut part_start = 0u64;
-        for part in &session.manifest.parts {
-            let part_end = part_start + part.plaintext_len;
-            if part_end > start && part_start < end {
-                let from = start.max(part_start) - part_start;
-                let to = end.min(part_end) - part_start;
-                if from < to {
-                    let layout = Layout::new(part.plaintext_len, part.chunk_size)?;
-                    let key = Arc::new(PayloadKey::derive(&session.dek, &part.blob));
-                    for index in layout.chunks_for_range(from, to - 1) {
-                        let chunk_start = layout.plain_offset(index);
-                        jobs.push(RemoteChunk {
-                            blob: part.blob,
-                            layout,
-                            key: Arc::clone(&key),
-                            index,
-                            lo: from.saturating_sub(chunk_start),
-                            hi: to - chunk_start,
-                        });
-                    }
-                }
-            }
-            part_start = part_end;
-        }
+        let jobs = chunk_jobs(Arc::clone(&session), start, end);
         let remote = Arc::clone(self);
         let mut chunks = futures::stream::iter(jobs)
             .map(move |job| {
                 let remote = Arc::clone(&remote);
                 let session = Arc::clone(&session);
-                async move { job.read(&remote, &session).await }
+                async move { job?.read(&remote, &session).await }
             })
             .buffered(REMOTE_READ_CONCURRENCY);
         let first = match chunks.next().await {
@@ -567,9 +731,80 @@ impl Remote {
     }
 }
 
-/// One sealed chunk of a shared record: fetched from the peer, opened here.
+/// What a request answer says: (request id, state, grant once approved). `expected` is the
+/// request id asked about, if any.
+fn request_answer(
+    peer: &Peer,
+    answer: &PeerAnswer,
+    expected: Option<&str>,
+) -> Result<(String, RequestStatus, Option<String>)> {
+    let AnswerBody::Request { request_id, status } = &answer.body else {
+        return Err(Error::Peer(format!("{}: not a request state", peer.name)));
+    };
+    if expected.is_some_and(|e| e != request_id) {
+        return Err(Error::Peer(format!(
+            "{}: the state of another request",
+            peer.name
+        )));
+    }
+    let grant = status.has_grant().then(|| answer.grant.clone());
+    Ok((request_id.clone(), *status, grant))
+}
+
+/// The chunks holding plaintext `start..end` of a session's record, one at a time: a lazy
+/// walk over the manifest's parts, so a peer's manifest cannot make this gateway build a
+/// list of millions of jobs up front.
+fn chunk_jobs(
+    session: Arc<Session>,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = Result<RemoteChunk>> + Send + Sync + 'static {
+    let parts: Vec<(usize, u64)> = {
+        let mut out = Vec::new();
+        let mut part_start = 0u64;
+        for (i, part) in session.manifest.parts.iter().enumerate() {
+            let part_end = part_start.saturating_add(part.plaintext_len);
+            if part_end > start && part_start < end {
+                out.push((i, part_start));
+            }
+            part_start = part_end;
+        }
+        out
+    };
+    parts.into_iter().flat_map(move |(i, part_start)| {
+        let part = &session.manifest.parts[i];
+        let part_end = part_start + part.plaintext_len;
+        let from = start.max(part_start) - part_start;
+        let to = end.min(part_end) - part_start;
+        let first: Box<dyn Iterator<Item = Result<RemoteChunk>> + Send + Sync> =
+            match Layout::new(part.plaintext_len, part.chunk_size) {
+                Err(e) => Box::new(std::iter::once(Err(e.into()))),
+                Ok(_) if from >= to => Box::new(std::iter::empty()),
+                Ok(layout) => {
+                    let key = Arc::new(PayloadKey::derive(&session.dek, &part.blob));
+                    let (blob, root) = (part.blob, part.root);
+                    Box::new(layout.chunks_for_range(from, to - 1).map(move |index| {
+                        let chunk_start = layout.plain_offset(index);
+                        Ok(RemoteChunk {
+                            blob,
+                            root,
+                            layout,
+                            key: Arc::clone(&key),
+                            index,
+                            lo: from.saturating_sub(chunk_start),
+                            hi: to - chunk_start,
+                        })
+                    }))
+                }
+            };
+        first
+    })
+}
+
+/// One sealed chunk of a shared record: fetched from the peer, checked, opened here.
 struct RemoteChunk {
     blob: BlobId,
+    root: keyring::Hash,
     layout: Layout,
     key: Arc<PayloadKey>,
     index: u64,
@@ -579,27 +814,39 @@ struct RemoteChunk {
 
 impl RemoteChunk {
     async fn read(self, remote: &Remote, s: &Session) -> Result<Bytes> {
-        let from = self.layout.sealed_offset(self.index);
-        let to = from + self.layout.sealed_len(self.index);
         let target = format!(
-            "/v1/peer/blob?grant={}&bucket={}&key={}&blob={}&start={from}&end={to}",
-            s.grant,
+            "/v1/peer/blob?grant={}&bucket={}&key={}&blob={}&chunk={}",
+            encode(&s.grant),
             encode(&s.bucket),
             encode(&s.key),
-            self.blob.to_hex()
+            self.blob.to_hex(),
+            self.index
         );
-        let sealed = remote
+        let (_, body) = remote
             .client
             .call(&s.peer, reqwest::Method::GET, &target, None)
             .await?;
-        if sealed.len() as u64 != to - from {
+        // The leaf and proof lead to the blob's root in the manifest A signed; only a chunk
+        // that passes is opened (and the AEAD under the record's key, bound to the blob, the
+        // index and the last-chunk flag, is checked again there).
+        let answer =
+            ChunkAnswer::decode(&body).map_err(|_| Error::integrity(&self.blob, self.index))?;
+        answer
+            .verify(self.index, self.layout.chunk_count(), &self.root)
+            .map_err(|_| Error::integrity(&self.blob, self.index))?;
+        if answer.sealed.len() as u64 != self.layout.sealed_len(self.index) {
             return Err(Error::integrity(&self.blob, self.index));
         }
-        // No leaf to check here: the AEAD under the record's key (bound to the blob, the
-        // index and the last-chunk flag) is what A cannot forge.
         let last = self.layout.is_last(self.index);
         crate::record::open_chunk(
-            self.key, self.blob, self.index, last, sealed, None, self.lo, self.hi,
+            self.key,
+            self.blob,
+            self.index,
+            last,
+            Bytes::from(answer.sealed),
+            Some(answer.leaf),
+            self.lo,
+            self.hi,
         )
         .await
     }
@@ -628,5 +875,92 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
         Err(Error::InvalidArgument(format!(
             "{name:?} is not a valid bucket name (3 to 63 of a-z 0-9 . -)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(parts: Vec<keyring::Part>) -> Arc<Session> {
+        let size = parts.iter().map(|p| p.plaintext_len).sum();
+        Arc::new(Session {
+            peer: Peer {
+                name: "hospital-a".into(),
+                recipient: Identity::generate().recipient(),
+                url: None,
+                allow_plain_http: false,
+                ca_file: None,
+            },
+            grant: "g".into(),
+            bucket: "ehr".into(),
+            key: "k".into(),
+            manifest: Manifest {
+                suite: keyring::SUITE_V1,
+                dek_id: keyring::DekId::random(),
+                size,
+                last_modified_ms: 0,
+                etag: "\"e\"".into(),
+                content_type: None,
+                headers: Vec::new(),
+                metadata: Vec::new(),
+                checksums: Vec::new(),
+                patient: None,
+                parts,
+            },
+            dek: DataKey::generate(),
+            fetched: Instant::now(),
+        })
+    }
+
+    fn part(chunk_size: u32, plaintext_len: u64) -> keyring::Part {
+        keyring::Part {
+            blob: BlobId::random(),
+            chunk_size,
+            plaintext_len,
+            root: [0; 32],
+        }
+    }
+
+    #[test]
+    fn a_huge_manifest_is_walked_lazily() {
+        // 2^40 chunks: a job list built up front would never finish; the walk yields the
+        // first chunks at once, in order, with the right byte windows.
+        let s = session(vec![part(1, 1 << 40), part(1024, 4096)]);
+        let first: Vec<RemoteChunk> = chunk_jobs(Arc::clone(&s), 5, u64::MAX)
+            .take(3)
+            .collect::<Result<_>>()
+            .expect("jobs");
+        assert_eq!(
+            first
+                .iter()
+                .map(|j| (j.index, j.lo, j.hi))
+                .collect::<Vec<_>>(),
+            vec![
+                (5, 0, (1 << 40) - 5),
+                (6, 0, (1 << 40) - 6),
+                (7, 0, (1 << 40) - 7)
+            ]
+        );
+        // A window in the second part touches only its chunks.
+        let tail: Vec<(u64, u64, u64)> = chunk_jobs(s, (1 << 40) + 1000, (1 << 40) + 2100)
+            .map(|j| j.map(|j| (j.index, j.lo, j.hi)).expect("job"))
+            .collect();
+        // `hi` is the window's end within the chunk, clamped to the chunk when it is opened.
+        assert_eq!(tail, vec![(0, 1000, 2100), (1, 0, 1076), (2, 0, 52)]);
+    }
+
+    #[test]
+    fn plain_http_needs_the_entry_to_allow_it() {
+        let mut p = session(Vec::new()).peer.clone();
+        p.url = Some("http://127.0.0.1:9001".parse().expect("url"));
+        assert!(p.check_url().is_err());
+        p.allow_plain_http = true;
+        assert!(p.check_url().is_ok());
+        p.url = Some("https://a.example:9001".parse().expect("url"));
+        p.allow_plain_http = false;
+        assert!(p.check_url().is_ok());
+        p.url = Some("ftp://a.example".parse().expect("url"));
+        assert!(p.check_url().is_err());
     }
 }

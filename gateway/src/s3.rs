@@ -138,17 +138,32 @@ impl S3 for Front {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        let buckets = self
+        let mut listed: Vec<(String, u64)> = self
             .engine
             .private
             .list_buckets()
             .await
             .map_err(to_s3_error)?
             .into_iter()
-            .filter(|b| allowed.is_empty() || allowed.contains(&b.name))
-            .map(|b| Bucket {
-                name: Some(b.name),
-                creation_date: Some(timestamp(b.created_ms)),
+            .map(|b| (b.name, b.created_ms))
+            .collect();
+        // Buckets mounted from peers are buckets to clients too (PACS and GUI clients
+        // browse ListBuckets to find them).
+        if let Some(remote) = self.engine.remote.get() {
+            listed.extend(
+                remote
+                    .mounts()
+                    .into_iter()
+                    .map(|m| (m.bucket, m.created_ms)),
+            );
+        }
+        listed.sort();
+        let buckets = listed
+            .into_iter()
+            .filter(|(name, _)| allowed.is_empty() || allowed.contains(name))
+            .map(|(name, created_ms)| Bucket {
+                name: Some(name),
+                creation_date: Some(timestamp(created_ms)),
                 bucket_region: None,
             })
             .collect();

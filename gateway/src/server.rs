@@ -101,13 +101,20 @@ fn request_id() -> String {
 pub async fn serve(
     listener: TcpListener,
     service: S3Service,
+    engine: Arc<Engine>,
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let handler = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+    let keys = Arc::new(KeyAuth::new(engine));
+    let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let svc = service.clone();
+        let keys = Arc::clone(&keys);
         async move {
+            // s3cmd's default `US` signing region is us-east-1 (see `region`).
+            let (mut parts, body) = req.into_parts();
+            crate::region::legacy_us_as_us_east_1(&mut parts, &*keys).await;
+            let mut req = hyper::Request::from_parts(parts, body);
             let id = request_id();
             let method = req.method().clone();
             let path = req.uri().path().to_string();
@@ -135,6 +142,9 @@ pub async fn serve(
                     if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
                         resp.headers_mut().insert("x-amz-request-id", v);
                     }
+                    if status >= 400 {
+                        explain_error(&mut resp, &id);
+                    }
                     // 404, 304 and 412 are how clients probe (HEAD before PUT,
                     // conditional GETs): normal flow, not failures worth a warning.
                     let probe = matches!(status, 304 | 404 | 412);
@@ -153,6 +163,72 @@ pub async fn serve(
         }
     });
     accept_loop(listener, tls, handler, shutdown, grace).await
+}
+
+/// What to say for an S3 error that s3s raised without a message (clients print
+/// `Unknown` then): what was wrong and what to check.
+fn error_message(code: &str, request_id: &str) -> String {
+    match code {
+        "SignatureDoesNotMatch" => "The request signature does not match the one calculated \
+            with the secret key on file for this access key id: check the secret access key \
+            (as `medgate access-key create` printed it, or DATA_DIR/credentials for the first \
+            key), and that nothing between the client and the gateway rewrites the request"
+            .to_string(),
+        "InvalidBucketName" => "The bucket name is not valid: bucket names are 3 to 63 \
+            characters of lower-case letters, digits, hyphens and dots, and start and end \
+            with a letter or digit (e.g. `pacs-2026`)"
+            .to_string(),
+        "InvalidAccessKeyId" => "The access key id is not known to this gateway: list the \
+            keys with `medgate access-key list`, or create one with `medgate access-key create`"
+            .to_string(),
+        "AccessDenied" => "Access denied: the access key may not do this (a key limited to \
+            named buckets, see `medgate access-key list`)"
+            .to_string(),
+        "RequestTimeTooSkewed" => "The request time differs from the gateway's clock by \
+            more than 15 minutes: check the client machine's clock"
+            .to_string(),
+        "MethodNotAllowed" => "This method is not allowed on this resource".to_string(),
+        "NotImplemented" => "medgate does not implement this S3 operation (README, S3 surface \
+            today, lists what it does)"
+            .to_string(),
+        other => format!(
+            "The request failed with {other}; the gateway's log has the details under \
+             request id {request_id}"
+        ),
+    }
+}
+
+/// Gives an S3 error body without a `<Message>` one (s3s leaves it out for errors such
+/// as SignatureDoesNotMatch and InvalidBucketName).
+fn explain_error(resp: &mut hyper::Response<s3s::Body>, request_id: &str) {
+    let Some(body) = resp.body().bytes() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return;
+    };
+    if !text.contains("<Error>") || text.contains("<Message>") {
+        return;
+    }
+    let Some(start) = text.find("<Code>") else {
+        return;
+    };
+    let Some(len) = text[start..].find("</Code>") else {
+        return;
+    };
+    let end = start + len + "</Code>".len();
+    let code = &text[start + "<Code>".len()..start + len];
+    let message = error_message(code, request_id)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let fixed = format!(
+        "{}<Message>{message}</Message>{}",
+        &text[..end],
+        &text[end..]
+    );
+    resp.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+    *resp.body_mut() = s3s::Body::from(fixed);
 }
 
 /// How long a client may take to finish the TLS handshake before its connection is

@@ -531,8 +531,10 @@ impl Engine {
             patient: Some(rec.patient_id.clone()),
             grant: Some(grant_id),
             detail: format!(
-                "request {} approved for {recipient} until {} ms; {} records re-wrapped",
-                rec.id, signed.grant.expires_ms, report.rewrapped
+                "request {} approved for {recipient} until {}; {} records re-wrapped",
+                rec.id,
+                rfc3339(signed.grant.expires_ms),
+                report.rewrapped
             ),
             ..Event::default()
         });
@@ -845,10 +847,13 @@ impl Engine {
                 key: key.into(),
             })?;
         if m.patient.as_deref() != Some(g.patient_id.as_str())
-            || !signed.grant.scope.covers(bucket, key)
+            || !signed
+                .grant
+                .scope
+                .covers_version(bucket, key, m.last_modified_ms, g.issued_ms)
         {
             return Err(Error::GrantRefused(format!(
-                "{bucket}/{key} is not covered by grant {grant_id}"
+                "{bucket}/{key} (this version) is not covered by grant {grant_id}"
             )));
         }
         let tag = signed.grant.recipient.tag();
@@ -1031,4 +1036,19 @@ impl Engine {
         tracing::debug!(patient, seq, records = count, "published a patient index");
         Ok(seq)
     }
+}
+
+/// `ms` since the epoch as an RFC 3339 UTC time (`2026-12-07T14:40:00Z`), for texts that
+/// are stored and shown to others.
+fn rfc3339(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.replace_nanosecond(0)
+                .ok()?
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms after the epoch"))
 }

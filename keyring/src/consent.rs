@@ -129,7 +129,7 @@ macro_rules! wire_methods {
             /// # Panics
             /// If a string field is 4 GiB or longer.
             pub fn encode(&self) -> Vec<u8> {
-                Wire::to_wire(self)
+                $crate::consent::Wire::to_wire(self)
             }
 
             #[doc = concat!("Parses and validates a ", $what, ".")]
@@ -139,12 +139,12 @@ macro_rules! wire_methods {
             /// for truncation, trailing bytes, invalid UTF-8, bad flags, invalid keys or fields
             /// out of range.
             pub fn decode(bytes: &[u8]) -> Result<$ty> {
-                <$ty as Wire>::from_wire(bytes)
+                <$ty as $crate::consent::Wire>::from_wire(bytes)
             }
 
             /// The text form: unpadded base64url of [`Self::encode`].
             pub fn to_text(&self) -> String {
-                base64url::encode(&self.encode())
+                $crate::consent::base64url::encode(&self.encode())
             }
 
             /// Parses the text form (surrounding whitespace ignored).
@@ -153,12 +153,14 @@ macro_rules! wire_methods {
             /// [`Error::Malformed`] for text that is not canonical unpadded base64url, then as
             /// [`Self::decode`].
             pub fn from_text(text: &str) -> Result<$ty> {
-                let bytes = base64url::decode(text.trim(), <$ty as Wire>::NAMES.text)?;
+                let bytes =
+                    $crate::consent::base64url::decode(text.trim(), <$ty as Wire>::NAMES.text)?;
                 <$ty>::decode(&bytes)
             }
         }
     };
 }
+pub(crate) use wire_methods;
 
 /// A `payload ‖ signature` type and its [`Wire`] impl.
 macro_rules! signed_type {
@@ -1400,17 +1402,20 @@ signed_type!(
 );
 
 impl SignedPeerAuth {
-    /// Checks that `self.auth.caller` signed exactly the request the callee received
-    /// (`callee`, `method`, `host`, `target`, `body`), within `window_ms` of `now_ms` either
-    /// way. The callee must also check that the caller is a configured peer and that the
-    /// nonce is new.
+    /// Checks that `caller`, the Recipient *configured* for the calling peer, signed exactly
+    /// the request the callee received (`callee`, `method`, `host`, `target`, `body`), within
+    /// `window_ms` of `now_ms` either way. The whole Recipient in the authorization (both
+    /// keys) must equal `caller`, compared in constant time, and the signature is checked
+    /// against `caller`'s Ed25519 key only, never a key the request brings. The callee must
+    /// also check that the nonce is new.
     ///
     /// # Errors
-    /// [`Error::BadSignature`]; [`Error::AuthMismatch`] naming the field ("callee", "method",
-    /// "host", "target", "body"); [`Error::AuthExpired`].
+    /// [`Error::BadSignature`]; [`Error::AuthMismatch`] naming the field ("caller", "callee",
+    /// "method", "host", "target", "body"); [`Error::AuthExpired`].
     #[allow(clippy::too_many_arguments)]
     pub fn verify(
         &self,
+        caller: &Recipient,
         callee: &[u8; 32],
         method: &str,
         host: &str,
@@ -1420,8 +1425,10 @@ impl SignedPeerAuth {
         window_ms: u64,
     ) -> Result<()> {
         let a = &self.auth;
-        a.caller
-            .verify(PEER_CONTEXT, &a.encode(), &self.signature)?;
+        caller.verify(PEER_CONTEXT, &a.encode(), &self.signature)?;
+        if !a.caller.ct_eq(caller) {
+            return Err(Error::AuthMismatch("caller"));
+        }
         if !ct_eq(&a.callee, callee) {
             return Err(Error::AuthMismatch("callee"));
         }
@@ -2391,6 +2398,29 @@ mod consent_vectors {
                 forged_bytes,
             ),
         );
+        // Someone who knows B's Recipient puts B's X25519 key beside their own Ed25519 key and
+        // signs with it: refused against B's configured Recipient.
+        let mut impersonated = peer_auth.clone();
+        impersonated.caller = Recipient {
+            x25519: *req_id.recipient().x25519(),
+            ed25519: other.recipient().ed25519,
+        };
+        let mut hd = peer_header(
+            inst_fp,
+            "/v1/peer/exchange?grant=g1",
+            testkit::CREATED_MS + 2_000,
+            false,
+        );
+        hd.push(("caller", h(req_id.recipient().to_bytes())));
+        write(
+            "consent_peer_impersonated",
+            case(
+                "B's X25519 key with another Ed25519 key, signed by that key, checked against B.",
+                "bad-signature",
+                hd,
+                impersonated.sign(&other).encode(),
+            ),
+        );
 
         // Registration and key change.
         let reg_header = |inst_fp: [u8; 32], with_secret: bool| {
@@ -2571,7 +2601,14 @@ mod consent_vectors {
             }
             "peer" => {
                 let r = SignedPeerAuth::decode(&v.body).and_then(|s| {
+                    // The configured caller; older vectors pin the one the request names.
+                    let caller = if v.has("caller") {
+                        v.recipient("caller")
+                    } else {
+                        s.auth.caller.clone()
+                    };
                     s.verify(
+                        &caller,
                         &v.array("callee"),
                         v.get("method"),
                         v.get("host"),

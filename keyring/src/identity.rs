@@ -199,6 +199,15 @@ impl Recipient {
         Sha256::digest(self.x25519.as_bytes()).into()
     }
 
+    /// Whether `other` is this same Recipient: both keys, compared in constant time. Use this,
+    /// never [`Recipient::fingerprint`] (the X25519 key alone), to tell who a peer is.
+    pub fn ct_eq(&self, other: &Recipient) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            &self.to_bytes()[..],
+            &other.to_bytes()[..],
+        ))
+    }
+
     /// Wraps a DEK to this recipient with a fresh ephemeral key.
     ///
     /// # Errors

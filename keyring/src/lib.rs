@@ -13,6 +13,7 @@
 //! - [`idfile`]: the text form of an identity file, optionally passphrase-sealed.
 //! - [`manifest`]: the per-object manifest kept in the private store.
 //! - [`backup`]: the backup file, encrypted to an offline recovery Recipient.
+//! - [`peer`]: signed answers between institutions' gateways and chunks with their proofs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,6 +22,8 @@ pub mod checkpoint;
 pub mod chunk;
 pub mod consent;
 pub mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod hex;
 pub mod identity;
 pub mod idfile;
@@ -29,6 +32,7 @@ pub mod logentry;
 pub mod manifest;
 pub mod merkle;
 pub mod patient_index;
+pub mod peer;
 pub mod stanza;
 pub mod tiles;
 pub mod vault;
@@ -52,6 +56,9 @@ pub use merkle::{
     RootBuilder,
 };
 pub use patient_index::{IndexRecord, PatientIndex};
+pub use peer::{
+    AnswerBody, ChunkAnswer, ListedObject, PeerAnswer, RequestStatus, SignedPeerAnswer,
+};
 pub use stanza::{BatchWrapper, WrappedKey};
 pub use tiles::{root_from_tiles, tile_path, tiles_for, tiles_for_append, TileId};
 pub use vault::VaultKey;

@@ -342,7 +342,7 @@ impl PatientIndex {
         Ok(index)
     }
 
-    fn encode_body(&self, patient_key_id: [u8; 32]) -> Vec<u8> {
+    pub(crate) fn encode_body(&self, patient_key_id: [u8; 32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.records.len() * 512);
         out.push(INDEX_V1);
         out.extend_from_slice(&self.institution.to_bytes());
@@ -361,7 +361,7 @@ impl PatientIndex {
         out
     }
 
-    fn decode_body(body: &[u8], seq: u64) -> Result<(PatientIndex, [u8; 32])> {
+    pub(crate) fn decode_body(body: &[u8], seq: u64) -> Result<(PatientIndex, [u8; 32])> {
         let mut r = Reader::new(body, BODY_NAMES);
         r.version()?;
         let institution = r.recipient()?;

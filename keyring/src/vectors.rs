@@ -19,7 +19,10 @@ use crate::identity::Identity;
 use crate::idfile::{self, Cost};
 use crate::key::{BlobId, DataKey};
 use crate::manifest::Manifest;
-use crate::merkle::{leaf_hash, RootBuilder};
+use crate::merkle::{leaf_hash, InclusionProof, RootBuilder};
+use crate::peer::{
+    AnswerBody, ChunkAnswer, ListedObject, PeerAnswer, RequestStatus, SignedPeerAnswer,
+};
 use crate::stanza::{
     wrap_key_with_ephemeral, wrap_own_with_nonce, BatchWrapper, WrappedKey, STANZA_BATCH,
     STANZA_OWN,
@@ -151,6 +154,7 @@ fn stanza_vector(
 #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
 fn generate_vectors() {
     std::fs::create_dir_all(dir()).expect("mkdir testdata");
+    generate_peer_vectors();
     let a = identity_a();
     let dek = DataKey::from_bytes(DEK);
     let stanza = wrap_key_with_ephemeral(&a.recipient(), &dek, &StaticSecret::from(EPHEMERAL))
@@ -512,6 +516,234 @@ fn generate_vectors() {
     );
 }
 
+const PEER_NONCE: [u8; 16] = [0x70; 16];
+
+/// The peer answers of `testdata/peer_*`: A (identity_a) answers B (identity_b).
+fn peer_answers() -> Vec<(&'static str, PeerAnswer)> {
+    let b = identity_b().recipient();
+    let stanza = wrap_key_with_ephemeral(
+        &b,
+        &DataKey::from_bytes(DEK),
+        &StaticSecret::from(EPHEMERAL),
+    )
+    .expect("wrap")
+    .to_bytes();
+    let base = |grant: &str, body| PeerAnswer {
+        nonce: PEER_NONCE,
+        caller: b.clone(),
+        grant: grant.into(),
+        bucket: String::new(),
+        key: String::new(),
+        version_id: String::new(),
+        body,
+    };
+    let mut exchange = base(
+        "g1",
+        AnswerBody::Exchange {
+            manifest: crate::manifest::tests::sample().encode(),
+            stanza,
+        },
+    );
+    exchange.bucket = "ehr".into();
+    exchange.key = "alice/ct.dcm".into();
+    vec![
+        (
+            "request",
+            base(
+                "g1",
+                AnswerBody::Request {
+                    request_id: "r1".into(),
+                    status: RequestStatus::Approved,
+                },
+            ),
+        ),
+        (
+            "objects",
+            base(
+                "g1",
+                AnswerBody::Objects(vec![ListedObject {
+                    bucket: "ehr".into(),
+                    key: "alice/ct.dcm".into(),
+                    size: 150,
+                    etag: "\"0123\"".into(),
+                    last_modified_ms: 1_700_000_000_000,
+                }]),
+            ),
+        ),
+        ("exchange", exchange),
+    ]
+}
+
+fn peer_header(
+    owner: &Identity,
+    nonce: [u8; 16],
+    caller: &Identity,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("owner", hex::encode(owner.recipient().to_bytes())),
+        ("nonce", hex::encode(nonce)),
+        ("caller", hex::encode(caller.recipient().to_bytes())),
+    ]
+}
+
+fn generate_peer_vectors() {
+    let (a, b) = (identity_a(), identity_b());
+    for (kind, answer) in peer_answers() {
+        let signed = answer.sign(&a).encode();
+        let name = |case: &str| format!("peer_answer_{kind}_{case}");
+        write(
+            &name("ok"),
+            Vector {
+                comment: "A's signed answer to B's request with this nonce.",
+                expect: "ok",
+                header: peer_header(&a, PEER_NONCE, &b),
+                body: Body::Bytes(signed.clone()),
+            },
+        );
+        write(
+            &name("other_signer"),
+            Vector {
+                comment: "The same answer signed by B's key (whoever answers at A's URL without A's key).",
+                expect: "bad-signature",
+                header: peer_header(&a, PEER_NONCE, &b),
+                body: Body::Bytes(answer.sign(&b).encode()),
+            },
+        );
+        write(
+            &name("replayed"),
+            Vector {
+                comment: "A's answer replayed to a request with another nonce.",
+                expect: "auth-mismatch/nonce",
+                header: peer_header(&a, [0x71; 16], &b),
+                body: Body::Bytes(signed.clone()),
+            },
+        );
+        write(
+            &name("other_caller"),
+            Vector {
+                comment: "A's answer to B presented to another institution (A itself here).",
+                expect: "auth-mismatch/caller",
+                header: peer_header(&a, PEER_NONCE, &a),
+                body: Body::Bytes(signed.clone()),
+            },
+        );
+        let mut flipped = signed.clone();
+        flipped[signed.len() - 66] ^= 0x01;
+        write(
+            &name("edited"),
+            Vector {
+                comment: "One bit of the answer's last field flipped.",
+                expect: "bad-signature",
+                header: peer_header(&a, PEER_NONCE, &b),
+                body: Body::Bytes(flipped),
+            },
+        );
+    }
+    let (_, answer) = peer_answers().remove(0);
+    let signed = answer.sign(&a).encode();
+    write(
+        "peer_answer_truncated",
+        Vector {
+            comment: "The request answer without its signature's last byte.",
+            expect: "malformed",
+            header: peer_header(&a, PEER_NONCE, &b),
+            body: Body::Bytes(signed[..signed.len() - 1].to_vec()),
+        },
+    );
+    let mut v2 = signed;
+    v2[0] = 0x02;
+    write(
+        "peer_answer_bad_version",
+        Vector {
+            comment: "Version byte 0x02.",
+            expect: "unsupported-version",
+            header: peer_header(&a, PEER_NONCE, &b),
+            body: Body::Bytes(v2),
+        },
+    );
+    // Chunks with their proofs, against the chunk vectors' blob.
+    let chunks = seal_stream(&DataKey::from_bytes(DEK), &BlobId(BLOB), &plaintext());
+    let leaves: Vec<_> = chunks.iter().map(|c| leaf_hash(c)).collect();
+    let root = crate::merkle::root(&leaves);
+    let chunk_header = |index: u64| {
+        vec![
+            ("index", index.to_string()),
+            ("chunk-count", leaves.len().to_string()),
+            ("root", hex::encode(root)),
+        ]
+    };
+    let answer = |i: usize| ChunkAnswer {
+        index: i as u64,
+        leaf: leaves[i],
+        proof: InclusionProof::generate(&leaves, i as u64).expect("proof"),
+        sealed: chunks[i].clone(),
+    };
+    write(
+        "peer_chunk_ok",
+        Vector {
+            comment: "Chunk 1 of the chunk vectors' blob, with its leaf and inclusion proof.",
+            expect: "ok",
+            header: chunk_header(1),
+            body: Body::Bytes(answer(1).encode()),
+        },
+    );
+    write(
+        "peer_chunk_other_index",
+        Vector {
+            comment: "Chunk 0 with its own proof, offered as chunk 1.",
+            expect: "invalid-proof",
+            header: chunk_header(1),
+            body: Body::Bytes(answer(0).encode()),
+        },
+    );
+    let mut forged = answer(1);
+    forged.sealed[0] ^= 0x01;
+    write(
+        "peer_chunk_edited",
+        Vector {
+            comment: "Chunk 1 with one bit flipped, leaf and proof unchanged.",
+            expect: "invalid-proof",
+            header: chunk_header(1),
+            body: Body::Bytes(forged.encode()),
+        },
+    );
+    forged.leaf = leaf_hash(&forged.sealed);
+    write(
+        "peer_chunk_releafed",
+        Vector {
+            comment:
+                "The edited chunk with its own leaf hash: the proof no longer leads to the root.",
+            expect: "invalid-proof",
+            header: chunk_header(1),
+            body: Body::Bytes(forged.encode()),
+        },
+    );
+}
+
+fn check_peer(name: &str, v: &Parsed) -> String {
+    let recipient = |k: &str| crate::identity::Recipient::from_bytes(&v.hex(k)).expect("recipient");
+    if name.starts_with("peer_chunk") {
+        let index: u64 = v.get("index").parse().expect("index");
+        let count: u64 = v.get("chunk-count").parse().expect("chunk count");
+        let root: [u8; 32] = v.hex("root").try_into().expect("32 bytes");
+        let r = ChunkAnswer::decode(&v.body).and_then(|c| {
+            c.verify(index, count, &root)?;
+            assert_eq!(c.encode(), v.body);
+            Ok(())
+        });
+        return outcome(r);
+    }
+    let nonce: [u8; 16] = v.hex("nonce").try_into().expect("16 bytes");
+    let r = SignedPeerAnswer::decode(&v.body).and_then(|s| {
+        let a = s.verify(&recipient("owner"), &nonce, &recipient("caller"))?;
+        // ok files re-sign byte for byte (Ed25519 is deterministic) and are one of the answers.
+        assert_eq!(a.sign(&identity_a()).encode(), v.body);
+        assert!(peer_answers().iter().any(|(_, p)| p == a));
+        Ok(())
+    });
+    outcome(r)
+}
+
 struct Parsed {
     expect: String,
     header: BTreeMap<String, String>,
@@ -561,6 +793,9 @@ fn outcome<T>(r: Result<T, Error>) -> String {
         Err(Error::Malformed(_)) => "malformed".into(),
         Err(Error::UnsupportedVersion(_)) => "unsupported-version".into(),
         Err(Error::PassphraseRequired) => "passphrase-required".into(),
+        Err(Error::BadSignature) => "bad-signature".into(),
+        Err(Error::InvalidProof) => "invalid-proof".into(),
+        Err(Error::AuthMismatch(f)) => format!("auth-mismatch/{f}"),
         Err(e) => format!("unexpected error: {e}"),
     }
 }
@@ -737,6 +972,7 @@ fn vectors() {
             Some("manifest") => check_manifest(&v),
             Some("idfile") => check_idfile(&v),
             Some("vault") => check_vault(&v),
+            Some("peer") => check_peer(&name, &v),
             // Checked by the vector tests in consent.rs, patient_index.rs and backup.rs.
             Some("consent" | "patient" | "backup") => continue,
             _ => panic!("vector {name}: unknown kind"),

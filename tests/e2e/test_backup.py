@@ -22,7 +22,7 @@ NO_BACKUP_WARNING = "no backup of the private store was ever recorded"
 def keygen(gw: Gateway, path) -> str:
     cp = gw.run_cli("recovery", "keygen", "-o", str(path))
     assert cp.returncode == 0, cp.stderr.decode()
-    recipient = cp.stdout.decode().strip().splitlines()[-1]
+    recipient = cp.stdout.decode().strip().splitlines()[-1].split()[-1]
     assert recipient.startswith("medgate1"), cp.stdout
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "MEDGATE-SECRET-KEY-1" in path.read_text()

@@ -98,7 +98,7 @@ def test_dockerfile_passes_hadolint_and_builds_what_the_workspace_needs():
     assert re.search(r"^USER\s+65532:65532$", text, re.M), "must run as the non-root user"
     assert re.search(r'^\s*CMD \["/usr/local/bin/medgate", "healthcheck"\]', text, re.M), \
         "HEALTHCHECK must go through `medgate healthcheck`"
-    assert re.search(r"^EXPOSE 9000 9001 9090$", text, re.M)
+    assert re.search(r"^EXPOSE 9000 9002 9003$", text, re.M)
     assert re.search(r'^VOLUME \["/var/lib/medgate"\]$', text, re.M)
 
     # Everything the build needs is copied in: each workspace member and bench/test target
@@ -242,7 +242,7 @@ def test_kustomize_base_is_restricted_and_wired(rendered_k8s):
                         ("readinessProbe", "/readyz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "ops", "scheme": "HTTPS"}, probe
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"s3": 9000, "admin": 9001, "ops": 9090}
+    assert ports == {"s3": 9000, "admin": 9002, "ops": 9003}
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts["data"] == "/var/lib/medgate" and claim["metadata"]["name"] == "data"
 
@@ -277,7 +277,7 @@ def test_kustomize_base_is_restricted_and_wired(rendered_k8s):
         list(peer) == ["namespaceSelector"]
         and peer["namespaceSelector"]["matchLabels"] == {"medgate.io/s3-clients": "true"}
         for r in s3_rules for peer in r["from"])
-    assert not [r for r in rules if any(p["port"] == 9001 for p in r["ports"])]
+    assert not [r for r in rules if any(p["port"] == 9002 for p in r["ports"])]
     for svc in by_kind(docs, "Service"):
         assert svc["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
 

@@ -451,7 +451,7 @@ def test_config_check_accepts_the_example_config():
     assert cp.stderr.strip().endswith(": OK")
     effective = tomllib.loads(cp.stdout)
     assert effective["listen"] == "127.0.0.1:9000"
-    assert effective["ops"] == {"listen": "127.0.0.1:9090"}
+    assert effective["ops"] == {"listen": "127.0.0.1:9003"}
     assert effective["tls"] == {"allow_plain_http": False}
     assert effective["public_store"]["url"] == "s3://hospital-medgate-public/medgate"
     assert effective["engine"] == {"chunk_size": 1048576, "part_size": 8388608}

@@ -40,7 +40,7 @@ def test_rotate_prefix_keeps_every_reader_and_resumes(gateway, tmp_path):
     s3.copy_object(Bucket="ehr", Key="archive/ct-copy.dcm",
                    CopySource={"Bucket": "ehr", "Key": "alice/ct.dcm"})
     etags = {k: s3.head_object(Bucket="ehr", Key=k)["ETag"] for k in bodies}
-    req = request(gw, "alice", reader, "--prefix", "ehr/alice/")
+    req = request(gw, "alice", reader, "--bucket", "ehr", "--prefix", "alice/")
     _, out, _ = cli(gw, "patient", "approve", "--data-dir", str(gw.data_dir),
                     "--identity", str(alice_key), req, "--yes")
     gid = grant_id(out)

@@ -30,7 +30,7 @@ def keygen(gw, path, institution=None, pid=None):
         args += ["--institution", institution, "--id", pid]
     _, out, _ = cli(gw, *args)
     lines = out.strip().splitlines()
-    recipient = lines[-1]
+    recipient = lines[-1].split()[-1]  # the labelled last line ends with the key
     assert recipient.startswith("medgate1")
     proof = next((l.split(": ", 1)[1] for l in lines if l.startswith("proof: ")), None)
     return recipient, proof
@@ -98,7 +98,7 @@ def test_patient_registration_and_tagged_records(gateway, tmp_path):
     with pytest.raises(ClientError) as e:
         s3.create_multipart_upload(Bucket="ehr", Key="y", Metadata={"medgate-patient": "nobody"})
     assert e.value.response["Error"]["Code"] == "InvalidArgument"
-    _, out, _ = cli(gw, "patient", "show", "--data-dir", str(gw.data_dir), "p-1001")
+    _, out, _ = cli(gw, "patient", "show", "--data-dir", str(gw.data_dir), "--id", "p-1001")
     assert "records:    1" in out
     _, out, _ = cli(gw, "patient", "list", "--data-dir", str(gw.data_dir))
     assert "p-1001" in out and recipient in out
@@ -133,7 +133,7 @@ def test_share_approve_fetch_revoke(gateway, tmp_path):
                                  MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": t}
                                                             for i, t in enumerate(etags)]})
 
-    req = request(gw, "alice", reader, "--prefix", "pacs/alice/")
+    req = request(gw, "alice", reader, "--bucket", "pacs", "--prefix", "alice/")
     _, out, _ = cli(gw, "patient", "requests", "--data-dir", str(gw.data_dir),
                     "--identity", str(alice_key))
     assert req in out and "second opinion" in out

@@ -40,6 +40,12 @@ def write_config(gw: Gateway, peers: list[dict]) -> None:
         lines += ["[[peers]]", f'name = "{p["name"]}"', f'recipient = "{p["recipient"]}"']
         if "url" in p:
             lines.append(f'url = "{p["url"]}"')
+            # Loopback tests speak plain http to peers, which the entry must allow.
+            # MEDGATE_E2E_NO_PLAIN_HTTP_KEY=1 leaves the key out, to run these tests
+            # against binaries that predate it.
+            if (p["url"].startswith("http://")
+                    and os.environ.get("MEDGATE_E2E_NO_PLAIN_HTTP_KEY") != "1"):
+                lines.append("allow_plain_http = true")
         lines.append("")
     cfg = gw.workdir / "medgate.toml"
     cfg.write_text("\n".join(lines))

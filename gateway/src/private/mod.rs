@@ -243,6 +243,11 @@ pub struct MountRecord {
     #[serde(default)]
     pub grant: Option<String>,
     pub created_ms: u64,
+    /// Where the share stands at the peer (`pending`, `denied`, `in force`, `revoked`,
+    /// `expired`, or why the peer could not say), asked when mounts are listed; never
+    /// stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// A page of a key listing.
