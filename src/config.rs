@@ -272,6 +272,9 @@ pub struct S3Config {
 #[serde(deny_unknown_fields)]
 pub struct PublicStoreConfig {
     pub url: Option<String>,
+    /// Whether `serve` may create a folder store's folder when it is missing (the default
+    /// `DATA_DIR/public` is always created).
+    pub create: Option<bool>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// One HTTP request to a cloud store (humantime, e.g. "30s").

@@ -49,7 +49,8 @@ pub(crate) struct DataDirArg {
     /// TOML config file (settings below override it).
     #[arg(long, env = "MEDGATE_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://…
+    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://… A folder
+    /// must exist, except DATA_DIR/public, unless the config says [public_store] create = true.
     #[arg(long, env = "MEDGATE_PUBLIC_STORE", global = true)]
     public_store: Option<String>,
     /// Public store option KEY=VALUE (endpoint, region, access_key_id, allow_http, …); repeatable.
@@ -312,14 +313,34 @@ impl Setup {
         self.data_dir.join("public")
     }
 
-    pub(crate) fn open_public(&self) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
+    /// Where the public store setting points (parsed strictly: see
+    /// [`gateway::public::Location::parse`]).
+    pub(crate) fn public_location(&self) -> Result<gateway::public::Location> {
+        gateway::public::Location::parse(self.public_url.as_deref(), &self.default_public_dir())
+            .context("cannot open the public store")
+    }
+
+    /// Opens the public store. `write`: the command writes, so the default folder
+    /// (`DATA_DIR/public`), or any folder with `[public_store] create = true`, is created
+    /// when missing; otherwise nothing is ever created.
+    pub(crate) fn open_public(
+        &self,
+        write: bool,
+    ) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
+        use gateway::public::Folder;
         let url = self.public_url.as_deref();
         let timeouts = self.file.public_store.timeouts(&self.public_opts)?;
+        let folder = match (write, self.file.public_store.create) {
+            (false, _) => Folder::MustExist,
+            (true, Some(true)) => Folder::Create,
+            (true, _) => Folder::CreateDefault,
+        };
         let store = gateway::public::open_with(
             url,
             &self.public_opts,
             &self.default_public_dir(),
             &timeouts,
+            folder,
         )
         .context("cannot open the public store")?;
         Ok((
@@ -652,8 +673,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some((cert, key)) => Some(Arc::new(gateway::tls::Tls::load(cert, key)?)),
         None => None,
     };
+    // The public store setting is checked before anything is created: a mistyped URL
+    // must not leave a data dir (or a folder named `s3:`) behind.
+    let location = setup.public_location()?;
+    let no_credentials = gateway::public::missing_credentials(&location, &setup.public_opts);
     let data_dir = setup.data_dir.clone();
     create_data_dir(&data_dir)?;
+    let (public, public_root) = setup.open_public(true)?;
+    tracing::info!(public_store = %location.describe(), "public store");
+    if let Some(why) = &no_credentials {
+        tracing::warn!("{why}");
+    }
     let identity = Arc::new(load_identity(
         &identity_path(&setup, args.identity.as_deref()),
         &data_dir,
@@ -666,8 +696,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or(DEFAULT_CACHE_BYTES);
     let private: Arc<dyn PrivateStore> = Arc::new(open_private(&data_dir, cache)?);
     backup::check_at_start(&*private, &setup.file.backup).await?;
-
-    let (public, public_root) = setup.open_public()?;
 
     let mut engine_config = EngineConfig::default();
     if let Some(cs) = args.chunk_size.or(setup.file.engine.chunk_size) {
@@ -767,6 +795,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(gateway::ops::Readiness {
             private: Arc::clone(&private),
             public: public.clone(),
+            public_hint: no_credentials,
         }),
         std::future::pending(),
         limits,
@@ -1000,7 +1029,7 @@ pub(crate) async fn admin_request_with(
         .cache_bytes
         .unwrap_or(DEFAULT_CACHE_BYTES);
     let private: Arc<dyn PrivateStore> = Arc::new(open_private(&setup.data_dir, cache)?);
-    let (public, public_root) = setup.open_public()?;
+    let (public, public_root) = setup.open_public(true)?;
     eprintln!(
         "(no server running: opened the store in {} directly)",
         setup.data_dir.display()

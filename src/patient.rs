@@ -1051,7 +1051,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             let dek = me
                 .unwrap_key(&stanza)
                 .ok_or_else(|| anyhow!("the key handed out is not wrapped to this identity"))??;
-            let (public, _) = crate::setup(&dir)?.open_public()?;
+            let (public, _) = crate::setup(&dir)?.open_public(false)?;
             let tmp = out.with_extension("partial");
             let mut file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;

@@ -45,6 +45,9 @@ fn probe_path() -> StorePath {
 pub struct Readiness {
     pub private: Arc<dyn PrivateStore>,
     pub public: PublicStore,
+    /// What is known to be wrong with the public store's configuration (e.g. an S3 store
+    /// without credentials), said instead of the store client's own error.
+    pub public_hint: Option<String>,
 }
 
 impl Readiness {
@@ -66,8 +69,14 @@ impl Readiness {
         }
         match public {
             Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => {}
-            Ok(Err(e)) => reasons.push(format!("public store unreachable: {e}")),
-            Err(_) => reasons.push(format!("public store: no answer within {secs} s")),
+            Ok(Err(e)) => reasons.push(match &self.public_hint {
+                Some(hint) => format!("public store: {hint} (the store said: {e})"),
+                None => format!("public store unreachable: {e}"),
+            }),
+            Err(_) => reasons.push(match &self.public_hint {
+                Some(hint) => format!("public store: {hint} (no answer within {secs} s)"),
+                None => format!("public store: no answer within {secs} s"),
+            }),
         }
         if reasons.is_empty() {
             Ok(())

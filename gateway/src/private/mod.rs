@@ -484,6 +484,15 @@ pub trait PrivateStore: Send + Sync + 'static {
             "this private store cannot record backups".into(),
         ))
     }
+    /// Whether this store was restored from a backup and its patient index sequence numbers
+    /// have not yet been brought past the published ones.
+    async fn restored_pending(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Clears the mark [`PrivateStore::restored_pending`] reads, durably.
+    async fn clear_restored(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Serde adapters: ids and hashes are hex strings in the JSON records.
