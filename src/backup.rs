@@ -143,6 +143,25 @@ pub(crate) struct RestoreArgs {
     /// comes from MEDGATE_RECOVERY_PASSPHRASE.
     #[arg(long)]
     identity: PathBuf,
+    /// The institution's Recipient (medgate1..., what `medgate keys` prints), kept offline
+    /// with the recovery key: the backup must be signed by it.
+    #[arg(long)]
+    institution: String,
+    /// The public store the gateway published to (URL or folder, never created): the
+    /// backup's transparency log must not be older than the checkpoint published there.
+    #[arg(long)]
+    public_store: Option<String>,
+    /// Public store option KEY=VALUE (endpoint, region, access_key_id, …); repeatable.
+    #[arg(long = "public-store-opt", value_parser = crate::config::parse_kv)]
+    public_store_opts: Vec<(String, String)>,
+    /// Restore a backup in the old unsigned format (v1), which anyone who knows the
+    /// recovery Recipient could have written. Logged.
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Restore a backup older than the public store's checkpoint (or without checking
+    /// one): what was logged after it (revocations included) is lost, and listed.
+    #[arg(long)]
+    accept_rollback: bool,
 }
 
 #[derive(Subcommand)]
@@ -290,7 +309,16 @@ pub(crate) async fn backup(args: BackupArgs) -> Result<()> {
 
     let partial = partial_path(&args.out)?;
     let file = create_new_private(&partial)?;
-    let result = run_backup(&setup, &recipient, identity_file, file, &partial, &args.out).await;
+    let result = run_backup(
+        &setup,
+        &recipient,
+        identity_file,
+        args.identity.as_deref(),
+        file,
+        &partial,
+        &args.out,
+    )
+    .await;
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
@@ -301,6 +329,7 @@ async fn run_backup(
     setup: &crate::Setup,
     recipient: &Recipient,
     identity_file: FileBytes,
+    identity_path: Option<&Path>,
     mut file: std::fs::File,
     partial: &Path,
     out: &Path,
@@ -384,8 +413,14 @@ async fn run_backup(
             p.set_position(done);
         }),
     );
+    let institution = crate::load_identity(
+        &crate::identity_path(setup, identity_path),
+        &setup.data_dir,
+        false,
+    )
+    .context("the backup is signed with the institution identity")?;
     let files = vec![("institution.key".to_string(), identity_file)];
-    let stats = gateway::backup::write_backup(&*store, files, recipient, &mut sink)
+    let stats = gateway::backup::write_backup(&*store, files, recipient, &institution, &mut sink)
         .await
         .context("backup failed")?;
     progress.finish_and_clear();
@@ -444,6 +479,12 @@ fn explain(file: &Path, e: gateway::Error) -> anyhow::Error {
             "the backup {} has format version {v:#04x}, which this medgate cannot read",
             file.display()
         ),
+        G::Keyring(keyring::Error::BadSignature) => anyhow!(
+            "the backup {} does not carry a valid signature of the institution it names: \
+             it was forged or altered",
+            file.display()
+        ),
+        G::BackupRefused(why) => anyhow!("the backup {} is refused: {why}", file.display()),
         other => anyhow!("restoring {} failed: {other}", file.display()),
     }
 }
@@ -465,10 +506,17 @@ pub(crate) async fn restore(args: RestoreArgs) -> Result<()> {
             );
         }
     }
+    let institution: Recipient = args.institution.parse().map_err(|_| {
+        anyhow!(
+            "--institution is not a medgate1... Recipient (it is what `medgate keys` prints \
+             for the institution whose backup this is)"
+        )
+    })?;
     let identity = load_recovery_identity(&args.identity)?;
     let input = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open the backup {}", args.file.display()))?;
     let size = input.metadata()?.len();
+    let published = published_log_size(&args, &institution).await?;
 
     let name = target
         .file_name()
@@ -488,15 +536,25 @@ pub(crate) async fn restore(args: RestoreArgs) -> Result<()> {
     let progress = bar(size, "restore");
     let p = progress.clone();
     let stage = staging.clone();
+    let expected = institution.clone();
+    let allow_unsigned = args.allow_unsigned;
     let result = tokio::task::spawn_blocking(move || {
         let mut input = std::io::BufReader::new(input);
-        gateway::backup::restore(&mut input, &identity, &stage, &mut |n| p.inc(n))
+        let expected = gateway::backup::ExpectedSigner {
+            institution: &expected,
+            allow_unsigned,
+        };
+        gateway::backup::restore(&mut input, &identity, expected, &stage, &mut |n| p.inc(n))
     })
     .await
     .map_err(|e| anyhow!("restore task: {e}"))
     .and_then(|r| r.map_err(|e| explain(&args.file, e)));
     progress.finish_and_clear();
-    let stats = match result {
+    let checked = match result {
+        Ok(stats) => check_restored(&args, &institution, published, &staging, stats).await,
+        Err(e) => Err(e),
+    };
+    let stats = match checked {
         Ok(stats) => stats,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -532,4 +590,133 @@ pub(crate) async fn restore(args: RestoreArgs) -> Result<()> {
         target.display()
     );
     Ok(())
+}
+
+/// The size of the transparency log in the checkpoint the institution published to the
+/// public store named by `--public-store`: `Some(0)` when none was ever published, `None`
+/// when no store was named (only with `--accept-rollback`).
+async fn published_log_size(args: &RestoreArgs, institution: &Recipient) -> Result<Option<u64>> {
+    let Some(url) = &args.public_store else {
+        if args.accept_rollback {
+            eprintln!(
+                "warning: no --public-store: the backup is not compared with the published \
+                 checkpoint (--accept-rollback)"
+            );
+            tracing::warn!("restore without comparing the backup with the published checkpoint");
+            return Ok(None);
+        }
+        bail!(
+            "pass --public-store (the store the gateway published to) so that restore can check \
+             the backup is not older than the log it published; or --accept-rollback to restore \
+             without that check"
+        );
+    };
+    let opts: std::collections::BTreeMap<String, String> =
+        args.public_store_opts.iter().cloned().collect();
+    let store = gateway::public::open(Some(url), &opts, Path::new("."))
+        .context("cannot open the public store")?;
+    let note = match gateway::log::published_checkpoint(&store).await {
+        Ok(note) => note,
+        Err(gateway::Error::NotFound(_)) => return Ok(Some(0)),
+        Err(e) => {
+            return Err(anyhow!(e).context("cannot read the checkpoint from the public store"))
+        }
+    };
+    let cp = institution
+        .verify_checkpoint(&gateway::log::origin(institution), &note)
+        .map_err(|e| {
+            anyhow!(
+                "the checkpoint in the public store is not signed by --institution ({e}): is it \
+                 the right store and the right institution?"
+            )
+        })?;
+    Ok(Some(cp.size))
+}
+
+/// The checks made on a restored data dir before it is moved into place: the backup is not
+/// older than the published log (unless `--accept-rollback`, which lists what is lost), an
+/// unsigned backup is logged, and the institution identity file in it is the institution's.
+async fn check_restored(
+    args: &RestoreArgs,
+    institution: &Recipient,
+    published: Option<u64>,
+    staging: &Path,
+    stats: gateway::backup::RestoreStats,
+) -> Result<gateway::backup::RestoreStats> {
+    if !stats.signed {
+        eprintln!(
+            "warning: {} is an unsigned (v1) backup, restored because of --allow-unsigned",
+            args.file.display()
+        );
+        tracing::warn!(file = %args.file.display(), "restored an unsigned (v1) backup (--allow-unsigned)");
+    }
+    let id_file = staging.join("institution.key");
+    if let Ok(text) = std::fs::read_to_string(&id_file) {
+        let text = Zeroizing::new(text);
+        if !keyring::idfile::is_sealed(&text) || crate::passphrase().is_some() {
+            let pass = crate::passphrase();
+            let id = keyring::idfile::decode(&text, pass.as_deref().map(|p| p.as_slice()))
+                .map_err(|e| anyhow!("the institution identity in the backup: {e}"))?;
+            if id.recipient() != *institution {
+                bail!(
+                    "the institution identity in the backup is {}, not --institution {institution}",
+                    id.recipient()
+                );
+            }
+        }
+    }
+    let Some(published) = published else {
+        return Ok(stats);
+    };
+    if stats.log_size >= published {
+        return Ok(stats);
+    }
+    let lost = published - stats.log_size;
+    if !args.accept_rollback {
+        bail!(
+            "the backup is older than what the gateway published: its transparency log has {} \
+             entries, the checkpoint in the public store {published}. Restoring it would undo \
+             the {lost} entries after it, revocations included (revoked grants would work \
+             again). Use a newer backup, or pass --accept-rollback to restore it anyway",
+            stats.log_size
+        );
+    }
+    let store = gateway::private::sled::SledStore::open(&staging.join("private"), 1 << 20)
+        .map_err(|e| anyhow!("cannot open the restored store: {e}"))?;
+    let now = gateway::now_ms();
+    let in_force: Vec<_> = store
+        .list_grants()
+        .await?
+        .into_iter()
+        .filter(|g| g.revoked_ms.is_none() && g.expires_ms > now)
+        .collect();
+    drop(store);
+    println!(
+        "rollback accepted: the backup's log ends at entry {}, the published checkpoint at {published}; \
+         {lost} log entries made after the backup are lost (writes, deletes, grants, revocations).",
+        stats.log_size
+    );
+    println!(
+        "grants in force in this backup ({}), any of which a lost entry may have revoked; \
+         ask each patient, and revoke again what they had revoked:",
+        in_force.len()
+    );
+    for g in &in_force {
+        println!(
+            "  grant {}\tpatient {}\tto {}\tuntil {}",
+            g.id,
+            g.patient_id,
+            g.recipient,
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(g.expires_ms)
+            )
+        );
+    }
+    tracing::warn!(
+        backup_log_size = stats.log_size,
+        published_log_size = published,
+        grants_in_force = in_force.len(),
+        "restored a backup older than the published log (--accept-rollback)"
+    );
+    Ok(stats)
 }

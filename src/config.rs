@@ -43,6 +43,62 @@ pub struct FileConfig {
     /// The JSON API: admin, patients, peers, log.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Limits on client connections, the same on every port.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
+}
+
+/// `[connections]`: what each port (S3, JSON API, ops) allows its clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// From connecting (or the end of the previous response) to a complete request
+    /// head; default 30s.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub header_timeout: Option<std::time::Duration>,
+    /// No request in flight for this long closes the connection; default 120s.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Connections open at once per port; default 4096. At the cap a new connection
+    /// closes the idle one of longest standing.
+    pub max_per_port: Option<usize>,
+}
+
+impl ConnectionsConfig {
+    /// The limits from this section, `overrides` (flags and environment) winning.
+    ///
+    /// # Errors
+    /// A zero duration or cap.
+    pub fn limits(
+        &self,
+        overrides: &ConnectionsConfig,
+    ) -> anyhow::Result<gateway::server::ConnLimits> {
+        let d = gateway::server::ConnLimits::default();
+        let limits = gateway::server::ConnLimits {
+            header_timeout: overrides
+                .header_timeout
+                .or(self.header_timeout)
+                .unwrap_or(d.header_timeout),
+            idle_timeout: overrides
+                .idle_timeout
+                .or(self.idle_timeout)
+                .unwrap_or(d.idle_timeout),
+            max_connections: overrides
+                .max_per_port
+                .or(self.max_per_port)
+                .unwrap_or(d.max_connections),
+        };
+        if limits.header_timeout.is_zero() {
+            bail!("[connections] header_timeout (--header-timeout) must be more than 0s");
+        }
+        if limits.idle_timeout.is_zero() {
+            bail!("[connections] idle_timeout (--idle-timeout) must be more than 0s");
+        }
+        if limits.max_connections == 0 {
+            bail!("[connections] max_per_port (--max-connections) must be at least 1");
+        }
+        Ok(limits)
+    }
 }
 
 /// `[api]`: the JSON API beside the S3 port.
@@ -65,7 +121,7 @@ pub struct ApiConfig {
 /// Where the JSON API listens unless configured.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9002";
 
-mod humantime_serde_opt {
+pub(crate) mod humantime_serde_opt {
     use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
@@ -216,6 +272,9 @@ pub struct S3Config {
 #[serde(deny_unknown_fields)]
 pub struct PublicStoreConfig {
     pub url: Option<String>,
+    /// Whether `serve` may create a folder store's folder when it is missing (the default
+    /// `DATA_DIR/public` is always created).
+    pub create: Option<bool>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// One HTTP request to a cloud store (humantime, e.g. "30s").
@@ -415,6 +474,7 @@ impl FileConfig {
             })?;
         }
         self.backup.validate()?;
+        self.connections.limits(&ConnectionsConfig::default())?;
         let transport = Transport::resolve(self, None, None, None, None, false)?;
         if let Some((cert, key)) = &transport.tls {
             gateway::tls::Tls::load(cert, key).context("[tls]")?;
@@ -516,6 +576,14 @@ impl FileConfig {
                 .to_string(),
             },
             backup: self.backup.effective(),
+            connections: {
+                let l = self.connections.limits(&ConnectionsConfig::default())?;
+                EffectiveConnections {
+                    header_timeout: human(l.header_timeout),
+                    idle_timeout: human(l.idle_timeout),
+                    max_per_port: l.max_connections,
+                }
+            },
             peers: self.peers.clone(),
             patient_prefixes: self
                 .patient_prefixes
@@ -609,6 +677,7 @@ struct Effective {
     ops: EffectiveOps,
     api: EffectiveApi,
     backup: crate::backup::EffectiveBackup,
+    connections: EffectiveConnections,
     peers: Vec<PeerConfig>,
     patient_prefixes: Vec<EffectivePrefix>,
 }
@@ -667,6 +736,13 @@ struct EffectiveApi {
     admin_token_file: Option<PathBuf>,
     peer_ca: Option<PathBuf>,
     session_ttl: String,
+}
+
+#[derive(Serialize)]
+struct EffectiveConnections {
+    header_timeout: String,
+    idle_timeout: String,
+    max_per_port: usize,
 }
 
 #[derive(Serialize)]

@@ -49,7 +49,8 @@ pub(crate) struct DataDirArg {
     /// TOML config file (settings below override it).
     #[arg(long, env = "MEDGATE_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://…
+    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://… A folder
+    /// must exist, except DATA_DIR/public, unless the config says [public_store] create = true.
     #[arg(long, env = "MEDGATE_PUBLIC_STORE", global = true)]
     public_store: Option<String>,
     /// Public store option KEY=VALUE (endpoint, region, access_key_id, allow_http, …); repeatable.
@@ -183,6 +184,11 @@ enum AccessKeyAction {
         /// Limit the key to this bucket (repeatable); without it the key may use every bucket.
         #[arg(long = "bucket")]
         buckets: Vec<String>,
+        /// Let the key label records with a patient (`x-amz-meta-medgate-patient`, or a
+        /// `[[patient_prefixes]]` match), which adds them to the patient's index and grants.
+        /// Without it such writes are refused with AccessDenied.
+        #[arg(long)]
+        label_patients: bool,
     },
     /// List keys (never secrets).
     List,
@@ -228,9 +234,22 @@ struct ServeArgs {
     /// Address for the JSON API (admin, patients, peers, log; default 127.0.0.1:9002).
     #[arg(long, env = "MEDGATE_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Time a client has, from connecting or from its previous response, to send a
+    /// complete request head (default 30s; `[connections] header_timeout`).
+    #[arg(long, env = "MEDGATE_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    header_timeout: Option<Duration>,
+    /// A connection with no request in flight this long is closed (default 120s;
+    /// `[connections] idle_timeout`).
+    #[arg(long, env = "MEDGATE_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Connections open at once per port (default 4096; `[connections] max_per_port`);
+    /// at the cap a new one closes the idle one of longest standing.
+    #[arg(long, env = "MEDGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
 }
 
 fn main() -> std::process::ExitCode {
+    forbid_dumps_and_ptrace();
     tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -294,14 +313,34 @@ impl Setup {
         self.data_dir.join("public")
     }
 
-    pub(crate) fn open_public(&self) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
+    /// Where the public store setting points (parsed strictly: see
+    /// [`gateway::public::Location::parse`]).
+    pub(crate) fn public_location(&self) -> Result<gateway::public::Location> {
+        gateway::public::Location::parse(self.public_url.as_deref(), &self.default_public_dir())
+            .context("cannot open the public store")
+    }
+
+    /// Opens the public store. `write`: the command writes, so the default folder
+    /// (`DATA_DIR/public`), or any folder with `[public_store] create = true`, is created
+    /// when missing; otherwise nothing is ever created.
+    pub(crate) fn open_public(
+        &self,
+        write: bool,
+    ) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
+        use gateway::public::Folder;
         let url = self.public_url.as_deref();
         let timeouts = self.file.public_store.timeouts(&self.public_opts)?;
+        let folder = match (write, self.file.public_store.create) {
+            (false, _) => Folder::MustExist,
+            (true, Some(true)) => Folder::Create,
+            (true, _) => Folder::CreateDefault,
+        };
         let store = gateway::public::open_with(
             url,
             &self.public_opts,
             &self.default_public_dir(),
             &timeouts,
+            folder,
         )
         .context("cannot open the public store")?;
         Ok((
@@ -401,6 +440,36 @@ fn tune_allocator() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
+
+/// Secrets live in this process's memory: no other process of the same user may read it
+/// (ptrace, `/proc/PID/mem`) and the kernel writes no core dump of it, whatever the
+/// core-dump limit says later. Runs first thing in `main`, for every command (the patient
+/// commands hold the patient's key).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn forbid_dumps_and_ptrace() {
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        eprintln!(
+            "warning: prctl(PR_SET_DUMPABLE, 0) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn forbid_dumps_and_ptrace() {}
+
+/// Each open connection is a file descriptor, and the usual soft limit (1024) is far
+/// below what `[connections] max_per_port` allows on three ports: raise the soft limit to
+/// the hard one.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
+}
 
 /// Secrets live in this process's memory; a core dump would write them to disk.
 fn disable_core_dumps() {
@@ -576,6 +645,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| "human".into());
     init_logging(&log_format)?;
     disable_core_dumps();
+    raise_open_files_limit();
+    let limits = setup.file.connections.limits(&config::ConnectionsConfig {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_per_port: args.max_connections,
+    })?;
     let mut transport = config::Transport::resolve(
         &setup.file,
         args.listen,
@@ -598,8 +673,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some((cert, key)) => Some(Arc::new(gateway::tls::Tls::load(cert, key)?)),
         None => None,
     };
+    // The public store setting is checked before anything is created: a mistyped URL
+    // must not leave a data dir (or a folder named `s3:`) behind.
+    let location = setup.public_location()?;
+    let no_credentials = gateway::public::missing_credentials(&location, &setup.public_opts);
     let data_dir = setup.data_dir.clone();
     create_data_dir(&data_dir)?;
+    let (public, public_root) = setup.open_public(true)?;
+    tracing::info!(public_store = %location.describe(), "public store");
+    if let Some(why) = &no_credentials {
+        tracing::warn!("{why}");
+    }
     let identity = Arc::new(load_identity(
         &identity_path(&setup, args.identity.as_deref()),
         &data_dir,
@@ -612,8 +696,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or(DEFAULT_CACHE_BYTES);
     let private: Arc<dyn PrivateStore> = Arc::new(open_private(&data_dir, cache)?);
     backup::check_at_start(&*private, &setup.file.backup).await?;
-
-    let (public, public_root) = setup.open_public()?;
 
     let mut engine_config = EngineConfig::default();
     if let Some(cs) = args.chunk_size.or(setup.file.engine.chunk_size) {
@@ -691,6 +773,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let service = gateway::server::s3_service(engine, domain.as_deref())?;
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
+    warn_upgraded_label_right(&*private).await?;
 
     let listen = transport.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -712,8 +795,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(gateway::ops::Readiness {
             private: Arc::clone(&private),
             public: public.clone(),
+            public_hint: no_credentials,
         }),
         std::future::pending(),
+        limits,
     ));
     let reloader = ops::reload_on_sighup(tls.clone()).context("cannot watch SIGHUP")?;
 
@@ -750,6 +835,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls.clone(),
         gateway::api::ApiState::new(api_engine, admin_cx, admin_token, peers, remote),
         std::future::pending(),
+        limits,
     ));
 
     tracing::info!(recipient = %identity.recipient(), "institution recipient");
@@ -791,6 +877,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls,
         shutdown_signal(),
         Duration::from_secs(30),
+        limits,
     )
     .await?;
     admin_task.abort();
@@ -863,7 +950,8 @@ async fn ensure_first_access_key(
             (admin::new_access_key_id(), admin::new_secret())
         }
     };
-    admin::add_access_key(store, identity, &id, &secret, Vec::new())
+    // The first key is the operator's: it may label records with patients.
+    admin::add_access_key(store, identity, &id, &secret, Vec::new(), true)
         .await
         .map_err(|e| anyhow!("cannot create the first access key: {e}"))?;
     let creds = zeroize::Zeroizing::new(format!(
@@ -872,6 +960,25 @@ async fn ensure_first_access_key(
     ));
     write_private_file(&data_dir.join("credentials"), creds.as_bytes())?;
     Ok(Some(id))
+}
+
+/// Keys whose rows predate the label right (v1 rows) keep it; name them, so that an admin
+/// can replace those that do not need it.
+async fn warn_upgraded_label_right(store: &dyn PrivateStore) -> Result<()> {
+    let upgraded: Vec<String> = store
+        .list_access_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.v == gateway::private::ACCESS_KEY_ROW_V1 && k.label_patients)
+        .map(|k| k.id)
+        .collect();
+    if !upgraded.is_empty() {
+        tracing::warn!(
+            keys = %upgraded.join(", "),
+            "access keys created before --label-patients existed keep the right to label records with patients; replace those that do not need it (medgate access-key create [--label-patients], then access-key delete)"
+        );
+    }
+    Ok(())
 }
 
 /// Runs an admin request through the running server, or directly on the store when no
@@ -922,7 +1029,7 @@ pub(crate) async fn admin_request_with(
         .cache_bytes
         .unwrap_or(DEFAULT_CACHE_BYTES);
     let private: Arc<dyn PrivateStore> = Arc::new(open_private(&setup.data_dir, cache)?);
-    let (public, public_root) = setup.open_public()?;
+    let (public, public_root) = setup.open_public(true)?;
     eprintln!(
         "(no server running: opened the store in {} directly)",
         setup.data_dir.display()
@@ -1118,7 +1225,13 @@ async fn keys(dir: &DataDirArg) -> Result<()> {
 
 async fn access_key(dir: &DataDirArg, action: AccessKeyAction) -> Result<()> {
     let req = match action {
-        AccessKeyAction::Create { buckets } => AdminRequest::AccessKeyCreate { buckets },
+        AccessKeyAction::Create {
+            buckets,
+            label_patients,
+        } => AdminRequest::AccessKeyCreate {
+            buckets,
+            label_patients,
+        },
         AccessKeyAction::List => AdminRequest::AccessKeyList,
         AccessKeyAction::Delete { id } => AdminRequest::AccessKeyDelete { id },
     };
@@ -1127,13 +1240,19 @@ async fn access_key(dir: &DataDirArg, action: AccessKeyAction) -> Result<()> {
             id,
             secret,
             buckets,
+            label_patients,
         } => {
             println!("aws_access_key_id = {id}");
-            println!("aws_secret_access_key = {secret}");
+            println!("aws_secret_access_key = {}", secret.expose());
             if buckets.is_empty() {
                 println!("# may use every bucket");
             } else {
                 println!("# limited to buckets: {}", buckets.join(", "));
+            }
+            if label_patients {
+                println!("# may label records with a patient");
+            } else {
+                println!("# may not label records with a patient (--label-patients)");
             }
             eprintln!("The secret is shown only now; store it in the application's credentials.");
         }
@@ -1144,7 +1263,12 @@ async fn access_key(dir: &DataDirArg, action: AccessKeyAction) -> Result<()> {
                 } else {
                     k.buckets.join(",")
                 };
-                println!("{}\t{}", k.id, scope);
+                let label = if k.label_patients {
+                    "label-patients"
+                } else {
+                    "-"
+                };
+                println!("{}\t{}\t{}", k.id, scope, label);
             }
         }
         AdminResponse::Deleted { id, existed } => {
@@ -1187,5 +1311,20 @@ async fn gc(dir: &DataDirArg, grace: Duration, apply: bool) -> Result<()> {
             Ok(())
         }
         _ => bail!("unexpected answer from the server"),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_process_is_not_dumpable_after_hardening() {
+        // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.
+        let before = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        assert_eq!(before, 1, "a test process starts dumpable");
+        super::forbid_dumps_and_ptrace();
+        // SAFETY: as above.
+        let after = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        assert_eq!(after, 0);
     }
 }

@@ -854,7 +854,9 @@ fn print_grant_list(grants: Vec<gateway::private::GrantRecord>) {
         let now = gateway::now_ms();
         for g in grants {
             let state = match g.revoked_ms {
-                Some(t) => format!("revoked {}", time(t)),
+                // The sweeper stamps expired grants too: those say expired.
+                Some(t) if t < g.expires_ms => format!("revoked {}", time(t)),
+                Some(_) => format!("expired {}", time(g.expires_ms)),
                 None if g.expires_ms <= now => format!("expired {}", time(g.expires_ms)),
                 None => format!("in force until {}", time(g.expires_ms)),
             };
@@ -1049,7 +1051,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             let dek = me
                 .unwrap_key(&stanza)
                 .ok_or_else(|| anyhow!("the key handed out is not wrapped to this identity"))??;
-            let (public, _) = crate::setup(&dir)?.open_public()?;
+            let (public, _) = crate::setup(&dir)?.open_public(false)?;
             let tmp = out.with_extension("partial");
             let mut file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;

@@ -2,14 +2,14 @@
 //! pieces the way opened chunks arrive. Every entry read re-encodes to the bytes it came from.
 #![no_main]
 
-use keyring::backup::{BackupHeader, EntryDecoder, HEADER_LEN};
+use keyring::backup::{BackupHeader, EntryDecoder};
 use keyring::fuzzing::backup_header_encode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // The header: parse the whole input (the payload may follow it), re-encode the header part.
     if let Ok(header) = BackupHeader::parse(data) {
-        assert_eq!(&backup_header_encode(&header)[..], &data[..HEADER_LEN]);
+        assert_eq!(&backup_header_encode(&header)[..], &data[..header.len()]);
         let _ = header.sealed_chunk_len();
     }
     // The payload: the first byte picks the piece size, the rest is the payload.

@@ -33,6 +33,9 @@ pub enum AdminRequest {
     Recipient,
     AccessKeyCreate {
         buckets: Vec<String>,
+        /// May label records with a patient.
+        #[serde(default)]
+        label_patients: bool,
     },
     AccessKeyList,
     AccessKeyDelete {
@@ -184,8 +187,10 @@ pub enum AdminResponse {
     },
     AccessKeyCreated {
         id: String,
-        secret: String,
+        secret: Secret,
         buckets: Vec<String>,
+        #[serde(default)]
+        label_patients: bool,
     },
     AccessKeys {
         keys: Vec<AccessKeyInfo>,
@@ -307,6 +312,44 @@ pub struct AccessKeyInfo {
     pub id: String,
     pub buckets: Vec<String>,
     pub created_ms: u64,
+    /// May label records with a patient.
+    #[serde(default)]
+    pub label_patients: bool,
+}
+
+/// A secret on its way to the one who asked for it (a new access key's): wiped when
+/// dropped, never shown by `Debug`.
+pub struct Secret(zeroize::Zeroizing<String>);
+
+impl Secret {
+    /// The secret's text, for the one place that shows or stores it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl From<zeroize::Zeroizing<String>> for Secret {
+    fn from(s: zeroize::Zeroizing<String>) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Secret(zeroize::Zeroizing::new(s)))
+    }
 }
 
 /// Draws a new access key id (20 upper-case alphanumerics, AWS style).
@@ -340,6 +383,7 @@ pub async fn add_access_key(
     id: &str,
     secret: &str,
     buckets: Vec<String>,
+    label_patients: bool,
 ) -> Result<()> {
     if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Error::InvalidArgument(
@@ -363,6 +407,8 @@ pub async fn add_access_key(
             sealed_secret: vault.seal(id.as_bytes(), secret.as_bytes()),
             buckets,
             created_ms: crate::now_ms(),
+            v: crate::private::ACCESS_KEY_ROW_V2,
+            label_patients,
         })
         .await?;
     store.flush().await
@@ -691,14 +737,26 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
             AdminRequest::Recipient => AdminResponse::Recipient {
                 recipient: institution.recipient().to_string(),
             },
-            AdminRequest::AccessKeyCreate { buckets } => {
+            AdminRequest::AccessKeyCreate {
+                buckets,
+                label_patients,
+            } => {
                 let id = new_access_key_id();
                 let secret = new_secret();
-                add_access_key(store, institution, &id, &secret, buckets.clone()).await?;
+                add_access_key(
+                    store,
+                    institution,
+                    &id,
+                    &secret,
+                    buckets.clone(),
+                    label_patients,
+                )
+                .await?;
                 AdminResponse::AccessKeyCreated {
                     id,
-                    secret: secret.to_string(),
+                    secret: Secret::from(secret),
                     buckets,
+                    label_patients,
                 }
             }
             AdminRequest::AccessKeyList => AdminResponse::AccessKeys {
@@ -710,6 +768,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                         id: r.id,
                         buckets: r.buckets,
                         created_ms: r.created_ms,
+                        label_patients: r.label_patients,
                     })
                     .collect(),
             },

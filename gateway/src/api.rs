@@ -14,9 +14,21 @@
 //! changes are statements the patient signed, checked against the key on file.
 //! Answers are JSON objects tagged by `status` (errors: `{"status":"error","message":…}`
 //! with the HTTP status saying what kind).
+//!
+//! # The patient boundary
+//! Anyone can ask for a challenge, so a challenge costs the gateway no state: it is MAC-ed
+//! with a key derived from the institution's secret ([`keyring::consent::ChallengeKey`])
+//! and carries its issue time, so any gateway of the institution can check it. It is
+//! answered the same way (status, body shape, work: no store lookup) for a registered and
+//! an unregistered patient id, and for a key whether or not a patient has it: asked by
+//! key, the challenge names the key (`key:medgate1...`), never the patient's id. A
+//! challenge enters the used set only once a signature over it verifies, so junk never
+//! fills that set, and a patient's failure reads the same whether the id is unknown or
+//! the signature wrong. Peers' share requests for an unregistered patient are stored like
+//! any other (pending until they expire: nobody can approve them), so their answer does
+//! not tell who is a patient here either.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -25,7 +37,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use keyring::consent::{AuthChallenge, AuthToken, SignedAuth, SignedGrant, SignedPeerAuth};
+use keyring::consent::{
+    AuthChallenge, AuthToken, ChallengeKey, SignedAuth, SignedGrant, SignedPeerAuth,
+};
 use keyring::{AnswerBody, ChunkAnswer, ListedObject, PeerAnswer, Recipient, RequestStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -34,12 +48,17 @@ use zeroize::Zeroizing;
 use crate::admin::{self, AdminContext, AdminRequest, AdminResponse, NewShareRequest};
 use crate::record::Engine;
 use crate::remote::{ExchangeRequest, Peer, PeerShareRequest, Remote, SignedAnswerText};
+use crate::replay::ReplayCache;
 use crate::{Error, Result};
 
 /// How far a signed request's time (peer) or challenge (patient) may be from now.
 pub const AUTH_WINDOW_MS: u64 = 5 * 60 * 1000;
-/// Outstanding patient challenges kept at most (older ones are dropped first).
-const MAX_CHALLENGES: usize = 10_000;
+/// Answered patient challenges and peer nonces remembered at most, each (about 50 MiB at
+/// worst; only authenticated requests add to them).
+const MAX_USED_TOKENS: usize = 1 << 20;
+/// The subject of a challenge asked for by key: this prefix and the Recipient. Patient ids
+/// are letters, digits, '.', '_' and '-', so no id has this form.
+pub const KEY_SUBJECT: &str = "key:";
 /// Largest JSON body accepted.
 const MAX_BODY: usize = 1 << 20;
 
@@ -56,10 +75,12 @@ struct Inner {
     admin_token: Zeroizing<String>,
     peers: Vec<Peer>,
     remote: Option<Arc<Remote>>,
-    /// Challenges handed out and not yet used, by their random bytes.
-    challenges: Mutex<HashMap<[u8; 32], AuthChallenge>>,
-    /// Peer nonces seen, with when they may be forgotten.
-    nonces: Mutex<HashMap<[u8; 16], u64>>,
+    /// MACs the challenges this gateway issues (no state per challenge).
+    challenge_key: ChallengeKey,
+    /// Challenges answered with a valid signature, until they expire.
+    used_challenges: ReplayCache<32>,
+    /// Nonces of peers' requests whose signature verified, until they expire.
+    nonces: ReplayCache<16>,
 }
 
 impl ApiState {
@@ -73,13 +94,14 @@ impl ApiState {
         remote: Option<Arc<Remote>>,
     ) -> Self {
         ApiState(Arc::new(Inner {
+            challenge_key: engine.institution().challenge_key(),
             engine,
             admin,
             admin_token,
             peers,
             remote,
-            challenges: Mutex::new(HashMap::new()),
-            nonces: Mutex::new(HashMap::new()),
+            used_challenges: ReplayCache::new("challenge", AUTH_WINDOW_MS, MAX_USED_TOKENS),
+            nonces: ReplayCache::new("nonce", AUTH_WINDOW_MS, MAX_USED_TOKENS),
         }))
     }
 }
@@ -141,6 +163,65 @@ pub fn router(state: ApiState) -> Router {
             ))
         })
         .with_state(state)
+        .layer(axum::middleware::map_response(with_iso_times))
+}
+
+/// Every JSON answer gets, beside each `*_ms` time (milliseconds since the epoch), the
+/// same time as an ISO 8601 (RFC 3339, UTC) string under `*_at`. Durations (`*_ms`
+/// values before 2001) are left alone.
+async fn with_iso_times(resp: Response) -> Response {
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // Answers are built in memory (`Json`): nothing streams here.
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError(Error::Internal(format!("reading an answer: {e}"))).into_response()
+        }
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    add_iso_times(&mut value);
+    match serde_json::to_vec(&value) {
+        Ok(out) => {
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(out))
+        }
+        Err(_) => Response::from_parts(parts, Body::from(bytes)),
+    }
+}
+
+/// Milliseconds since the epoch from which a `*_ms` value is a time, not a duration
+/// (2001-09-09).
+const FIRST_TIME_MS: u64 = 1_000_000_000_000;
+
+fn add_iso_times(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut times = Vec::new();
+            for (k, v) in map.iter_mut() {
+                if let (Some(stem), Some(ms)) = (k.strip_suffix("_ms"), v.as_u64()) {
+                    if ms >= FIRST_TIME_MS {
+                        times.push((format!("{stem}_at"), crate::sharing::rfc3339(ms)));
+                    }
+                }
+                add_iso_times(v);
+            }
+            for (k, at) in times {
+                map.entry(k).or_insert(serde_json::Value::String(at));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(add_iso_times),
+        _ => {}
+    }
 }
 
 /// Serves the API on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
@@ -152,6 +233,7 @@ pub async fn serve(
     tls: Option<Arc<crate::tls::Tls>>,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()>,
+    limits: crate::server::ConnLimits,
 ) -> std::io::Result<()> {
     let service = hyper_util::service::TowerToHyperService::new(router(state));
     crate::server::accept_loop(
@@ -160,6 +242,7 @@ pub async fn serve(
         service,
         shutdown,
         std::time::Duration::from_secs(5),
+        limits,
     )
     .await
 }
@@ -198,6 +281,7 @@ impl IntoResponse for ApiError {
             }
             Error::BucketExists(_) => (StatusCode::CONFLICT, e.to_string()),
             Error::Peer(_) => (StatusCode::BAD_GATEWAY, e.to_string()),
+            Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             Error::Public(_) => {
                 tracing::warn!(error = %e, "public store failure (API)");
                 (
@@ -265,8 +349,36 @@ impl ApiState {
         }
     }
 
-    /// Checks a patient's signed token for this request and returns the patient id. The
-    /// challenge is used up whether or not the signature checks.
+    /// `challenge` if this institution issued it (its MAC) within the window; `ask` is the
+    /// path that hands out new ones, for the error message.
+    fn issued_challenge<'c>(
+        &self,
+        challenge: &'c AuthChallenge,
+        ask: &str,
+    ) -> Result<&'c AuthChallenge> {
+        use subtle::ConstantTimeEq;
+        let ours = self.0.engine.institution_id();
+        if !bool::from(challenge.institution[..].ct_eq(&ours[..])) {
+            return Err(Error::Unauthorized(
+                "token: the challenge is another institution's".into(),
+            ));
+        }
+        self.0.challenge_key.check(challenge).map_err(|_| {
+            Error::Unauthorized(format!(
+                "token: not a challenge this gateway issued; ask POST {ask} for a new one"
+            ))
+        })?;
+        if crate::now_ms().abs_diff(challenge.issued_ms) > AUTH_WINDOW_MS {
+            return Err(Error::Unauthorized(format!(
+                "token: the challenge has expired; ask POST {ask} for a new one"
+            )));
+        }
+        Ok(challenge)
+    }
+
+    /// Checks a patient's signed token for this request and returns the patient id: the
+    /// challenge must be one this institution issued (its MAC), within the window, signed
+    /// with the key on file for its patient; only then is it used up.
     async fn patient(
         &self,
         method: &Method,
@@ -276,34 +388,58 @@ impl ApiState {
     ) -> Result<String> {
         let signed = SignedAuth::from_text(authorization(headers, PATIENT_SCHEME)?)
             .map_err(|e| Error::Unauthorized(format!("patient token: {e}")))?;
-        let challenge = self
-            .0
-            .challenges
-            .lock()
-            .map_err(|_| Error::Internal("challenge table poisoned".into()))?
-            .remove(&signed.token.challenge.challenge)
-            .ok_or_else(|| {
-                Error::Unauthorized(
-                    "unknown or used challenge: ask POST /v1/patient/challenge for a new one"
-                        .into(),
-                )
-            })?;
-        let patient = self
-            .0
-            .engine
-            .private
-            .patient(&challenge.patient_id)
-            .await?
-            .ok_or_else(|| Error::UnknownPatient(challenge.patient_id.clone()))?;
-        let key: Recipient = patient
-            .recipient
-            .parse()
-            .map_err(|_| Error::Corrupt("a patient's key on file".into()))?;
-        let expected = AuthToken::new(challenge, method.as_str(), &target(uri), body);
-        signed
-            .verify(&key, &expected, crate::now_ms(), AUTH_WINDOW_MS)
-            .map_err(|e| Error::Unauthorized(format!("patient signature: {e}")))?;
-        Ok(patient.id)
+        let challenge = self.issued_challenge(&signed.token.challenge, "/v1/patient/challenge")?;
+        let engine = &self.0.engine;
+        let now = crate::now_ms();
+        let expected = AuthToken::new(challenge.clone(), method.as_str(), &target(uri), body);
+        let refused = |e: keyring::Error| Error::Unauthorized(format!("patient signature: {e}"));
+        let patient_id = if let Some(key) = challenge.patient_id.strip_prefix(KEY_SUBJECT) {
+            let key: Recipient = key
+                .parse()
+                .map_err(|_| Error::Unauthorized("patient token: not a patient key".into()))?;
+            signed
+                .verify(&key, &expected, now, AUTH_WINDOW_MS)
+                .map_err(refused)?;
+            // The caller holds this key; only now may it learn whether a patient has it.
+            let text = key.to_string();
+            engine
+                .private
+                .list_patients()
+                .await?
+                .into_iter()
+                .find(|p| p.recipient == text)
+                .map(|p| p.id)
+        } else {
+            match engine.private.patient(&challenge.patient_id).await? {
+                Some(p) => {
+                    let key: Recipient = p
+                        .recipient
+                        .parse()
+                        .map_err(|_| Error::Corrupt("a patient's key on file".into()))?;
+                    signed
+                        .verify(&key, &expected, now, AUTH_WINDOW_MS)
+                        .map_err(refused)?;
+                    Some(p.id)
+                }
+                None => {
+                    // The same work and answer as a wrong signature: a signature check
+                    // (against a key nobody signs patient tokens with) that fails.
+                    let nobody = engine.institution().recipient();
+                    signed
+                        .verify(&nobody, &expected, now, AUTH_WINDOW_MS)
+                        .map_err(refused)?;
+                    return Err(refused(keyring::Error::BadSignature));
+                }
+            }
+        };
+        self.0.used_challenges.use_once(
+            challenge.challenge,
+            challenge.issued_ms.saturating_add(AUTH_WINDOW_MS),
+            now,
+        )?;
+        patient_id.ok_or_else(|| {
+            Error::Unauthorized("no patient is registered with this key at this gateway".into())
+        })
     }
 
     /// Checks a peer's signature on this request and returns the configured peer and the
@@ -350,23 +486,12 @@ impl ApiState {
                 AUTH_WINDOW_MS,
             )
             .map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
-        let mut nonces = self
-            .0
-            .nonces
-            .lock()
-            .map_err(|_| Error::Internal("nonce table poisoned".into()))?;
-        if nonces.len() > 4096 {
-            nonces.retain(|_, until| *until > now);
-        }
-        if nonces
-            .insert(
-                signed.auth.nonce,
-                signed.auth.timestamp_ms + 2 * AUTH_WINDOW_MS,
-            )
-            .is_some()
-        {
-            return Err(Error::Unauthorized("replayed request (nonce seen)".into()));
-        }
+        // After the signature verified: only a configured peer's requests are remembered.
+        self.0.nonces.use_once(
+            signed.auth.nonce,
+            signed.auth.timestamp_ms.saturating_add(2 * AUTH_WINDOW_MS),
+            now,
+        )?;
         Ok((peer, signed.auth.nonce))
     }
 
@@ -441,6 +566,10 @@ pub struct AccessKeyBody {
     /// Buckets the key may use; empty for all.
     #[serde(default)]
     pub buckets: Vec<String>,
+    /// May label records with a patient (`x-amz-meta-medgate-patient`, or a
+    /// `[[patient_prefixes]]` match); default false.
+    #[serde(default)]
+    pub label_patients: bool,
 }
 
 /// `POST /v1/admin/verify`.
@@ -508,7 +637,8 @@ pub struct RecipientExchangeBody {
 /// in a patient id, so such a challenge never opens a patient's paths.
 pub const RECIPIENT_CHALLENGE_PREFIX: &str = "grant:";
 
-/// A challenge to sign (an `AuthChallenge` text) and the patient it is for.
+/// A challenge to sign (an `AuthChallenge` text) and whom it is for: the patient id asked
+/// for, or `key:` and the Recipient when asked by key (never the patient's id).
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ChallengeAnswer {
     pub patient: String,
@@ -904,12 +1034,16 @@ async fn admin_new_access_key(
     let b: AccessKeyBody = if body.is_empty() {
         AccessKeyBody {
             buckets: Vec::new(),
+            label_patients: false,
         }
     } else {
         parse_json(&body)?
     };
-    st.admin_call(AdminRequest::AccessKeyCreate { buckets: b.buckets })
-        .await
+    st.admin_call(AdminRequest::AccessKeyCreate {
+        buckets: b.buckets,
+        label_patients: b.label_patients,
+    })
+    .await
 }
 
 #[utoipa::path(delete, path = "/v1/admin/access-keys/{id}", tag = "admin", security(("admin" = [])),
@@ -1004,41 +1138,29 @@ async fn patient_challenge(
     body: Bytes,
 ) -> ApiResult<Json<ChallengeAnswer>> {
     let b: ChallengeBody = parse_json(&body)?;
-    let store = &st.0.engine.private;
-    let patient = match (b.patient, b.recipient) {
-        (Some(id), _) => store
-            .patient(&id)
-            .await?
-            .ok_or_else(|| Error::UnknownPatient(id))?,
-        (None, Some(r)) => store
-            .list_patients()
-            .await?
-            .into_iter()
-            .find(|p| p.recipient == r.trim())
-            .ok_or_else(|| {
-                Error::NotFound("no patient is registered with this key at this gateway".into())
-            })?,
+    // No store lookup, for any caller: the answer and its cost are the same whether or
+    // not a patient has this id or key.
+    let subject = match (b.patient, b.recipient) {
+        (Some(id), _) => {
+            crate::sharing::check_patient_id(&id)?;
+            id
+        }
+        (None, Some(r)) => {
+            let key: Recipient = r
+                .trim()
+                .parse()
+                .map_err(|_| Error::InvalidArgument("recipient: not a medgate1... key".into()))?;
+            format!("{KEY_SUBJECT}{key}")
+        }
         (None, None) => {
             return Err(Error::InvalidArgument("give patient or recipient".into()).into())
         }
     };
-    let now = crate::now_ms();
-    let challenge = AuthChallenge::new(st.0.engine.institution_id(), &patient.id, now);
-    {
-        let mut table =
-            st.0.challenges
-                .lock()
-                .map_err(|_| Error::Internal("challenge table poisoned".into()))?;
-        table.retain(|_, c| now.saturating_sub(c.issued_ms) <= AUTH_WINDOW_MS);
-        if table.len() >= MAX_CHALLENGES {
-            return Err(
-                Error::Unauthorized("too many outstanding challenges; retry later".into()).into(),
-            );
-        }
-        table.insert(challenge.challenge, challenge.clone());
-    }
+    let challenge =
+        st.0.challenge_key
+            .issue(st.0.engine.institution_id(), &subject, crate::now_ms());
     Ok(Json(ChallengeAnswer {
-        patient: patient.id,
+        patient: subject,
         challenge: challenge.to_text(),
     }))
 }
@@ -1057,20 +1179,9 @@ async fn recipient_challenge(
     st.0.engine.grant_in_force(&b.grant).await?;
     let now = crate::now_ms();
     let subject = format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant);
-    let challenge = AuthChallenge::new(st.0.engine.institution_id(), &subject, now);
-    {
-        let mut table =
-            st.0.challenges
-                .lock()
-                .map_err(|_| Error::Internal("challenge table poisoned".into()))?;
-        table.retain(|_, c| now.saturating_sub(c.issued_ms) <= AUTH_WINDOW_MS);
-        if table.len() >= MAX_CHALLENGES {
-            return Err(
-                Error::Unauthorized("too many outstanding challenges; retry later".into()).into(),
-            );
-        }
-        table.insert(challenge.challenge, challenge.clone());
-    }
+    let challenge =
+        st.0.challenge_key
+            .issue(st.0.engine.institution_id(), &subject, now);
     Ok(Json(ChallengeAnswer {
         patient: subject,
         challenge: challenge.to_text(),
@@ -1093,17 +1204,7 @@ async fn recipient_exchange(
     let b: RecipientExchangeBody = parse_json(&body)?;
     let signed = SignedAuth::from_text(authorization(&headers, PATIENT_SCHEME)?)
         .map_err(|e| Error::Unauthorized(format!("recipient token: {e}")))?;
-    let challenge = st
-        .0
-        .challenges
-        .lock()
-        .map_err(|_| Error::Internal("challenge table poisoned".into()))?
-        .remove(&signed.token.challenge.challenge)
-        .ok_or_else(|| {
-            Error::Unauthorized(
-                "unknown or used challenge: ask POST /v1/recipient/challenge for a new one".into(),
-            )
-        })?;
+    let challenge = st.issued_challenge(&signed.token.challenge, "/v1/recipient/challenge")?;
     if challenge.patient_id != format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant) {
         return Err(
             Error::Unauthorized("the challenge was issued for another grant".into()).into(),
@@ -1114,10 +1215,17 @@ async fn recipient_exchange(
         .recipient
         .parse()
         .map_err(|_| Error::Corrupt("a grant's recipient".into()))?;
-    let expected = AuthToken::new(challenge, method.as_str(), &target(&uri), &body);
+    let now = crate::now_ms();
+    let expected = AuthToken::new(challenge.clone(), method.as_str(), &target(&uri), &body);
     signed
-        .verify(&key, &expected, crate::now_ms(), AUTH_WINDOW_MS)
+        .verify(&key, &expected, now, AUTH_WINDOW_MS)
         .map_err(|e| Error::Unauthorized(format!("recipient signature: {e}")))?;
+    // Used up only once its signature verified, as a patient's.
+    st.0.used_challenges.use_once(
+        challenge.challenge,
+        challenge.issued_ms.saturating_add(AUTH_WINDOW_MS),
+        now,
+    )?;
     st.admin_call(AdminRequest::Exchange {
         grant: b.grant,
         bucket: b.bucket,
@@ -1354,7 +1462,7 @@ async fn peer_new_request(
     let req = admin::new_request(&st.0.admin, &n)?;
     let rec =
         st.0.engine
-            .create_request(&req.to_text(), &format!("peer:{}", peer.name))
+            .create_peer_request(&req.to_text(), &format!("peer:{}", peer.name))
             .await?;
     Ok(request_answer(&st, &peer, nonce, &rec).await?)
 }
@@ -1371,8 +1479,9 @@ async fn request_answer(
     let (status, grant) = match (rec.state, rec.grant.as_deref()) {
         (RequestState::Approved, Some(g)) => {
             let status = match st.0.engine.private.grant(g).await? {
-                Some(r) if r.revoked_ms.is_some() => RequestStatus::Revoked,
+                // Expiry first: the sweeper also stamps expired grants as revoked.
                 Some(r) if r.expires_ms <= crate::now_ms() => RequestStatus::Expired,
+                Some(r) if r.revoked_ms.is_some() => RequestStatus::Revoked,
                 _ => RequestStatus::Approved,
             };
             (status, g)

@@ -32,7 +32,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyring::backup::{BackupHeader, Entry, EntryDecoder, Opener, Sealer, HEADER_LEN};
+use keyring::backup::{
+    BackupHeader, Entry, EntryDecoder, EntryEncoder, Opener, Sealer, MAX_HEADER_LEN,
+};
 use keyring::{Identity, Recipient};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -168,12 +170,17 @@ pub struct BackupStats {
 
 struct PayloadWriter<'a> {
     sealer: Sealer,
+    encoder: EntryEncoder,
     buf: Zeroizing<Vec<u8>>,
     bytes: u64,
     sink: &'a mut dyn BackupSink,
 }
 
 impl PayloadWriter<'_> {
+    fn push(&mut self, entry: &Entry) -> Result<()> {
+        Ok(self.encoder.encode(entry, &mut self.buf)?)
+    }
+
     /// Seals and writes every full chunk but keeps at least one byte back, so the final
     /// chunk is sealed by [`PayloadWriter::finish`].
     async fn drain(&mut self) -> Result<()> {
@@ -195,7 +202,8 @@ impl PayloadWriter<'_> {
     }
 }
 
-/// Makes a backup of `store` and `files` encrypted to `recipient`, writing it to `sink`.
+/// Makes a backup of `store` and `files` encrypted to `recipient` and signed by the
+/// `institution` (a v2 backup file, `keyring::backup`), writing it to `sink`.
 ///
 /// # Errors
 /// The store cannot export, or the sink fails (the backup is then abandoned and the
@@ -204,24 +212,31 @@ pub async fn write_backup(
     store: &dyn PrivateStore,
     files: Vec<(String, FileBytes)>,
     recipient: &Recipient,
+    institution: &Identity,
     sink: &mut dyn BackupSink,
 ) -> Result<BackupStats> {
     let created_ms = crate::now_ms();
-    let (sealer, header) = Sealer::new(recipient, created_ms, keyring::backup::DEFAULT_CHUNK_SIZE)?;
-    sink.write(&header).await?;
+    let (sealer, header) = Sealer::new_signed(
+        recipient,
+        &institution.recipient(),
+        created_ms,
+        keyring::backup::DEFAULT_CHUNK_SIZE,
+    )?;
+    let head = header.encode();
+    sink.write(&head).await?;
     let mut w = PayloadWriter {
         sealer,
+        encoder: EntryEncoder::new(&header),
         buf: Zeroizing::new(Vec::new()),
-        bytes: header.len() as u64,
+        bytes: head.len() as u64,
         sink,
     };
     let mut count = 0u64;
     for (name, contents) in files {
-        Entry::File {
+        w.push(&Entry::File {
             name,
             contents: contents.0,
-        }
-        .encode_into(&mut w.buf)?;
+        })?;
         count += 1;
         w.drain().await?;
     }
@@ -231,7 +246,7 @@ pub async fn write_backup(
         let mut done = 0u64;
         while let Some(batch) = rx.recv().await {
             for e in &batch.entries {
-                e.encode_into(&mut w.buf)?;
+                w.push(e)?;
             }
             done += batch.entries.len() as u64;
             w.drain().await?;
@@ -243,7 +258,13 @@ pub async fn write_backup(
     let done = consumed?;
     exported?;
     count = files + done;
-    Entry::End(count).encode_into(&mut w.buf)?;
+    let encoder = std::mem::replace(&mut w.encoder, EntryEncoder::new(&header));
+    let signed = encoder.finish(Some(institution), &mut w.buf)?;
+    if signed != count {
+        return Err(Error::Internal(format!(
+            "backup: {signed} entries encoded, {count} counted"
+        )));
+    }
     w.drain().await?;
     let bytes = w.finish().await?;
     Ok(BackupStats {
@@ -362,17 +383,18 @@ pub(crate) async fn serve(
         }
     };
     let files = vec![("institution.key".to_string(), identity_file)];
-    let stats = match write_backup(&*cx.private, files, &recipient, &mut sink).await {
-        Ok(stats) => stats,
-        Err(e) => {
-            tracing::warn!(error = %e, "backup failed");
-            return sink
-                .end(&AdminResponse::Error {
-                    message: format!("backup failed: {e}"),
-                })
-                .await;
-        }
-    };
+    let stats =
+        match write_backup(&*cx.private, files, &recipient, &cx.institution, &mut sink).await {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::warn!(error = %e, "backup failed");
+                return sink
+                    .end(&AdminResponse::Error {
+                        message: format!("backup failed: {e}"),
+                    })
+                    .await;
+            }
+        };
     sink.end(&AdminResponse::Done {
         message: format!(
             "{} entries (records, trees and files), {} bytes",
@@ -503,6 +525,37 @@ pub struct RestoreStats {
     pub records: u64,
     /// Files written beside `private/`, by name.
     pub files: Vec<String>,
+    /// Whether the backup was signed (v2) by the expected institution; `false` for a v1
+    /// backup restored with `allow_unsigned`.
+    pub signed: bool,
+    /// The size of the transparency log in the backup.
+    pub log_size: u64,
+}
+
+/// Which signer a restore accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpectedSigner<'a> {
+    /// The institution's Recipient, known from somewhere other than the backup (kept
+    /// offline with the recovery key).
+    pub institution: &'a Recipient,
+    /// Whether an unsigned (v1) backup is restored anyway (the caller logs it).
+    pub allow_unsigned: bool,
+}
+
+/// The key of [`META_TREE`] that marks a data dir restored from a backup whose patient
+/// index sequence numbers the next server start must bring past every published one.
+pub const RESTORED_KEY: &[u8] = b"restored_index_seqs";
+
+/// Whether the store at `db` was restored and has not caught its index numbers up yet.
+pub(crate) fn restored_pending(db: &sled::Db) -> Result<bool> {
+    Ok(db.open_tree(META_TREE)?.get(RESTORED_KEY)?.is_some())
+}
+
+/// Clears the mark [`restored_pending`] reads.
+pub(crate) fn clear_restored(db: &sled::Db) -> Result<()> {
+    db.open_tree(META_TREE)?.remove(RESTORED_KEY)?;
+    db.flush()?;
+    Ok(())
 }
 
 /// Names a restore may write beside `private/`: plain names, no paths.
@@ -561,15 +614,42 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 pub fn restore(
     input: &mut impl Read,
     identity: &Identity,
+    expected: ExpectedSigner<'_>,
     dir: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RestoreStats> {
-    let mut head = [0u8; HEADER_LEN];
+    let mut head = [0u8; MAX_HEADER_LEN];
     let n = read_full(input, &mut head)?;
     let head = &head[..n];
     let mut opener = Opener::new(head, identity)?;
     let header: BackupHeader = opener.header().clone();
-    progress(n as u64);
+    match &header.signer {
+        Some(signer) => {
+            use subtle::ConstantTimeEq;
+            let same: bool = signer
+                .to_bytes()
+                .ct_eq(&expected.institution.to_bytes())
+                .into();
+            if !same {
+                return Err(Error::BackupRefused(format!(
+                    "it is signed by {signer}, not by the institution {} given with \
+                     --institution: it was not made by this institution's gateway",
+                    expected.institution
+                )));
+            }
+        }
+        None if expected.allow_unsigned => {}
+        None => {
+            return Err(Error::BackupRefused(
+                "it is an unsigned (v1) backup, which anyone who knows the recovery Recipient \
+                 could have written: restore it only if you know where it came from, with \
+                 --allow-unsigned"
+                    .into(),
+            ))
+        }
+    }
+    let header_len = header.len();
+    progress(header_len as u64);
 
     let db = sled::Config::new().path(dir.join("private")).open()?;
     let mut stats = RestoreStats {
@@ -577,13 +657,19 @@ pub fn restore(
         trees: 0,
         records: 0,
         files: Vec::new(),
+        signed: header.signer.is_some(),
+        log_size: 0,
     };
-    let mut decoder = EntryDecoder::new();
+    let mut decoder = EntryDecoder::for_header(&header);
     let mut tree: Option<sled::Tree> = None;
     let size = header.sealed_chunk_len();
-    // One sealed chunk plus one byte: the byte says whether the chunk is the last.
-    let mut buf = vec![0u8; size + 1];
-    let mut have = 0usize;
+    // What was read past the header (a v1 header is shorter than MAX_HEADER_LEN).
+    let rest = head.get(header_len..).unwrap_or_default();
+    // One sealed chunk plus one byte: the byte says whether the chunk is the last (and room
+    // for what was read past a header, should chunks be smaller than that).
+    let mut buf = vec![0u8; (size + 1).max(rest.len())];
+    let mut have = rest.len();
+    buf[..have].copy_from_slice(rest);
     loop {
         have += read_full(input, &mut buf[have..])?;
         let last = have <= size;
@@ -622,6 +708,14 @@ pub fn restore(
     decoder.finish()?;
     // The restored store is as recent as this backup.
     set_last_backup_ms(&db, header.created_ms)?;
+    // The first start must bring patient index numbers past what was published since.
+    db.open_tree(META_TREE)?.insert(RESTORED_KEY, &[1u8][..])?;
+    stats.log_size = match db.open_tree("log_meta")?.get(b"size")? {
+        Some(v) => <[u8; 8]>::try_from(&*v)
+            .map(u64::from_be_bytes)
+            .map_err(|_| Error::Corrupt("log size".into()))?,
+        None => 0,
+    };
     db.flush()?;
     Ok(stats)
 }
@@ -660,14 +754,25 @@ mod tests {
         }
         assert_eq!(store.last_backup_ms().await.unwrap(), None);
         let recovery = Identity::generate();
+        let institution = Identity::generate();
+        let expected = ExpectedSigner {
+            institution: &institution.recipient(),
+            allow_unsigned: false,
+        };
         let mut sink = VecSink(Vec::new(), 0);
         let files = vec![(
             "institution.key".to_string(),
             FileBytes(Zeroizing::new(b"secret file".to_vec())),
         )];
-        let stats = write_backup(&*store, files, &recovery.recipient(), &mut sink)
-            .await
-            .unwrap();
+        let stats = write_backup(
+            &*store,
+            files,
+            &recovery.recipient(),
+            &institution,
+            &mut sink,
+        )
+        .await
+        .unwrap();
         assert_eq!(stats.bytes, sink.0.len() as u64);
         assert!(sink.1 > 0);
         record_backup(&*store, stats.created_ms).await.unwrap();
@@ -678,11 +783,16 @@ mod tests {
 
         let dst = tempfile::tempdir().unwrap();
         let mut read = 0;
-        let r = restore(&mut sink.0.as_slice(), &recovery, dst.path(), &mut |n| {
-            read += n
-        })
+        let r = restore(
+            &mut sink.0.as_slice(),
+            &recovery,
+            expected,
+            dst.path(),
+            &mut |n| read += n,
+        )
         .unwrap();
         assert_eq!(read, sink.0.len() as u64);
+        assert!(r.signed);
         assert_eq!(r.files, vec!["institution.key".to_string()]);
         assert_eq!(
             std::fs::read(dst.path().join("institution.key")).unwrap(),
@@ -704,6 +814,7 @@ mod tests {
         let e = restore(
             &mut sink.0.as_slice(),
             &Identity::generate(),
+            expected,
             other.path(),
             &mut |_| {},
         )
@@ -716,10 +827,88 @@ mod tests {
         let mid = bad.len() / 2;
         bad[mid] ^= 1;
         let other = tempfile::tempdir().unwrap();
-        assert!(restore(&mut bad.as_slice(), &recovery, other.path(), &mut |_| {}).is_err());
+        assert!(restore(
+            &mut bad.as_slice(),
+            &recovery,
+            expected,
+            other.path(),
+            &mut |_| {}
+        )
+        .is_err());
         let other = tempfile::tempdir().unwrap();
         let cut = &sink.0[..sink.0.len() - 1];
-        assert!(restore(&mut &cut[..], &recovery, other.path(), &mut |_| {}).is_err());
+        assert!(restore(
+            &mut &cut[..],
+            &recovery,
+            expected,
+            other.path(),
+            &mut |_| {}
+        )
+        .is_err());
+        // Expecting another institution: refused before anything is written.
+        let other = tempfile::tempdir().unwrap();
+        let e = restore(
+            &mut sink.0.as_slice(),
+            &recovery,
+            ExpectedSigner {
+                institution: &Identity::generate().recipient(),
+                allow_unsigned: true,
+            },
+            other.path(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::BackupRefused(ref m) if m.contains("not by the institution")),
+            "{e}"
+        );
+        assert!(!other.path().join("private").exists());
+    }
+
+    #[test]
+    fn unsigned_backups_need_allow_unsigned() {
+        let recovery = Identity::generate();
+        let institution = Identity::generate();
+        let payload = {
+            let mut out = Vec::new();
+            Entry::Tree(b"buckets".to_vec())
+                .encode_into(&mut out)
+                .unwrap();
+            Entry::End(1).encode_into(&mut out).unwrap();
+            out
+        };
+        let v1 = keyring::backup::seal(&recovery.recipient(), 5, 1 << 10, &payload).unwrap();
+        let refused = tempfile::tempdir().unwrap();
+        let e = restore(
+            &mut v1.as_slice(),
+            &recovery,
+            ExpectedSigner {
+                institution: &institution.recipient(),
+                allow_unsigned: false,
+            },
+            refused.path(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::BackupRefused(ref m) if m.contains("--allow-unsigned")),
+            "{e}"
+        );
+        assert!(!refused.path().join("private").exists());
+        let ok = tempfile::tempdir().unwrap();
+        let r = restore(
+            &mut v1.as_slice(),
+            &recovery,
+            ExpectedSigner {
+                institution: &institution.recipient(),
+                allow_unsigned: true,
+            },
+            ok.path(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(!r.signed);
+        assert_eq!((r.trees, r.created_ms), (1, 5));
     }
 
     #[tokio::test]

@@ -52,6 +52,14 @@ pub enum Error {
     /// signature); says what was wrong, never the secret.
     #[error("not authorized: {0}")]
     Unauthorized(String),
+    /// A bounded table is full for now (e.g. single-use tokens not yet expired); the
+    /// caller may retry later.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// A backup that must not be restored as it is (unsigned, signed by another key, or
+    /// older than what was published); says why and what to pass to restore it anyway.
+    #[error("the backup is refused: {0}")]
+    BackupRefused(String),
     /// A patient's audit found the log or their entries not as published.
     #[error("audit failed: {0}")]
     AuditFailed(String),

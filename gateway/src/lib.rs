@@ -25,6 +25,7 @@ pub mod public;
 pub mod record;
 mod region;
 pub mod remote;
+pub mod replay;
 pub mod rotate;
 pub mod s3;
 pub mod server;

@@ -45,6 +45,9 @@ fn probe_path() -> StorePath {
 pub struct Readiness {
     pub private: Arc<dyn PrivateStore>,
     pub public: PublicStore,
+    /// What is known to be wrong with the public store's configuration (e.g. an S3 store
+    /// without credentials), said instead of the store client's own error.
+    pub public_hint: Option<String>,
 }
 
 impl Readiness {
@@ -66,8 +69,14 @@ impl Readiness {
         }
         match public {
             Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => {}
-            Ok(Err(e)) => reasons.push(format!("public store unreachable: {e}")),
-            Err(_) => reasons.push(format!("public store: no answer within {secs} s")),
+            Ok(Err(e)) => reasons.push(match &self.public_hint {
+                Some(hint) => format!("public store: {hint} (the store said: {e})"),
+                None => format!("public store unreachable: {e}"),
+            }),
+            Err(_) => reasons.push(match &self.public_hint {
+                Some(hint) => format!("public store: {hint} (no answer within {secs} s)"),
+                None => format!("public store: no answer within {secs} s"),
+            }),
         }
         if reasons.is_empty() {
             Ok(())
@@ -87,12 +96,21 @@ pub async fn serve(
     tls: Option<Arc<Tls>>,
     readiness: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()>,
+    limits: crate::server::ConnLimits,
 ) -> std::io::Result<()> {
     let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
         let readiness = Arc::clone(&readiness);
         async move { Ok::<_, Infallible>(answer(&readiness, &req).await) }
     });
-    crate::server::accept_loop(listener, tls, handler, shutdown, Duration::from_secs(1)).await
+    crate::server::accept_loop(
+        listener,
+        tls,
+        handler,
+        shutdown,
+        Duration::from_secs(1),
+        limits,
+    )
+    .await
 }
 
 async fn answer(readiness: &Readiness, req: &Request<Incoming>) -> Response<s3s::Body> {

@@ -140,15 +140,191 @@ impl StoreTimeouts {
     }
 }
 
+/// Whether opening a folder store may create its folder. A folder that is not there is
+/// almost always a mistyped path, and creating it would put records where nobody looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Folder {
+    /// Never create anything: the folder must exist (read-only commands).
+    MustExist,
+    /// Create the default folder (`DATA_DIR/public`) when missing; any other must exist.
+    CreateDefault,
+    /// Create the folder when missing (the config's `[public_store] create = true`).
+    Create,
+}
+
+/// Where a public store setting points, parsed strictly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A local folder; `default` when it is the data dir's own `public/`.
+    Folder { path: PathBuf, default: bool },
+    /// A cloud store URL (`s3://`, `az://`, `gs://`, `http(s)://`, ...).
+    Cloud(url::Url),
+}
+
+/// The schemes a public store URL may have, as `object_store` reads them.
+const SCHEMES: &[&str] = &[
+    "file", "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "http", "https",
+];
+
+impl Location {
+    /// Parses a public store setting: `None` is `default_dir`; `scheme://…` a URL of a
+    /// known scheme (`file://` is a folder); anything else a folder path. A string that
+    /// starts like a URL (`s3:/bucket`, `s3:bucket`, `hospital:archive`) but is not one of
+    /// a known scheme is refused rather than taken for a folder named `s3:`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` saying what to write instead.
+    pub fn parse(url: Option<&str>, default_dir: &Path) -> Result<Location> {
+        let Some(text) = url else {
+            return Ok(Location::Folder {
+                path: default_dir.to_path_buf(),
+                default: true,
+            });
+        };
+        if text.is_empty() {
+            return Err(Error::InvalidArgument(
+                "public store: the URL is empty (leave it out for DATA_DIR/public)".into(),
+            ));
+        }
+        if let Some(scheme) = scheme_like(text) {
+            let lower = scheme.to_ascii_lowercase();
+            let rest = &text[scheme.len() + 1..];
+            if !rest.starts_with("//") {
+                let fix = if lower == "file" {
+                    format!(
+                        "write file:///{} or the path alone",
+                        rest.trim_start_matches('/')
+                    )
+                } else if SCHEMES.contains(&lower.as_str()) {
+                    format!(
+                        "write {lower}://{} for a {lower} URL",
+                        rest.trim_start_matches('/')
+                    )
+                } else {
+                    format!("{lower:?} is not a store scheme ({})", SCHEMES.join(", "))
+                };
+                return Err(Error::InvalidArgument(format!(
+                    "public store {text:?} looks like a URL but is not one: {fix}; \
+                     for a folder whose name has a colon, write ./{text}"
+                )));
+            }
+            if !SCHEMES.contains(&lower.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "public store URL {}: unknown scheme {lower:?} (known: {})",
+                    redact_url(text),
+                    SCHEMES.join(", ")
+                )));
+            }
+            let parsed = url::Url::parse(text).map_err(|e| {
+                Error::InvalidArgument(format!("public store URL {}: {e}", redact_url(text)))
+            })?;
+            if parsed.scheme() == "file" {
+                let path = parsed.to_file_path().map_err(|()| {
+                    Error::InvalidArgument(format!(
+                        "public store URL {text}: not a local path (file:///absolute/path)"
+                    ))
+                })?;
+                return Ok(Location::Folder {
+                    path,
+                    default: false,
+                });
+            }
+            return Ok(Location::Cloud(parsed));
+        }
+        Ok(Location::Folder {
+            path: PathBuf::from(text),
+            default: false,
+        })
+    }
+
+    /// The store as the start-up log shows it: a folder's path, or the URL without any
+    /// password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Folder { path, default } => format!(
+                "folder {}{}",
+                path.display(),
+                if *default { " (the default)" } else { "" }
+            ),
+            Location::Cloud(u) => redact_url(u.as_str()),
+        }
+    }
+}
+
+/// The scheme of a string that starts like a URL (`letter (letter|digit|+|-|.)* ':'`),
+/// if it does.
+fn scheme_like(text: &str) -> Option<&str> {
+    let (head, _) = text.split_once(':')?;
+    let mut chars = head.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(head)
+}
+
+/// `text` as a URL with its password, if any, replaced by `redacted`.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// Why an S3 store configured with `options` has no credentials, when it has none:
+/// object_store would then ask the EC2 instance metadata service, which outside EC2 fails
+/// with an error about a metadata URL that says nothing of the cause. `None` for other
+/// stores and for S3 stores with static keys, a role, container credentials, an explicit
+/// metadata endpoint, or `skip_signature`.
+pub fn missing_credentials(
+    location: &Location,
+    options: &BTreeMap<String, String>,
+) -> Option<String> {
+    use object_store::aws::AmazonS3ConfigKey as Key;
+    use object_store::ObjectStoreScheme as Scheme;
+    let Location::Cloud(url) = location else {
+        return None;
+    };
+    if !matches!(Scheme::parse(url), Ok((Scheme::AmazonS3, _))) {
+        return None;
+    }
+    let set: Vec<Key> = options
+        .iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .filter_map(|(k, _)| k.parse().ok())
+        .collect();
+    let has = |k: Key| set.contains(&k);
+    let env = |n: &str| std::env::var_os(n).is_some_and(|v| !v.is_empty());
+    let fine = (has(Key::AccessKeyId) && has(Key::SecretAccessKey))
+        || has(Key::SkipSignature)
+        || has(Key::WebIdentityTokenFile)
+        || has(Key::ContainerCredentialsRelativeUri)
+        || has(Key::ContainerCredentialsFullUri)
+        || has(Key::MetadataEndpoint)
+        || (env("AWS_WEB_IDENTITY_TOKEN_FILE") && env("AWS_ROLE_ARN"));
+    (!fine).then(|| {
+        format!(
+            "no credentials for {}: set access_key_id and secret_access_key (or \
+             skip_signature = true for a public bucket, web_identity_token_file and role_arn, \
+             or metadata_endpoint on EC2) in [public_store.options] or with --public-store-opt",
+            redact_url(url.as_str())
+        )
+    })
+}
+
 /// Opens a public store, counted in the metrics ([`Observed`]), with the default
-/// [`StoreTimeouts`] (`timeout` and `connect_timeout` from `options` when given).
+/// [`StoreTimeouts`] (`timeout` and `connect_timeout` from `options` when given), never
+/// creating a folder: for commands that only read.
 ///
-/// `url` is `None` for the default folder `default_dir`, a `file:///abs/path` URL, or any
-/// URL `object_store` parses (`s3://bucket/prefix`, `az://…`, `gs://…`), with `options`
-/// such as `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`.
+/// `url` is `None` for the default folder `default_dir`, a folder path, a
+/// `file:///abs/path` URL, or a URL of a cloud store (`s3://bucket/prefix`, `az://…`,
+/// `gs://…`), with `options` such as `endpoint`, `region`, `access_key_id`,
+/// `secret_access_key`, `allow_http` (see [`Location::parse`]).
 ///
 /// # Errors
-/// An unparseable URL, an unknown option, or a folder that cannot be created.
+/// An unparseable URL, an unknown option, or a folder that does not exist.
 pub fn open(
     url: Option<&str>,
     options: &BTreeMap<String, String>,
@@ -159,43 +335,42 @@ pub fn open(
         options,
         default_dir,
         &StoreTimeouts::from_options(options)?,
+        Folder::MustExist,
     )
 }
 
 /// [`open`] with explicit timeouts and retries (which beat the `timeout` and
-/// `connect_timeout` options).
+/// `connect_timeout` options), creating a missing folder as `folder` allows.
 ///
 /// # Errors
-/// As [`open`].
+/// As [`open`]; a folder that cannot be created.
 pub fn open_with(
     url: Option<&str>,
     options: &BTreeMap<String, String>,
     default_dir: &Path,
     timeouts: &StoreTimeouts,
+    folder: Folder,
 ) -> Result<PublicStore> {
-    let store: PublicStore = match url {
-        None => open_folder(default_dir)?,
-        Some(url) if !url.contains("://") => open_folder(Path::new(url))?,
-        Some(url) => {
-            let parsed = url::Url::parse(url)
-                .map_err(|e| Error::InvalidArgument(format!("public store URL: {e}")))?;
-            if parsed.scheme() == "file" {
-                let dir = parsed.to_file_path().map_err(|()| {
-                    Error::InvalidArgument("public store URL: not a local path".into())
-                })?;
-                open_folder(&dir)?
+    let store: PublicStore = match Location::parse(url, default_dir)? {
+        Location::Folder { path, default } => {
+            let create = match folder {
+                Folder::MustExist => false,
+                Folder::CreateDefault => default,
+                Folder::Create => true,
+            };
+            open_folder(&path, create)?
+        }
+        Location::Cloud(parsed) => {
+            let (store, prefix) = open_cloud(&parsed, options, timeouts).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "public store: {}",
+                    without_password(&parsed, &e.to_string())
+                ))
+            })?;
+            if prefix.as_ref().is_empty() {
+                PublicStore::from(store)
             } else {
-                let (store, prefix) = open_cloud(&parsed, options, timeouts).map_err(|e| {
-                    Error::InvalidArgument(format!(
-                        "public store: {}",
-                        without_password(&parsed, &e.to_string())
-                    ))
-                })?;
-                if prefix.as_ref().is_empty() {
-                    PublicStore::from(store)
-                } else {
-                    Arc::new(PrefixStore::new(store, prefix))
-                }
+                Arc::new(PrefixStore::new(store, prefix))
             }
         }
     };
@@ -312,7 +487,10 @@ fn chain<'a>(
 /// `InvalidArgument` naming the URL or the option.
 pub fn check(url: Option<&str>, options: &BTreeMap<String, String>) -> Result<()> {
     use object_store::ObjectStoreScheme as Scheme;
-    let Some(url) = url.filter(|u| u.contains("://")) else {
+    if let Location::Folder { .. } = Location::parse(url, Path::new("."))? {
+        return Ok(());
+    }
+    let Some(url) = url else {
         return Ok(());
     };
     // The URL may carry a password: messages show it without.
@@ -365,18 +543,33 @@ fn without_password(url: &url::Url, text: &str) -> String {
 /// the staging files (`<blob>#<n>`) that a killed multipart upload leaves there, which
 /// `object_store`'s listing hides.
 pub fn local_root(url: Option<&str>, default_dir: &Path) -> Option<PathBuf> {
-    match url {
-        None => Some(default_dir.to_path_buf()),
-        Some(u) if !u.contains("://") => Some(PathBuf::from(u)),
-        Some(u) => url::Url::parse(u)
-            .ok()
-            .filter(|p| p.scheme() == "file")
-            .and_then(|p| p.to_file_path().ok()),
+    match Location::parse(url, default_dir) {
+        Ok(Location::Folder { path, .. }) => Some(path),
+        _ => None,
     }
 }
 
-fn open_folder(dir: &Path) -> Result<PublicStore> {
-    std::fs::create_dir_all(dir)?;
+fn open_folder(dir: &Path, create: bool) -> Result<PublicStore> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "public store folder {} is not a folder",
+                dir.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(dir)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidArgument(format!(
+                "public store folder {} does not exist: check the path, create the folder, \
+                 or set [public_store] create = true to have medgate create it",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
 }
 
@@ -602,8 +795,121 @@ mod tests {
             &s3_options(port),
             Path::new("/nonexistent"),
             timeouts,
+            Folder::MustExist,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn urls_are_parsed_strictly() {
+        let d = Path::new("/data/public");
+        let folder = |p: &str| Location::Folder {
+            path: PathBuf::from(p),
+            default: false,
+        };
+        assert_eq!(
+            Location::parse(None, d).unwrap(),
+            Location::Folder {
+                path: d.to_path_buf(),
+                default: true
+            }
+        );
+        assert_eq!(
+            Location::parse(Some("/srv/blobs"), d).unwrap(),
+            folder("/srv/blobs")
+        );
+        assert_eq!(
+            Location::parse(Some("rel/dir"), d).unwrap(),
+            folder("rel/dir")
+        );
+        assert_eq!(Location::parse(Some("./a:b"), d).unwrap(), folder("./a:b"));
+        assert_eq!(
+            Location::parse(Some("file:///srv/x"), d).unwrap(),
+            folder("/srv/x")
+        );
+        assert!(matches!(
+            Location::parse(Some("s3://bucket/prefix"), d).unwrap(),
+            Location::Cloud(u) if u.scheme() == "s3"
+        ));
+        for (bad, says) in [
+            ("s3:/hospital-archive", "write s3://hospital-archive"),
+            ("s3:hospital-archive", "write s3://hospital-archive"),
+            ("S3:/hospital-archive", "write s3://hospital-archive"),
+            ("file:/srv/x", "write file:///srv/x"),
+            ("hospital:archive", "\"hospital\" is not a store scheme"),
+            ("ftp://host/x", "unknown scheme \"ftp\""),
+            ("", "empty"),
+        ] {
+            let e = Location::parse(Some(bad), d).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = Location::parse(Some("ftp://u:hunter2@host/x"), d)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(check(Some("s3:/hospital-archive"), &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn folders_are_created_only_when_allowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let default = tmp.path().join("public");
+        let other = tmp.path().join("elsewhere");
+        let t = StoreTimeouts::from_options(&BTreeMap::new()).unwrap();
+        let other_s = other.to_str().unwrap();
+        for folder in [Folder::MustExist, Folder::CreateDefault] {
+            let e = open_with(Some(other_s), &BTreeMap::new(), &default, &t, folder)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("does not exist"), "{e}");
+            assert!(!other.exists());
+        }
+        assert!(open_with(None, &BTreeMap::new(), &default, &t, Folder::MustExist).is_err());
+        assert!(
+            !default.exists(),
+            "a read-only open created the default folder"
+        );
+        open_with(None, &BTreeMap::new(), &default, &t, Folder::CreateDefault).unwrap();
+        assert!(default.is_dir());
+        open_with(
+            Some(other_s),
+            &BTreeMap::new(),
+            &default,
+            &t,
+            Folder::Create,
+        )
+        .unwrap();
+        assert!(other.is_dir());
+        // Once there, any mode opens it.
+        open(Some(other_s), &BTreeMap::new(), &default).unwrap();
+    }
+
+    #[test]
+    fn s3_without_credentials_is_named() {
+        let d = Path::new("/d");
+        let loc = Location::parse(Some("s3://hospital-archive/medgate"), d).unwrap();
+        let mut opts = BTreeMap::new();
+        opts.insert("region".to_string(), "eu-central-1".to_string());
+        let why = missing_credentials(&loc, &opts).unwrap();
+        assert!(
+            why.starts_with("no credentials for s3://hospital-archive/medgate: set access_key_id"),
+            "{why}"
+        );
+        opts.insert("access_key_id".into(), "AKID".into());
+        assert!(
+            missing_credentials(&loc, &opts).is_some(),
+            "a key id alone is not enough"
+        );
+        opts.insert("aws_secret_access_key".into(), "s".into());
+        assert_eq!(missing_credentials(&loc, &opts), None);
+        let mut anon = BTreeMap::new();
+        anon.insert("skip_signature".to_string(), "true".to_string());
+        assert_eq!(missing_credentials(&loc, &anon), None);
+        let folder = Location::parse(Some("/srv"), d).unwrap();
+        assert_eq!(missing_credentials(&folder, &BTreeMap::new()), None);
+        let gs = Location::parse(Some("gs://b"), d).unwrap();
+        assert_eq!(missing_credentials(&gs, &BTreeMap::new()), None);
     }
 
     #[tokio::test]

@@ -740,6 +740,30 @@ impl Engine {
         Ok(manifest)
     }
 
+    /// UploadPartCopy follows CopyObject's rule: data copied from a record stays its
+    /// patient's, so a part copied from `source` may only go into an upload whose record
+    /// belongs to the same patient (or, for a source of no patient, to none).
+    ///
+    /// # Errors
+    /// `NoSuchUpload`; `InvalidArgument` naming the rule.
+    pub async fn check_part_copy(
+        &self,
+        source: &Manifest,
+        upload_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<()> {
+        let upload = self.upload(upload_id, bucket, key).await?;
+        let dest = self.labelled_patient(bucket, key, &upload.metadata)?;
+        if dest != source.patient {
+            return Err(Error::InvalidArgument(
+                "a copy belongs to its source's patient: UploadPartCopy may only copy into an upload of the same patient's record (or, from a record of no patient, of none); upload the data again instead"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Best effort after a failed write: the blob is orphaned for gc.
     pub(crate) async fn forget_blob(&self, blob: BlobId) {
         if let Err(e) = self.private.drop_pending(blob).await {

@@ -47,6 +47,7 @@ pub fn to_s3_error(e: Error) -> S3Error {
             (C::ServiceUnavailable, e.to_string())
         }
         Error::Reaped => (C::ServiceUnavailable, e.to_string()),
+        Error::Busy(_) => (C::SlowDown, e.to_string()),
         Error::Body(_) => (
             C::IncompleteBody,
             "the request body could not be read".into(),
@@ -268,6 +269,12 @@ impl S3 for Front {
             precondition,
             checksum_type: None,
         };
+        let labelled = self
+            .engine
+            .labelled_patient(&put.bucket, &put.key, &put.metadata)
+            .map_err(to_s3_error)?
+            .is_some();
+        self.require_label_right(&req.credentials, labelled).await?;
         let manifest = match input.body {
             Some(body) => self.engine.put(put, body).await,
             None => {
@@ -438,6 +445,13 @@ impl S3 for Front {
         ])?;
         let bucket = input.bucket.clone();
         let key = input.key.clone();
+        let metadata = sorted_metadata(input.metadata);
+        let labelled = self
+            .engine
+            .labelled_patient(&bucket, &key, &metadata)
+            .map_err(to_s3_error)?
+            .is_some();
+        self.require_label_right(&req.credentials, labelled).await?;
         let id = self
             .engine
             .create_upload(PutRequest {
@@ -451,7 +465,7 @@ impl S3 for Front {
                     input.acl.as_ref().map(|a| a.as_str()),
                     input.tagging.as_deref(),
                 ),
-                metadata: sorted_metadata(input.metadata),
+                metadata,
                 bucket: input.bucket,
                 key: input.key,
                 content_type: input.content_type,
@@ -549,6 +563,10 @@ impl S3 for Front {
             &input.copy_source_if_modified_since,
             &input.copy_source_if_unmodified_since,
         )?;
+        self.engine
+            .check_part_copy(&src, &input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(to_s3_error)?;
         // The part is re-sealed under the upload's DEK: the source's plaintext range is
         // streamed through the reader into a new part blob.
         let range = match &input.copy_source_range {
@@ -812,6 +830,19 @@ impl S3 for Front {
                 ))
             }
         };
+        // The copy is its source's patient's record, or would name one: labelling.
+        let named = replace.as_ref().is_some_and(|r| {
+            r.metadata
+                .iter()
+                .any(|(k, _)| k == crate::sharing::PATIENT_META)
+        });
+        let mapped = self
+            .engine
+            .labelled_patient(&input.bucket, &input.key, &[])
+            .map_err(to_s3_error)?
+            .is_some();
+        self.require_label_right(&req.credentials, src.patient.is_some() || named || mapped)
+            .await?;
         let m = self
             .engine
             .copy(&src, &input.bucket, &input.key, replace)
@@ -1158,6 +1189,38 @@ impl Front {
                 ),
             )),
             None => Ok(()),
+        }
+    }
+
+    /// Refuses a write that labels its record with a patient (`labelled`) unless the
+    /// caller's access key was created with `--label-patients`: labelling adds the record
+    /// to the patient's index and to their grants for future records.
+    async fn require_label_right(
+        &self,
+        credentials: &Option<s3s::auth::Credentials>,
+        labelled: bool,
+    ) -> S3Result<()> {
+        if !labelled {
+            return Ok(());
+        }
+        let Some(cred) = credentials else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        let record = self
+            .engine
+            .private
+            .access_key(&cred.access_key)
+            .await
+            .map_err(to_s3_error)?
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        if record.label_patients {
+            Ok(())
+        } else {
+            Err(s3_error!(
+                AccessDenied,
+                "access key {} may not label records with a patient (x-amz-meta-medgate-patient, a [[patient_prefixes]] prefix, or a copy of a patient's record); use a key created with `medgate access-key create --label-patients`",
+                cred.access_key
+            ))
         }
     }
 
@@ -1581,7 +1644,9 @@ impl S3Auth for KeyAuth {
                 );
                 s3_error!(InternalError, "access key store is damaged")
             })?;
-        let text = String::from_utf8(secret.to_vec())
+        // No copy outlives this call: `secret` is wiped on drop, and s3s's `SecretKey`
+        // (a copy of exactly its length) wipes itself on drop too.
+        let text = std::str::from_utf8(&secret)
             .map_err(|_| s3_error!(InternalError, "access key store is damaged"))?;
         Ok(SecretKey::from(text))
     }

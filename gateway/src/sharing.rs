@@ -7,11 +7,13 @@
 //!   The patient approves it by signing a [`Grant`]; the gateway re-wraps the DEK of every
 //!   record that is in the grant's scope *and* belongs to that patient, one stanza per
 //!   record, without touching a blob ([`Engine::approve`]).
-//! - Revocation removes the recipient's stanzas from every record of the patient.
-//!   Expiry needs nobody: [`Engine::grant_in_force`] is checked on every access, and
+//! - Revocation removes the recipient's stanzas from every record of the patient that no
+//!   other grant in force to the same recipient still covers. Expiry needs nobody: [`Engine::grant_in_force`] is checked on every access, and
 //!   [`Engine::expire_grants`] removes the stanzas of grants that ended.
 //!
 //! Every step is an [`Event`] in the private store's append-only record.
+
+use std::collections::HashSet;
 
 use keyring::consent::{
     registration_proof, verify_registration, Grant, ShareRequest, SignedDenial, SignedGrant,
@@ -269,16 +271,18 @@ impl Engine {
             .map_err(|_| Error::Corrupt(format!("key of patient {id}")))
     }
 
-    /// The patient a write names in its metadata, checked against the registry.
+    /// The patient a write at `bucket/key` with `metadata` labels its record with (the
+    /// `x-amz-meta-medgate-patient` header or a `[[patient_prefixes]]` match), without
+    /// looking at the registry.
     ///
     /// # Errors
-    /// `UnknownPatient` for an id nobody registered.
-    pub async fn record_patient(
+    /// `InvalidArgument` when the header and the prefix name different patients.
+    pub fn labelled_patient(
         &self,
         bucket: &str,
         key: &str,
         metadata: &[(String, String)],
-    ) -> Result<Option<(String, Recipient)>> {
+    ) -> Result<Option<String>> {
         let named = metadata
             .iter()
             .find(|(k, _)| k == PATIENT_META)
@@ -299,6 +303,22 @@ impl Engine {
             (Some(n), _) => n,
             (None, Some(m)) => m,
             (None, None) => return Ok(None),
+        };
+        Ok(Some(id))
+    }
+
+    /// The patient a write names in its metadata, checked against the registry.
+    ///
+    /// # Errors
+    /// `UnknownPatient` for an id nobody registered.
+    pub async fn record_patient(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &[(String, String)],
+    ) -> Result<Option<(String, Recipient)>> {
+        let Some(id) = self.labelled_patient(bucket, key, metadata)? else {
+            return Ok(None);
         };
         let recipient = self.patient_key(&id).await?;
         Ok(Some((id, recipient)))
@@ -337,6 +357,25 @@ impl Engine {
     /// `InvalidArgument` for a request for another institution, an unknown patient, an
     /// expired request or one already stored.
     pub async fn create_request(&self, text: &str, actor: &str) -> Result<ShareRequestRecord> {
+        self.store_request(text, actor, true).await
+    }
+
+    /// A peer's share request: stored like [`Engine::create_request`], but for an
+    /// unregistered patient id too (it stays pending until it expires: nobody can sign a
+    /// grant for it), so that the peer's answer does not tell who is a patient here.
+    ///
+    /// # Errors
+    /// As [`Engine::create_request`], without `UnknownPatient`.
+    pub async fn create_peer_request(&self, text: &str, actor: &str) -> Result<ShareRequestRecord> {
+        self.store_request(text, actor, false).await
+    }
+
+    async fn store_request(
+        &self,
+        text: &str,
+        actor: &str,
+        registered_only: bool,
+    ) -> Result<ShareRequestRecord> {
         // A backup holds off until this operation's writes and log entries are all made.
         let _hold = self.private.hold_writes().await;
         let req = ShareRequest::from_text(text)
@@ -346,7 +385,11 @@ impl Engine {
                 "the share request names another institution".into(),
             ));
         }
-        self.patient_key(&req.patient_id).await?;
+        // Looked up either way, so that both kinds of id cost the same.
+        let known = self.private.patient(&req.patient_id).await?.is_some();
+        if registered_only && !known {
+            return Err(Error::UnknownPatient(req.patient_id.clone()));
+        }
         if req.expires_ms <= now_ms() {
             return Err(Error::InvalidArgument(
                 "the share request has expired".into(),
@@ -570,7 +613,8 @@ impl Engine {
     }
 
     /// Revokes a grant on the patient's signed word: the recipient's stanzas go from
-    /// every record of the patient (including records added under `include_future`).
+    /// every record of the patient (including records added under `include_future`) that
+    /// no other grant in force to the same recipient covers. Returns how many went.
     ///
     /// # Errors
     /// `GrantRefused` for a revocation that does not verify or names no known grant.
@@ -605,27 +649,59 @@ impl Engine {
         Ok(removed)
     }
 
+    /// Removes the recipient's stanzas from every record of the patient that no other grant
+    /// in force to the same recipient still covers; returns how many stanzas went.
+    ///
+    /// A record stays covered by another grant when that grant re-wrapped its data key at
+    /// approval (its `records`), or covers its location and future records. Copies share a
+    /// data key, so a key is kept when any record using it is still covered.
     async fn remove_grant_stanzas(
         &self,
         record: &GrantRecord,
         signed: &SignedGrant,
     ) -> Result<u64> {
-        let tag = signed.grant.recipient.tag();
-        // Another grant in force to the same recipient for this patient keeps its stanzas.
         let now = now_ms();
+        let mut others = Vec::new();
         for g in self.private.list_grants().await? {
             if g.id != record.id
-                && g.patient_id == record.patient_id
                 && g.recipient == record.recipient
                 && g.revoked_ms.is_none()
                 && g.expires_ms > now
             {
-                return Ok(0);
+                let other = SignedGrant::from_text(&g.grant)?;
+                others.push((g, other));
+            }
+        }
+        let mut kept: HashSet<DekId> = HashSet::new();
+        for (g, _) in &others {
+            for (_, _, dek) in &g.records {
+                kept.insert(
+                    DekId::from_hex(dek)
+                        .map_err(|_| Error::Corrupt(format!("a DEK id of grant {}", g.id)))?,
+                );
+            }
+        }
+        let objects = self.private.patient_objects(&record.patient_id).await?;
+        for (bucket, key, m) in &objects {
+            let future = others.iter().any(|(g, s)| {
+                g.patient_id == record.patient_id
+                    && s.grant.scope.include_future
+                    && s.grant.scope.covers(bucket, key)
+            });
+            if future {
+                kept.insert(m.dek_id);
             }
         }
         let mut removed = 0u64;
-        for (_, _, m) in self.private.patient_objects(&record.patient_id).await? {
-            removed += self.private.remove_stanzas(m.dek_id, tag).await? as u64;
+        let mut done = HashSet::new();
+        for (_, _, m) in objects {
+            if kept.contains(&m.dek_id) || !done.insert(m.dek_id) {
+                continue;
+            }
+            removed += self
+                .private
+                .remove_stanzas(m.dek_id, signed.grant.recipient.tag())
+                .await? as u64;
         }
         Ok(removed)
     }
@@ -640,11 +716,13 @@ impl Engine {
             .grant(id)
             .await?
             .ok_or_else(|| Error::GrantRefused(format!("no grant {id}")))?;
-        if rec.revoked_ms.is_some() {
-            return Err(Error::GrantRefused(format!("grant {id} was revoked")));
-        }
+        // Expiry first: the sweeper also stamps `revoked_ms` on grants that expired, and
+        // the reader should hear why it really ended.
         if rec.expires_ms <= now_ms() {
             return Err(Error::GrantRefused(format!("grant {id} has expired")));
+        }
+        if rec.revoked_ms.is_some() {
+            return Err(Error::GrantRefused(format!("grant {id} was revoked")));
         }
         Ok(rec)
     }
@@ -864,6 +942,10 @@ impl Engine {
     /// # Errors
     /// The first failure (the others are retried on the next call).
     pub async fn publish_indexes(&self) -> Result<usize> {
+        // A restored store publishes nothing until its numbers are past the published ones.
+        if self.private.restored_pending().await? {
+            self.resume_index_seqs().await?;
+        }
         let batch: Vec<String> = match self.index_dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d).into_iter().collect(),
             Err(_) => return Err(Error::Internal("index set poisoned".into())),
@@ -886,6 +968,59 @@ impl Engine {
             Some(e) => Err(e),
             None => Ok(done),
         }
+    }
+
+    /// After `medgate restore`: brings every patient's index sequence number up to the one
+    /// published in the public store (indexes published after the backup was taken carry
+    /// higher numbers than the backup knows), and marks those patients for publication, so
+    /// the next index each patient sees continues past every number this institution ever
+    /// published instead of looking rolled back. Clears the restore mark when done; returns
+    /// how many patients' numbers moved.
+    ///
+    /// # Errors
+    /// Store failures (the mark stays and the next call tries again). A file at a patient's
+    /// index name that does not verify is ignored (logged): the cloud cannot move numbers.
+    pub async fn resume_index_seqs(&self) -> Result<usize> {
+        use keyring::patient_index::{index_name, PatientIndex};
+        let mut moved = 0;
+        for mut rec in self.private.list_patients().await? {
+            let key: Recipient = rec
+                .recipient
+                .parse()
+                .map_err(|_| Error::Corrupt(format!("key of patient {}", rec.id)))?;
+            let name = object_store::path::Path::from(index_name(&self.institution, &key)?);
+            let bytes = match self.public.get(&name).await {
+                Ok(got) => got.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match PatientIndex::published_seq(&bytes, &self.institution_recipient) {
+                Ok(seq) if seq > rec.index_seq => {
+                    tracing::info!(
+                        patient = %rec.id,
+                        from = rec.index_seq,
+                        to = seq,
+                        "restored store: index sequence number brought past the published one"
+                    );
+                    rec.index_seq = seq;
+                    let id = rec.id.clone();
+                    self.private.put_patient(rec, true).await?;
+                    if let Ok(mut dirty) = self.index_dirty.lock() {
+                        dirty.insert(id);
+                    }
+                    moved += 1;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    patient = %rec.id,
+                    error = %e,
+                    "the published index does not verify; ignored"
+                ),
+            }
+        }
+        self.private.flush().await?;
+        self.private.clear_restored().await?;
+        Ok(moved)
     }
 
     /// Seals, signs and publishes `patient`'s index at its `v1/p/` name with the next
@@ -948,7 +1083,7 @@ impl Engine {
 
 /// `ms` since the epoch as an RFC 3339 UTC time (`2026-12-07T14:40:00Z`), for texts that
 /// are stored and shown to others.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()

@@ -34,6 +34,33 @@
 //!
 //! The end entry makes a payload cut at an entry boundary detectable even before the STREAM
 //! flag is checked, and nothing may follow it.
+//!
+//! Backup file, v2: v1 can be written by anyone who knows the recovery Recipient (it is
+//! public), so a forged "backup" could install its own institution key on restore. v2 adds
+//! the institution's Recipient to the header and its signature to the end entry; a restore
+//! names the institution it expects (kept offline with the recovery key) and refuses any
+//! other signer.
+//!
+//! | offset | len   | field                                                           |
+//! |--------|-------|-----------------------------------------------------------------|
+//! | 0      | 8     | magic = "MGBACKUP"                                              |
+//! | 8      | 1     | version = 0x02                                                  |
+//! | 9      | 8     | created, Unix milliseconds (u64 BE)                             |
+//! | 17     | 4     | chunk size c (u32 BE, 1 to 16 MiB)                              |
+//! | 21     | 85    | file key wrapped to the recovery Recipient                      |
+//! | 106    | 64    | signer: the institution's Recipient (X25519 pk ‖ Ed25519 pk)    |
+//! | 170    | …     | payload: sealed chunks, as in v1                                |
+//!
+//! The payload key is derived as in v1 from SHA-256(bytes 0..170), so the signer is bound to
+//! the payload too. The payload's entries are v1's, except the end entry:
+//!
+//! | kind | fields                                                             | meaning          |
+//! |------|--------------------------------------------------------------------|------------------|
+//! | 0x00 | count of the entries before it (u64 BE) ‖ signature (64)           | the end, last    |
+//!
+//! signature = Ed25519 by the signer, context "medgate/v1/backup" (see
+//! [`Identity::sign`]), over SHA-256(header bytes 0..170) ‖ SHA-256(every payload byte
+//! before the end entry) ‖ count (u64 BE).
 
 use std::fmt;
 
@@ -44,16 +71,24 @@ use zeroize::Zeroizing;
 
 use crate::chunk::{PayloadKey, TAG_LEN};
 use crate::error::{Error, Result};
-use crate::identity::{Identity, Recipient};
+use crate::identity::{Identity, Recipient, Signature};
 use crate::key::{BlobId, DataKey};
 use crate::stanza::{wrap_key_with_ephemeral, WrappedKey, WRAPPED_KEY_LEN};
 
 /// The file's first 8 bytes.
 pub const MAGIC: &[u8; 8] = b"MGBACKUP";
-/// Version byte of the v1 backup file.
+/// Version byte of the v1 backup file (unsigned).
 pub const BACKUP_V1: u8 = 0x01;
+/// Version byte of the v2 backup file (signed by the institution).
+pub const BACKUP_V2: u8 = 0x02;
 /// Length of the v1 header, up to the first sealed chunk.
 pub const HEADER_LEN: usize = STANZA_OFFSET + WRAPPED_KEY_LEN;
+/// Length of the v2 header: the v1 fields and the signer's Recipient.
+pub const HEADER_V2_LEN: usize = HEADER_LEN + SIGNER_LEN;
+/// The longest header of any version: what a reader takes in before parsing.
+pub const MAX_HEADER_LEN: usize = HEADER_V2_LEN;
+/// Signature context of a v2 backup's end entry.
+pub const BACKUP_CONTEXT: &str = "medgate/v1/backup";
 /// Largest chunk size accepted on read, so a crafted header cannot make a reader allocate
 /// without limit.
 pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
@@ -64,6 +99,8 @@ const VERSION_OFFSET: usize = 8;
 const CREATED_OFFSET: usize = VERSION_OFFSET + 1;
 const CHUNK_SIZE_OFFSET: usize = CREATED_OFFSET + 8;
 const STANZA_OFFSET: usize = CHUNK_SIZE_OFFSET + 4;
+const SIGNER_LEN: usize = 64;
+const SIG_LEN: usize = 64;
 
 const ENTRY_END: u8 = 0x00;
 const ENTRY_FILE: u8 = 0x01;
@@ -79,25 +116,58 @@ pub struct BackupHeader {
     pub chunk_size: u32,
     /// The file key wrapped to the recovery Recipient.
     pub stanza: WrappedKey,
+    /// v2: the institution that signed the backup; `None` for an unsigned v1 backup.
+    pub signer: Option<Recipient>,
 }
 
 impl BackupHeader {
-    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
-        out[..VERSION_OFFSET].copy_from_slice(MAGIC);
-        out[VERSION_OFFSET] = BACKUP_V1;
-        out[CREATED_OFFSET..CHUNK_SIZE_OFFSET].copy_from_slice(&self.created_ms.to_be_bytes());
-        out[CHUNK_SIZE_OFFSET..STANZA_OFFSET].copy_from_slice(&self.chunk_size.to_be_bytes());
-        out[STANZA_OFFSET..].copy_from_slice(self.stanza.as_bytes());
+    /// The format version: [`BACKUP_V2`] when signed, else [`BACKUP_V1`].
+    pub fn version(&self) -> u8 {
+        if self.signer.is_some() {
+            BACKUP_V2
+        } else {
+            BACKUP_V1
+        }
+    }
+
+    /// The header's bytes (module docs), [`HEADER_LEN`] or [`HEADER_V2_LEN`] long.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_V2_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(self.version());
+        out.extend_from_slice(&self.created_ms.to_be_bytes());
+        out.extend_from_slice(&self.chunk_size.to_be_bytes());
+        out.extend_from_slice(self.stanza.as_bytes());
+        if let Some(signer) = &self.signer {
+            out.extend_from_slice(&signer.to_bytes());
+        }
         out
+    }
+
+    /// How many bytes of the file the header takes.
+    pub fn len(&self) -> usize {
+        if self.signer.is_some() {
+            HEADER_V2_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Always false: a header is never empty (for clippy's `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.encode()).into()
     }
 
     /// Parses the header at the start of `bytes` (which may go on with the payload).
     ///
     /// # Errors
-    /// [`Error::Malformed`] for a file that is not a medgate backup, is shorter than a header
-    /// or has a chunk size out of range; [`Error::UnsupportedVersion`] for a version other
-    /// than 0x01.
+    /// [`Error::Malformed`] for a file that is not a medgate backup, is shorter than a header,
+    /// has a chunk size out of range or (v2) a signer that is not a valid Recipient;
+    /// [`Error::UnsupportedVersion`] for a version other than 0x01 or 0x02.
     pub fn parse(bytes: &[u8]) -> Result<BackupHeader> {
         let magic = bytes
             .get(..VERSION_OFFSET)
@@ -105,12 +175,24 @@ impl BackupHeader {
         if magic != MAGIC {
             return Err(Error::Malformed("backup: not a medgate backup file"));
         }
-        let header = bytes
-            .get(..HEADER_LEN)
+        let version = *bytes
+            .get(VERSION_OFFSET)
             .ok_or(Error::Malformed("backup: truncated header"))?;
-        if header[VERSION_OFFSET] != BACKUP_V1 {
-            return Err(Error::UnsupportedVersion(header[VERSION_OFFSET]));
-        }
+        let len = match version {
+            BACKUP_V1 => HEADER_LEN,
+            BACKUP_V2 => HEADER_V2_LEN,
+            other => return Err(Error::UnsupportedVersion(other)),
+        };
+        let header = bytes
+            .get(..len)
+            .ok_or(Error::Malformed("backup: truncated header"))?;
+        let signer = match header.get(HEADER_LEN..) {
+            Some(b) if !b.is_empty() => Some(
+                Recipient::from_bytes(b)
+                    .map_err(|_| Error::Malformed("backup: the signer is not a Recipient"))?,
+            ),
+            _ => None,
+        };
         let mut created = [0u8; 8];
         created.copy_from_slice(&header[CREATED_OFFSET..CHUNK_SIZE_OFFSET]);
         let mut cs = [0u8; 4];
@@ -122,7 +204,8 @@ impl BackupHeader {
         Ok(BackupHeader {
             created_ms: u64::from_be_bytes(created),
             chunk_size,
-            stanza: WrappedKey::from_bytes(&header[STANZA_OFFSET..])?,
+            stanza: WrappedKey::from_bytes(&header[STANZA_OFFSET..HEADER_LEN])?,
+            signer,
         })
     }
 
@@ -157,8 +240,9 @@ impl fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A new backup to `recipient` with a fresh random file key; returns the sealer and the
-    /// header to write first.
+    /// A new unsigned v1 backup to `recipient` with a fresh random file key; returns the
+    /// sealer and the header to write first. New backups are signed: see
+    /// [`Sealer::new_signed`]; this stays for tests and tools that must write v1.
     ///
     /// # Errors
     /// [`Error::Malformed`] for a chunk size of 0 or above [`MAX_CHUNK_SIZE`];
@@ -167,9 +251,31 @@ impl Sealer {
         recipient: &Recipient,
         created_ms: u64,
         chunk_size: u32,
-    ) -> Result<(Sealer, [u8; HEADER_LEN])> {
+    ) -> Result<(Sealer, BackupHeader)> {
         Sealer::with_keys(
             recipient,
+            None,
+            created_ms,
+            chunk_size,
+            &DataKey::generate(),
+            &StaticSecret::random_from_rng(OsRng),
+        )
+    }
+
+    /// A new v2 backup to `recipient`, to be signed by `signer` (the institution) at its end
+    /// ([`EntryEncoder::finish`]).
+    ///
+    /// # Errors
+    /// As [`Sealer::new`].
+    pub fn new_signed(
+        recipient: &Recipient,
+        signer: &Recipient,
+        created_ms: u64,
+        chunk_size: u32,
+    ) -> Result<(Sealer, BackupHeader)> {
+        Sealer::with_keys(
+            recipient,
+            Some(signer),
             created_ms,
             chunk_size,
             &DataKey::generate(),
@@ -183,11 +289,12 @@ impl Sealer {
     /// Both must be fresh random outside of test vectors.
     pub(crate) fn with_keys(
         recipient: &Recipient,
+        signer: Option<&Recipient>,
         created_ms: u64,
         chunk_size: u32,
         file_key: &DataKey,
         ephemeral: &StaticSecret,
-    ) -> Result<(Sealer, [u8; HEADER_LEN])> {
+    ) -> Result<(Sealer, BackupHeader)> {
         if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
             return Err(Error::Malformed("backup: chunk size out of range"));
         }
@@ -195,6 +302,7 @@ impl Sealer {
             created_ms,
             chunk_size,
             stanza: wrap_key_with_ephemeral(recipient, file_key, ephemeral)?,
+            signer: signer.cloned(),
         };
         let sealer = Sealer {
             key: header.payload_key(file_key),
@@ -202,7 +310,7 @@ impl Sealer {
             next: 0,
             finished: false,
         };
-        Ok((sealer, header.encode()))
+        Ok((sealer, header))
     }
 
     /// Plaintext bytes per chunk: every chunk but the last must be exactly this long.
@@ -319,11 +427,11 @@ pub fn seal(
     payload: &[u8],
 ) -> Result<Vec<u8>> {
     let (sealer, header) = Sealer::new(recipient, created_ms, chunk_size)?;
-    seal_with(sealer, header, payload)
+    seal_with(sealer, &header, payload)
 }
 
-fn seal_with(mut sealer: Sealer, header: [u8; HEADER_LEN], payload: &[u8]) -> Result<Vec<u8>> {
-    let mut out = header.to_vec();
+fn seal_with(mut sealer: Sealer, header: &BackupHeader, payload: &[u8]) -> Result<Vec<u8>> {
+    let mut out = header.encode();
     let mut chunks = payload.chunks(sealer.chunk_size()).peekable();
     if chunks.peek().is_none() {
         out.extend(sealer.seal(&[], true)?);
@@ -342,7 +450,9 @@ fn seal_with(mut sealer: Sealer, header: [u8; HEADER_LEN], payload: &[u8]) -> Re
 /// As [`Opener::new`] and [`Opener::open`]; a file cut anywhere fails.
 pub fn open(bytes: &[u8], identity: &Identity) -> Result<(BackupHeader, Zeroizing<Vec<u8>>)> {
     let mut opener = Opener::new(bytes, identity)?;
-    let body = &bytes[HEADER_LEN..];
+    let body = bytes
+        .get(opener.header.len()..)
+        .ok_or(Error::Malformed("backup: truncated header"))?;
     let size = opener.header.sealed_chunk_len();
     let mut out = Zeroizing::new(Vec::with_capacity(body.len()));
     // Every chunk is full-size but the last, which is the (possibly empty) remainder.
@@ -447,19 +557,126 @@ impl Entry {
     }
 }
 
-/// Decodes entries from payload bytes fed in pieces (as chunks are opened).
+/// What a v2 end entry's signature covers besides the count: the header and the payload
+/// before the end entry, each as a SHA-256 digest.
+fn signed_message(header_digest: &[u8; 32], payload_digest: &[u8; 32], count: u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(72);
+    msg.extend_from_slice(header_digest);
+    msg.extend_from_slice(payload_digest);
+    msg.extend_from_slice(&count.to_be_bytes());
+    msg
+}
+
+/// The signing state of a v2 payload, on either side.
+#[derive(Clone)]
+struct SignedPayload {
+    header_digest: [u8; 32],
+    signer: Recipient,
+    /// Every payload byte before the end entry.
+    hasher: Sha256,
+}
+
+impl SignedPayload {
+    fn for_header(header: &BackupHeader) -> Option<SignedPayload> {
+        header.signer.clone().map(|signer| SignedPayload {
+            header_digest: header.digest(),
+            signer,
+            hasher: Sha256::new(),
+        })
+    }
+
+    fn message(&self, count: u64) -> Vec<u8> {
+        let payload: [u8; 32] = self.hasher.clone().finalize().into();
+        signed_message(&self.header_digest, &payload, count)
+    }
+}
+
+/// Encodes a payload's entries for the header's version, and writes its end entry: signed
+/// by the institution in v2.
+pub struct EntryEncoder {
+    signed: Option<SignedPayload>,
+    count: u64,
+}
+
+impl fmt::Debug for EntryEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntryEncoder")
+            .field("signed", &self.signed.is_some())
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl EntryEncoder {
+    /// An encoder for the payload of the backup with this header.
+    pub fn new(header: &BackupHeader) -> EntryEncoder {
+        EntryEncoder {
+            signed: SignedPayload::for_header(header),
+            count: 0,
+        }
+    }
+
+    /// Appends `entry` (any kind but the end) to `out`.
+    ///
+    /// # Errors
+    /// As [`Entry::encode_into`]; [`Error::Malformed`] for an end entry (see
+    /// [`EntryEncoder::finish`]).
+    pub fn encode(&mut self, entry: &Entry, out: &mut Vec<u8>) -> Result<()> {
+        if matches!(entry, Entry::End(_)) {
+            return Err(Error::Malformed("backup: the end entry comes from finish"));
+        }
+        let start = out.len();
+        entry.encode_into(out)?;
+        if let Some(s) = &mut self.signed {
+            s.hasher.update(&out[start..]);
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Appends the end entry; for a v2 backup signed with `signer`, which must be the
+    /// identity the header names. Returns the entry count.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a v2 backup without the header's signer.
+    pub fn finish(self, signer: Option<&Identity>, out: &mut Vec<u8>) -> Result<u64> {
+        Entry::End(self.count).encode_into(out)?;
+        if let Some(s) = &self.signed {
+            let id = signer
+                .filter(|id| id.recipient() == s.signer)
+                .ok_or(Error::Malformed(
+                    "backup: not signed by the identity the header names",
+                ))?;
+            out.extend_from_slice(&id.sign(BACKUP_CONTEXT, &s.message(self.count)).to_bytes());
+        }
+        Ok(self.count)
+    }
+}
+
+/// Decodes entries from payload bytes fed in pieces (as chunks are opened), and checks a v2
+/// payload's signature at its end entry.
 #[derive(Default)]
 pub struct EntryDecoder {
     buf: Zeroizing<Vec<u8>>,
     pos: usize,
     count: u64,
     ended: bool,
+    signed: Option<SignedPayload>,
 }
 
 impl EntryDecoder {
-    /// A decoder with nothing fed yet.
+    /// A decoder of a v1 payload with nothing fed yet.
     pub fn new() -> EntryDecoder {
         EntryDecoder::default()
+    }
+
+    /// A decoder of the payload of the backup with this header: a v2 payload's end entry
+    /// carries the signer's signature, which [`EntryDecoder::next_entry`] checks.
+    pub fn for_header(header: &BackupHeader) -> EntryDecoder {
+        EntryDecoder {
+            signed: SignedPayload::for_header(header),
+            ..EntryDecoder::default()
+        }
     }
 
     /// Adds the next payload bytes.
@@ -489,7 +706,8 @@ impl EntryDecoder {
     ///
     /// # Errors
     /// [`Error::Malformed`] for an unknown kind, a file name that is not UTF-8, anything
-    /// after the end entry, or an end entry whose count is wrong.
+    /// after the end entry, or an end entry whose count is wrong; [`Error::BadSignature`]
+    /// for a v2 end entry whose signature is not the header's signer's over this payload.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
         let p = self.pos;
         let Some(&kind) = self.buf.get(p) else {
@@ -554,15 +772,31 @@ impl EntryDecoder {
                 if n != self.count {
                     return Err(Error::Malformed("backup: entry count does not match"));
                 }
+                let len = match &self.signed {
+                    None => 9,
+                    Some(signed) => {
+                        let Some(sig) = self.take(p + 9, SIG_LEN) else {
+                            return Ok(None);
+                        };
+                        let sig = Signature::from_bytes(sig)?;
+                        signed
+                            .signer
+                            .verify(BACKUP_CONTEXT, &signed.message(n), &sig)?;
+                        9 + SIG_LEN
+                    }
+                };
                 self.ended = true;
-                (Entry::End(n), 9)
+                (Entry::End(n), len)
             }
             _ => return Err(Error::Malformed("backup entry: unknown kind")),
         };
-        self.pos += len;
         if !matches!(entry, Entry::End(_)) {
+            if let (Some(signed), Some(bytes)) = (&mut self.signed, self.buf.get(p..p + len)) {
+                signed.hasher.update(bytes);
+            }
             self.count += 1;
         }
+        self.pos += len;
         Ok(Some(entry))
     }
 
@@ -700,9 +934,9 @@ pub(crate) mod tests {
         );
         let id = Identity::generate();
         let file = seal(&id.recipient(), 1, 64, b"x").unwrap();
-        let mut v2 = file.clone();
-        v2[VERSION_OFFSET] = 2;
-        assert_eq!(open(&v2, &id).unwrap_err(), Error::UnsupportedVersion(2));
+        let mut v3 = file.clone();
+        v3[VERSION_OFFSET] = 3;
+        assert_eq!(open(&v3, &id).unwrap_err(), Error::UnsupportedVersion(3));
         let mut huge = file.clone();
         huge[CHUNK_SIZE_OFFSET..STANZA_OFFSET].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(open(&huge, &id), Err(Error::Malformed(_))));
@@ -731,6 +965,110 @@ pub(crate) mod tests {
         assert!(!format!("{e:?}").contains("SECRET"));
     }
 
+    /// A v2 backup of `entries` to `recovery`, signed by `signer`.
+    pub(crate) fn seal_signed(
+        recovery: &Recipient,
+        signer: &Identity,
+        chunk_size: u32,
+        entries: &[Entry],
+    ) -> Vec<u8> {
+        let (sealer, header) =
+            Sealer::new_signed(recovery, &signer.recipient(), 77, chunk_size).unwrap();
+        seal_with(
+            sealer,
+            &header,
+            &signed_payload(&header, Some(signer), entries),
+        )
+        .unwrap()
+    }
+
+    /// The payload of `entries` for `header`, its end entry made by `signer`.
+    pub(crate) fn signed_payload(
+        header: &BackupHeader,
+        signer: Option<&Identity>,
+        entries: &[Entry],
+    ) -> Vec<u8> {
+        let mut enc = EntryEncoder::new(header);
+        let mut out = Vec::new();
+        for e in entries.iter().filter(|e| !matches!(e, Entry::End(_))) {
+            enc.encode(e, &mut out).unwrap();
+        }
+        enc.finish(signer, &mut out).unwrap();
+        out
+    }
+
+    /// Opens and decodes a whole file, checking a v2 signature.
+    pub(crate) fn open_entries(
+        bytes: &[u8],
+        identity: &Identity,
+    ) -> Result<(BackupHeader, Vec<Entry>)> {
+        let (header, plain) = open(bytes, identity)?;
+        let mut d = EntryDecoder::for_header(&header);
+        d.push(&plain);
+        let mut out = Vec::new();
+        while let Some(e) = d.next_entry()? {
+            out.push(e);
+        }
+        d.finish()?;
+        Ok((header, out))
+    }
+
+    #[test]
+    fn signed_round_trip_and_refusals() {
+        let recovery = Identity::generate();
+        let inst = Identity::generate();
+        let mallory = Identity::generate();
+        for cs in [1, 16, 1 << 20] {
+            let file = seal_signed(&recovery.recipient(), &inst, cs, &sample_entries());
+            let (h, entries) = open_entries(&file, &recovery).unwrap();
+            assert_eq!(h.version(), BACKUP_V2);
+            assert_eq!(h.signer, Some(inst.recipient()));
+            assert_eq!(entries, sample_entries());
+        }
+        // Anyone with the recovery Recipient can make a v2 file signed by themselves: it
+        // opens, but names its signer, which a restore compares with the institution.
+        let forged = seal_signed(&recovery.recipient(), &mallory, 64, &sample_entries());
+        let (h, _) = open_entries(&forged, &recovery).unwrap();
+        assert_eq!(h.signer, Some(mallory.recipient()));
+        // Naming the institution but signing with another key fails at the end entry.
+        let (sealer, header) =
+            Sealer::new_signed(&recovery.recipient(), &inst.recipient(), 1, 64).unwrap();
+        let mut enc = EntryEncoder::new(&header);
+        let mut payload = Vec::new();
+        enc.encode(&Entry::Tree(b"t".to_vec()), &mut payload)
+            .unwrap();
+        assert!(EntryEncoder::new(&header)
+            .finish(Some(&mallory), &mut Vec::new())
+            .is_err());
+        assert!(EntryEncoder::new(&header)
+            .finish(None, &mut Vec::new())
+            .is_err());
+        enc.finish(Some(&inst), &mut payload).unwrap();
+        let n = payload.len();
+        payload[n - 1] ^= 0x01;
+        let bad = seal_with(sealer, &header, &payload).unwrap();
+        assert_eq!(
+            open_entries(&bad, &recovery).unwrap_err(),
+            Error::BadSignature
+        );
+        // A v1-style end entry in a v2 file: the signature is missing.
+        let (sealer, header) =
+            Sealer::new_signed(&recovery.recipient(), &inst.recipient(), 1, 64).unwrap();
+        let unsigned = seal_with(sealer, &header, &encode(&sample_entries())).unwrap();
+        assert!(open_entries(&unsigned, &recovery).is_err());
+        // An end entry cannot be encoded as an ordinary entry.
+        assert!(EntryEncoder::new(&header)
+            .encode(&Entry::End(0), &mut Vec::new())
+            .is_err());
+        // Every flipped byte of a signed file fails, the signer's bytes included.
+        let file = seal_signed(&recovery.recipient(), &inst, 64, &sample_entries());
+        for i in 0..file.len() {
+            let mut bad = file.clone();
+            bad[i] ^= 0x01;
+            assert!(open_entries(&bad, &recovery).is_err(), "byte {i} flipped");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -755,7 +1093,7 @@ pub(crate) mod tests {
 /// file key and ephemeral secret and must reproduce byte for byte.
 #[cfg(test)]
 mod backup_vectors {
-    use super::tests::{encode, sample_entries};
+    use super::tests::{encode, sample_entries, signed_payload};
     use super::*;
     use crate::consent::testkit::{self, write, Parsed, Vector};
 
@@ -768,16 +1106,43 @@ mod backup_vectors {
         ::hex::encode(b)
     }
 
-    fn sealed(payload: &[u8]) -> Vec<u8> {
-        let (sealer, header) = Sealer::with_keys(
-            &testkit::institution().recipient(),
+    fn sealer(recovery: &Identity, signer: Option<&Recipient>) -> (Sealer, BackupHeader) {
+        Sealer::with_keys(
+            &recovery.recipient(),
+            signer,
             CREATED_MS,
             CHUNK,
             &DataKey::from_bytes(FILE_KEY),
             &StaticSecret::from(EPHEMERAL),
         )
-        .expect("seal");
-        seal_with(sealer, header, payload).expect("seal")
+        .expect("seal")
+    }
+
+    fn sealed(payload: &[u8]) -> Vec<u8> {
+        let (sealer, header) = sealer(&testkit::institution(), None);
+        seal_with(sealer, &header, payload).expect("seal")
+    }
+
+    /// A v2 file to the requester's key as recovery key, naming `named` as its signer, its
+    /// end entry signed by `signer`.
+    fn sealed_v2(named: &Identity, signer: &Identity) -> Vec<u8> {
+        let (sealer, header) = sealer(&testkit::requester(), Some(&named.recipient()));
+        let payload = if named.recipient() == signer.recipient() {
+            signed_payload(&header, Some(signer), &sample_entries())
+        } else {
+            let entries: Vec<Entry> = sample_entries()
+                .into_iter()
+                .filter(|e| !matches!(e, Entry::End(_)))
+                .collect();
+            let mut out = encode(&entries);
+            let digest: [u8; 32] = Sha256::digest(&out).into();
+            let count = entries.len() as u64;
+            Entry::End(count).encode_into(&mut out).expect("end");
+            let msg = signed_message(&header.digest(), &digest, count);
+            out.extend_from_slice(&signer.sign(BACKUP_CONTEXT, &msg).to_bytes());
+            out
+        };
+        seal_with(sealer, &header, &payload).expect("seal")
     }
 
     fn outcome<T>(r: Result<T>) -> String {
@@ -858,51 +1223,139 @@ mod backup_vectors {
                 ok[..HEADER_LEN + 2 * sealed_len].to_vec(),
             ),
         );
-        let mut v2 = ok;
-        v2[VERSION_OFFSET] = 0x02;
+        let mut v3 = ok;
+        v3[VERSION_OFFSET] = 0x03;
         write(
             "backup_bad_version",
-            case("Version byte 0x02.", "unsupported-version", &inst, v2),
+            case("Version byte 0x03.", "unsupported-version", &inst, v3),
+        );
+
+        // v2: signed by the institution.
+        let recovery = testkit::requester();
+        let other = testkit::other();
+        let v2_case = |comment, expect: &str, body| Vector {
+            comment,
+            expect: expect.into(),
+            header: vec![
+                ("recovery-identity", h(recovery.to_bytes().as_ref())),
+                ("institution", h(inst.recipient().to_bytes())),
+                ("signer-identity", h(inst.to_bytes().as_ref())),
+                ("file-key", h(FILE_KEY)),
+                ("ephemeral", h(EPHEMERAL)),
+            ],
+            body,
+        };
+        let ok2 = sealed_v2(&inst, &inst);
+        write(
+            "backup_v2_ok",
+            v2_case(
+                "A v2 backup of backup::tests::sample_entries() to `recovery-identity`, 64-byte chunks,\ncreated 1700000000000 ms, naming and signed by `institution` (the secret is\n`signer-identity`); re-sealing with `file-key` and `ephemeral` reproduces it.",
+                "ok",
+                ok2.clone(),
+            ),
+        );
+        write(
+            "backup_v2_other_signer",
+            v2_case(
+                "A well-formed v2 backup naming and signed by another key (anyone who knows the\nrecovery Recipient can make one): refused because `institution` is expected.",
+                "wrong-institution",
+                sealed_v2(&other, &other),
+            ),
+        );
+        write(
+            "backup_v2_bad_signature",
+            v2_case(
+                "The header names `institution`, the end entry is signed by another key.",
+                "bad-signature",
+                sealed_v2(&inst, &other),
+            ),
+        );
+        let mut edited = ok2;
+        edited[HEADER_LEN..HEADER_V2_LEN].copy_from_slice(&other.recipient().to_bytes());
+        write(
+            "backup_v2_signer_edited",
+            v2_case(
+                "backup_v2_ok with the signer in the header replaced by another Recipient: the header\nis bound to the payload key.",
+                "decrypt-error",
+                edited,
+            ),
+        );
+        let (s, head) = sealer(&recovery, Some(&inst.recipient()));
+        write(
+            "backup_v2_unsigned_end",
+            v2_case(
+                "A v2 header over a v1 payload (its end entry carries no signature).",
+                "malformed",
+                seal_with(s, &head, &payload).expect("seal"),
+            ),
         );
     }
 
+    /// Opens a vector as `medgate restore` does: the header's signer must be the expected
+    /// institution (when the vector names one), then every entry decodes and a v2 end entry's
+    /// signature verifies.
     fn check(v: &Parsed) -> String {
         let id = v.identity("recovery-identity");
+        let expected = v.has("institution").then(|| v.recipient("institution"));
         let r = open(&v.body, &id);
-        if let Ok((header, plain)) = &r {
-            assert_eq!(header.created_ms, CREATED_MS, "{}", v.name);
-            assert_eq!(header.chunk_size, CHUNK, "{}", v.name);
-            assert_eq!(plain.to_vec(), v.hex("payload"), "{}", v.name);
-            let (sealer, head) = Sealer::with_keys(
-                &id.recipient(),
-                header.created_ms,
-                header.chunk_size,
-                &DataKey::from_bytes(v.array("file-key")),
-                &StaticSecret::from(v.array::<32>("ephemeral")),
-            )
-            .expect("seal");
-            assert_eq!(
-                seal_with(sealer, head, plain).expect("seal"),
-                v.body,
-                "re-seal must reproduce the backup"
-            );
-            let mut d = EntryDecoder::new();
-            d.push(plain);
-            let mut entries = Vec::new();
-            while let Some(e) = d.next_entry().expect("entries") {
-                entries.push(e);
+        let (header, plain) = match r {
+            Ok(x) => x,
+            Err(e) => return outcome::<()>(Err(e)),
+        };
+        assert_eq!(header.created_ms, CREATED_MS, "{}", v.name);
+        assert_eq!(header.chunk_size, CHUNK, "{}", v.name);
+        if let Some(expected) = &expected {
+            if header.signer.as_ref() != Some(expected) {
+                return "wrong-institution".into();
             }
-            d.finish().expect("complete");
-            assert_eq!(entries, sample_entries());
         }
-        outcome(r)
+        let mut d = EntryDecoder::for_header(&header);
+        d.push(&plain);
+        let mut entries = Vec::new();
+        loop {
+            match d.next_entry() {
+                Ok(Some(e)) => entries.push(e),
+                Ok(None) => break,
+                Err(e) => return outcome::<()>(Err(e)),
+            }
+        }
+        if let Err(e) = d.finish() {
+            return outcome::<()>(Err(e));
+        }
+        assert_eq!(entries, sample_entries(), "{}", v.name);
+        let signer = v
+            .has("signer-identity")
+            .then(|| v.identity("signer-identity"));
+        if v.has("payload") {
+            assert_eq!(plain.to_vec(), v.hex("payload"), "{}", v.name);
+        }
+        let (sealer, head) = Sealer::with_keys(
+            &id.recipient(),
+            header.signer.as_ref(),
+            header.created_ms,
+            header.chunk_size,
+            &DataKey::from_bytes(v.array("file-key")),
+            &StaticSecret::from(v.array::<32>("ephemeral")),
+        )
+        .expect("seal");
+        let payload = match &signer {
+            Some(s) => signed_payload(&head, Some(s), &entries),
+            None => plain.to_vec(),
+        };
+        assert_eq!(
+            seal_with(sealer, &head, &payload).expect("seal"),
+            v.body,
+            "re-seal must reproduce the backup {}",
+            v.name
+        );
+        "ok".into()
     }
 
     #[test]
     fn backup_vectors() {
         let all = testkit::read_all("backup_");
         assert!(
-            all.len() >= 6,
+            all.len() >= 11,
             "expected the checked-in vectors, found {}",
             all.len()
         );

@@ -1119,6 +1119,94 @@ impl Wire for AuthChallenge {
 
 wire_methods!(AuthChallenge, "auth challenge");
 
+/// HKDF purpose (info) of the [`ChallengeKey`]: its own, so the key is independent of every
+/// other key derived from the institution's secret.
+pub const CHALLENGE_KEY_PURPOSE: &str = "medgate/v1/patient-challenge-mac";
+/// Domain separation prefix of the challenge MAC input.
+const CHALLENGE_MAC_PREFIX: &[u8] = b"medgate/v1/patient-challenge\0";
+/// Bytes of [`AuthChallenge::challenge`] that are random; the rest is the MAC.
+const CHALLENGE_NONCE_LEN: usize = 16;
+
+/// The key a gateway authenticates the patient challenges it issues with, so that it keeps
+/// no state per challenge: any gateway of the institution (same identity) recognises its
+/// own challenges, and a flood of challenge requests costs nothing but CPU.
+///
+/// Derived with [`crate::Identity::challenge_key`]: HKDF-SHA256(ikm = X25519 secret,
+/// salt = "medgate/v1/vault", info = [`CHALLENGE_KEY_PURPOSE`]). Wiped on drop.
+///
+/// An issued challenge is an ordinary [`AuthChallenge`] v1 (the byte table is unchanged);
+/// its 32 `challenge` bytes are:
+///
+/// | offset | len | field                                                               |
+/// |--------|-----|---------------------------------------------------------------------|
+/// | 0      | 16  | nonce: random                                                       |
+/// | 16     | 16  | tag: HMAC-SHA256(key, "medgate/v1/patient-challenge" ‖ 0x00 ‖ institution (32) ‖ nonce (16) ‖ issued_ms (u64) ‖ patient_id (`str`))[..16] |
+///
+/// The challenge expires a fixed window after `issued_ms` (the gateway's setting), so the
+/// challenge carries its own expiry. Challenges made by older gateways (32 random bytes)
+/// simply fail the tag check and the patient asks for a new one.
+pub struct ChallengeKey(zeroize::Zeroizing<[u8; 32]>);
+
+impl ChallengeKey {
+    pub(crate) fn from_bytes(key: zeroize::Zeroizing<[u8; 32]>) -> ChallengeKey {
+        ChallengeKey(key)
+    }
+
+    fn tag(&self, c: &AuthChallenge, nonce: &[u8]) -> [u8; 16] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
+            .expect("Invariant: HMAC takes a key of any length");
+        mac.update(CHALLENGE_MAC_PREFIX);
+        mac.update(&c.institution);
+        mac.update(nonce);
+        mac.update(&c.issued_ms.to_be_bytes());
+        let mut id = Vec::with_capacity(4 + c.patient_id.len());
+        put_str(&mut id, &c.patient_id);
+        mac.update(&id);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&full[..16]);
+        tag
+    }
+
+    /// A fresh challenge for `patient_id` issued at `issued_ms`, with a random nonce and
+    /// this key's tag.
+    pub fn issue(&self, institution: [u8; 32], patient_id: &str, issued_ms: u64) -> AuthChallenge {
+        let mut c = AuthChallenge {
+            institution,
+            patient_id: patient_id.to_owned(),
+            challenge: [0u8; 32],
+            issued_ms,
+        };
+        let mut nonce = [0u8; CHALLENGE_NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let tag = self.tag(&c, &nonce);
+        c.challenge[..CHALLENGE_NONCE_LEN].copy_from_slice(&nonce);
+        c.challenge[CHALLENGE_NONCE_LEN..].copy_from_slice(&tag);
+        c
+    }
+
+    /// Checks that this key issued `c` as it stands (institution, nonce, time and patient
+    /// unchanged); the tag is compared in constant time.
+    ///
+    /// # Errors
+    /// [`Error::AuthMismatch`] ("challenge").
+    pub fn check(&self, c: &AuthChallenge) -> Result<()> {
+        let (nonce, tag) = c.challenge.split_at(CHALLENGE_NONCE_LEN);
+        if ct_eq(&self.tag(c, nonce), tag) {
+            Ok(())
+        } else {
+            Err(Error::AuthMismatch("challenge"))
+        }
+    }
+}
+
+impl std::fmt::Debug for ChallengeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChallengeKey(<redacted>)")
+    }
+}
+
 /// What a patient signs to authorize one HTTP request: a challenge, and the request it answers.
 ///
 /// AuthToken, v1:
@@ -3098,6 +3186,45 @@ mod tests {
         // A denial's signature is not a revocation's.
         let as_rev = SignedRevocation::decode(&den.encode());
         assert!(as_rev.is_err());
+    }
+
+    #[test]
+    fn challenge_key_recognises_only_its_own_unchanged_challenges() {
+        let (inst, other) = (testkit::patient(), testkit::other());
+        let key = inst.challenge_key();
+        let c = key.issue(inst_fp(), testkit::PATIENT_ID, 1_000_000);
+        assert_eq!(c.patient_id, testkit::PATIENT_ID);
+        assert_eq!(c.issued_ms, 1_000_000);
+        assert_eq!(key.check(&c), Ok(()));
+        // Through its text form, as a patient sends it back.
+        assert_eq!(
+            key.check(&AuthChallenge::from_text(&c.to_text()).unwrap()),
+            Ok(())
+        );
+        // The same key derived again (another gateway of the institution) accepts it.
+        assert_eq!(inst.challenge_key().check(&c), Ok(()));
+        // Two issues differ (random nonce), both valid.
+        let c2 = key.issue(inst_fp(), testkit::PATIENT_ID, 1_000_000);
+        assert_ne!(c.challenge, c2.challenge);
+        assert_eq!(key.check(&c2), Ok(()));
+        let refused = Err(Error::AuthMismatch("challenge"));
+        assert_eq!(other.challenge_key().check(&c), refused);
+        let edits: Vec<Edit<AuthChallenge>> = vec![
+            Box::new(|c| c.patient_id.push('x')),
+            Box::new(|c| c.issued_ms += 1),
+            Box::new(|c| c.institution[0] ^= 1),
+            Box::new(|c| c.challenge[0] ^= 1),
+            Box::new(|c| c.challenge[31] ^= 1),
+        ];
+        for edit in edits {
+            let mut e = c.clone();
+            edit(&mut e);
+            assert_eq!(key.check(&e), refused);
+        }
+        // A random (old-style) challenge is not one of ours.
+        let random = AuthChallenge::new(inst_fp(), testkit::PATIENT_ID, 1_000_000);
+        assert_eq!(key.check(&random), refused);
+        assert_eq!(format!("{key:?}"), "ChallengeKey(<redacted>)");
     }
 
     #[test]

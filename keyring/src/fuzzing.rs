@@ -21,9 +21,8 @@ pub fn patient_index_encode_body(index: &PatientIndex, patient_key_id: [u8; 32])
     index.encode_body(patient_key_id)
 }
 
-/// The 121-byte clear header of a backup file (see [`crate::backup`]), as the writer makes it.
-pub fn backup_header_encode(
-    header: &crate::backup::BackupHeader,
-) -> [u8; crate::backup::HEADER_LEN] {
+/// The clear header of a backup file (see [`crate::backup`]: 106 bytes in v1, 170 in v2), as
+/// the writer makes it. (`BackupHeader::encode` is public since v2; this stays for the targets.)
+pub fn backup_header_encode(header: &crate::backup::BackupHeader) -> Vec<u8> {
     header.encode()
 }

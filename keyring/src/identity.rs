@@ -154,6 +154,15 @@ impl Identity {
     pub fn vault_key(&self, purpose: &str) -> VaultKey {
         VaultKey::derive(self.x25519.as_bytes(), purpose)
     }
+
+    /// The key this identity's gateway authenticates patient challenges with (see
+    /// [`crate::consent::ChallengeKey`]).
+    pub fn challenge_key(&self) -> crate::consent::ChallengeKey {
+        crate::consent::ChallengeKey::from_bytes(crate::vault::derive_key(
+            self.x25519.as_bytes(),
+            crate::consent::CHALLENGE_KEY_PURPOSE,
+        ))
+    }
 }
 
 impl fmt::Debug for Identity {

@@ -225,6 +225,36 @@ impl PatientIndex {
         Ok(out)
     }
 
+    /// The sequence number of a sealed index `institution` published, read by the institution
+    /// itself (which cannot open the body: it is sealed to the patient). A restored gateway
+    /// uses it to continue past every number it ever published.
+    ///
+    /// # Errors
+    /// As [`PatientIndex::open`] up to the signature and institution checks.
+    pub fn published_seq(bytes: &[u8], institution: &Recipient) -> Result<u64> {
+        match bytes.first() {
+            None => return Err(Error::Malformed(SEALED_NAMES.truncated)),
+            Some(&INDEX_V1) => {}
+            Some(&v) => return Err(Error::UnsupportedVersion(v)),
+        }
+        let signed_len = bytes
+            .len()
+            .checked_sub(SIG_LEN)
+            .filter(|&n| n >= HEADER_LEN + AEAD_TAG_LEN)
+            .ok_or(Error::Malformed(SEALED_NAMES.truncated))?;
+        let (signed, signature) = bytes.split_at(signed_len);
+        let signature = crate::identity::Signature::from_bytes(signature)?;
+        institution.verify(INDEX_CONTEXT, signed, &signature)?;
+        let mut r = Reader::new(&signed[..HEADER_LEN], SEALED_NAMES);
+        r.take(SEQ_OFFSET)?;
+        let seq = r.u64()?;
+        let institution_fp: [u8; 32] = r.array()?;
+        if !bool::from(institution_fp.ct_eq(&institution.fingerprint())) {
+            return Err(Error::IndexMismatch("institution"));
+        }
+        Ok(seq)
+    }
+
     /// Checks and opens a sealed index: the signature by `institution` first, then the sequence
     /// number against `min_seq` (the last one this patient accepted; the same one again is
     /// fine), and only then decrypts as `patient` and checks the body names this institution and
@@ -555,6 +585,27 @@ mod tests {
             open(&[bytes.as_slice(), &[0]].concat(), 0),
             Err(Error::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_institution_reads_its_published_seq() {
+        let bytes = sealed();
+        let inst = testkit::institution();
+        assert_eq!(
+            PatientIndex::published_seq(&bytes, &inst.recipient()).unwrap(),
+            sample().seq
+        );
+        assert_eq!(
+            PatientIndex::published_seq(&bytes, &Identity::generate().recipient()),
+            Err(Error::BadSignature)
+        );
+        let mut bad = bytes.clone();
+        bad[SEQ_OFFSET + 7] ^= 1;
+        assert_eq!(
+            PatientIndex::published_seq(&bad, &inst.recipient()),
+            Err(Error::BadSignature)
+        );
+        assert!(PatientIndex::published_seq(&bytes[..100], &inst.recipient()).is_err());
     }
 
     #[test]

@@ -135,34 +135,51 @@ def test_backup_under_load_restore_and_refusals(gateway_factory, tmp_path):
     assert cp.returncode == 0, cp.stderr.decode()
     assert b"directly" in cp.stderr, cp.stderr
 
-    # Refusals, each leaving nothing behind.
+    # Refusals, each leaving nothing behind. Every restore names the institution it expects
+    # (the signer) and the public store whose checkpoint the backup must not be older than.
+    inst = gw.run_cli("keys", "--data-dir", str(gw.data_dir)).stdout.decode().strip().splitlines()[-1]
+    assert inst.startswith("medgate1"), inst
+    checks = ["--institution", inst, "--public-store", str(gw.public_dir)]
     restored = tmp_path / "restored" / "data"
     cp = gw.run_cli("restore", str(out), "--data-dir", str(gw.data_dir),
-                    "--identity", str(recovery))
+                    "--identity", str(recovery), *checks)
     assert cp.returncode != 0 and b"not empty" in cp.stderr, cp.stderr
     other_key = tmp_path / "other.key"
     keygen(gw, other_key)
-    cp = gw.run_cli("restore", str(out), "--data-dir", str(restored), "--identity", str(other_key))
+    cp = gw.run_cli("restore", str(out), "--data-dir", str(restored), "--identity", str(other_key),
+                    *checks)
     assert cp.returncode != 0 and b"another recovery key" in cp.stderr, cp.stderr
     assert b"panicked" not in cp.stderr
     tampered = tmp_path / "tampered.mgb"
     data = bytearray(raw)
     data[len(data) // 2] ^= 0x01
     tampered.write_bytes(bytes(data))
-    cp = gw.run_cli("restore", str(tampered), "--data-dir", str(restored), "--identity", str(recovery))
+    cp = gw.run_cli("restore", str(tampered), "--data-dir", str(restored), "--identity", str(recovery),
+                    *checks)
     assert cp.returncode != 0 and b"damaged" in cp.stderr, cp.stderr
     truncated = tmp_path / "truncated.mgb"
     truncated.write_bytes(raw[:-100])
-    cp = gw.run_cli("restore", str(truncated), "--data-dir", str(restored), "--identity", str(recovery))
+    cp = gw.run_cli("restore", str(truncated), "--data-dir", str(restored), "--identity", str(recovery),
+                    *checks)
     assert cp.returncode != 0 and b"truncated" in cp.stderr, cp.stderr
     assert b"panicked" not in cp.stderr
     assert not restored.exists() and list(restored.parent.iterdir()) == [], \
         "a failed restore must leave nothing behind"
 
-    # The real restore, into an absent data dir.
-    cp = gw.run_cli("restore", str(out), "--data-dir", str(restored), "--identity", str(recovery))
+    # The backup was taken under load: writes went on after it, so it is older than the log
+    # the gateway published, and restore refuses it unless the rollback is accepted.
+    cp = gw.run_cli("restore", str(out), "--data-dir", str(restored), "--identity", str(recovery),
+                    *checks)
+    assert cp.returncode != 0 and b"older than what the gateway published" in cp.stderr, cp.stderr
+    assert not restored.exists()
+
+    # The real restore, into an absent data dir; what is lost is listed.
+    cp = gw.run_cli("restore", str(out), "--data-dir", str(restored), "--identity", str(recovery),
+                    *checks, "--accept-rollback")
     assert cp.returncode == 0, cp.stderr.decode()
     assert b"restored" in cp.stdout, cp.stdout
+    assert b"rollback accepted" in cp.stdout and b"log entries made after the backup are lost" \
+        in cp.stdout, cp.stdout
     assert (restored / "institution.key").read_bytes() == (gw.data_dir / "institution.key").read_bytes()
     assert stat.S_IMODE((restored / "institution.key").stat().st_mode) == 0o600
     assert [p.name for p in restored.parent.iterdir()] == ["data"]

@@ -305,7 +305,9 @@ def test_shipped_configs_are_accepted_by_medgate(which, tmp_path, gateway_factor
         cert_path.write_bytes(pem(leaf))
         key_path.write_bytes(key_pem(leaf_key))
         extra_args = ["--tls-cert", str(cert_path), "--tls-key", str(key_path)]
-    # Flags override where the files point at production paths and buckets.
+    # Flags override where the files point at production paths and buckets (a folder store
+    # must exist: medgate creates only DATA_DIR/public).
+    (tmp_path / "public").mkdir()
     gw = gateway_factory(public_store=f"file://{tmp_path}/public",
                          extra_args=["--config", str(config), *extra_args])
     if which == "example":

@@ -429,6 +429,21 @@ def test_share_fetch_through_a_remote_gateway(module_gateway, aws, tmp_path):
                     "--yes", req)
     gid = grant_of(out)
 
+    # Times: the JSON API gives each *_ms time as an ISO 8601 *_at string beside it; the
+    # CLI shows dates with their UTC offset.
+    import datetime
+    import requests
+    r = requests.get(gw.api_endpoint + "/v1/admin/grants",
+                     headers={"Authorization": f"Bearer {gw.admin_token()}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    (g,) = [g for g in r.json()["grants"] if g["id"] == gid]
+    for field in ("issued", "expires"):
+        want = datetime.datetime.fromtimestamp(g[f"{field}_ms"] // 1000, datetime.timezone.utc)
+        assert g[f"{field}_at"] == want.strftime("%Y-%m-%dT%H:%M:%SZ"), g
+    _, out, _ = cli(gw, "share", "grants", "--data-dir", d, "--patient", "p-remote")
+    assert re.search(r"in force until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d", out), out
+    assert str(g["expires_ms"]) not in out, out
+
     # Elsewhere: no data dir, no admin socket; the JSON API and the public store only.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

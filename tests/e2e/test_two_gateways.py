@@ -302,6 +302,10 @@ def test_api_authentication_and_openapi(two, tmp_path):
                  "--path", "/v1/patient/grants")[1].strip().splitlines()[-1]
     r = requests.get(api + "/v1/patient/requests", headers={"Authorization": header}, timeout=10)
     assert r.status_code == 401 and "path" in r.json()["message"]
+    # Only a verified signature uses a challenge up: the token still works where it was
+    # signed for, once.
+    r = requests.get(api + "/v1/patient/grants", headers={"Authorization": header}, timeout=10)
+    assert r.status_code == 200, r.text
     r = requests.get(api + "/v1/patient/grants", headers={"Authorization": header}, timeout=10)
     assert r.status_code == 401 and "used challenge" in r.json()["message"]
     assert patient_api(a, alice, "GET", "/v1/patient/grants").status_code == 200

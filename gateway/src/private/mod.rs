@@ -35,6 +35,17 @@ pub struct BucketInfo {
 
 /// An S3 access key. The secret is sealed under the institution's vault key; the store
 /// never sees it in clear.
+///
+/// Row (JSON in the `access_keys` tree), by version:
+///
+/// | field            | since | meaning                                                        |
+/// |------------------|-------|----------------------------------------------------------------|
+/// | `id`             | v1    | the access key id                                              |
+/// | `sealed_secret`  | v1    | `VaultKey::seal` output, bound to `id`                         |
+/// | `buckets`        | v1    | buckets the key may use; empty means every bucket              |
+/// | `created_ms`     | v1    | creation time                                                  |
+/// | `v`              | v2    | row version, 2 (absent in v1 rows)                             |
+/// | `label_patients` | v2    | may label records with a patient (absent in v1 rows: read as `true`, the right every key had before v2) |
 #[derive(Clone, Serialize, Deserialize)]
 pub struct AccessKeyRecord {
     pub id: String,
@@ -43,6 +54,29 @@ pub struct AccessKeyRecord {
     /// Buckets this key may use; empty means every bucket.
     pub buckets: Vec<String>,
     pub created_ms: u64,
+    /// Row version: [`ACCESS_KEY_ROW_V1`] when read from a row written before versions.
+    #[serde(default = "access_key_row_v1")]
+    pub v: u8,
+    /// Whether the key may label a record with a patient (`x-amz-meta-medgate-patient`, or
+    /// a `[[patient_prefixes]]` match), which adds the record to the patient's index and
+    /// to their grants for future records.
+    #[serde(default = "access_key_v1_label_right")]
+    pub label_patients: bool,
+}
+
+/// Version of access-key rows written before the row had a version.
+pub const ACCESS_KEY_ROW_V1: u8 = 1;
+/// Version of access-key rows written now.
+pub const ACCESS_KEY_ROW_V2: u8 = 2;
+
+fn access_key_row_v1() -> u8 {
+    ACCESS_KEY_ROW_V1
+}
+
+/// Keys that existed before the right did keep it (upgrades change no key's behaviour);
+/// the server names them at start.
+fn access_key_v1_label_right() -> bool {
+    true
 }
 
 impl std::fmt::Debug for AccessKeyRecord {
@@ -50,6 +84,8 @@ impl std::fmt::Debug for AccessKeyRecord {
         f.debug_struct("AccessKeyRecord")
             .field("id", &self.id)
             .field("buckets", &self.buckets)
+            .field("v", &self.v)
+            .field("label_patients", &self.label_patients)
             .finish_non_exhaustive()
     }
 }
@@ -448,6 +484,15 @@ pub trait PrivateStore: Send + Sync + 'static {
             "this private store cannot record backups".into(),
         ))
     }
+    /// Whether this store was restored from a backup and its patient index sequence numbers
+    /// have not yet been brought past the published ones.
+    async fn restored_pending(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Clears the mark [`PrivateStore::restored_pending`] reads, durably.
+    async fn clear_restored(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Serde adapters: ids and hashes are hex strings in the JSON records.
@@ -486,3 +531,27 @@ hex_serde!(
     |v: &keyring::DekId| v.0
 );
 hex_serde!(hex_hash, keyring::Hash, 32, |a| a, |v: &keyring::Hash| *v);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_key_rows_of_v1_keep_the_label_right_and_v2_rows_say_theirs() {
+        let v1 = r#"{"id":"AKIAOLD","sealed_secret":[1,2],"buckets":["ehr"],"created_ms":5}"#;
+        let r: AccessKeyRecord = serde_json::from_str(v1).unwrap();
+        assert_eq!((r.v, r.label_patients), (ACCESS_KEY_ROW_V1, true));
+        assert_eq!(r.buckets, vec!["ehr".to_string()]);
+        for right in [false, true] {
+            let row = AccessKeyRecord {
+                label_patients: right,
+                v: ACCESS_KEY_ROW_V2,
+                ..r.clone()
+            };
+            let text = serde_json::to_string(&row).unwrap();
+            assert!(text.contains(r#""v":2"#), "{text}");
+            let back: AccessKeyRecord = serde_json::from_str(&text).unwrap();
+            assert_eq!((back.v, back.label_patients), (ACCESS_KEY_ROW_V2, right));
+        }
+    }
+}

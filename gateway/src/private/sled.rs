@@ -20,7 +20,7 @@
 //! | `uploads`     | upload id                             | JSON `UploadRecord`           |
 //! | `parts`       | upload id ‖ 0x00 ‖ part number (u32 BE)| JSON `PartRecord`            |
 //! | `part_blobs`  | blob id (16)                          | upload id                     |
-//! | `backup_meta` | `last_backup_ms`                      | last backup, unix ms (u64 BE) |
+//! | `backup_meta` | `last_backup_ms`; `restored_index_seqs` | last backup, unix ms (u64 BE); 0x01 until a restored store's index numbers caught up |
 //! | `events`      | first log index (u64 BE)              | [`EventBlock`] encoding       |
 //! | `log_tiles`   | tile level (u8) ‖ tile index (u64 BE) | its hashes (32 each, ≤ 256)   |
 //! | `log_meta`    | `size`; `tiles`; `patient_objects`    | log size (u64 BE); 0x01; 0x01 |
@@ -1595,6 +1595,15 @@ impl PrivateStore for SledStore {
             crate::backup::set_last_backup_ms(&self.db, ms)?;
         }
         self.flush().await
+    }
+
+    async fn restored_pending(&self) -> Result<bool> {
+        crate::backup::restored_pending(&self.db)
+    }
+
+    async fn clear_restored(&self) -> Result<()> {
+        let _gate = self.gate.read().await;
+        crate::backup::clear_restored(&self.db)
     }
 }
 

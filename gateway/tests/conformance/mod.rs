@@ -577,6 +577,8 @@ fn access_key(id: &str, buckets: &[&str]) -> AccessKeyRecord {
         sealed_secret: id.as_bytes().iter().rev().copied().collect(),
         buckets: buckets.iter().map(|b| b.to_string()).collect(),
         created_ms: 42,
+        v: gateway::private::ACCESS_KEY_ROW_V2,
+        label_patients: id.ends_with('1'),
     }
 }
 
@@ -593,6 +595,12 @@ pub async fn conformance_access_keys(store: &dyn PrivateStore) {
     assert_eq!(got.sealed_secret, b"1KA");
     assert_eq!(got.buckets, vec!["b1", "b2"]);
     assert_eq!(got.created_ms, 42);
+    assert_eq!(
+        (got.v, got.label_patients),
+        (gateway::private::ACCESS_KEY_ROW_V2, true)
+    );
+    let other = store.access_key("AK2").await.unwrap().unwrap();
+    assert!(!other.label_patients);
     let mut ids: Vec<_> = store
         .list_access_keys()
         .await
