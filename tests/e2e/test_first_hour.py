@@ -155,7 +155,9 @@ def test_restore_says_how_to_get_s3_access_back(gateway_factory, aws, tmp_path):
     m = re.search(r"backup complete: (\d+) entries", cp.stderr)
     assert m, cp.stderr
     target = tmp_path / "restored"
-    cp = run(gw, "restore", str(backup), "--data-dir", str(target), "--identity", str(recovery))
+    inst = run(gw, "keys", "--data-dir", str(gw.data_dir)).stdout.strip().splitlines()[-1]
+    cp = run(gw, "restore", str(backup), "--data-dir", str(target), "--identity", str(recovery),
+             "--institution", inst, "--public-store", str(gw.public_dir))
     assert cp.returncode == 0, cp.stderr
     r = re.search(r"restored (\d+) entries", cp.stdout)
     assert r, cp.stdout
