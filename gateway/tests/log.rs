@@ -60,9 +60,17 @@ impl Env {
         .unwrap()
     }
 
-    /// Raw access to the sled trees (the store must be closed).
+    /// Raw access to the sled trees (the store must be closed). sled lets go of its file
+    /// lock a moment after the last handle in this process is dropped: retry for a while,
+    /// as audit.rs does.
     fn raw(&self) -> sled::Db {
-        sled::open(self.dir.path().join("private")).unwrap()
+        for _ in 0..100 {
+            if let Ok(db) = sled::open(self.dir.path().join("private")) {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("cannot open the private store")
     }
 }
 
