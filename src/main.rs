@@ -130,10 +130,14 @@ enum Command {
         #[command(flatten)]
         dir: DataDirArg,
         /// One record: BUCKET/KEY.
-        #[arg(long, conflicts_with_all = ["prefix", "patient"])]
+        #[arg(long, conflicts_with_all = ["bucket", "prefix", "patient"])]
         object: Option<String>,
-        /// Records under BUCKET/PREFIX.
+        /// The bucket of a prefix scope (with --prefix; alone: every record in it).
         #[arg(long, conflicts_with = "patient")]
+        bucket: Option<String>,
+        /// Records whose keys start with PREFIX inside --bucket (e.g. --bucket pacs
+        /// --prefix p-1001/).
+        #[arg(long, requires = "bucket", conflicts_with = "patient")]
         prefix: Option<String>,
         /// All of a patient's records.
         #[arg(long)]
@@ -191,7 +195,10 @@ enum AccessKeyAction {
         label_patients: bool,
     },
     /// List keys (never secrets).
-    List,
+    List {
+        #[command(flatten)]
+        out: patient::JsonArg,
+    },
     /// Delete a key.
     Delete {
         /// The access key id (from `medgate access-key list`).
@@ -290,10 +297,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rotate {
             dir,
             object,
+            bucket,
             prefix,
             patient,
             state,
-        } => rotate(&dir, object, prefix, patient, &state).await,
+        } => rotate(&dir, object, bucket, prefix, patient, &state).await,
         Command::Backup(args) => backup::backup(args).await,
         Command::Restore(args) => backup::restore(args).await,
         Command::Recovery { action } => backup::recovery(action),
@@ -1117,30 +1125,37 @@ struct RotateState {
 async fn rotate(
     dir: &DataDirArg,
     object: Option<String>,
+    bucket: Option<String>,
     prefix: Option<String>,
     patient: Option<String>,
     state: &Path,
 ) -> Result<()> {
     use gateway::rotate::RotateScope;
-    let split = |s: &str, what: &str| -> Result<(String, String)> {
-        match s.split_once('/') {
-            Some((b, rest)) if !b.is_empty() => Ok((b.to_string(), rest.to_string())),
-            _ => bail!("--{what} must be BUCKET/{}", what.to_uppercase()),
-        }
-    };
-    let scope = match (object, prefix, patient) {
-        (Some(o), _, _) => {
-            let (bucket, key) = split(&o, "object")?;
-            RotateScope::Object { bucket, key }
-        }
-        (None, Some(p), _) => {
-            let (bucket, prefix) = split(&p, "prefix")?;
-            RotateScope::Prefix { bucket, prefix }
+    let scope = match (object, bucket, patient) {
+        (Some(o), _, _) => match o.split_once('/') {
+            Some((b, k)) if !b.is_empty() && !k.is_empty() => RotateScope::Object {
+                bucket: b.to_string(),
+                key: k.to_string(),
+            },
+            _ => bail!("--object must be BUCKET/KEY (e.g. --object pacs/p-1001/ct.dcm), not {o:?}"),
+        },
+        (None, Some(bucket), _) => {
+            if bucket.is_empty() || bucket.contains('/') {
+                bail!(
+                    "--bucket is a bucket name alone, not {bucket:?}: write --bucket BUCKET \
+                     --prefix PREFIX (the prefix is inside the bucket)"
+                );
+            }
+            RotateScope::Prefix {
+                bucket,
+                prefix: prefix.unwrap_or_default(),
+            }
         }
         (None, None, Some(patient)) => RotateScope::Patient { patient },
-        _ => {
-            bail!("say which records: --object BUCKET/KEY, --prefix BUCKET/PREFIX or --patient ID")
-        }
+        _ => bail!(
+            "say which records: --object BUCKET/KEY, --bucket BUCKET [--prefix PREFIX], or \
+             --patient ID"
+        ),
     };
     let scope_json = serde_json::to_value(&scope)?;
     let since = match std::fs::read(state) {
@@ -1224,6 +1239,7 @@ async fn keys(dir: &DataDirArg) -> Result<()> {
 }
 
 async fn access_key(dir: &DataDirArg, action: AccessKeyAction) -> Result<()> {
+    let json = matches!(action, AccessKeyAction::List { out } if out.json);
     let req = match action {
         AccessKeyAction::Create {
             buckets,
@@ -1232,7 +1248,7 @@ async fn access_key(dir: &DataDirArg, action: AccessKeyAction) -> Result<()> {
             buckets,
             label_patients,
         },
-        AccessKeyAction::List => AdminRequest::AccessKeyList,
+        AccessKeyAction::List { .. } => AdminRequest::AccessKeyList,
         AccessKeyAction::Delete { id } => AdminRequest::AccessKeyDelete { id },
     };
     match fail_on_error(admin_request(dir, req).await?)? {
@@ -1256,6 +1272,7 @@ async fn access_key(dir: &DataDirArg, action: AccessKeyAction) -> Result<()> {
             }
             eprintln!("The secret is shown only now; store it in the application's credentials.");
         }
+        AdminResponse::AccessKeys { keys } if json => patient::print_json(&keys)?,
         AdminResponse::AccessKeys { keys } => {
             for k in keys {
                 let scope = if k.buckets.is_empty() {

@@ -109,6 +109,8 @@ pub enum PatientAction {
     List {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// Show one patient (admin).
     Show {
@@ -117,6 +119,8 @@ pub enum PatientAction {
         /// The patient's id.
         #[arg(long)]
         id: String,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// Recover every record of yours from the public store alone (the gateway may be
     /// down): reads your index, checks the institution's signature and that it is not
@@ -153,6 +157,8 @@ pub enum PatientAction {
         /// Also list decided requests.
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// Approve a share request: shows it in plain words, asks, then signs a grant.
     Approve {
@@ -190,6 +196,8 @@ pub enum PatientAction {
         /// Your patient identity file (from `medgate patient keygen`).
         #[arg(long)]
         identity: PathBuf,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// Check every log entry about you against the institution's published checkpoint and
     /// print who did what with your records: the gateway must prove each entry is in the
@@ -333,6 +341,8 @@ pub enum ShareAction {
     Mounts {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List share requests (admin).
     Requests {
@@ -341,6 +351,8 @@ pub enum ShareAction {
         /// Only this patient's.
         #[arg(long)]
         patient: Option<String>,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List grants (admin).
     Grants {
@@ -349,6 +361,8 @@ pub enum ShareAction {
         /// Only this patient's.
         #[arg(long)]
         patient: Option<String>,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// Read a shared record as its recipient: the gateway checks the grant and hands out
     /// the manifest and the recipient's wrapped key; the blobs come from the public store
@@ -380,7 +394,26 @@ pub enum ShareAction {
         /// Only this patient's.
         #[arg(long)]
         patient: Option<String>,
+        #[command(flatten)]
+        out: JsonArg,
     },
+}
+
+/// `--json` on the commands that list or show something.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct JsonArg {
+    /// Print one JSON document instead of text: the JSON API's fields, each `*_ms` time
+    /// also as an ISO 8601 `*_at` string beside it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints `value` as `--json` says: pretty JSON with `*_at` beside every `*_ms` time.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut v = serde_json::to_value(value)?;
+    gateway::api::add_iso_times(&mut v);
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
 }
 
 fn patient_passphrase() -> Option<zeroize::Zeroizing<Vec<u8>>> {
@@ -623,19 +656,27 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 );
             }
         }
-        PatientAction::List { dir } => {
+        PatientAction::List { dir, out } => {
             if let AdminResponse::Patients { patients } =
                 fail_on_error(admin_request(&dir, AdminRequest::PatientList).await?)?
             {
+                if out.json {
+                    return print_json(&patients);
+                }
                 for p in patients {
                     println!("{}\t{}\t{}", p.id, p.recipient, time(p.registered_ms));
                 }
             }
         }
-        PatientAction::Show { dir, id } => {
+        PatientAction::Show { dir, id, out } => {
             if let AdminResponse::Patient { patient, records } =
                 fail_on_error(admin_request(&dir, AdminRequest::PatientShow { id }).await?)?
             {
+                if out.json {
+                    return print_json(
+                        &serde_json::json!({ "patient": patient, "records": records }),
+                    );
+                }
                 println!("patient:    {}", patient.id);
                 println!("key:        {}", patient.recipient);
                 println!("registered: {}", time(patient.registered_ms));
@@ -647,6 +688,7 @@ pub async fn patient(action: PatientAction) -> Result<()> {
             gw,
             identity,
             all,
+            out,
         } => {
             let me = load_patient(&identity)?;
             let link = Link::new(&dir, &gw)?;
@@ -659,6 +701,9 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                     .iter()
                     .filter(|r| all || r.state == gateway::private::RequestState::Pending)
                     .collect();
+                if out.json {
+                    return print_json(&shown);
+                }
                 if shown.is_empty() {
                     println!("no pending share requests");
                 }
@@ -749,7 +794,12 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 println!("{message}");
             }
         }
-        PatientAction::Grants { dir, gw, identity } => {
+        PatientAction::Grants {
+            dir,
+            gw,
+            identity,
+            out,
+        } => {
             let me = load_patient(&identity)?;
             let link = Link::new(&dir, &gw)?;
             let id = whoami(&link, &me).await?;
@@ -757,6 +807,9 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 .call(&me, AdminRequest::Grants { patient: Some(id) })
                 .await?
             {
+                if out.json {
+                    return print_json(&grants);
+                }
                 print_grant_list(grants);
             }
         }
@@ -840,10 +893,13 @@ pub async fn patient(action: PatientAction) -> Result<()> {
     Ok(())
 }
 
-async fn print_grants(dir: &DataDirArg, patient: Option<String>) -> Result<()> {
+async fn print_grants(dir: &DataDirArg, patient: Option<String>, out: JsonArg) -> Result<()> {
     if let AdminResponse::Grants { grants } =
         fail_on_error(admin_request(dir, AdminRequest::Grants { patient }).await?)?
     {
+        if out.json {
+            return print_json(&grants);
+        }
         print_grant_list(grants);
     }
     Ok(())
@@ -953,10 +1009,13 @@ pub async fn share(action: ShareAction) -> Result<()> {
                 }
             }
         }
-        ShareAction::Mounts { dir } => {
+        ShareAction::Mounts { dir, out } => {
             if let AdminResponse::Mounts { mounts } =
                 fail_on_error(admin_request(&dir, AdminRequest::Mounts).await?)?
             {
+                if out.json {
+                    return print_json(&mounts);
+                }
                 for m in mounts {
                     println!(
                         "{}\tfrom {}\trequest {}\t{}\t{}",
@@ -1009,16 +1068,19 @@ pub async fn share(action: ShareAction) -> Result<()> {
                 println!("{}", request.id);
             }
         }
-        ShareAction::Requests { dir, patient } => {
+        ShareAction::Requests { dir, patient, out } => {
             if let AdminResponse::Requests { requests } =
                 fail_on_error(admin_request(&dir, AdminRequest::Requests { patient }).await?)?
             {
+                if out.json {
+                    return print_json(&requests);
+                }
                 for r in &requests {
                     print_request(r);
                 }
             }
         }
-        ShareAction::Grants { dir, patient } => print_grants(&dir, patient).await?,
+        ShareAction::Grants { dir, patient, out } => print_grants(&dir, patient, out).await?,
         ShareAction::Fetch {
             dir,
             gw,
@@ -1067,7 +1129,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             std::fs::rename(&tmp, &out)?;
             println!("{n} bytes verified and decrypted to {}", out.display());
         }
-        ShareAction::Events { dir, patient } => {
+        ShareAction::Events { dir, patient, out } => {
             if let AdminResponse::Events { events } = fail_on_error(
                 admin_request(
                     &dir,
@@ -1079,6 +1141,9 @@ pub async fn share(action: ShareAction) -> Result<()> {
                 )
                 .await?,
             )? {
+                if out.json {
+                    return print_json(&events);
+                }
                 for e in events {
                     let place = match (&e.bucket, &e.key) {
                         (Some(b), Some(k)) => format!(" {b}/{k}"),

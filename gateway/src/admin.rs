@@ -853,9 +853,29 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
                     });
                 }));
                 let job = tokio::spawn(async move { handle(&vcx, req).await });
-                while let Some(p) = rx.recv().await {
+                // The job's own steps, and between them the last one again every HEARTBEAT,
+                // so that a client's answer timeout measures a stopped server, not a slow step.
+                let mut last = AdminResponse::Progress {
+                    step: "starting".into(),
+                    done: 0,
+                    total: 0,
+                };
+                let mut beat = tokio::time::interval(HEARTBEAT);
+                beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let frame = tokio::select! {
+                        p = rx.recv() => match p {
+                            Some(p) => {
+                                last = p;
+                                beat.reset();
+                                &last
+                            }
+                            None => break,
+                        },
+                        _ = beat.tick() => &last,
+                    };
                     let mut out =
-                        serde_json::to_vec(&p).map_err(|e| Error::Internal(e.to_string()))?;
+                        serde_json::to_vec(frame).map_err(|e| Error::Internal(e.to_string()))?;
                     out.push(b'\n');
                     write.write_all(&out).await?;
                 }
@@ -878,9 +898,35 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
 /// How long an admin command waits for the server to accept its connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long an admin command waits for an answer or a progress frame: long jobs (backup,
-/// verify, rotate) report progress well within it.
+/// How long an admin command waits for an answer or a progress frame, unless
+/// `MEDGATE_ADMIN_TIMEOUT` says otherwise ([`answer_timeout`]): long jobs (backup, verify,
+/// rotate) report progress well within it.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// While verify or rotate runs, the server repeats its last progress frame this often when the
+/// job reports nothing new (a deep verify hashing one large blob, a public store slow to
+/// answer), so the client gives up only on a server that is stopped.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The answer timeout admin commands use: `MEDGATE_ADMIN_TIMEOUT` (e.g. `2m`, at least 2 s) when
+/// set and valid, else [`ANSWER_TIMEOUT`]. An invalid value is reported once on stderr.
+pub fn answer_timeout() -> Duration {
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| match std::env::var("MEDGATE_ADMIN_TIMEOUT") {
+        Err(_) => ANSWER_TIMEOUT,
+        Ok(v) => match humantime::parse_duration(v.trim()) {
+            Ok(d) if d >= 2 * HEARTBEAT => d,
+            _ => {
+                eprintln!(
+                    "MEDGATE_ADMIN_TIMEOUT={v:?} is not a duration of at least 2s (e.g. 30s, 2m): \
+                     using {} s",
+                    ANSWER_TIMEOUT.as_secs()
+                );
+                ANSWER_TIMEOUT
+            }
+        },
+    })
+}
 
 /// The error of an admin call the server did not serve in time: an I/O error of kind
 /// `TimedOut`, naming the socket and what to check.
@@ -888,7 +934,7 @@ fn timed_out(path: &Path, what: &str) -> Error {
     let secs = if what.starts_with("accept ") {
         CONNECT_TIMEOUT.as_secs()
     } else {
-        ANSWER_TIMEOUT.as_secs()
+        answer_timeout().as_secs()
     };
     Error::Io(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
@@ -912,7 +958,7 @@ pub async fn connect(path: &Path) -> Result<UnixStream> {
         .map_err(Error::Io)
 }
 
-/// Waits at most [`ANSWER_TIMEOUT`] for `fut`, an answer or progress frame from the
+/// Waits at most [`answer_timeout`] for `fut`, an answer or progress frame from the
 /// server behind `path`.
 ///
 /// # Errors
@@ -921,7 +967,7 @@ pub async fn within_answer_timeout<T>(
     path: &Path,
     fut: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    tokio::time::timeout(ANSWER_TIMEOUT, fut)
+    tokio::time::timeout(answer_timeout(), fut)
         .await
         .map_err(|_| timed_out(path, "answer or report progress"))?
 }
@@ -951,7 +997,7 @@ pub async fn call_with_progress(
     write.shutdown().await?;
     let mut lines = BufReader::new(read).lines();
     loop {
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, lines.next_line())
+        let answer = tokio::time::timeout(answer_timeout(), lines.next_line())
             .await
             .map_err(|_| timed_out(path, "answer or report progress"))??
             .ok_or_else(|| Error::Internal("the server closed the admin socket".into()))?;

@@ -203,7 +203,9 @@ async fn with_iso_times(resp: Response) -> Response {
 /// (2001-09-09).
 const FIRST_TIME_MS: u64 = 1_000_000_000_000;
 
-fn add_iso_times(value: &mut serde_json::Value) {
+/// Adds an ISO 8601 `*_at` string beside every `*_ms` time in `value`, at any depth (what
+/// every JSON answer of the API gets, and the CLI's `--json`).
+pub fn add_iso_times(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             let mut times = Vec::new();

@@ -5,6 +5,7 @@ what was wrong and what to do, or the behaviour the README promises.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Gateway, medgate_bin
+from support import Gateway, client_for, medgate_bin
 from test_sharing import cli, keygen, institution, register
 from test_two_gateways import (  # noqa: F401  (two is a fixture)
     aws_error, get_denied, grant_of, mount, patient, register_at, two,
@@ -132,6 +133,106 @@ def test_admin_commands_time_out_on_a_stopped_server(gateway):
     # Resumed, it answers again.
     cp = run(gateway, *args)
     assert cp.returncode == 0 and gateway.access_key_id in cp.stdout, cp.stderr
+
+
+def _over_moto(moto, gateway_factory):
+    store = moto.client()
+    store.create_bucket(Bucket="medgate-public")
+    gw = gateway_factory(
+        public_store="s3://medgate-public/pfx",
+        public_store_opts={"endpoint": moto.endpoint, "allow_http": "true",
+                           "access_key_id": "test", "secret_access_key": "test",
+                           "region": "us-east-1"},
+    )
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="scans")
+    for i in range(3):
+        s3.put_object(Bucket="scans", Key=f"p-1/{i}.dcm", Body=os.urandom(300_000 + i))
+    return gw
+
+
+@pytest.mark.timeout_s(240)
+@pytest.mark.parametrize("job", [("verify", "--deep"),
+                                 ("rotate", "--bucket", "scans", "--prefix", "p-1/")])
+def test_long_jobs_outlast_the_timeout_but_not_a_stopped_server(moto, gateway_factory,
+                                                                tmp_path, job):
+    """verify and rotate wait on a public store that stopped answering for longer than the
+    admin timeout and still finish (the server sends progress while it waits); a server stopped
+    in the middle of the job is reported within the timeout."""
+    gw = _over_moto(moto, gateway_factory)
+    env = {"MEDGATE_ADMIN_TIMEOUT": "4s"}
+    args = (*job, "--data-dir", str(gw.data_dir))
+    if job[0] == "rotate":
+        args += ("--state", str(tmp_path / "rotate.json"))
+
+    def start():
+        e = gw.env()
+        e.update(env)
+        return subprocess.Popen([gw.bin, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=e, stdin=subprocess.DEVNULL)
+
+    # 1. The store is stopped for 10 s, 2.5 times the timeout: the job waits and finishes.
+    os.kill(moto.proc.pid, signal.SIGSTOP)
+    try:
+        proc = start()
+        time.sleep(10)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        os.kill(moto.proc.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "did not answer" not in err
+
+    # 2. Now the server stops in the middle of the job (the job waits on the stopped store
+    #    again): the command gives up within the timeout, saying what to check.
+    os.kill(moto.proc.pid, signal.SIGSTOP)
+    try:
+        proc = start()
+        time.sleep(6)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(gw.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(moto.proc.pid, signal.SIGCONT)
+        os.kill(gw.proc.pid, signal.SIGCONT)
+    assert proc.returncode != 0
+    assert "did not answer or report progress within 4 s" in err, err
+    assert took < 20, took
+
+    # 3. Resumed, the same command runs to the end (rotate resumes from its state file).
+    cp = run(gw, *args, env_extra=env)
+    assert cp.returncode == 0, cp.stderr
+
+
+@pytest.mark.timeout_s(120)
+def test_backup_times_out_on_a_stopped_server(gateway, tmp_path):
+    recovery = tmp_path / "recovery.key"
+    rcp = run(gateway, "recovery", "keygen", "-o", str(recovery))
+    assert rcp.returncode == 0, rcp.stderr
+    args = ("backup", "--data-dir", str(gateway.data_dir), "--out", str(tmp_path / "b.mgb"),
+            "--recipient", rcp.stdout.split()[-1])
+    env = {"MEDGATE_ADMIN_TIMEOUT": "4s"}
+    os.kill(gateway.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        cp = run(gateway, *args, timeout=60, env_extra=env)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(gateway.proc.pid, signal.SIGCONT)
+    assert cp.returncode != 0
+    assert "did not answer or report progress within 4 s" in cp.stderr, cp.stderr
+    assert took < 20, took
+    cp = run(gateway, *args, env_extra=env)
+    assert cp.returncode == 0 and "backup complete" in cp.stderr, cp.stderr
+
+
+def test_an_unusable_admin_timeout_is_said(gateway):
+    cp = run(gateway, "access-key", "list", "--data-dir", str(gateway.data_dir),
+             env_extra={"MEDGATE_ADMIN_TIMEOUT": "soon"})
+    assert cp.returncode == 0, cp.stderr
+    assert 'MEDGATE_ADMIN_TIMEOUT="soon" is not a duration of at least 2s' in cp.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -310,6 +411,19 @@ def test_share_request_scope_and_empty_match_warning(module_gateway, aws, tmp_pa
     assert f"medgate patient revoke {grant_of(out)}" in err, err
 
 
+def test_rotate_takes_bucket_and_prefix_like_share_request(module_gateway):
+    gw = module_gateway
+    d = str(gw.data_dir)
+    # The old BUCKET/PREFIX form: refused before anything runs, naming --bucket.
+    code, _, err = cli(gw, "rotate", "--data-dir", d, "--prefix", "pacs/p-1001/", ok=False)
+    assert code != 0 and "--bucket" in err, err
+    code, _, err = cli(gw, "rotate", "--data-dir", d, "--bucket", "pacs/p-1001/", ok=False)
+    assert code != 0 and "--bucket is a bucket name alone" in err, err
+    code, _, err = cli(gw, "rotate", "--data-dir", d, ok=False)
+    assert code != 0 and "--bucket BUCKET [--prefix PREFIX]" in err, err
+    # (test_rotate.py runs the right form, --bucket ehr --prefix alice/, to the end.)
+
+
 # ---------------------------------------------------------------------------
 # Two institutions: mounts in ListBuckets, their state, errors said once
 # ---------------------------------------------------------------------------
@@ -445,6 +559,23 @@ def test_share_fetch_through_a_remote_gateway(module_gateway, aws, tmp_path):
     _, out, _ = cli(gw, "share", "grants", "--data-dir", d, "--patient", "p-remote")
     assert re.search(r"in force until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d", out), out
     assert str(g["expires_ms"]) not in out, out
+    # --json: the API's document, *_at beside each *_ms.
+    _, out, _ = cli(gw, "share", "grants", "--data-dir", d, "--patient", "p-remote", "--json")
+    (jg,) = [x for x in json.loads(out) if x["id"] == gid]
+    assert jg == g, (jg, g)
+    _, out, _ = cli(gw, "share", "events", "--data-dir", d, "--patient", "p-remote", "--json")
+    events = json.loads(out)
+    assert any(e["kind"] == "grant" for e in events), events
+    for e in events:
+        want = datetime.datetime.fromtimestamp(e["time_ms"] // 1000, datetime.timezone.utc)
+        assert e["time_at"] == want.strftime("%Y-%m-%dT%H:%M:%SZ"), e
+    _, out, _ = cli(gw, "patient", "list", "--data-dir", d, "--json")
+    (p,) = [x for x in json.loads(out) if x["id"] == "p-remote"]
+    assert p["recipient"].startswith("medgate1") and p["registered_at"].endswith("Z"), p
+    _, out, _ = cli(gw, "access-key", "list", "--data-dir", d, "--json")
+    keys = json.loads(out)
+    assert gw.access_key_id in [k["id"] for k in keys], keys
+    assert not any("secret" in k for k in keys), keys
 
     # Elsewhere: no data dir, no admin socket; the JSON API and the public store only.
     elsewhere = tmp_path / "elsewhere"

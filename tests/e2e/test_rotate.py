@@ -53,8 +53,8 @@ def test_rotate_prefix_keeps_every_reader_and_resumes(gateway, tmp_path):
     state = tmp_path / "rotate.json"
     state.write_text(json.dumps({"scope": {"scope": "prefix", "bucket": "ehr",
                                            "prefix": "alice/"}, "since": start}))
-    _, out, err = cli(gw, "rotate", "--data-dir", str(gw.data_dir), "--prefix", "ehr/alice/",
-                      "--state", str(state))
+    _, out, err = cli(gw, "rotate", "--data-dir", str(gw.data_dir), "--bucket", "ehr",
+                      "--prefix", "alice/", "--state", str(state))
     assert "resuming" in err
     m = re.search(r"rotated (\d+) data keys \((\d+) manifests moved.*; (\d+) already rotated", out)
     assert m, out
