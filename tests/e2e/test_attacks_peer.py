@@ -407,3 +407,42 @@ def test_a_peer_ca_file_is_the_only_ca_trusted_for_that_peer(gateway_factory, tm
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_replayed_peer_call_is_refused(world):
+    """Item 6: a peer call captured on the wire (or by a proxy in front of A) and sent again
+    is refused; the same call freshly signed is answered."""
+    a, b, ra = world["a"], world["b"], world["ra"]
+    b_recipient, b_key = b_signer(b)
+    host = f"127.0.0.1:{a.api_port}"
+    target = "/v1/peer/objects?grant=" + world["grant"]
+    captured = {"Authorization": peer_header(b_recipient, b_key, ra, "GET", host, target, b"")}
+
+    # The legitimate call, once.
+    r = requests.get(a.api_endpoint + target, headers=captured, timeout=30)
+    assert r.status_code == 200, r.text
+    # The same bytes again: refused as a replay.
+    r = requests.get(a.api_endpoint + target, headers=captured, timeout=30)
+    assert r.status_code == 401, (r.status_code, r.text)
+    assert "single use" in r.json()["message"], r.text
+
+    # A replayed share request creates no second request.
+    body = (b'{"patient":"alice","scope":"patient","purpose_text":"replay check",'
+            b'"purpose_code":"TREAT","expires_ms":'
+            + str(int(time.time() * 1000) + 3_600_000).encode() + b'}')
+    post = {"Authorization": peer_header(b_recipient, b_key, ra, "POST", host,
+                                         "/v1/peer/requests", body),
+            "Content-Type": "application/json"}
+    before = len(requests_at(a))
+    r = requests.post(a.api_endpoint + "/v1/peer/requests", data=body, headers=post, timeout=30)
+    assert r.status_code == 200, r.text
+    r = requests.post(a.api_endpoint + "/v1/peer/requests", data=body, headers=post, timeout=30)
+    assert r.status_code == 401 and "single use" in r.json()["message"], r.text
+    assert len(requests_at(a)) == before + 1
+
+    # Fresh signatures still work, and B's own gateway still reads through its mount.
+    r = peer_call(a, ra, b_recipient, b_key, "GET", target)
+    assert r.status_code == 200, r.text
+    out = world["tmp"] / "ct.replay-check"
+    world["aws"](b, "s3", "cp", "s3://from-a/ehr/alice/ct.dcm", str(out))
+    assert out.read_bytes() == world["ct"]

@@ -25,10 +25,14 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import re
 import resource
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,7 +41,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from support import Gateway, client_for, port_open
+from support import Gateway, client_for, medgate_bin, port_open, require_tool
 
 from test_sharing import cli, institution, keygen
 from test_two_gateways import patient_api, wait_api, write_config
@@ -447,3 +451,82 @@ def test_challenge_flood_and_junk_signatures_do_not_lock_a_patient_out(pair):
     for _ in range(3):
         r = patient_api(a, pair["alice_key"], "GET", "/v1/patient/grants")
         assert r.status_code == 200, r.text
+
+
+# ---------------------------------------------------------------------------
+# Item 15: process memory
+# ---------------------------------------------------------------------------
+
+NOBODY = 65534
+
+
+def as_service_user(argv: list[str]) -> list[str]:
+    """`argv` run as an unprivileged user: nobody when the tests run as root (as in CI),
+    else the current user (no change needed)."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = require_tool("setpriv")
+    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *argv]
+
+
+class ServiceUserGateway(Gateway):
+    """A gateway running as an unprivileged service user, from a copy of the binary that
+    user may execute, with a data dir it owns."""
+
+    def argv(self) -> list[str]:
+        return as_service_user(super().argv())
+
+
+def test_process_memory_is_closed_to_other_processes_of_the_same_user(tmp_path):
+    """Item 15: another process of the service user (a compromised plugin, a shell of the
+    same account) cannot read the gateway's memory or environment (which holds
+    MEDGATE_SECRET_ACCESS_KEY here); the same process can read those of an ordinary process
+    of that user, so the refusal is the gateway's doing. The gateway still serves."""
+    base = Path(tempfile.mkdtemp(prefix="medgate-svc-", dir="/tmp"))
+    gw = None
+    other = None
+    try:
+        os.chmod(base, 0o755)
+        binary = base / "medgate"
+        shutil.copy2(medgate_bin(), binary)
+        os.chmod(binary, 0o755)
+        work = base / "gw"
+        work.mkdir()
+        if os.geteuid() == 0:
+            os.chown(work, NOBODY, NOBODY)
+        gw = ServiceUserGateway(work)
+        gw.bin = str(binary)
+        gw.start()
+        s3 = client_for(gw)
+        s3.create_bucket(Bucket="still-serving")
+        s3.put_object(Bucket="still-serving", Key="k", Body=b"records")
+        assert s3.get_object(Bucket="still-serving", Key="k")["Body"].read() == b"records"
+
+        def read_as_service_user(pid: int, what: str) -> subprocess.CompletedProcess:
+            return subprocess.run(as_service_user(["cat", f"/proc/{pid}/{what}"]),
+                                  capture_output=True, timeout=30)
+
+        # The control: an ordinary process of the same user is open to it.
+        other = subprocess.Popen(as_service_user(["sleep", "120"]),
+                                 env={"PATH": os.environ["PATH"], "CONTROL_MARK": "visible"})
+        time.sleep(0.3)
+        cp = read_as_service_user(other.pid, "environ")
+        assert cp.returncode == 0 and b"CONTROL_MARK=visible" in cp.stdout, cp
+
+        # The attack: the gateway's environment (the S3 secret) and memory.
+        cp = read_as_service_user(gw.proc.pid, "environ")
+        assert cp.returncode != 0, "the gateway's environment was readable"
+        assert gw.secret_access_key.encode() not in cp.stdout
+        assert b"Permission denied" in cp.stderr, cp.stderr
+        m = subprocess.run(as_service_user(
+            ["python3", "-c", f"open('/proc/{gw.proc.pid}/mem', 'rb')"]),
+            capture_output=True, timeout=30)
+        assert m.returncode != 0 and b"PermissionError" in m.stderr, m
+        assert s3.get_object(Bucket="still-serving", Key="k")["Body"].read() == b"records"
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait(timeout=10)
+        if gw is not None:
+            gw.teardown()
+        shutil.rmtree(base, ignore_errors=True)

@@ -135,3 +135,52 @@ def test_new_writes_beside_old_records_survive_a_restart(upgraded):
     check_every_record(s3)
     _, out, _ = cli(upgraded, "verify", "--data-dir", str(upgraded.data_dir), "--deep")
     assert "verify: OK" in out, out
+
+
+def test_start_names_access_keys_that_kept_the_label_right(upgraded):
+    """Access keys from before --label-patients keep the right (nothing an old client did
+    stops working), and every start names them so an admin can replace them."""
+    log = upgraded.log_text()
+    assert "access keys created before --label-patients existed" in log, upgraded.log_tail()
+    assert EXPECTED["access_key_id"] in log
+    # The old key does label records with the patient, as it did before the upgrade.
+    s3 = client_for(upgraded)
+    pid = EXPECTED["patient"]["id"]
+    s3.put_object(Bucket="labs", Key=f"{pid}/labelled-after-upgrade.json", Body=b"{}",
+                  Metadata={"medgate-patient": pid})
+    _, out, _ = cli(upgraded, "patient", "show", "--data-dir", str(upgraded.data_dir),
+                    "--id", pid, "--json")
+    assert json.loads(out)["records"] == len(EXPECTED["patient"]["records"]) + 1, out
+    s3.delete_object(Bucket="labs", Key=f"{pid}/labelled-after-upgrade.json")
+    # A key made now has no such right unless asked for, and is not named.
+    _, out, _ = cli(upgraded, "access-key", "list", "--data-dir", str(upgraded.data_dir),
+                    "--json")
+    keys = {k["id"]: k for k in json.loads(out)}
+    assert keys[EXPECTED["access_key_id"]]["label_patients"] is True, keys
+
+
+def test_an_old_unsigned_backup_restores_only_with_allow_unsigned(tmp_path):
+    """A backup written by e15ed43 (format v1, signed by nobody): refused without
+    --allow-unsigned, since anyone who knows the recovery Recipient could have written it;
+    with it, restored and serving every record byte-identical."""
+    recovery = identity(tmp_path, "recovery.key")
+    public = tmp_path / "public"
+    shutil.copytree(FIXTURE / "data" / "public", public)
+    gw = Gateway(tmp_path / "restored", public_store=str(public))
+    gw.access_key_id = EXPECTED["access_key_id"]
+    gw.secret_access_key = EXPECTED["secret_access_key"]
+    base = ["restore", str(FIXTURE / "backup-v1.mgb"), "--data-dir", str(gw.data_dir),
+            "--identity", str(recovery), "--institution", EXPECTED["institution"],
+            "--public-store", str(public)]
+    rc, _, err = cli(gw, *base, ok=False)
+    assert rc != 0 and "unsigned (v1) backup" in err and "--allow-unsigned" in err, err
+    assert not (gw.data_dir / "private").exists(), "a refused restore leaves nothing behind"
+    _, _, err = cli(gw, *base, "--allow-unsigned")
+    assert "restored because of --allow-unsigned" in err, err
+    gw.start()
+    try:
+        check_every_record(client_for(gw))
+        _, out, _ = cli(gw, "verify", "--data-dir", str(gw.data_dir))
+        assert "verify: OK" in out, out
+    finally:
+        gw.teardown()
