@@ -530,3 +530,95 @@ def test_process_memory_is_closed_to_other_processes_of_the_same_user(tmp_path):
         if gw is not None:
             gw.teardown()
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# The S3 key, admin socket and JSON API boundaries
+# ---------------------------------------------------------------------------
+
+
+def test_a_bucket_limited_key_cannot_reach_other_buckets_by_copy_or_multipart(pair):
+    """A key limited to one bucket reads and writes there (the control) but cannot pull
+    another bucket's record into its own by CopyObject or UploadPartCopy, nor see it."""
+    a = pair["a"]
+    admin = client_for(a)
+    admin.create_bucket(Bucket="ward-own")
+    admin.create_bucket(Bucket="ward-other")
+    secret_body = os.urandom(6 * 1024 * 1024)
+    admin.put_object(Bucket="ward-other", Key="scan.dcm", Body=secret_body)
+    kid, secret = access_key(a, "--bucket", "ward-own")
+    limited = client_for(a, access_key_id=kid, secret=secret)
+
+    limited.put_object(Bucket="ward-own", Key="mine.txt", Body=b"mine")
+    limited.copy_object(Bucket="ward-own", Key="mine-copy.txt",
+                        CopySource={"Bucket": "ward-own", "Key": "mine.txt"})
+    assert limited.get_object(Bucket="ward-own", Key="mine-copy.txt")["Body"].read() == b"mine"
+
+    def denied(call) -> None:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == "AccessDenied", e.value.response
+
+    denied(lambda: limited.copy_object(Bucket="ward-own", Key="stolen.dcm",
+                                       CopySource={"Bucket": "ward-other", "Key": "scan.dcm"}))
+    up = limited.create_multipart_upload(Bucket="ward-own", Key="stolen-mp.dcm")
+    denied(lambda: limited.upload_part_copy(
+        Bucket="ward-own", Key="stolen-mp.dcm", UploadId=up["UploadId"], PartNumber=1,
+        CopySource={"Bucket": "ward-other", "Key": "scan.dcm"}))
+    limited.abort_multipart_upload(Bucket="ward-own", Key="stolen-mp.dcm",
+                                   UploadId=up["UploadId"])
+    with pytest.raises(ClientError) as e:  # HEAD answers carry no body: the status says it
+        limited.head_object(Bucket="ward-other", Key="scan.dcm")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, e.value.response
+    denied(lambda: limited.delete_object(Bucket="ward-other", Key="scan.dcm"))
+    keys = [o["Key"] for o in limited.list_objects_v2(Bucket="ward-own").get("Contents", [])]
+    assert sorted(keys) == ["mine-copy.txt", "mine.txt"], keys
+    assert admin.get_object(Bucket="ward-other", Key="scan.dcm")["Body"].read() == secret_body
+
+
+def test_the_admin_socket_and_secrets_are_closed_to_other_local_users(pair, tmp_path):
+    """Another local account (nobody) can neither talk to the admin socket nor read the
+    data dir's secrets; the service user's own admin commands work (the control)."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to act as a second local user (CI runs as root)")
+    a = pair["a"]
+    _, out, _ = cli(a, "access-key", "list", "--data-dir", str(a.data_dir))
+    assert a.access_key_id in out
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "s.connect(sys.argv[1])\n"
+             "s.sendall(b'{\"AccessKeyList\":null}\\n')\n"
+             "print(s.recv(65536))\n")
+    cp = subprocess.run(as_service_user(["python3", "-c", probe, str(a.data_dir / "admin.sock")]),
+                        capture_output=True, text=True, timeout=30)
+    assert cp.returncode != 0 and "PermissionError" in cp.stderr, cp
+    assert a.access_key_id not in cp.stdout
+    for name in ("institution.key", "credentials", "admin.token", "private"):
+        cp = subprocess.run(as_service_user(["ls", "-l", str(a.data_dir / name)]),
+                            capture_output=True, text=True, timeout=30)
+        assert cp.returncode != 0 and "Permission denied" in cp.stderr, (name, cp)
+
+
+def test_json_api_admin_routes_need_the_admin_token(pair):
+    """The admin routes answer the admin token only: not a missing, wrong, truncated or
+    one-character-off token, not an S3 secret, not a patient's signed token."""
+    a = pair["a"]
+    url = a.api_endpoint + "/v1/admin/patients"
+    token = a.admin_token()
+    r = requests.get(url, headers={"Authorization": "Bearer " + token}, timeout=10)
+    assert r.status_code == 200 and "alice" in r.text, r.text
+    off_by_one = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for header in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer " + off_by_one},
+                   {"Authorization": "Bearer " + token[:-1]},
+                   {"Authorization": "Bearer " + token + "x"},
+                   {"Authorization": "Bearer " + a.secret_access_key},
+                   {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()},
+                   {"Authorization": token}):
+        r = requests.get(url, headers=header, timeout=10)
+        assert r.status_code == 401, (header, r.status_code, r.text)
+        assert token not in r.text and "alice" not in r.text
+    # A patient's valid signed token opens the patient's routes, not the admin's.
+    me = patient_api(a, pair["alice_key"], "GET", "/v1/patient/grants")
+    assert me.status_code == 200, me.text
+    forged = patient_api(a, pair["alice_key"], "GET", "/v1/admin/patients")
+    assert forged.status_code == 401, (forged.status_code, forged.text)
