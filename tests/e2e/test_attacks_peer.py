@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import threading
 import time
@@ -30,7 +31,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from support import MIB, AwsCli, Gateway
+from support import MIB, AwsCli, Gateway, client_for
 
 from test_sharing import cli, institution
 from test_two_gateways import get_denied, mount, patient, register_at, wait_api, write_config
@@ -446,3 +447,192 @@ def test_a_replayed_peer_call_is_refused(world):
     out = world["tmp"] / "ct.replay-check"
     world["aws"](b, "s3", "cp", "s3://from-a/ehr/alice/ct.dcm", str(out))
     assert out.read_bytes() == world["ct"]
+
+
+# ---------------------------------------------------------------------------
+# Item 12: B does not trust A's sizes
+# ---------------------------------------------------------------------------
+
+EXCHANGE_CONTEXT = b"medgate/v1/exchange-answer"
+OBJECTS_CONTEXT = b"medgate/v1/objects-answer"
+MANIFEST_PART_LEN = 60
+
+
+def read_str(buf: bytes, at: int) -> tuple[bytes, int]:
+    n = int.from_bytes(buf[at:at + 4], "big")
+    return buf[at + 4:at + 4 + n], at + 4 + n
+
+
+class HostileA:
+    """A's own key in hostile hands (A compromised, or A lying): in front of the real A, it
+    re-asks every call B makes as B, then answers B with A's answer changed as `mode` says,
+    signed with A's key for B's nonce, so B's signature and nonce checks all pass and only
+    B's limits stand between the claim and B's memory.
+
+    Modes: "pass" (A's answer as it is, re-signed), "endless" (an answer body that never
+    ends), "count" (a listing claiming 4 billion records), "chunk1" (a manifest of 1-byte
+    chunks), "huge" (a manifest claiming a 1 PiB record of 1 KiB chunks: 2^40 chunks)."""
+
+    def __init__(self, a: Gateway, a_recipient: str, a_secret: bytes, b: Gateway):
+        self.a, self.ra = a, a_recipient
+        self.a_key = Ed25519PrivateKey.from_private_bytes(a_secret[32:])
+        self.b_recipient, self.b_key = b_signer(b)
+        self.mode = "pass"
+        self.sent = 0
+        hostile = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def relay(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                auth = self.headers.get("Authorization", "").split(" ", 1)[-1]
+                raw = base64.urlsafe_b64decode(auth + "=" * (-len(auth) % 4))
+                b_nonce = raw[105:121]
+                if hostile.mode == "endless" and self.path.startswith("/v1/peer/objects"):
+                    return self.endless()
+                r = peer_call(hostile.a, hostile.ra, hostile.b_recipient, hostile.b_key,
+                              self.command, self.path, body)
+                out = r.content
+                if r.status_code == 200 and "answer" in r.text:
+                    answer = r.json()["answer"]
+                    signed = base64.urlsafe_b64decode(answer + "=" * (-len(answer) % 4))
+                    msg = hostile.rewrite(bytearray(signed[:-64]), b_nonce)
+                    context = {1: b"medgate/v1/request-answer", 2: OBJECTS_CONTEXT,
+                               3: EXCHANGE_CONTEXT}[msg[1]]
+                    sig = hostile.a_key.sign(context + b"\x00" + bytes(msg))
+                    text = base64.urlsafe_b64encode(bytes(msg) + sig).decode().rstrip("=")
+                    out = json.dumps({"answer": text}).encode()
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", "text/plain"))
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def endless(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                piece = b"A" * (1 << 20)
+                hostile.sent = 0
+                try:
+                    self.wfile.write(b'{"answer":"')
+                    while hostile.sent < (400 << 20):
+                        self.wfile.write(piece)
+                        hostile.sent += len(piece)
+                except OSError:
+                    pass  # B hung up: what the test wants
+
+            do_GET = do_POST = relay
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def rewrite(self, msg: bytearray, nonce: bytes) -> bytearray:
+        msg[2:18] = nonce
+        at = 82
+        for _ in range(4):  # grant, bucket, key, version id
+            _, at = read_str(msg, at)
+        if msg[1] == 2 and self.mode == "count":
+            msg[at:at + 4] = (4_000_000_000).to_bytes(4, "big")
+        if msg[1] == 3 and self.mode in ("chunk1", "huge"):
+            manifest, end = read_str(msg, at)
+            manifest = bytearray(manifest)
+            parts = int.from_bytes(manifest[-4 - MANIFEST_PART_LEN * 1:][:4], "big")
+            assert parts == 1, "the test record is one part"
+            part = len(manifest) - MANIFEST_PART_LEN
+            if self.mode == "chunk1":
+                manifest[part + 16:part + 20] = (1).to_bytes(4, "big")
+            else:
+                manifest[18:26] = (1 << 50).to_bytes(8, "big")            # size
+                manifest[part + 16:part + 20] = (1024).to_bytes(4, "big")  # chunk size
+                manifest[part + 20:part + 28] = (1 << 50).to_bytes(8, "big")
+            msg[at:end] = len(manifest).to_bytes(4, "big") + bytes(manifest)
+        return msg
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.timeout_s(240)
+def test_b_bounds_what_a_hostile_a_claims(tmp_path_factory):
+    """Item 12, with A's key in hostile hands: an endless answer, a listing of 4 billion
+    records, a manifest of 1-byte chunks and one of 2^40 chunks are each refused by B within
+    seconds and without B's memory growing with the claim; the same mount then reads the
+    record byte-identical when A answers honestly (the control)."""
+    a = Gateway(tmp_path_factory.mktemp("gw-a"))
+    b = Gateway(tmp_path_factory.mktemp("gw-b"))
+    aws = AwsCli(tmp_path_factory.mktemp("awscli"))
+    tmp = tmp_path_factory.mktemp("hostile")
+    hostile = None
+    try:
+        a.start()
+        b.start()
+        ra, rb = institution(a), institution(b)
+        a.stop()
+        b.stop()
+        hostile = HostileA(a, ra, secret_of(a), b)
+        write_config(a, [{"name": "hospital-b", "recipient": rb}])
+        write_config(b, [{"name": "hospital-a", "recipient": ra,
+                          "url": f"http://127.0.0.1:{hostile.port}"}])
+        a.start()
+        b.start()
+        wait_api(a)
+        wait_api(b)
+        alice = register_at(a, tmp, "alice")
+        aws(a, "s3", "mb", "s3://ehr")
+        ct = os.urandom(3 * MIB + 77)
+        (tmp / "ct.dcm").write_bytes(ct)
+        aws(a, "s3", "cp", str(tmp / "ct.dcm"), "s3://ehr/alice/ct.dcm",
+            "--metadata", "medgate-patient=alice")
+        req = mount(b, "from-a", "--peer-bucket", "ehr", "--prefix", "alice/")
+        patient(a, "approve", "--identity", str(alice), req, "--yes")
+        s3 = client_for(b)
+
+        # Each claim, refused quickly, B's memory not following it.
+        base = rss_kib(b.proc.pid)
+        for mode, call in (
+            ("endless", lambda: s3.list_objects_v2(Bucket="from-a")),
+            ("count", lambda: s3.list_objects_v2(Bucket="from-a")),
+            ("chunk1", lambda: s3.get_object(Bucket="from-a", Key="ehr/alice/ct.dcm")["Body"].read()),
+            ("huge", lambda: s3.get_object(Bucket="from-a", Key="ehr/alice/ct.dcm")["Body"].read()),
+        ):
+            hostile.mode = mode
+            t0 = time.monotonic()
+            with pytest.raises(Exception) as e:
+                call()
+            took = time.monotonic() - t0
+            assert took < 30, (mode, took)
+            grown = rss_kib(b.proc.pid) - base
+            assert grown < 160 * 1024, (mode, f"B's RSS grew by {grown} KiB")
+            assert b.running(), (mode, b.log_tail())
+            print(f"{mode}: refused in {took:.2f} s ({type(e.value).__name__}), RSS +{grown} KiB")
+        assert hostile.sent < (100 << 20), f"B read {hostile.sent} bytes of an endless answer"
+        log = b.log_text()
+        for why in ("answer longer than",                      # endless
+                    "malformed signed peer answer",            # 4 billion records
+                    "a chunk size of 1 bytes is out of range",  # 1-byte chunks
+                    "integrity check failed for blob"):        # 2^40 chunks, walked lazily
+            assert why in log, (why, b.log_tail())
+
+        # The control: the same mount, A honest again.
+        hostile.mode = "pass"
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="from-a").get("Contents", [])]
+        assert keys == ["ehr/alice/ct.dcm"], keys
+        assert s3.get_object(Bucket="from-a", Key="ehr/alice/ct.dcm")["Body"].read() == ct
+    finally:
+        if hostile:
+            hostile.close()
+        a.teardown()
+        b.teardown()
