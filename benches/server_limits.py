@@ -17,7 +17,11 @@ deadline of --deadline seconds (default 5):
      the CLI);
   3. sends a request head a byte every 0.5 s and prints when the server closes it;
   4. prints the server's VmRSS and the median latency of a small S3 GET (20 runs) before and
-     while --idle idle connections are open, and the open-files limits it runs with.
+     while --idle idle connections are open, and the open-files limits it runs with;
+  5. peer nonces (item 6): as a configured peer, sends --peer-calls authenticated calls, each
+     with a fresh nonce, then as many with junk signatures, and prints the server's VmRSS and
+     the median latency of 200 authenticated calls at the start, after the authenticated ones
+     and after the junk (flat latency: O(1) per call; junk leaves no trace).
 
 Every server is stopped by PID at the end.
 """
@@ -44,7 +48,11 @@ from test_attacks_server import (  # noqa: E402
     LimitedGateway, closed_within, forged_token, open_files_limits, post_json,
     register_patient)
 from test_sharing import cli, keygen  # noqa: E402
-from test_two_gateways import wait_api  # noqa: E402
+from test_two_gateways import wait_api, write_config  # noqa: E402
+from test_attacks_peer import bech32_recipient, peer_header  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
 
 
 def ms(xs: list[float]) -> str:
@@ -77,6 +85,7 @@ def main() -> int:
     ap.add_argument("--flood", type=int, default=10_000)
     ap.add_argument("--idle", type=int, default=2000)
     ap.add_argument("--deadline", type=float, default=5.0)
+    ap.add_argument("--peer-calls", type=int, default=20_000)
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.idle + 1024)), hard))
@@ -84,6 +93,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="medgate-limits-"))
     gw = LimitedGateway(work / "gw")
     gw.extra_env["MEDGATE_HEADER_TIMEOUT"] = f"{args.deadline:g}s"
+    peer_key = Ed25519PrivateKey.generate()
+    peer = (X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            + peer_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    write_config(gw, [{"name": "bench-peer", "recipient": bech32_recipient(peer)}])
     try:
         gw.start()
         wait_api(gw)
@@ -172,6 +185,39 @@ def main() -> int:
         print(f"   RSS {before_rss / 1024:.1f} MiB before, {during_rss / 1024:.1f} MiB with them "
               f"({(during_rss - before_rss) / args.idle:.1f} KiB each)")
         print(f"   1 KiB GET median {ms(before)} before, {ms(during)} with them")
+
+        print(f"5. peer nonces: {args.peer_calls} authenticated calls, then as many junk ones")
+        inst = cli(gw, "keys", "--data-dir", str(gw.data_dir))[1].strip().splitlines()[-1]
+        host = f"127.0.0.1:{gw.api_port}"
+        target = "/v1/peer/objects?grant=" + "0" * 32
+        conn = http.client.HTTPConnection("127.0.0.1", gw.api_port, timeout=30)
+
+        def call(signer) -> tuple[int, float]:
+            hdr = {"Authorization": peer_header(peer, signer, inst, "GET", host, target, b"")}
+            t0 = time.perf_counter()
+            conn.request("GET", target, headers=hdr)
+            r = conn.getresponse()
+            r.read()
+            return r.status, time.perf_counter() - t0
+
+        def sample() -> str:
+            lat = [call(peer_key)[1] for _ in range(200)]
+            return f"median {ms(lat)}, RSS {rss_kib(gw.proc.pid) / 1024:.1f} MiB"
+
+        print(f"   at start: {sample()}; answer to a valid call: {call(peer_key)[0]}")
+        t0 = time.monotonic()
+        for _ in range(args.peer_calls):
+            call(peer_key)
+        took = time.monotonic() - t0
+        print(f"   after {args.peer_calls} authenticated calls ({args.peer_calls / took:.0f}/s): "
+              f"{sample()}")
+        junk = Ed25519PrivateKey.generate()
+        statuses: dict[int, int] = {}
+        for _ in range(args.peer_calls):
+            st = call(junk)[0]
+            statuses[st] = statuses.get(st, 0) + 1
+        print(f"   after {args.peer_calls} junk signatures (statuses {statuses}): {sample()}")
+        conn.close()
     finally:
         gw.teardown()
     return 0
