@@ -8,9 +8,9 @@ MEDGATE_BIN picks the binary (default target/release/medgate). In one run, again
 deadline of --deadline seconds (default 5):
 
   1. registers patient alice, then times --n `POST /v1/patient/challenge` calls each (one
-     keep-alive connection) for alice and for an id nobody has, then by alice's key and by a
-     stranger's key, and prints the latency medians side by side (they should match: no store
-     lookup either way);
+     keep-alive connection, registered and unregistered calls interleaved) for alice and for
+     an id nobody has, then by alice's key and by a stranger's key, and prints the latency
+     medians side by side (they should match: no store lookup either way);
   2. floods the challenge endpoint with --flood requests for alice from 8 connections and
      prints the rate and the statuses; sends 2,000 junk signatures and prints their refusal
      rate; then times alice's real sign-in (challenge, signature, GET /v1/patient/grants, via
@@ -59,15 +59,16 @@ def ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:.2f} ms"
 
 
-def challenge_latencies(gw: Gateway, body: dict, n: int) -> list[float]:
+def challenge_latencies(gw: Gateway, bodies: list[dict], n: int) -> list[list[float]]:
+    """`n` rounds; each round calls once with every body in turn, so that drift on a shared
+    machine (load, frequency) falls on every body alike. One latency list per body."""
     conn = http.client.HTTPConnection("127.0.0.1", gw.api_port, timeout=30)
-    out = []
+    out: list[list[float]] = [[] for _ in bodies]
     for _ in range(n):
-        t0 = time.perf_counter()
-        status, _ = post_json(conn, "/v1/patient/challenge", body)
-        out.append(time.perf_counter() - t0)
-        if status != 200:
-            out[-1] = float("nan")
+        for i, body in enumerate(bodies):
+            t0 = time.perf_counter()
+            status, _ = post_json(conn, "/v1/patient/challenge", body)
+            out[i].append(time.perf_counter() - t0 if status == 200 else float("nan"))
     conn.close()
     return out
 
@@ -108,10 +109,9 @@ def main() -> int:
         pairs = [("by id ", {"patient": "alice"}, {"patient": "nobody-here"}),
                  ("by key", {"recipient": alice_recipient}, {"recipient": stranger})]
         for name, reg, unreg in pairs:
-            challenge_latencies(gw, reg, 50)  # warm-up
-            a = challenge_latencies(gw, reg, args.n)
-            b = challenge_latencies(gw, unreg, args.n)
-            print(f"   {name}: registered {ms(a)}   unregistered {ms(b)}")
+            challenge_latencies(gw, [reg, unreg], 50)  # warm-up
+            a, b = challenge_latencies(gw, [reg, unreg], args.n)
+            print(f"   {name}: registered {ms(a)}   unregistered {ms(b)} (calls interleaved)")
 
         print(f"2. challenge flood: {args.flood} requests for alice from 8 connections")
         statuses: list[int] = []
