@@ -974,7 +974,12 @@ fn generate_dek_record_vectors() {
     flag[13] = 0x02;
     write(
         "dek_record_v2_bad_flag",
-        case("The first entry's recipient flag is 0x02.", "malformed", &rec, flag),
+        case(
+            "The first entry's recipient flag is 0x02.",
+            "malformed",
+            &rec,
+            flag,
+        ),
     );
     let mut other = v2.clone();
     other[14..14 + 64].copy_from_slice(&identity_b().recipient().to_bytes());
