@@ -1948,6 +1948,85 @@ mod tests {
         assert_eq!(store.deks.get(id.0).unwrap().unwrap(), row);
     }
 
+    /// A backup carries `deks` rows as they are: one taken before the upgrade restores
+    /// version 1 rows, which the next open upgrades; one taken after carries version 2 rows
+    /// and the mark, so the restored store needs no upgrade.
+    #[tokio::test]
+    async fn backups_carry_dek_rows_of_either_version() {
+        use crate::backup::{restore, write_backup, BackupSink, ExpectedSigner};
+        struct Mem(Vec<u8>);
+        #[async_trait]
+        impl BackupSink for Mem {
+            async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+                self.0.extend_from_slice(bytes);
+                Ok(())
+            }
+            async fn progress(&mut self, _: u64, _: u64) -> Result<()> {
+                Ok(())
+            }
+        }
+        async fn round_trip(store: &SledStore, inst: &Identity) -> (tempfile::TempDir, SledStore) {
+            let recovery = Identity::generate();
+            let mut sink = Mem(Vec::new());
+            write_backup(store, Vec::new(), &recovery.recipient(), inst, &mut sink)
+                .await
+                .unwrap();
+            let dst = tempfile::tempdir().unwrap();
+            let expected = ExpectedSigner {
+                institution: &inst.recipient(),
+                allow_unsigned: false,
+            };
+            restore(
+                &mut sink.0.as_slice(),
+                &recovery,
+                expected,
+                dst.path(),
+                &mut |_| {},
+            )
+            .unwrap();
+            let restored = SledStore::open(&dst.path().join("private"), 1 << 20).unwrap();
+            (dst, restored)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.create_bucket("b", 1).await.unwrap();
+        let (inst, peer) = (Identity::generate(), Identity::generate());
+        let dek = DataKey::generate();
+        let own = DekStanza::new(inst.recipient(), inst.wrap_own(&dek)).unwrap();
+        let id = put_with(&store, "k", vec![own, named(&peer, &dek)]).await;
+        let v2 = store.deks.get(id.0).unwrap().unwrap();
+        store
+            .deks
+            .insert(id.0, decode_dek(&v2).unwrap().encode_v1())
+            .unwrap();
+
+        // Before: version 1 rows come back, and are upgraded at the next open.
+        let (_old_dir, old) = round_trip(&store, &inst).await;
+        assert!(old
+            .stanzas(id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.recipient().is_none()));
+        let report = old
+            .upgrade_dek_records(&inst.recipient(), &[peer.recipient()])
+            .unwrap();
+        assert_eq!((report.rows, report.stanzas, report.unknown), (1, 2, 0));
+        assert_eq!(old.deks.get(id.0).unwrap().unwrap(), v2);
+
+        // After: version 2 rows and the mark come back; nothing left to upgrade.
+        store
+            .upgrade_dek_records(&inst.recipient(), &[peer.recipient()])
+            .unwrap();
+        let (_new_dir, new) = round_trip(&store, &inst).await;
+        assert_eq!(new.deks.get(id.0).unwrap().unwrap(), v2);
+        assert_eq!(
+            new.upgrade_dek_records(&inst.recipient(), &[]).unwrap(),
+            DekUpgrade::default()
+        );
+        assert!(new.stanzas(id).await.unwrap()[1].is_for(&peer.recipient()));
+    }
+
     #[test]
     fn object_keys_sort_by_bucket_then_key_bytes() {
         // The listing relies on `bucket ‖ 0x00` being an exact prefix and on byte order.
