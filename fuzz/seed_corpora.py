@@ -24,6 +24,7 @@ CORPUS = ROOT / "fuzz" / "corpus"
 TARGETS = {
     "stanza_": "stanza",
     "manifest_": "manifest",
+    "dek_record_": "dek_record",
     "backup_": "backup",
     "idfile_": "idfile",
     "consent_request_": "consent_request",

@@ -400,7 +400,14 @@ async fn run_backup(
         .private_store
         .cache_bytes
         .unwrap_or(crate::DEFAULT_CACHE_BYTES);
-    let store: Arc<dyn PrivateStore> = Arc::new(crate::open_private(&setup.data_dir, cache)?);
+    let institution = crate::load_identity(
+        &crate::identity_path(setup, identity_path),
+        &setup.data_dir,
+        false,
+    )
+    .context("the backup is signed with the institution identity")?;
+    let store: Arc<dyn PrivateStore> =
+        Arc::new(crate::open_private(setup, cache, &institution.recipient())?);
     eprintln!(
         "(no server running: opened the store in {} directly)",
         setup.data_dir.display()
@@ -413,12 +420,6 @@ async fn run_backup(
             p.set_position(done);
         }),
     );
-    let institution = crate::load_identity(
-        &crate::identity_path(setup, identity_path),
-        &setup.data_dir,
-        false,
-    )
-    .context("the backup is signed with the institution identity")?;
     let files = vec![("institution.key".to_string(), identity_file)];
     let stats = gateway::backup::write_backup(&*store, files, recipient, &institution, &mut sink)
         .await

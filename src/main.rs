@@ -22,7 +22,7 @@ use gateway::admin::{self, AdminContext, AdminRequest, AdminResponse};
 use gateway::private::sled::SledStore;
 use gateway::private::PrivateStore;
 use gateway::record::{Engine, EngineConfig};
-use keyring::Identity;
+use keyring::{Identity, Recipient};
 
 use crate::config::{parse_kv, FileConfig};
 
@@ -591,7 +591,37 @@ fn load_admin_token(path: &Path) -> Result<zeroize::Zeroizing<String>> {
     }
 }
 
-fn open_private(data_dir: &Path, cache_bytes: u64) -> Result<SledStore> {
+/// Opens the private store and upgrades what an older medgate wrote there: DEK records
+/// whose stanzas are stored without their Recipient are given it
+/// ([`SledStore::upgrade_dek_records`]; once per store), matching each stanza against the
+/// institution, the configured peers and backup recovery Recipient, and the patients and
+/// grant recipients the store knows.
+fn open_private(setup: &Setup, cache_bytes: u64, institution: &Recipient) -> Result<SledStore> {
+    let data_dir = &setup.data_dir;
+    let store = open_sled(data_dir, cache_bytes)?;
+    // Keys the config names; one that does not parse names no stanza (and `config check`
+    // reports it), so it is skipped here rather than stopping an admin command.
+    let mut others: Vec<Recipient> = setup
+        .file
+        .peer_list()
+        .iter()
+        .filter_map(|(_, r)| r.parse().ok())
+        .collect();
+    if let Some(r) = setup.file.backup.recovery_recipient.as_deref() {
+        others.extend(r.parse::<Recipient>().ok());
+    }
+    store
+        .upgrade_dek_records(institution, &others)
+        .map_err(|e| {
+            anyhow!(
+                "cannot upgrade the DEK records of the private store {}: {e}",
+                data_dir.join("private").display()
+            )
+        })?;
+    Ok(store)
+}
+
+fn open_sled(data_dir: &Path, cache_bytes: u64) -> Result<SledStore> {
     let dir = data_dir.join("private");
     SledStore::open(&dir, cache_bytes).map_err(|e| match e {
         gateway::Error::Io(io)
@@ -702,7 +732,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .private_store
         .cache_bytes
         .unwrap_or(DEFAULT_CACHE_BYTES);
-    let private: Arc<dyn PrivateStore> = Arc::new(open_private(&data_dir, cache)?);
+    let private: Arc<dyn PrivateStore> =
+        Arc::new(open_private(&setup, cache, &identity.recipient())?);
     backup::check_at_start(&*private, &setup.file.backup).await?;
 
     let mut engine_config = EngineConfig::default();
@@ -1036,7 +1067,8 @@ pub(crate) async fn admin_request_with(
         .private_store
         .cache_bytes
         .unwrap_or(DEFAULT_CACHE_BYTES);
-    let private: Arc<dyn PrivateStore> = Arc::new(open_private(&setup.data_dir, cache)?);
+    let private: Arc<dyn PrivateStore> =
+        Arc::new(open_private(&setup, cache, &identity.recipient())?);
     let (public, public_root) = setup.open_public(true)?;
     eprintln!(
         "(no server running: opened the store in {} directly)",

@@ -1553,7 +1553,7 @@ async fn peer_may_read(
     {
         return Ok(false);
     }
-    let tag = signed.grant.recipient.tag();
+    let recipient = &signed.grant.recipient;
     Ok(st
         .0
         .engine
@@ -1561,7 +1561,7 @@ async fn peer_may_read(
         .stanzas(m.dek_id)
         .await?
         .iter()
-        .any(|s| s.recipient_tag() == tag))
+        .any(|s| s.is_for(recipient)))
 }
 
 #[utoipa::path(get, path = "/v1/peer/objects", tag = "peer", security(("peer" = [])),

@@ -24,7 +24,7 @@ use object_store::{PutPayload, WriteMultipart};
 use subtle::ConstantTimeEq;
 
 use crate::checksum;
-use crate::private::{PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord};
+use crate::private::{DekStanza, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord};
 use crate::public::{blob_path, PublicStore};
 use crate::{now_ms, Error, Result};
 
@@ -305,7 +305,7 @@ impl Engine {
             )
             .await?;
         let blob = part.blob;
-        let mut stanzas = vec![self.institution.wrap_own(&dek)];
+        let mut stanzas = vec![self.own_stanza(&dek)?];
         stanzas.extend(
             self.record_stanzas(&patient, &req.bucket, &req.key, &dek)
                 .await?,
@@ -618,7 +618,10 @@ impl Engine {
             parts,
         };
         let patient = self.record_patient(bucket, key, &manifest.metadata).await?;
-        let mut stanzas = vec![WrappedKey::from_bytes(&upload.stanza)?];
+        let mut stanzas = vec![self.named_stanza(
+            &self.institution_recipient,
+            WrappedKey::from_bytes(&upload.stanza)?,
+        )?];
         if patient.is_some() {
             let dek = self.upload_key(&upload)?;
             stanzas.extend(self.record_stanzas(&patient, bucket, key, &dek).await?);
@@ -827,13 +830,43 @@ impl Engine {
         }
     }
 
-    fn data_key(&self, manifest: &Manifest, stanzas: &[WrappedKey]) -> Result<DataKey> {
-        for s in stanzas {
-            if let Some(r) = self.institution.unwrap_key(s) {
-                return Ok(r?);
+    fn data_key(&self, manifest: &Manifest, stanzas: &[DekStanza]) -> Result<DataKey> {
+        self.institution_key(manifest.dek_id, stanzas)
+    }
+
+    /// The DEK opened with the institution's stanza: one stored with the institution's
+    /// whole Recipient; failing that, one of unknown recipient (a version 1 stanza the
+    /// upgrade could not match) that the institution's identity opens (authenticated trial
+    /// decryption: a stanza of another key with the same tag fails and is skipped).
+    pub(crate) fn institution_key(&self, dek: DekId, stanzas: &[DekStanza]) -> Result<DataKey> {
+        let me = &self.institution_recipient;
+        if let Some(s) = stanzas.iter().find(|s| s.is_for(me)) {
+            return match self.institution.unwrap_key(s.wrapped()) {
+                Some(r) => Ok(r?),
+                None => Err(Error::NoStanza(dek.to_hex())),
+            };
+        }
+        for s in stanzas.iter().filter(|s| s.recipient().is_none()) {
+            if let Some(Ok(k)) = self.institution.unwrap_key(s.wrapped()) {
+                return Ok(k);
             }
         }
-        Err(Error::NoStanza(manifest.dek_id.to_hex()))
+        Err(Error::NoStanza(dek.to_hex()))
+    }
+
+    /// The institution's own stanza of a new DEK, stored with its Recipient.
+    pub(crate) fn own_stanza(&self, dek: &DataKey) -> Result<DekStanza> {
+        self.named_stanza(&self.institution_recipient, self.institution.wrap_own(dek))
+    }
+
+    /// `wrapped`, stored beside the Recipient it was wrapped to.
+    pub(crate) fn named_stanza(
+        &self,
+        recipient: &Recipient,
+        wrapped: WrappedKey,
+    ) -> Result<DekStanza> {
+        DekStanza::new(recipient.clone(), wrapped)
+            .map_err(|_| Error::Internal("a stanza was wrapped to another key".into()))
     }
 
     /// Opens plaintext bytes `start..end` of an object as a stream.

@@ -187,14 +187,14 @@ impl Engine {
         report.bytes += m.size;
         // Who keeps a key: the institution, the patient, grants in force that had one.
         let old_hex = m.dek_id.to_hex();
-        let mut stanzas = vec![self.institution.wrap_own(&new_dek)];
+        let mut stanzas = vec![self.own_stanza(&new_dek)?];
         if let Some(p) = &m.patient {
             if let Some(rec) = self.private.patient(p).await? {
                 let r: Recipient = rec
                     .recipient
                     .parse()
                     .map_err(|_| Error::Corrupt(format!("key of patient {p}")))?;
-                stanzas.push(r.wrap_key(&new_dek)?);
+                stanzas.push(self.named_stanza(&r, r.wrap_key(&new_dek)?)?);
             }
         }
         let now = now_ms();
@@ -210,7 +210,7 @@ impl Engine {
                 .recipient
                 .parse()
                 .map_err(|_| Error::Corrupt(format!("recipient of grant {}", g.id)))?;
-            stanzas.push(r.wrap_key(&new_dek)?);
+            stanzas.push(self.named_stanza(&r, r.wrap_key(&new_dek)?)?);
             grants.push(g);
         }
         crate::metrics::global()

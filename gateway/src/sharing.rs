@@ -21,7 +21,9 @@ use keyring::consent::{
 };
 use keyring::{DataKey, DekId, Identity, Recipient, Signature, WrappedKey};
 
-use crate::private::{Event, GrantRecord, PatientRecord, RequestState, ShareRequestRecord};
+use crate::private::{
+    DekStanza, Event, GrantRecord, PatientRecord, RequestState, ShareRequestRecord,
+};
 use crate::record::Engine;
 use crate::{now_ms, Error, Result};
 
@@ -230,9 +232,12 @@ impl Engine {
         let mut rewrapped = 0;
         for (_, _, m) in self.private.patient_objects(&id).await? {
             let dek = self.unwrap_dek(m.dek_id).await?;
-            self.private.remove_stanzas(m.dek_id, old.tag()).await?;
+            self.private.remove_stanzas(m.dek_id, &old).await?;
             self.private
-                .add_stanzas(m.dek_id, vec![new.wrap_key(&dek)?])
+                .add_stanzas(
+                    m.dek_id,
+                    vec![self.named_stanza(&new, new.wrap_key(&dek)?)?],
+                )
                 .await?;
             rewrapped += 1;
         }
@@ -333,11 +338,11 @@ impl Engine {
         bucket: &str,
         key: &str,
         dek: &DataKey,
-    ) -> Result<Vec<WrappedKey>> {
+    ) -> Result<Vec<DekStanza>> {
         let Some((id, patient_key)) = patient else {
             return Ok(Vec::new());
         };
-        let mut out = vec![patient_key.wrap_key(dek)?];
+        let mut out = vec![self.named_stanza(patient_key, patient_key.wrap_key(dek)?)?];
         let now = now_ms();
         for g in self.private.list_grants().await? {
             if &g.patient_id != id || g.revoked_ms.is_some() || g.expires_ms <= now {
@@ -345,7 +350,8 @@ impl Engine {
             }
             let signed = SignedGrant::from_text(&g.grant)?;
             if signed.grant.scope.include_future && signed.grant.scope.covers(bucket, key) {
-                out.push(signed.grant.recipient.wrap_key(dek)?);
+                let r = &signed.grant.recipient;
+                out.push(self.named_stanza(r, r.wrap_key(dek)?)?);
             }
         }
         Ok(out)
@@ -528,7 +534,7 @@ impl Engine {
                     continue;
                 }
                 let dek = self.unwrap_dek(m.dek_id).await?;
-                batch.push((m.dek_id, wrapper.wrap(&dek)));
+                batch.push((m.dek_id, self.named_stanza(&recipient, wrapper.wrap(&dek))?));
             }
             crate::metrics::global()
                 .stanza_wraps
@@ -700,7 +706,7 @@ impl Engine {
             }
             removed += self
                 .private
-                .remove_stanzas(m.dek_id, signed.grant.recipient.tag())
+                .remove_stanzas(m.dek_id, &signed.grant.recipient)
                 .await? as u64;
         }
         Ok(removed)
@@ -764,12 +770,8 @@ impl Engine {
 
     /// The DEK of a record, unwrapped with the institution's stanza.
     pub(crate) async fn unwrap_dek(&self, dek: DekId) -> Result<DataKey> {
-        for s in self.private.stanzas(dek).await? {
-            if let Some(r) = self.institution.unwrap_key(&s) {
-                return Ok(r?);
-            }
-        }
-        Err(Error::NoStanza(dek.to_hex()))
+        let stanzas = self.private.stanzas(dek).await?;
+        self.institution_key(dek, &stanzas)
     }
 
     /// Appends an event with the current time; returns once it is durable (group commit,
@@ -899,13 +901,14 @@ impl Engine {
                 "{bucket}/{key} (this version) is not covered by grant {grant_id}"
             )));
         }
-        let tag = signed.grant.recipient.tag();
+        let recipient = &signed.grant.recipient;
         let stanza = self
             .private
             .stanzas(m.dek_id)
             .await?
             .into_iter()
-            .find(|s| s.recipient_tag() == tag)
+            .find(|s| s.is_for(recipient))
+            .map(DekStanza::into_wrapped)
             .ok_or_else(|| {
                 Error::GrantRefused(format!("{bucket}/{key} has no key for this grant"))
             })?;
@@ -1040,7 +1043,6 @@ impl Engine {
             .recipient
             .parse()
             .map_err(|_| Error::Corrupt(format!("key of patient {patient}")))?;
-        let tag = key.tag();
         let mut records = Vec::new();
         for (bucket, object_key, m) in self.private.patient_objects(patient).await? {
             let stanza = self
@@ -1048,7 +1050,8 @@ impl Engine {
                 .stanzas(m.dek_id)
                 .await?
                 .into_iter()
-                .find(|s| s.recipient_tag() == tag);
+                .find(|s| s.is_for(&key))
+                .map(DekStanza::into_wrapped);
             // A record without the patient's stanza (e.g. shredded) is left out.
             if let Some(stanza) = stanza {
                 records.push(IndexRecord {

@@ -113,7 +113,7 @@ async fn can_read(e: &Env, key: &str, who: &Identity) -> bool {
         .await
         .unwrap()
         .iter()
-        .any(|s| matches!(who.unwrap_key(s), Some(Ok(_))))
+        .any(|s| matches!(who.unwrap_key(s.wrapped()), Some(Ok(_))))
 }
 
 fn refused(r: Result<impl std::fmt::Debug, Error>, why: &str) {
@@ -475,8 +475,8 @@ async fn stanza_kinds_written_by_puts_and_approvals() {
         let kind_of = |who: &Identity| {
             stanzas
                 .iter()
-                .find(|s| s.recipient_tag() == who.recipient().tag())
-                .map(|s| s.kind())
+                .find(|s| s.is_for(&who.recipient()))
+                .map(|s| s.wrapped().kind())
         };
         assert_eq!(kind_of(e.engine.institution()), Some(STANZA_OWN));
         assert_eq!(kind_of(&alice), Some(STANZA_V1));
@@ -484,8 +484,11 @@ async fn stanza_kinds_written_by_puts_and_approvals() {
         for who in [e.engine.institution(), &alice, &reader] {
             assert!(can_read(&e, &format!("alice/{i}"), who).await);
         }
-        let batch = stanzas.iter().find(|s| s.kind() == STANZA_BATCH).unwrap();
-        ephemerals.insert(batch.as_bytes()[5..37].to_vec());
+        let batch = stanzas
+            .iter()
+            .find(|s| s.wrapped().kind() == STANZA_BATCH)
+            .unwrap();
+        ephemerals.insert(batch.wrapped().as_bytes()[5..37].to_vec());
     }
     assert_eq!(ephemerals.len(), 1, "one approval, one ephemeral key");
 }
@@ -498,7 +501,7 @@ async fn stanzas_of(e: &Env, key: &str, who: &Identity) -> usize {
         .await
         .unwrap()
         .iter()
-        .filter(|s| matches!(who.unwrap_key(s), Some(Ok(_))))
+        .filter(|s| matches!(who.unwrap_key(s.wrapped()), Some(Ok(_))))
         .count()
 }
 
@@ -653,4 +656,81 @@ async fn a_restored_store_continues_past_published_index_numbers() {
     assert_eq!(index.records.len(), 1, "the backup's one record");
     // Later publications go on from there; nothing else is pending.
     assert_eq!(restored.publish_indexes().await.unwrap(), 0);
+}
+
+/// Two identities whose Recipients share the 4-byte stanza tag: a birthday search over
+/// seeded random identities (about 2^16 tries, a few seconds).
+fn colliding_identities() -> (Identity, Identity) {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7461_6763_6f6c_6c69);
+    let mut seen: std::collections::HashMap<[u8; 4], [u8; 64]> = std::collections::HashMap::new();
+    loop {
+        let mut secret = [0u8; 64];
+        rng.fill_bytes(&mut secret);
+        let id = Identity::from_bytes(&secret).unwrap();
+        let tag = id.recipient().tag();
+        match seen.get(&tag) {
+            Some(other) if other != &secret => return (Identity::from_bytes(other).unwrap(), id),
+            _ => {
+                seen.insert(tag, secret);
+            }
+        }
+    }
+}
+
+/// Issue 13 item 14: two grant recipients whose keys share the stanza's 4-byte tag. Each
+/// reads with its own stanza (lookup by whole Recipient), and revoking one's grant keeps
+/// the other's stanza (removal by whole Recipient; removal by tag took both).
+#[tokio::test]
+async fn recipients_sharing_a_tag_keep_their_own_stanzas() {
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    let (first, second) = colliding_identities();
+    assert_eq!(first.recipient().tag(), second.recipient().tag());
+    assert!(!first.recipient().ct_eq(&second.recipient()));
+    put(&e, "scans/1", Some("alice"), b"the scan").await;
+    let mut grants = Vec::new();
+    // `second` is granted first, so its stanza comes first in the record.
+    for who in [&second, &first] {
+        let req = share_request(&e, "alice", &who.recipient(), Records::Patient);
+        let id = submit(&e, &req).await;
+        let report = e
+            .engine
+            .approve(&id, &grant_for(&alice, &req))
+            .await
+            .unwrap();
+        assert_eq!(report.rewrapped, 1);
+        grants.push(report.grant_id);
+    }
+    let (second_grant, first_grant) = (grants[0].clone(), grants[1].clone());
+    // Legitimate flow: each reader gets the stanza wrapped to it and opens it.
+    for (grant, who) in [(&first_grant, &first), (&second_grant, &second)] {
+        let (_, stanza) = e
+            .engine
+            .exchange(grant, "ehr", "scans/1", "t")
+            .await
+            .unwrap();
+        assert!(
+            matches!(who.unwrap_key(&stanza), Some(Ok(_))),
+            "the exchange handed out another recipient's stanza"
+        );
+    }
+    // Revoke `first`: its stanza goes, `second`'s stays and still opens.
+    let rec = e.private.grant(&first_grant).await.unwrap().unwrap();
+    let rev = Revocation::for_grant(&SignedGrant::from_text(&rec.grant).unwrap(), 1).sign(&alice);
+    assert_eq!(e.engine.revoke(&rev.to_text()).await.unwrap(), 1);
+    assert_eq!(stanzas_of(&e, "scans/1", &first).await, 0);
+    assert_eq!(stanzas_of(&e, "scans/1", &second).await, 1);
+    let (_, stanza) = e
+        .engine
+        .exchange(&second_grant, "ehr", "scans/1", "t")
+        .await
+        .unwrap();
+    assert!(matches!(second.unwrap_key(&stanza), Some(Ok(_))));
+    assert!(e
+        .engine
+        .exchange(&first_grant, "ehr", "scans/1", "t")
+        .await
+        .is_err());
+    assert!(can_read(&e, "scans/1", &alice).await);
 }

@@ -12,6 +12,7 @@
 //! - [`vault`]: sealing small secrets under a key derived from an identity.
 //! - [`idfile`]: the text form of an identity file, optionally passphrase-sealed.
 //! - [`manifest`]: the per-object manifest kept in the private store.
+//! - [`dek_record`]: the private store's record of a data key: its stanzas and their Recipients.
 //! - [`backup`]: the backup file, encrypted to an offline recovery Recipient.
 //! - [`peer`]: signed answers between institutions' gateways and chunks with their proofs.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod chunk;
 pub mod consent;
+pub mod dek_record;
 pub mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use x25519_dalek::StaticSecret;
 
 use crate::chunk::{Layout, PayloadKey};
+use crate::dek_record::{DekRecord, DekStanza, DEK_RECORD_V1};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::idfile::{self, Cost};
@@ -155,6 +156,7 @@ fn stanza_vector(
 fn generate_vectors() {
     std::fs::create_dir_all(dir()).expect("mkdir testdata");
     generate_peer_vectors();
+    generate_dek_record_vectors();
     let a = identity_a();
     let dek = DataKey::from_bytes(DEK);
     let stanza = wrap_key_with_ephemeral(&a.recipient(), &dek, &StaticSecret::from(EPHEMERAL))
@@ -875,6 +877,145 @@ fn check_chunks(v: &Parsed) -> String {
     "ok".into()
 }
 
+/// The DEK record rows of the private store, version 1 and 2 (`dek_record_*`).
+fn dek_record_sample() -> DekRecord {
+    let (a, b) = (identity_a(), identity_b());
+    let dek = DataKey::from_bytes(DEK);
+    let own = wrap_own_with_nonce(&a.own_key(), a.recipient().tag(), &dek, &OWN_NONCE);
+    let x = wrap_key_with_ephemeral(&b.recipient(), &dek, &StaticSecret::from(EPHEMERAL))
+        .expect("wrap");
+    let batch = BatchWrapper::new(&b.recipient(), &StaticSecret::from(EPHEMERAL))
+        .expect("batch")
+        .wrap_with_salt(&dek, &BATCH_SALT);
+    DekRecord {
+        refs: 3,
+        stanzas: vec![
+            DekStanza::new(a.recipient(), own).expect("a's stanza"),
+            DekStanza::new(b.recipient(), x).expect("b's stanza"),
+            DekStanza::unknown(batch),
+        ],
+    }
+}
+
+/// The `recipients` header: each stanza's Recipient in hex, `-` for unknown, comma-separated.
+fn dek_record_recipients(rec: &DekRecord) -> String {
+    rec.stanzas
+        .iter()
+        .map(|s| match s.recipient() {
+            Some(r) => hex::encode(r.to_bytes()),
+            None => "-".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+#[ignore = "writes testdata/dek_record_*; run explicitly, only when adding vectors"]
+fn generate_dek_record_vectors() {
+    let rec = dek_record_sample();
+    let case = |comment, expect, rec: &DekRecord, body: Vec<u8>| Vector {
+        comment,
+        expect,
+        header: vec![("recipients", dek_record_recipients(rec))],
+        body: Body::Bytes(body),
+    };
+    let v1 = DekRecord {
+        refs: rec.refs,
+        stanzas: rec
+            .stanzas
+            .iter()
+            .map(|s| DekStanza::unknown(s.wrapped().clone()))
+            .collect(),
+    };
+    write(
+        "dek_record_v1_ok",
+        case(
+            "Version 1 (stanzas alone): own stanza of identity A, X25519 and batch stanzas of B.",
+            "ok",
+            &v1,
+            v1.encode_v1(),
+        ),
+    );
+    let v2 = rec.encode();
+    write(
+        "dek_record_v2_ok",
+        case(
+            "Version 2: the same stanzas, the first two beside their Recipients (A, B), the\nbatch stanza of unknown recipient (flag 0x00).",
+            "ok",
+            &rec,
+            v2.clone(),
+        ),
+    );
+    let mut bad = v2.clone();
+    bad[0] = 0x03;
+    write(
+        "dek_record_bad_version",
+        case("Version byte 0x03.", "unsupported-version", &rec, bad),
+    );
+    write(
+        "dek_record_v2_truncated",
+        case(
+            "Last byte of the last stanza missing.",
+            "malformed",
+            &rec,
+            v2[..v2.len() - 1].to_vec(),
+        ),
+    );
+    write(
+        "dek_record_v2_trailing",
+        case(
+            "One byte after the last stanza.",
+            "malformed",
+            &rec,
+            [v2.as_slice(), &[0]].concat(),
+        ),
+    );
+    let mut flag = v2.clone();
+    flag[13] = 0x02;
+    write(
+        "dek_record_v2_bad_flag",
+        case(
+            "The first entry's recipient flag is 0x02.",
+            "malformed",
+            &rec,
+            flag,
+        ),
+    );
+    let mut other = v2.clone();
+    other[14..14 + 64].copy_from_slice(&identity_b().recipient().to_bytes());
+    write(
+        "dek_record_v2_other_recipient",
+        case(
+            "The own stanza of A said to be wrapped to B: its tag is not B's.",
+            "malformed",
+            &rec,
+            other,
+        ),
+    );
+}
+
+fn check_dek_record(v: &Parsed) -> String {
+    match DekRecord::decode(&v.body) {
+        Ok(rec) => {
+            assert_eq!(dek_record_recipients(&rec), v.get("recipients"));
+            let again = if v.body[0] == DEK_RECORD_V1 {
+                rec.encode_v1()
+            } else {
+                rec.encode()
+            };
+            assert_eq!(again, v.body, "re-encode must reproduce the record");
+            // The stanzas are the deterministic ones of the sample, in order.
+            let sample = dek_record_sample();
+            for (s, want) in rec.stanzas.iter().zip(&sample.stanzas) {
+                assert_eq!(s.wrapped(), want.wrapped());
+            }
+            assert_eq!(rec.stanzas.len(), sample.stanzas.len());
+            "ok".into()
+        }
+        Err(e) => outcome::<()>(Err(e)),
+    }
+}
+
 fn check_manifest(v: &Parsed) -> String {
     match Manifest::decode(&v.body) {
         Ok(m) => {
@@ -970,6 +1111,7 @@ fn vectors() {
             Some("stanza") => check_stanza(&v),
             Some("chunk") => check_chunks(&v),
             Some("manifest") => check_manifest(&v),
+            Some("dek") => check_dek_record(&v),
             Some("idfile") => check_idfile(&v),
             Some("vault") => check_vault(&v),
             Some("peer") => check_peer(&name, &v),

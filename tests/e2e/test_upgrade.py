@@ -2,13 +2,17 @@
 made once by its generate.py with that release's binary) open with the binary under test, which
 serves every record byte-identical to the SHA-256 recorded when it was written, passes
 `verify --deep` on the old log and manifests, honours the old grant and revocation, and whose
-`patient pull` accepts the old patient index straight from the old public folder."""
+`patient pull` accepts the old patient index straight from the old public folder. Its DEK records
+(version 1: stanzas without their Recipient) are upgraded once, when the store first opens: every
+stanza gets its Recipient (the old grant's reader finds its stanza by whole key afterwards), none
+is left unknown; gateway/tests/upgrade_fixture.rs checks the rows themselves."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -184,3 +188,26 @@ def test_an_old_unsigned_backup_restores_only_with_allow_unsigned(tmp_path):
         assert "verify: OK" in out, out
     finally:
         gw.teardown()
+
+
+UPGRADE_LINE = "DEK records upgraded to version 2"
+
+
+def test_dek_records_are_upgraded_once_when_the_store_opens(upgraded):
+    log = upgraded.log_text()
+    lines = [line for line in log.splitlines() if UPGRADE_LINE in line]
+    assert len(lines) == 1, log[-4000:]
+    counts = {k: int(v) for k, v in re.findall(r"(rows|stanzas|unknown_recipient)=(\d+)", lines[0])}
+    # Six records, five DEKs (the copy shares the scan's), each with the institution's stanza;
+    # the patient's also with the patient's, the granted ones with the reader's.
+    assert counts["rows"] == len(EXPECTED["records"]) - 1, lines[0]
+    assert counts["stanzas"] > counts["rows"], lines[0]
+    assert counts["unknown_recipient"] == 0, lines[0]
+    assert "unknown recipient" not in log
+    # The legitimate flow after the upgrade: records still serve, and a restart does not
+    # upgrade again.
+    check_every_record(client_for(upgraded))
+    upgraded.restart()
+    again = [line for line in upgraded.log_text().splitlines() if UPGRADE_LINE in line]
+    assert len(again) == 1
+    check_every_record(client_for(upgraded))

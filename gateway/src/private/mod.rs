@@ -21,7 +21,8 @@
 pub mod sled;
 
 use async_trait::async_trait;
-use keyring::{BlobId, DekId, Hash, Manifest, WrappedKey};
+pub use keyring::dek_record::DekStanza;
+use keyring::{BlobId, DekId, Hash, Manifest, Recipient};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -122,8 +123,8 @@ pub struct PutCommit {
     pub key: String,
     pub manifest: Manifest,
     /// Stanzas of the manifest's DEK. For a new DEK these become its record; for a DEK
-    /// that already exists (a copy) they are added to it.
-    pub stanzas: Vec<WrappedKey>,
+    /// that already exists (a copy) they are added to it. Each names its Recipient.
+    pub stanzas: Vec<DekStanza>,
     pub precondition: Precondition,
     /// The multipart upload this commit completes: it is removed in the same
     /// transaction, and its parts that the manifest does not use become orphans.
@@ -348,8 +349,8 @@ pub trait PrivateStore: Send + Sync + 'static {
         key: &str,
         entry: Event,
     ) -> Result<(Option<Manifest>, Option<u64>)>;
-    /// The stanzas of a DEK.
-    async fn stanzas(&self, dek: DekId) -> Result<Vec<WrappedKey>>;
+    /// The stanzas of a DEK, each with the Recipient it is wrapped to (when known).
+    async fn stanzas(&self, dek: DekId) -> Result<Vec<DekStanza>>;
 
     async fn blob_state(&self, blob: BlobId) -> Result<BlobState>;
     /// Atomically forgets a blob that is not referenced and whose pending or orphan row
@@ -406,13 +407,15 @@ pub trait PrivateStore: Send + Sync + 'static {
     async fn update_grant(&self, record: GrantRecord) -> Result<()>;
 
     /// Adds stanzas to an existing DEK; false if the DEK is gone (its objects deleted).
-    async fn add_stanzas(&self, dek: DekId, stanzas: Vec<WrappedKey>) -> Result<bool>;
-    /// Removes a DEK's stanzas with routing tag `tag` (callers never grant to a recipient
-    /// whose tag is the institution's or the patient's). Returns how many went.
-    async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize>;
+    async fn add_stanzas(&self, dek: DekId, stanzas: Vec<DekStanza>) -> Result<bool>;
+    /// Removes a DEK's stanzas wrapped to `recipient`: those whose stored Recipient is the
+    /// same whole key, compared in constant time ([`DekStanza::is_for`]); never by the
+    /// 4-byte tag, which other recipients may share. Stanzas of unknown recipient (version 1
+    /// rows the upgrade could not match) are kept. Returns how many went.
+    async fn remove_stanzas(&self, dek: DekId, recipient: &Recipient) -> Result<usize>;
     /// [`PrivateStore::add_stanzas`] for many data keys at once (one transaction where the
     /// store has them): per entry, whether its DEK exists.
-    async fn add_stanzas_batch(&self, batch: Vec<(DekId, WrappedKey)>) -> Result<Vec<bool>> {
+    async fn add_stanzas_batch(&self, batch: Vec<(DekId, DekStanza)>) -> Result<Vec<bool>> {
         let mut out = Vec::with_capacity(batch.len());
         for (dek, stanza) in batch {
             out.push(self.add_stanzas(dek, vec![stanza]).await?);

@@ -14,7 +14,7 @@
 //! | `blobs`       | blob id (16)                          | reference count (u64 BE)      |
 //! | `pending`     | blob id (16)                          | created, unix ms (u64 BE)     |
 //! | `orphans`     | blob id (16)                          | orphaned at, unix ms (u64 BE) |
-//! | `deks`        | DEK id (16)                           | [`DekRecord`] encoding        |
+//! | `deks`        | DEK id (16)                           | `keyring::dek_record::DekRecord` v2 encoding |
 //! | `dek_refs`    | DEK id (16) ‖ bucket ‖ 0x00 ‖ key     | empty                         |
 //! | `access_keys` | access key id                         | JSON `AccessKeyRecord`        |
 //! | `uploads`     | upload id                             | JSON `UploadRecord`           |
@@ -23,7 +23,7 @@
 //! | `backup_meta` | `last_backup_ms`; `restored_index_seqs` | last backup, unix ms (u64 BE); 0x01 until a restored store's index numbers caught up |
 //! | `events`      | first log index (u64 BE)              | [`EventBlock`] encoding       |
 //! | `log_tiles`   | tile level (u8) ‖ tile index (u64 BE) | its hashes (32 each, ≤ 256)   |
-//! | `log_meta`    | `size`; `tiles`; `patient_objects`    | log size (u64 BE); 0x01; 0x01 |
+//! | `log_meta`    | `size`; `tiles`; `patient_objects`; `dek_records_v2` | log size (u64 BE); 0x01; 0x01; 0x01 |
 //! | `patient_heads`| patient id                           | seq (u64 BE) ‖ commitment (32)|
 //! | `checkpoints` | tree size (u64 BE)                    | signed note text              |
 //!
@@ -41,14 +41,23 @@
 //! prefix scan, not a scan of every manifest; `log_meta/patient_objects` marks a store that has
 //! it, and an older one is indexed at open.
 //!
+//! `deks` rows store each stanza beside the whole Recipient it is wrapped to (DEK record
+//! version 2), so a recipient's stanzas are found and removed by comparing whole keys in
+//! constant time, never by the stanza's 4-byte tag. Rows written before (version 1: stanzas
+//! alone) are upgraded by [`SledStore::upgrade_dek_records`], which the binary runs each time
+//! it opens the store, before anything else uses it; `log_meta/dek_records_v2` marks a store
+//! whose rows it has upgraded. Until then version 1 rows stay readable (their stanzas have no
+//! recipient, so nobody's lookup or removal matches them; the institution still opens its own).
+//!
 //! Bucket names never contain 0x00, so `bucket ‖ 0x00` is an exact prefix of that
 //! bucket's keys, and sled's byte order is S3's listing order (UTF-8 binary).
 
 use std::path::Path;
 
 use async_trait::async_trait;
+use keyring::dek_record::{DekRecord, DekStanza, DEK_RECORD_V1};
 use keyring::tiles::TileId;
-use keyring::{BlobId, DekId, Hash, Manifest, WrappedKey};
+use keyring::{BlobId, DekId, Hash, Manifest, Recipient};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -104,59 +113,9 @@ struct BucketRow {
     objects: u64,
 }
 
-/// The record of one data key: how many manifests use it, and its stanzas.
-///
-/// | offset | len       | field                                   |
-/// |--------|-----------|-----------------------------------------|
-/// | 0      | 1         | version = 0x01                          |
-/// | 1      | 8         | manifests referencing this DEK (u64 BE) |
-/// | 9      | 4         | stanza count n (u32 BE)                 |
-/// | 13     | n × (2+l) | each stanza: length l (u16 BE) ‖ bytes  |
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct DekRecord {
-    refs: u64,
-    stanzas: Vec<WrappedKey>,
-}
-
-impl DekRecord {
-    const VERSION: u8 = 1;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(13 + self.stanzas.len() * 87);
-        out.push(Self::VERSION);
-        out.extend_from_slice(&self.refs.to_be_bytes());
-        out.extend_from_slice(&(self.stanzas.len() as u32).to_be_bytes());
-        for s in &self.stanzas {
-            let bytes = s.to_bytes();
-            out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-            out.extend_from_slice(&bytes);
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self> {
-        let bad = || Error::Corrupt("DEK record".into());
-        let (&version, rest) = bytes.split_first().ok_or_else(bad)?;
-        if version != Self::VERSION {
-            return Err(bad());
-        }
-        let (refs, rest) = split_u64(rest).ok_or_else(bad)?;
-        let (count, mut rest) = split_u32(rest).ok_or_else(bad)?;
-        let mut stanzas = Vec::new();
-        for _ in 0..count {
-            let (len, r) = split_u16(rest).ok_or_else(bad)?;
-            let len = usize::from(len);
-            if r.len() < len {
-                return Err(bad());
-            }
-            stanzas.push(WrappedKey::from_bytes(&r[..len]).map_err(|_| bad())?);
-            rest = &r[len..];
-        }
-        if !rest.is_empty() {
-            return Err(bad());
-        }
-        Ok(DekRecord { refs, stanzas })
-    }
+/// Decodes a `deks` row (either version; see [`keyring::dek_record`]).
+fn decode_dek(v: &[u8]) -> Result<DekRecord> {
+    DekRecord::decode(v).map_err(|_| Error::Corrupt("DEK record".into()))
 }
 
 fn split_u64(b: &[u8]) -> Option<(u64, &[u8])> {
@@ -166,10 +125,6 @@ fn split_u64(b: &[u8]) -> Option<(u64, &[u8])> {
 fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
     let (head, rest) = b.split_first_chunk::<4>()?;
     Some((u32::from_be_bytes(*head), rest))
-}
-fn split_u16(b: &[u8]) -> Option<(u16, &[u8])> {
-    let (head, rest) = b.split_first_chunk::<2>()?;
-    Some((u16::from_be_bytes(*head), rest))
 }
 
 fn read_u64(v: &[u8]) -> Result<u64> {
@@ -271,7 +226,7 @@ fn release(old: &Manifest, bucket: &str, key: &str, now: u64, t: &RefTrees<'_>) 
     }
     dek_refs.remove(dek_ref_key(&old.dek_id, bucket, key))?;
     if let Some(v) = deks.get(old.dek_id.0)? {
-        let mut rec = DekRecord::decode(&v).or_else(abort)?;
+        let mut rec = decode_dek(&v).or_else(abort)?;
         if rec.refs <= 1 {
             deks.remove(&old.dek_id.0)?;
         } else {
@@ -377,6 +332,107 @@ impl SledStore {
         .with_patient_index()
     }
 
+    /// Upgrades `deks` rows to DEK record version 2: gives each stanza stored without its
+    /// Recipient (version 1 rows, or rows a store that had not been upgraded rewrote) the
+    /// Recipient it is wrapped to. Runs once per store (`log_meta/dek_records_v2` marks it
+    /// done); the binary calls it every time it opens the store, before serving.
+    ///
+    /// Candidates are `institution`, `others` (the binary passes the configured peers and the
+    /// backup recovery Recipient) and every Recipient the store knows: registered patients
+    /// and grant recipients (revoked and expired grants included). A stanza's tag narrows the
+    /// candidates; they are then told apart by whole key (one Recipient named twice counts
+    /// once). A stanza is given a Recipient only when exactly one candidate names it: its tag
+    /// is that Recipient's, and an own stanza (kind 0x03, which only the institution writes)
+    /// only ever names the institution. A stanza no candidate names, or that two candidates
+    /// with one tag could both own, is kept (never dropped) with the "unknown recipient"
+    /// flag: the institution still opens it by trial decryption, but no lookup or removal
+    /// by recipient matches it, and rotation replaces it.
+    ///
+    /// Each row is upgraded in its own transaction (re-read inside it), so a crash leaves
+    /// every row whole, and running again changes nothing already upgraded; the mark is set
+    /// and the store flushed after the last row. Logged once with the counts.
+    ///
+    /// # Errors
+    /// A row that does not decode (`Corrupt`), a patient or grant row that does not parse,
+    /// sled failures.
+    pub fn upgrade_dek_records(
+        &self,
+        institution: &Recipient,
+        others: &[Recipient],
+    ) -> Result<DekUpgrade> {
+        let mut report = DekUpgrade::default();
+        if self.log_meta.get(DEK_V2_MARK)?.is_some() {
+            return Ok(report);
+        }
+        let mut candidates: Vec<Recipient> = vec![institution.clone()];
+        candidates.extend(others.iter().cloned());
+        for p in json_rows::<PatientRecord>(&self.patients, "patient")? {
+            candidates.push(parse_recipient(&p.recipient, "patient")?);
+        }
+        for g in json_rows::<GrantRecord>(&self.grants, "grant")? {
+            candidates.push(parse_recipient(&g.recipient, "grant")?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        candidates.retain(|r| seen.insert(r.to_bytes()));
+        for item in self.deks.iter() {
+            let (k, v) = item?;
+            let rec = decode_dek(&v)?;
+            if DekRecord::version_of(&v) != Some(DEK_RECORD_V1)
+                && rec.stanzas.iter().all(|s| s.recipient().is_some())
+            {
+                continue;
+            }
+            let (stanzas, unknown) = self
+                .deks
+                .transaction(|deks| {
+                    let Some(v) = deks.get(&k)? else {
+                        return Ok((0, 0));
+                    };
+                    let mut rec = decode_dek(&v).or_else(abort)?;
+                    let (mut named, mut unknown) = (0u64, 0u64);
+                    for s in &mut rec.stanzas {
+                        if s.recipient().is_some() {
+                            continue;
+                        }
+                        match resolve_stanza(s.wrapped(), institution, &candidates) {
+                            Some(r) => {
+                                *s = DekStanza::new(r.clone(), s.wrapped().clone())
+                                    .map_err(|_| Error::Internal("stanza tag".into()))
+                                    .or_else(abort)?;
+                                named += 1;
+                            }
+                            None => unknown += 1,
+                        }
+                    }
+                    deks.insert(&k, rec.encode())?;
+                    Ok((named, unknown))
+                })
+                .map_err(tx_err)?;
+            report.rows += 1;
+            report.stanzas += stanzas;
+            report.unknown += unknown;
+        }
+        self.log_meta.insert(DEK_V2_MARK, &[1u8][..])?;
+        self.db.flush()?;
+        if report.rows > 0 {
+            tracing::info!(
+                rows = report.rows,
+                stanzas = report.stanzas,
+                unknown_recipient = report.unknown,
+                "DEK records upgraded to version 2 (each stanza stored with its Recipient)"
+            );
+        }
+        if report.unknown > 0 {
+            tracing::warn!(
+                unknown_recipient = report.unknown,
+                "stanzas whose recipient no known key names (or two keys with one tag could \
+                 both own) are kept with an unknown recipient: no revocation can remove them; \
+                 `medgate rotate` replaces them"
+            );
+        }
+        Ok(report)
+    }
+
     /// Indexes every manifest by patient in a store made before `patient_objects` existed.
     fn with_patient_index(self) -> Result<Self> {
         if self.log_meta.get(PATIENT_INDEX_MARK)?.is_some() {
@@ -455,6 +511,42 @@ impl SledStore {
         }
         Ok(out)
     }
+}
+
+/// The `log_meta` key marking a store whose `deks` rows were upgraded to version 2.
+const DEK_V2_MARK: &[u8] = b"dek_records_v2";
+
+/// What [`SledStore::upgrade_dek_records`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DekUpgrade {
+    /// Rows rewritten as version 2.
+    pub rows: u64,
+    /// Stanzas given their Recipient.
+    pub stanzas: u64,
+    /// Stanzas kept with an unknown recipient.
+    pub unknown: u64,
+}
+
+fn parse_recipient(text: &str, what: &str) -> Result<Recipient> {
+    text.parse()
+        .map_err(|_| Error::Corrupt(format!("{what} row: recipient")))
+}
+
+/// The one candidate a version 1 stanza names, if exactly one does (see
+/// [`SledStore::upgrade_dek_records`]). `candidates` holds distinct whole keys.
+fn resolve_stanza<'a>(
+    stanza: &keyring::WrappedKey,
+    institution: &'a Recipient,
+    candidates: &'a [Recipient],
+) -> Option<&'a Recipient> {
+    let tag = stanza.recipient_tag();
+    if stanza.kind() == keyring::stanza::STANZA_OWN {
+        return (institution.tag() == tag).then_some(institution);
+    }
+    let mut named = candidates.iter().filter(|r| r.tag() == tag);
+    let first = named.next()?;
+    // Candidates are distinct whole keys: a second one with this tag makes it ambiguous.
+    named.next().is_none().then_some(first)
 }
 
 /// The `log_meta` key marking a log stored as tiles.
@@ -716,7 +808,7 @@ impl SledStore {
                         blobs.insert(&id, &(refs + 1).to_be_bytes())?;
                     }
                     let mut rec = match deks.get(dek.0)? {
-                        Some(v) => DekRecord::decode(&v).or_else(abort)?,
+                        Some(v) => decode_dek(&v).or_else(abort)?,
                         None => DekRecord::default(),
                     };
                     rec.refs += 1;
@@ -1052,9 +1144,9 @@ impl PrivateStore for SledStore {
         self.delete(bucket, key, Some(entry)).await
     }
 
-    async fn stanzas(&self, dek: DekId) -> Result<Vec<WrappedKey>> {
+    async fn stanzas(&self, dek: DekId) -> Result<Vec<DekStanza>> {
         match self.deks.get(dek.0)? {
-            Some(v) => Ok(DekRecord::decode(&v)?.stanzas),
+            Some(v) => Ok(decode_dek(&v)?.stanzas),
             None => Ok(Vec::new()),
         }
     }
@@ -1400,14 +1492,14 @@ impl PrivateStore for SledStore {
         Ok(())
     }
 
-    async fn add_stanzas(&self, dek: DekId, stanzas: Vec<WrappedKey>) -> Result<bool> {
+    async fn add_stanzas(&self, dek: DekId, stanzas: Vec<DekStanza>) -> Result<bool> {
         let _gate = self.gate.read().await;
         self.deks
             .transaction(|deks| {
                 let Some(v) = deks.get(dek.0)? else {
                     return Ok(false);
                 };
-                let mut rec = DekRecord::decode(&v).or_else(abort)?;
+                let mut rec = decode_dek(&v).or_else(abort)?;
                 rec.stanzas.extend(stanzas.iter().cloned());
                 deks.insert(&dek.0, rec.encode())?;
                 Ok(true)
@@ -1415,7 +1507,7 @@ impl PrivateStore for SledStore {
             .map_err(tx_err)
     }
 
-    async fn add_stanzas_batch(&self, batch: Vec<(DekId, WrappedKey)>) -> Result<Vec<bool>> {
+    async fn add_stanzas_batch(&self, batch: Vec<(DekId, DekStanza)>) -> Result<Vec<bool>> {
         let _gate = self.gate.read().await;
         self.deks
             .transaction(|deks| {
@@ -1425,7 +1517,7 @@ impl PrivateStore for SledStore {
                         out.push(false);
                         continue;
                     };
-                    let mut rec = DekRecord::decode(&v).or_else(abort)?;
+                    let mut rec = decode_dek(&v).or_else(abort)?;
                     rec.stanzas.push(stanza.clone());
                     deks.insert(&dek.0, rec.encode())?;
                     out.push(true);
@@ -1435,16 +1527,16 @@ impl PrivateStore for SledStore {
             .map_err(tx_err)
     }
 
-    async fn remove_stanzas(&self, dek: DekId, tag: [u8; 4]) -> Result<usize> {
+    async fn remove_stanzas(&self, dek: DekId, recipient: &Recipient) -> Result<usize> {
         let _gate = self.gate.read().await;
         self.deks
             .transaction(|deks| {
                 let Some(v) = deks.get(dek.0)? else {
                     return Ok(0);
                 };
-                let mut rec = DekRecord::decode(&v).or_else(abort)?;
+                let mut rec = decode_dek(&v).or_else(abort)?;
                 let before = rec.stanzas.len();
-                rec.stanzas.retain(|s| s.recipient_tag() != tag);
+                rec.stanzas.retain(|s| !s.is_for(recipient));
                 let removed = before - rec.stanzas.len();
                 if removed > 0 {
                     deks.insert(&dek.0, rec.encode())?;
@@ -1612,37 +1704,327 @@ mod tests {
     use super::*;
     use keyring::{DataKey, Identity};
 
-    fn stanza() -> WrappedKey {
-        Identity::generate()
-            .recipient()
-            .wrap_key(&DataKey::generate())
-            .unwrap()
+    fn stanza() -> DekStanza {
+        let id = Identity::generate();
+        named(&id, &DataKey::generate())
+    }
+
+    /// Two identities whose Recipients share the 4-byte stanza tag: a birthday search over
+    /// seeded random identities (about 2^16 tries).
+    pub(crate) fn colliding_identities() -> (Identity, Identity) {
+        use rand::{RngCore, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x6d65_6467_6174_6531);
+        let mut seen: std::collections::HashMap<[u8; 4], [u8; 64]> =
+            std::collections::HashMap::new();
+        loop {
+            let mut secret = [0u8; 64];
+            rng.fill_bytes(&mut secret);
+            let id = Identity::from_bytes(&secret).unwrap();
+            let tag = id.recipient().tag();
+            match seen.get(&tag) {
+                Some(other) if other != &secret => {
+                    return (Identity::from_bytes(other).unwrap(), id);
+                }
+                _ => {
+                    seen.insert(tag, secret);
+                }
+            }
+        }
+    }
+
+    fn named(id: &Identity, dek: &DataKey) -> DekStanza {
+        let r = id.recipient();
+        DekStanza::new(r.clone(), r.wrap_key(dek).unwrap()).unwrap()
+    }
+
+    async fn put_with(store: &SledStore, key: &str, stanzas: Vec<DekStanza>) -> DekId {
+        use crate::private::{Precondition, PutCommit};
+        use keyring::{Part, SUITE_V1};
+        let blob = BlobId::random();
+        store.add_pending(blob, crate::now_ms()).await.unwrap();
+        let dek_id = DekId::random();
+        let manifest = Manifest {
+            suite: SUITE_V1,
+            dek_id,
+            size: 1,
+            last_modified_ms: 1,
+            etag: "\"e\"".into(),
+            content_type: None,
+            headers: Vec::new(),
+            metadata: Vec::new(),
+            checksums: Vec::new(),
+            patient: None,
+            parts: vec![Part {
+                blob,
+                chunk_size: 1024,
+                plaintext_len: 1,
+                root: [1; 32],
+            }],
+        };
+        store
+            .commit_put(PutCommit {
+                bucket: "b".into(),
+                key: key.into(),
+                stanzas,
+                manifest,
+                precondition: Precondition::None,
+                upload: None,
+            })
+            .await
+            .unwrap();
+        dek_id
     }
 
     #[test]
-    fn dek_record_round_trips_and_rejects_damage() {
-        for n in 0..3 {
-            let rec = DekRecord {
-                refs: 0x0102_0304_0506_0708 + n as u64,
-                stanzas: (0..n).map(|_| stanza()).collect(),
-            };
-            let bytes = rec.encode();
-            assert_eq!(bytes[0], DekRecord::VERSION);
-            assert_eq!(DekRecord::decode(&bytes).unwrap(), rec);
-            // Every truncation, a trailing byte and another version are corrupt.
-            for cut in 0..bytes.len() {
-                assert!(
-                    matches!(DekRecord::decode(&bytes[..cut]), Err(Error::Corrupt(_))),
-                    "n={n} cut={cut}"
-                );
-            }
-            let mut longer = bytes.clone();
-            longer.push(0);
-            assert!(matches!(DekRecord::decode(&longer), Err(Error::Corrupt(_))));
-            let mut other = bytes.clone();
-            other[0] = 2;
-            assert!(matches!(DekRecord::decode(&other), Err(Error::Corrupt(_))));
+    fn dek_rows_that_do_not_decode_are_corrupt() {
+        let dek = DataKey::generate();
+        let rec = DekRecord {
+            refs: 2,
+            stanzas: vec![named(&Identity::generate(), &dek)],
+        };
+        let bytes = rec.encode();
+        assert_eq!(decode_dek(&bytes).unwrap(), rec);
+        for cut in 0..bytes.len() {
+            assert!(matches!(decode_dek(&bytes[..cut]), Err(Error::Corrupt(_))));
         }
+        let mut other = bytes.clone();
+        other[0] = 3;
+        assert!(matches!(decode_dek(&other), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            decode_dek(&[bytes.as_slice(), &[0]].concat()),
+            Err(Error::Corrupt(_))
+        ));
+    }
+
+    /// Two recipients with one 4-byte tag: removing one's stanza keeps the other's (the old
+    /// store removed every stanza with the tag).
+    #[tokio::test]
+    async fn removal_compares_whole_recipients_not_tags() {
+        let (a, b) = colliding_identities();
+        assert_eq!(a.recipient().tag(), b.recipient().tag());
+        assert!(!a.recipient().ct_eq(&b.recipient()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.create_bucket("b", 1).await.unwrap();
+        let dek = DataKey::generate();
+        let inst = Identity::generate();
+        let own = DekStanza::new(inst.recipient(), inst.wrap_own(&dek)).unwrap();
+        let id = put_with(&store, "k", vec![own, named(&a, &dek), named(&b, &dek)]).await;
+        assert_eq!(store.remove_stanzas(id, &a.recipient()).await.unwrap(), 1);
+        let left = store.stanzas(id).await.unwrap();
+        assert_eq!(left.len(), 2);
+        assert!(!left.iter().any(|s| s.is_for(&a.recipient())));
+        let bs = left.iter().find(|s| s.is_for(&b.recipient())).unwrap();
+        let opened = b.unwrap_key(bs.wrapped()).unwrap().unwrap();
+        assert_eq!(opened.expose(), dek.expose());
+        // Removing a again removes nothing; b's stanza goes only when b is removed.
+        assert_eq!(store.remove_stanzas(id, &a.recipient()).await.unwrap(), 0);
+        assert_eq!(store.remove_stanzas(id, &b.recipient()).await.unwrap(), 1);
+        assert_eq!(store.stanzas(id).await.unwrap().len(), 1);
+    }
+
+    /// Version 1 rows get their Recipients when upgraded: the institution (own stanza), a
+    /// registered patient, a grant's recipient, a configured peer; a stanza nobody known
+    /// names, and one two known keys with one tag could both own, are kept as unknown. The
+    /// upgrade runs once, and again (after a crash before the mark) changes nothing.
+    #[tokio::test]
+    async fn v1_rows_are_upgraded_with_their_recipients() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.create_bucket("b", 1).await.unwrap();
+        let (inst, patient, reader, peer, stranger) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let (twin_a, twin_b) = colliding_identities();
+        store
+            .patients
+            .insert(
+                b"p-1",
+                encode_json(&PatientRecord {
+                    id: "p-1".into(),
+                    recipient: patient.recipient().to_string(),
+                    registered_ms: 1,
+                    proof: String::new(),
+                    index_seq: 0,
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        store
+            .grants
+            .insert(
+                b"g-1",
+                encode_json(&GrantRecord {
+                    id: "g-1".into(),
+                    grant: String::new(),
+                    request_id: "r".into(),
+                    patient_id: "p-1".into(),
+                    recipient: reader.recipient().to_string(),
+                    issued_ms: 1,
+                    expires_ms: 2,
+                    revoked_ms: Some(2),
+                    records: Vec::new(),
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        let dek = DataKey::generate();
+        let own = DekStanza::new(inst.recipient(), inst.wrap_own(&dek)).unwrap();
+        let batch = DekStanza::new(
+            reader.recipient(),
+            reader.recipient().batch_wrapper().unwrap().wrap(&dek),
+        )
+        .unwrap();
+        let stanzas = vec![
+            own,
+            named(&patient, &dek),
+            batch,
+            named(&peer, &dek),
+            named(&stranger, &dek),
+            named(&twin_a, &dek),
+        ];
+        let id = put_with(&store, "k", stanzas.clone()).await;
+        let plain = put_with(&store, "plain", vec![named(&patient, &dek)]).await;
+        // Write the rows as the gateway before version 2 did.
+        for d in [id, plain] {
+            let rec = decode_dek(&store.deks.get(d.0).unwrap().unwrap()).unwrap();
+            store.deks.insert(d.0, rec.encode_v1()).unwrap();
+        }
+        let v1 = store.stanzas(id).await.unwrap();
+        assert!(v1.iter().all(|s| s.recipient().is_none()));
+
+        let others = [peer.recipient(), twin_a.recipient(), twin_b.recipient()];
+        let report = store
+            .upgrade_dek_records(&inst.recipient(), &others)
+            .unwrap();
+        assert_eq!(
+            report,
+            DekUpgrade {
+                rows: 2,
+                stanzas: 5,
+                unknown: 2
+            }
+        );
+        let row = store.deks.get(id.0).unwrap().unwrap();
+        assert_eq!(
+            DekRecord::version_of(&row),
+            Some(keyring::dek_record::DEK_RECORD_V2)
+        );
+        let got = store.stanzas(id).await.unwrap();
+        let want: Vec<Option<Recipient>> = vec![
+            Some(inst.recipient()),
+            Some(patient.recipient()),
+            Some(reader.recipient()),
+            Some(peer.recipient()),
+            None,
+            None,
+        ];
+        assert_eq!(
+            got.iter()
+                .map(|s| s.recipient().cloned())
+                .collect::<Vec<_>>(),
+            want
+        );
+        for (g, s) in got.iter().zip(&stanzas) {
+            assert_eq!(g.wrapped(), s.wrapped());
+        }
+        assert!(store.stanzas(plain).await.unwrap()[0].is_for(&patient.recipient()));
+
+        // Once: the mark stops a second pass.
+        let again = store
+            .upgrade_dek_records(&inst.recipient(), &others)
+            .unwrap();
+        assert_eq!(again, DekUpgrade::default());
+        // A crash before the mark: the pass runs again and changes no row's bytes.
+        store.log_meta.remove(DEK_V2_MARK).unwrap();
+        let after = store
+            .upgrade_dek_records(&inst.recipient(), &others)
+            .unwrap();
+        assert_eq!(after.stanzas, 0);
+        assert_eq!(store.deks.get(id.0).unwrap().unwrap(), row);
+    }
+
+    /// A backup carries `deks` rows as they are: one taken before the upgrade restores
+    /// version 1 rows, which the next open upgrades; one taken after carries version 2 rows
+    /// and the mark, so the restored store needs no upgrade.
+    #[tokio::test]
+    async fn backups_carry_dek_rows_of_either_version() {
+        use crate::backup::{restore, write_backup, BackupSink, ExpectedSigner};
+        struct Mem(Vec<u8>);
+        #[async_trait]
+        impl BackupSink for Mem {
+            async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+                self.0.extend_from_slice(bytes);
+                Ok(())
+            }
+            async fn progress(&mut self, _: u64, _: u64) -> Result<()> {
+                Ok(())
+            }
+        }
+        async fn round_trip(store: &SledStore, inst: &Identity) -> (tempfile::TempDir, SledStore) {
+            let recovery = Identity::generate();
+            let mut sink = Mem(Vec::new());
+            write_backup(store, Vec::new(), &recovery.recipient(), inst, &mut sink)
+                .await
+                .unwrap();
+            let dst = tempfile::tempdir().unwrap();
+            let expected = ExpectedSigner {
+                institution: &inst.recipient(),
+                allow_unsigned: false,
+            };
+            restore(
+                &mut sink.0.as_slice(),
+                &recovery,
+                expected,
+                dst.path(),
+                &mut |_| {},
+            )
+            .unwrap();
+            let restored = SledStore::open(&dst.path().join("private"), 1 << 20).unwrap();
+            (dst, restored)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.create_bucket("b", 1).await.unwrap();
+        let (inst, peer) = (Identity::generate(), Identity::generate());
+        let dek = DataKey::generate();
+        let own = DekStanza::new(inst.recipient(), inst.wrap_own(&dek)).unwrap();
+        let id = put_with(&store, "k", vec![own, named(&peer, &dek)]).await;
+        let v2 = store.deks.get(id.0).unwrap().unwrap();
+        store
+            .deks
+            .insert(id.0, decode_dek(&v2).unwrap().encode_v1())
+            .unwrap();
+
+        // Before: version 1 rows come back, and are upgraded at the next open.
+        let (_old_dir, old) = round_trip(&store, &inst).await;
+        assert!(old
+            .stanzas(id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.recipient().is_none()));
+        let report = old
+            .upgrade_dek_records(&inst.recipient(), &[peer.recipient()])
+            .unwrap();
+        assert_eq!((report.rows, report.stanzas, report.unknown), (1, 2, 0));
+        assert_eq!(old.deks.get(id.0).unwrap().unwrap(), v2);
+
+        // After: version 2 rows and the mark come back; nothing left to upgrade.
+        store
+            .upgrade_dek_records(&inst.recipient(), &[peer.recipient()])
+            .unwrap();
+        let (_new_dir, new) = round_trip(&store, &inst).await;
+        assert_eq!(new.deks.get(id.0).unwrap().unwrap(), v2);
+        assert_eq!(
+            new.upgrade_dek_records(&inst.recipient(), &[]).unwrap(),
+            DekUpgrade::default()
+        );
+        assert!(new.stanzas(id).await.unwrap()[1].is_for(&peer.recipient()));
     }
 
     #[test]

@@ -7,11 +7,11 @@
 #![allow(dead_code)]
 
 use gateway::private::{
-    AccessKeyRecord, BlobState, Event, GrantRecord, PartRecord, PatientRecord, Precondition,
-    PrivateStore, PutCommit, RequestState, ShareRequestRecord, UploadRecord,
+    AccessKeyRecord, BlobState, DekStanza, Event, GrantRecord, PartRecord, PatientRecord,
+    Precondition, PrivateStore, PutCommit, RequestState, ShareRequestRecord, UploadRecord,
 };
 use gateway::Error;
-use keyring::{BlobId, DataKey, DekId, Hash, Identity, Manifest, Part, WrappedKey, SUITE_V1};
+use keyring::{BlobId, DataKey, DekId, Hash, Identity, Manifest, Part, SUITE_V1};
 
 /// A valid manifest over fresh parts of the given plaintext lengths (chunk size 64).
 pub fn manifest_with(parts: &[(BlobId, u64)], etag: &str) -> Manifest {
@@ -38,11 +38,14 @@ pub fn manifest_with(parts: &[(BlobId, u64)], etag: &str) -> Manifest {
     }
 }
 
-pub fn stanza() -> WrappedKey {
-    Identity::generate()
-        .recipient()
-        .wrap_key(&DataKey::generate())
-        .expect("wrap")
+pub fn stanza() -> DekStanza {
+    named(&Identity::generate(), &DataKey::generate())
+}
+
+/// A stanza of a DEK wrapped to `who`, stored with its Recipient.
+pub fn named(who: &Identity, dek: &DataKey) -> DekStanza {
+    let r = who.recipient();
+    DekStanza::new(r.clone(), r.wrap_key(dek).expect("wrap")).expect("names its recipient")
 }
 
 fn commit(bucket: &str, key: &str, manifest: &Manifest, precondition: Precondition) -> PutCommit {
@@ -713,7 +716,7 @@ pub async fn conformance_uploads(store: &dyn PrivateStore) {
         created_ms: 5,
         touched_ms: 5,
         dek_id: DekId::random(),
-        stanza: stanza().to_bytes(),
+        stanza: stanza().wrapped().to_bytes(),
         content_type: Some("application/dicom".into()),
         headers: Vec::new(),
         metadata: vec![("k".into(), "v".into())],
@@ -864,8 +867,8 @@ fn sorted_grants(mut v: Vec<GrantRecord>) -> Vec<GrantRecord> {
 }
 
 /// Stanzas as sorted byte strings: the contract says nothing about their order.
-fn stanza_set(v: &[WrappedKey]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = v.iter().map(|s| s.to_bytes()).collect();
+fn stanza_set(v: &[DekStanza]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = v.iter().map(|s| s.wrapped().to_bytes()).collect();
     out.sort();
     out
 }
@@ -1254,13 +1257,12 @@ pub async fn conformance_stanzas(store: &dyn PrivateStore) {
 
     let alice = Identity::generate();
     let bob = Identity::generate();
-    let wrap = |who: &Identity| who.recipient().wrap_key(&DataKey::generate()).unwrap();
+    let wrap = |who: &Identity| named(who, &DataKey::generate());
     let (a1, a2, b1) = (wrap(&alice), wrap(&alice), wrap(&bob));
-    let alice_tag = a1.recipient_tag();
-    assert_eq!(alice_tag, a2.recipient_tag());
-    assert_eq!(alice_tag, alice.recipient().tag());
-    assert_ne!(alice_tag, b1.recipient_tag());
-    assert_ne!(alice_tag, institution[0].recipient_tag());
+    let (ra, rb) = (alice.recipient(), bob.recipient());
+    assert!(a1.is_for(&ra) && a2.is_for(&ra) && !a1.is_for(&rb) && b1.is_for(&rb));
+    // A stanza cannot be stored under a Recipient its tag does not name.
+    assert!(DekStanza::new(rb.clone(), a1.wrapped().clone()).is_err());
 
     // Adding to an existing DEK.
     assert!(store
@@ -1277,21 +1279,18 @@ pub async fn conformance_stanzas(store: &dyn PrivateStore) {
     assert!(!store.add_stanzas(unknown, vec![a1.clone()]).await.unwrap());
     assert!(store.stanzas(unknown).await.unwrap().is_empty());
 
-    // Removing by tag takes exactly that recipient's stanzas.
-    assert_eq!(store.remove_stanzas(dek, alice_tag).await.unwrap(), 2);
+    // Removing by Recipient takes exactly that recipient's stanzas.
+    assert_eq!(store.remove_stanzas(dek, &ra).await.unwrap(), 2);
     assert_eq!(
         stanza_set(&store.stanzas(dek).await.unwrap()),
         stanza_set(&[institution[0].clone(), b1.clone()])
     );
-    assert_eq!(store.remove_stanzas(dek, alice_tag).await.unwrap(), 0);
-    let nobody = Identity::generate().recipient().tag();
-    assert_eq!(store.remove_stanzas(dek, nobody).await.unwrap(), 0);
-    assert_eq!(store.remove_stanzas(unknown, alice_tag).await.unwrap(), 0);
+    assert_eq!(store.remove_stanzas(dek, &ra).await.unwrap(), 0);
+    let nobody = Identity::generate().recipient();
+    assert_eq!(store.remove_stanzas(dek, &nobody).await.unwrap(), 0);
+    assert_eq!(store.remove_stanzas(unknown, &ra).await.unwrap(), 0);
     assert_eq!(store.stanzas(dek).await.unwrap().len(), 2);
-    assert_eq!(
-        store.remove_stanzas(dek, b1.recipient_tag()).await.unwrap(),
-        1
-    );
+    assert_eq!(store.remove_stanzas(dek, &rb).await.unwrap(), 1);
     assert_eq!(store.stanzas(dek).await.unwrap(), institution);
     // The object is still readable by the institution, and its references are intact:
     // added and removed stanzas do not touch the DEK's reference count.
@@ -1301,7 +1300,7 @@ pub async fn conformance_stanzas(store: &dyn PrivateStore) {
     assert!(store.stanzas(dek).await.unwrap().is_empty());
     assert!(!store.add_stanzas(dek, vec![a2]).await.unwrap());
     assert!(store.stanzas(dek).await.unwrap().is_empty());
-    assert_eq!(store.remove_stanzas(dek, alice_tag).await.unwrap(), 0);
+    assert_eq!(store.remove_stanzas(dek, &ra).await.unwrap(), 0);
 }
 
 /// Events as the caller wrote them: without the fields the store fills in (salt, the
