@@ -7,7 +7,7 @@ Each vector file is `# comments`, `key: value` header lines, a blank line and a 
 text with `encoding: text`). A file's body seeds the target its name prefix maps to (TARGETS);
 a few header fields carry a second encoded value (a grant's request, its text form, an auth
 challenge, a signer's vkey) and seed theirs too. Formats with no vector of their own (the
-patient index body, log entries, proofs, tiles, the backup payload framing) get seeds built here
+patient index bodies (v1 and v2), log entries, proofs, tiles, the backup payload framing) get seeds built here
 from vector bytes, by the byte tables in keyring's doc comments. Seeds are named
 `<vector>[.<field>]`, so a corpus says where each seed came from; inputs the fuzzer adds are
 named by their SHA-1, as libFuzzer does.
@@ -131,6 +131,13 @@ def main():
     write("patient_index", "patient_index_v1_ok.body", body)
     write("patient_index", "patient_index_empty.body",
           body[:1 + 64 + 32 + 8] + put_str(b"p") + struct.pack(">I", 0))
+    # Body, v2: version 0x02 ‖ seq ‖ the v1 fields ‖ zero padding (to the 4 KiB bucket: the
+    # sealed index adds 241 bytes of header, AEAD tag and signature).
+    body_v2 = b"\x02" + struct.pack(">Q", 7) + body[1:]
+    write("patient_index", "patient_index_v2_ok.body", body_v2 + bytes(4096 - 241 - len(body_v2)))
+    write("patient_index", "patient_index_v2_unpadded.body", body_v2)
+    empty_v2 = b"\x02" + struct.pack(">Q", 1) + body[1:1 + 64 + 32 + 8] + put_str(b"p") + struct.pack(">I", 0)
+    write("patient_index", "patient_index_v2_empty.body", empty_v2 + bytes(4096 - 241 - len(empty_v2)))
 
     # Log entry, v1 (keyring/src/logentry.rs): one with every optional field, one with none.
     def entry(opt):

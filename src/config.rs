@@ -347,6 +347,47 @@ impl PublicStoreConfig {
 pub struct EngineFileConfig {
     pub chunk_size: Option<u32>,
     pub part_size: Option<usize>,
+    /// How often patient indexes are published (default 10s; `--index-interval`).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub index_interval: Option<std::time::Duration>,
+    /// Patient indexes a publication tick rewrites at least, changed and unchanged together
+    /// (default and minimum 32).
+    pub index_cover: Option<usize>,
+}
+
+impl EngineFileConfig {
+    /// The patient index publication interval (`overrides`, from the flag or environment,
+    /// winning) and cover.
+    ///
+    /// # Errors
+    /// An interval under 100ms or over a day; a cover under 32.
+    pub fn index_publication(
+        &self,
+        interval_override: Option<std::time::Duration>,
+    ) -> anyhow::Result<(std::time::Duration, usize)> {
+        let interval = interval_override
+            .or(self.index_interval)
+            .unwrap_or(gateway::sharing::DEFAULT_INDEX_INTERVAL);
+        if interval < std::time::Duration::from_millis(100)
+            || interval > std::time::Duration::from_secs(86_400)
+        {
+            bail!(
+                "[engine] index_interval (--index-interval) = {}: must be between 100ms and 1day",
+                humantime::format_duration(interval)
+            );
+        }
+        let cover = self
+            .index_cover
+            .unwrap_or(gateway::sharing::MIN_INDEX_COVER);
+        if cover < gateway::sharing::MIN_INDEX_COVER {
+            bail!(
+                "[engine] index_cover = {cover}: must be at least {} (fewer would let the public \
+                 store tell which patient's index changed)",
+                gateway::sharing::MIN_INDEX_COVER
+            );
+        }
+        Ok((interval, cover))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -432,6 +473,7 @@ impl FileConfig {
         if self.engine.part_size == Some(0) {
             bail!("[engine] part_size = 0: must be positive");
         }
+        self.engine.index_publication(None)?;
         gateway::public::check(self.public_store.url.as_deref(), &self.public_store.options)
             .context("[public_store]")?;
         self.public_store.timeouts(&self.public_store.options)?;
@@ -546,6 +588,8 @@ impl FileConfig {
                     .chunk_size
                     .unwrap_or(keyring::DEFAULT_CHUNK_SIZE),
                 part_size: part_size(self.engine.part_size, folder),
+                index_interval: human(self.engine.index_publication(None)?.0),
+                index_cover: self.engine.index_publication(None)?.1,
             },
             private_store: EffectivePrivateStore {
                 cache_bytes: self
@@ -705,6 +749,8 @@ struct EffectiveRetry {
 struct EffectiveEngine {
     chunk_size: u32,
     part_size: usize,
+    index_interval: String,
+    index_cover: usize,
 }
 
 #[derive(Serialize)]
@@ -790,6 +836,28 @@ token = "tok"
         assert!(!out.contains(r#""tok""#), "{out}");
         assert!(out.contains(r#"secret_access_key = "<redacted>""#), "{out}");
         assert!(out.contains(r#"listen = "127.0.0.1:9003""#), "{out}");
+        assert!(out.contains(r#"index_interval = "10s""#), "{out}");
+        assert!(out.contains("index_cover = 32"), "{out}");
+    }
+
+    #[test]
+    fn index_publication_settings() {
+        let cfg = parse("[engine]\nindex_interval = \"30s\"\nindex_cover = 100");
+        assert_eq!(
+            cfg.engine.index_publication(None).unwrap(),
+            (std::time::Duration::from_secs(30), 100)
+        );
+        // The flag (or MEDGATE_INDEX_INTERVAL) wins over the file.
+        assert_eq!(
+            cfg.engine
+                .index_publication(Some(std::time::Duration::from_secs(1)))
+                .unwrap(),
+            (std::time::Duration::from_secs(1), 100)
+        );
+        assert_eq!(
+            parse("").engine.index_publication(None).unwrap(),
+            (std::time::Duration::from_secs(10), 32)
+        );
     }
 
     #[test]
@@ -797,6 +865,13 @@ token = "tok"
         let err = |text: &str| format!("{:#}", parse(text).validate().unwrap_err());
         assert!(err("log_format = \"xml\"").contains("log_format"));
         assert!(err("[engine]\nchunk_size = 10").contains("chunk_size"));
+        let e = err("[engine]\nindex_cover = 5");
+        assert!(
+            e.contains("[engine] index_cover = 5") && e.contains("32"),
+            "{e}"
+        );
+        let e = err("[engine]\nindex_interval = \"10ms\"");
+        assert!(e.contains("[engine] index_interval"), "{e}");
         assert!(err("[s3]\ndomain = \"no spaces allowed\"").contains("[s3] domain"));
         let e = err("[public_store]\nurl = \"s3://b/p\"\n[public_store.options]\nregoin = \"x\"");
         assert!(e.contains("regoin"), "{e}");

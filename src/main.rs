@@ -216,6 +216,11 @@ struct ServeArgs {
     /// Plaintext bytes per sealed chunk (default 1 MiB).
     #[arg(long, env = "MEDGATE_CHUNK_SIZE")]
     chunk_size: Option<u32>,
+    /// How often patient indexes are published (default 10s; `[engine] index_interval`).
+    /// A tick with changes rewrites at least 32 indexes (`[engine] index_cover`), changed
+    /// and unchanged together; a tick without writes nothing.
+    #[arg(long, env = "MEDGATE_INDEX_INTERVAL", value_parser = humantime::parse_duration)]
+    index_interval: Option<Duration>,
     /// Log format: human or json.
     #[arg(long, env = "MEDGATE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -747,6 +752,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("patient_prefixes entry {}/{}", p.bucket, p.prefix))?;
     }
     engine_config.patient_prefixes = setup.file.patient_prefixes.clone();
+    let (index_interval, index_cover) = setup.file.engine.index_publication(args.index_interval)?;
+    engine_config.index_cover = index_cover;
     let engine = Arc::new(Engine::new(
         public.clone(),
         Arc::clone(&private),
@@ -769,15 +776,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         })
     };
-    // Patient indexes are published in batches: every record change marks its patient,
-    // and this publishes the marked ones every 2 s (and once more at shutdown).
+    // Patient indexes are published in ticks: every record change marks its patient, and
+    // every `index_interval` (and once more at shutdown) the marked ones are rewritten with
+    // randomly chosen unchanged ones, at least `index_cover` in all (Engine::publish_indexes).
+    let index_publisher = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(index_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.publish_indexes().await {
+                    tracing::warn!(error = %e, "publishing patient indexes failed");
+                }
+            }
+        })
+    };
+    // The transparency log's checkpoint and tiles, every second.
     let publisher = {
         let engine = Arc::clone(&engine);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let _ = engine.publish_indexes().await;
                 if let Err(e) = engine.publish_log().await {
                     tracing::warn!(error = %e, "publishing the transparency log failed");
                 }
@@ -925,6 +946,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     reloader.abort();
     sweeper.abort();
     publisher.abort();
+    index_publisher.abort();
     if let Err(e) = bg_engine.publish_indexes().await {
         tracing::warn!(error = %e, "publishing patient indexes at shutdown failed");
     }

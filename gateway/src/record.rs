@@ -64,6 +64,11 @@ pub struct EngineConfig {
     pub upload_concurrency: usize,
     /// Records written under these prefixes belong to the named patient.
     pub patient_prefixes: Vec<PatientPrefix>,
+    /// Patient indexes each publication tick rewrites at least: the changed ones and randomly
+    /// chosen unchanged ones, so the public store cannot tell which patient wrote (all of
+    /// them when fewer patients have an index). At least
+    /// [`crate::sharing::MIN_INDEX_COVER`]; see [`crate::sharing::Engine::publish_indexes`].
+    pub index_cover: usize,
 }
 
 /// A bucket prefix whose records belong to one patient (config `[[patient_prefixes]]`).
@@ -82,6 +87,7 @@ impl Default for EngineConfig {
             part_size: 5 << 20,
             upload_concurrency: 2,
             patient_prefixes: Vec::new(),
+            index_cover: crate::sharing::MIN_INDEX_COVER,
         }
     }
 }
@@ -205,6 +211,9 @@ pub struct Engine {
     write_slots: Arc<tokio::sync::Semaphore>,
     /// Patients whose published index is behind (see `sharing::Engine::publish_indexes`).
     pub(crate) index_dirty: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Held for a whole publication tick, so two ticks (the timer's and a key change's) never
+    /// draw the same patient's next sequence number at once.
+    pub(crate) index_tick: tokio::sync::Mutex<()>,
     /// Buckets mounted from peers (set once at start by the server; see [`crate::remote`]).
     pub remote: std::sync::OnceLock<Arc<crate::remote::Remote>>,
     /// Group commit of the log entries that are not writes (see `log`).
@@ -229,6 +238,7 @@ impl Engine {
             read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_SLOTS)),
             index_dirty: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            index_tick: tokio::sync::Mutex::new(()),
             remote: std::sync::OnceLock::new(),
         }
     }

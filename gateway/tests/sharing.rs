@@ -599,7 +599,7 @@ async fn a_restored_store_continues_past_published_index_numbers() {
     let name = object_store::path::Path::from(index_name(&inst, &alice.recipient()).unwrap());
     async fn published(e: &Env, name: &object_store::path::Path, inst: &Identity) -> u64 {
         let bytes = e.public.get(name).await.unwrap().bytes().await.unwrap();
-        PatientIndex::published_seq(&bytes, &inst.recipient()).unwrap()
+        PatientIndex::published_seq(&bytes, inst).unwrap()
     }
     async fn publish(e: &Env, k: &str) {
         put(e, k, Some("alice"), k.as_bytes()).await;
@@ -733,4 +733,106 @@ async fn recipients_sharing_a_tag_keep_their_own_stanzas() {
         .await
         .is_err());
     assert!(can_read(&e, "scans/1", &alice).await);
+}
+
+/// Every patient index in the public store: name → bytes.
+async fn indexes(e: &Env) -> std::collections::BTreeMap<String, Bytes> {
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from("v1/p");
+    let metas: Vec<_> = e.public.list(Some(&prefix)).try_collect().await.unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for m in metas {
+        let bytes = e
+            .public
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.insert(m.location.to_string(), bytes);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_publication_tick_hides_which_patient_changed() {
+    use keyring::patient_index::{index_name, is_sealed_len, PatientIndex, INDEX_V2};
+    let e = env().await;
+    let inst = e.engine.institution().clone();
+    let mut patients = Vec::new();
+    let join = |patients: &mut Vec<(String, Identity)>, me: Identity, id: String| {
+        patients.push((id, me));
+    };
+    // Fewer than 32 patients with an index: a tick rewrites all of them.
+    for i in 0..5 {
+        let id = format!("p{i:02}");
+        let me = register(&e, &id).await;
+        put(&e, &format!("{id}/1"), Some(&id), b"first").await;
+        join(&mut patients, me, id);
+    }
+    assert_eq!(e.engine.publish_indexes().await.unwrap(), 5);
+    let before = indexes(&e).await;
+    put(&e, "p03/2", Some("p03"), b"second").await;
+    assert_eq!(e.engine.publish_indexes().await.unwrap(), 5);
+    let after = indexes(&e).await;
+    assert_eq!(after.len(), 5);
+    assert!(
+        after.iter().all(|(n, b)| before[n] != b),
+        "every index is new bytes"
+    );
+
+    // 40 patients: a tick with one change rewrites 32, the changed one among them.
+    for i in 5..40 {
+        let id = format!("p{i:02}");
+        let me = register(&e, &id).await;
+        put(&e, &format!("{id}/1"), Some(&id), b"first").await;
+        join(&mut patients, me, id);
+    }
+    assert_eq!(e.engine.publish_indexes().await.unwrap(), 35);
+    // No change, no tick: nothing is written.
+    assert_eq!(e.engine.publish_indexes().await.unwrap(), 0);
+    let mut rewritten_ever = std::collections::BTreeSet::new();
+    for round in 0..4 {
+        let before = indexes(&e).await;
+        assert_eq!(before.len(), 40);
+        let (id, me) = &patients[17];
+        put(&e, &format!("{id}/round-{round}"), Some(id), b"more").await;
+        assert_eq!(e.engine.publish_indexes().await.unwrap(), 32);
+        let after = indexes(&e).await;
+        let rewritten: Vec<&String> = after
+            .iter()
+            .filter(|(n, b)| before[n.as_str()] != **b)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(rewritten.len(), 32, "round {round}");
+        let mine = index_name(&inst, &me.recipient()).unwrap();
+        assert!(
+            rewritten.contains(&&mine),
+            "the changed index is in the tick"
+        );
+        rewritten_ever.extend(rewritten.into_iter().cloned());
+        for (name, bytes) in &after {
+            assert_eq!(bytes[0], INDEX_V2, "{name}");
+            assert!(is_sealed_len(bytes.len()), "{name}: {} bytes", bytes.len());
+            // The size tells nothing here: one to five records, one bucket.
+            assert_eq!(bytes.len(), 4096, "{name}");
+        }
+        let index = PatientIndex::open(&after[&mine], me, &inst.recipient(), 0).unwrap();
+        assert_eq!(index.records.len(), 2 + round);
+    }
+    // The cover is drawn afresh each tick.
+    assert!(rewritten_ever.len() > 32, "{}", rewritten_ever.len());
+    // Unchanged patients' rewritten indexes are fresh versions of the same content, and the
+    // institution reads every number back.
+    for (id, me) in &patients {
+        let name = index_name(&inst, &me.recipient()).unwrap();
+        let bytes = &indexes(&e).await[&name];
+        let seq = PatientIndex::published_seq(bytes, &inst).unwrap();
+        let index = PatientIndex::open(bytes, me, &inst.recipient(), seq).unwrap();
+        assert_eq!(index.seq, seq);
+        assert_eq!(&index.patient_id, id);
+        let rec = e.private.patient(id).await.unwrap().unwrap();
+        assert_eq!(rec.index_seq, seq, "{id}");
+    }
 }

@@ -291,6 +291,11 @@ impl<'a> Reader<'a> {
         Recipient::from_bytes(self.take(64)?)
     }
 
+    /// Everything not read yet; the reader is at the end afterwards.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+
     pub(crate) fn finish(self) -> Result<()> {
         if self.buf.is_empty() {
             Ok(())

@@ -7,18 +7,37 @@
 use crate::error::Result;
 use crate::patient_index::PatientIndex;
 
-/// Decodes a patient index *body* (the plaintext inside the sealed index; see the byte table on
-/// [`PatientIndex`]) with sequence number `seq`; returns the index and the patient fingerprint.
+/// Decodes a patient index *body* (the plaintext inside the sealed index; see the byte tables
+/// on [`PatientIndex`]), v1 or v2 by its first byte; returns the index and the patient
+/// fingerprint. A v1 body gets sequence number `seq` (v1 keeps it in the clear header); a v2
+/// body carries its own, and its zero padding.
 ///
 /// # Errors
-/// As the body decoder inside [`PatientIndex::open`].
+/// As the body decoders inside [`PatientIndex::open`].
 pub fn patient_index_decode_body(body: &[u8], seq: u64) -> Result<(PatientIndex, [u8; 32])> {
-    PatientIndex::decode_body(body, seq)
+    match body.first() {
+        Some(&crate::patient_index::INDEX_V1) => PatientIndex::decode_body_v1(body, seq),
+        _ => PatientIndex::decode_body_v2(body),
+    }
 }
 
-/// Encodes a patient index body, the inverse of [`patient_index_decode_body`].
-pub fn patient_index_encode_body(index: &PatientIndex, patient_key_id: [u8; 32]) -> Vec<u8> {
-    index.encode_body(patient_key_id)
+/// Encodes a patient index body of `version` (1 or 2), the inverse of
+/// [`patient_index_decode_body`]; a v2 body is padded with zeros to `len` bytes (a v1 body,
+/// and a v2 body that is longer already, is not).
+pub fn patient_index_encode_body(
+    index: &PatientIndex,
+    patient_key_id: [u8; 32],
+    version: u8,
+    len: usize,
+) -> Vec<u8> {
+    if version == crate::patient_index::INDEX_V1 {
+        return index.encode_body_v1(patient_key_id);
+    }
+    let mut body = index.encode_body_v2(patient_key_id);
+    if body.len() < len {
+        body.resize(len, 0);
+    }
+    body
 }
 
 /// The clear header of a backup file (see [`crate::backup`]: 106 bytes in v1, 170 in v2), as

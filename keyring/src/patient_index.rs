@@ -7,6 +7,13 @@
 //! carries a sequence number under the institution's signature; the patient remembers the last
 //! one accepted and [`PatientIndex::open`] refuses anything older, so the store cannot serve a
 //! rolled-back index.
+//!
+//! Version 2 (what [`PatientIndex::seal`] writes) hides what v1 showed the store: the sequence
+//! number moved inside the sealed body, and the sealed whole is padded to a size bucket
+//! ([`sealed_len`]: powers of two from 4 KiB), the padding inside the AEAD, so a file's length
+//! tells only its bucket. The index key is wrapped to the institution too, so the institution
+//! can read its own sequence numbers back ([`PatientIndex::published_seq`]) after a restore.
+//! Version 1 stays readable.
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
@@ -25,29 +32,44 @@ use crate::key::DataKey;
 use crate::manifest::Manifest;
 use crate::stanza::{self, WrappedKey, STANZA_V1, WRAPPED_KEY_LEN};
 
-/// Version byte of the v1 sealed index and of its v1 body.
+/// Version byte of the v1 sealed index and of its v1 body (read only; nothing writes v1).
 pub const INDEX_V1: u8 = 0x01;
-/// Signature context of a sealed index.
+/// Version byte of the v2 sealed index and of its v2 body (what [`PatientIndex::seal`] writes).
+pub const INDEX_V2: u8 = 0x02;
+/// Signature context of a sealed index (both versions: the version byte is signed).
 pub const INDEX_CONTEXT: &str = "medgate/v1/patient-index";
 /// Prefix of every patient index's object key in the public store.
 pub const INDEX_PREFIX: &str = "v1/p/";
+/// The smallest size bucket of a v2 sealed index; see [`sealed_len`].
+pub const MIN_SEALED_LEN: usize = 4096;
 /// HKDF info for index names; changing it is a format change.
 const NAME_INFO: &[u8] = b"medgate/v1/patient-index-name";
 
+/// An ephemeral X25519 public key.
+const EPHEMERAL_LEN: usize = 32;
+/// ChaCha20-Poly1305 of a 32-byte key ‖ tag: a v1 stanza's body.
+const BOX_LEN: usize = 48;
 /// A v1 stanza without its version byte (1) and recipient tag (4).
 const KEY_BOX_LEN: usize = WRAPPED_KEY_LEN - 5;
 const SEQ_OFFSET: usize = 1;
 const INSTITUTION_OFFSET: usize = SEQ_OFFSET + 8;
 const KEY_BOX_OFFSET: usize = INSTITUTION_OFFSET + 32;
-/// Length of the clear header, which is also the body's associated data.
+/// Length of the v1 clear header, which is also the body's associated data.
 const HEADER_LEN: usize = KEY_BOX_OFFSET + KEY_BOX_LEN;
+/// Length of the v2 clear header: version, institution, ephemeral key, two key boxes.
+const V2_HEADER_LEN: usize = 1 + 32 + EPHEMERAL_LEN + 2 * BOX_LEN;
+/// Offset of the institution fingerprint in a v2 header.
+const V2_INSTITUTION_OFFSET: usize = 1;
 const AEAD_TAG_LEN: usize = 16;
 const SIG_LEN: usize = 64;
+/// Bytes of a v2 sealed index besides its padded body.
+const V2_OVERHEAD: usize = V2_HEADER_LEN + AEAD_TAG_LEN + SIG_LEN;
 /// Smallest encoded [`IndexRecord`]: two empty strings, an empty manifest and a stanza.
 const RECORD_MIN_LEN: usize = 4 + 4 + 4 + WRAPPED_KEY_LEN;
 
 const SEALED_NAMES: &Names = &names!("patient index");
 const BODY_NAMES: &Names = &names!("patient index body");
+const PADDING_NOT_ZERO: &str = "patient index body: padding not zero";
 
 /// The public store name of the index `institution` publishes for `patient`.
 ///
@@ -89,6 +111,35 @@ fn derive_name(
     Ok(format!("{INDEX_PREFIX}{}", hex::encode(&okm)))
 }
 
+/// The length of a v2 sealed index whose unpadded body is `body_len` bytes: the smallest power
+/// of two that holds it and the 241 bytes of header, AEAD tag and signature, and at least
+/// [`MIN_SEALED_LEN`] (4 KiB, which holds about ten records of a typical 400 bytes: bucket,
+/// key, a one-part manifest, the stanza).
+///
+/// Why powers of two: the public store sees each index's length, and a patient whose index
+/// changes bucket while the store watches is singled out. Doubling buckets make that rare (a
+/// patient crosses a boundary after about 10, 20, 40, 80, … records, a handful of times in a
+/// lifetime)
+/// and leave the store a record count within a factor of two; the price is at most twice the
+/// bytes of a small object. Finer steps (4 KiB steps up to 64 KiB, say) would cost less storage
+/// but tell the store the record count to within ten and let it see a crossing every ten
+/// records.
+///
+/// # Errors
+/// [`Error::CounterOverflow`] for a length no power of two in `usize` can hold.
+pub fn sealed_len(body_len: usize) -> Result<usize> {
+    body_len
+        .checked_add(V2_OVERHEAD)
+        .and_then(usize::checked_next_power_of_two)
+        .map(|n| n.max(MIN_SEALED_LEN))
+        .ok_or(Error::CounterOverflow)
+}
+
+/// Whether `len` is one of the lengths [`sealed_len`] gives (what every v2 index has).
+pub fn is_sealed_len(len: usize) -> bool {
+    len >= MIN_SEALED_LEN && len.is_power_of_two()
+}
+
 /// One record in a patient's index: enough to fetch, check and open it without the gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexRecord {
@@ -115,7 +166,48 @@ impl IndexRecord {
 
 /// One version of a patient's index.
 ///
-/// Sealed index, v1 (what is published at [`index_name`]):
+/// Sealed index, v2 (what [`PatientIndex::seal`] writes at [`index_name`]; `L` is the sealed
+/// length, a power of two of at least 4096 from [`sealed_len`]):
+///
+/// | offset  | len    | field                                                            |
+/// |---------|--------|------------------------------------------------------------------|
+/// | 0       | 1      | version = 0x02                                                   |
+/// | 1       | 32     | institution: fingerprint of the institution's recipient          |
+/// | 33      | 32     | ephemeral X25519 public key                                      |
+/// | 65      | 48     | patient box: ChaCha20-Poly1305(wrap key to the patient, nonce = 0, index key) ‖ tag |
+/// | 113     | 48     | institution box: ChaCha20-Poly1305(wrap key to the institution, nonce = 0, index key) ‖ tag |
+/// | 161     | L − 225 | ChaCha20-Poly1305(index key, nonce = 0, aad = bytes 0..161, padded body v2) ‖ tag (16) |
+/// | L − 64  | 64     | Ed25519 signature, context "medgate/v1/patient-index", over bytes 0..L − 64 |
+///
+/// The two boxes are the bodies of v1 [`WrappedKey`]s of the index key, one to the patient and
+/// one to the institution's own X25519 key, sharing the ephemeral key (their wrap keys differ:
+/// each is HKDF(X25519(ephemeral, recipient), salt = ephemeral pk ‖ recipient pk)), without
+/// version byte and recipient tag: a tag in clear would let anyone who knows a patient's public
+/// key pick out that patient's index files. The opener puts its own tag back. The institution's
+/// box lets the institution read back what it published (its sequence number after a restore,
+/// [`PatientIndex::published_seq`]); it holds every record's key anyway. The index key and the
+/// ephemeral key are drawn fresh for every seal, so every version is new bytes throughout and
+/// the zero nonces are safe. Nothing in the clear part changes between versions but the
+/// ephemeral key and the boxes.
+///
+/// Body, v2 (`str` = u32 byte length ‖ UTF-8; `bytes` = u32 length ‖ bytes):
+///
+/// | offset | len   | field                                                 |
+/// |--------|-------|-------------------------------------------------------|
+/// | 0      | 1     | version = 0x02                                        |
+/// | 1      | 8     | seq (u64)                                             |
+/// | 9      | 64    | institution recipient (X25519 pk ‖ Ed25519 pk)        |
+/// | 73     | 32    | patient: fingerprint of the patient's recipient       |
+/// | 105    | 8     | created_ms (u64)                                      |
+/// | 113    | 4 + n | patient_id (`str`)                                    |
+/// | …      | 4     | record count (u32)                                    |
+/// | …      | …     | records: bucket `str` ‖ key `str` ‖ manifest `bytes` ‖ stanza (85) |
+/// | …      | …     | padding: zero bytes up to L − 241 in all              |
+///
+/// The reader refuses padding that is not all zero (one encoding per value), but does not
+/// insist on the bucket: the length is the writer's choice, signed like the rest.
+///
+/// Sealed index, v1 (written by earlier versions; still read):
 ///
 /// | offset  | len    | field                                                            |
 /// |---------|--------|------------------------------------------------------------------|
@@ -127,25 +219,13 @@ impl IndexRecord {
 /// | 121     | n + 16 | ChaCha20-Poly1305(index key, nonce = 0, aad = bytes 0..121, body) |
 /// | 137 + n | 64     | Ed25519 signature, context "medgate/v1/patient-index", over bytes 0..137 + n |
 ///
-/// Bytes 41..121 are a v1 [`WrappedKey`] of the index key to the patient without its version
-/// byte and recipient tag: a tag in clear would let anyone who knows a patient's public key pick
-/// out that patient's index files. The opener puts its own tag back. The index key is drawn
-/// fresh for every seal and encrypts exactly one body, which is what makes the zero nonce safe.
-///
-/// Body, v1 (`str` = u32 byte length ‖ UTF-8; `bytes` = u32 length ‖ bytes):
-///
-/// | offset | len   | field                                                 |
-/// |--------|-------|-------------------------------------------------------|
-/// | 0      | 1     | version = 0x01                                        |
-/// | 1      | 64    | institution recipient (X25519 pk ‖ Ed25519 pk)        |
-/// | 65     | 32    | patient: fingerprint of the patient's recipient       |
-/// | 97     | 8     | created_ms (u64)                                      |
-/// | 105    | 4 + n | patient_id (`str`)                                    |
-/// | …      | 4     | record count (u32)                                    |
-/// | …      | …     | records: bucket `str` ‖ key `str` ‖ manifest `bytes` ‖ stanza (85) |
-///
-/// Nothing may follow the last record. The sequence number lives only in the header, which the
+/// Body, v1: as v2 without the seq field (version = 0x01, institution recipient at 1, patient
+/// fingerprint at 65, created_ms at 97, patient_id at 105, …) and without padding: nothing may
+/// follow the last record. The sequence number lives only in the clear header, which the
 /// body's AEAD authenticates as associated data.
+///
+/// Sequence numbers count up across versions (the institution keeps one counter per patient),
+/// so a reader that accepted v1 seq m refuses a v2 index below m, and the other way round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatientIndex {
     /// The institution that publishes (and signs) the index.
@@ -160,16 +240,24 @@ pub struct PatientIndex {
     pub records: Vec<IndexRecord>,
 }
 
+/// The parts of a sealed index once its signature and institution fingerprint checked out.
+struct Verified<'a> {
+    version: u8,
+    header: &'a [u8],
+    ciphertext: &'a [u8],
+}
+
 impl PatientIndex {
-    /// Seals the index to `patient` and signs it as `institution` (see the byte table on the
-    /// type), with a fresh random index key and ephemeral key.
+    /// Seals the index to `patient` (and its key to `institution` too) and signs it as
+    /// `institution`: v2, see the byte table on the type, with a fresh random index key and
+    /// ephemeral key, padded to [`sealed_len`].
     ///
     /// # Errors
     /// [`Error::IndexMismatch`] ("institution") if `institution` is not
     /// [`PatientIndex::institution`], ("record stanza") if a record's stanza is not wrapped to
     /// `patient`; [`Error::NotContributory`] for a low-order patient key.
     pub fn seal(&self, institution: &Identity, patient: &Recipient) -> Result<Vec<u8>> {
-        self.seal_raw(
+        self.seal_v2(
             institution,
             patient,
             patient.fingerprint(),
@@ -178,20 +266,7 @@ impl PatientIndex {
         )
     }
 
-    /// [`PatientIndex::seal`] with the index key, ephemeral secret and the body's patient
-    /// fingerprint given.
-    ///
-    /// # Security
-    /// `index_key` and `ephemeral` must be fresh for every call outside of tests: both nonces
-    /// are zero.
-    fn seal_raw(
-        &self,
-        institution: &Identity,
-        patient: &Recipient,
-        patient_key_id: [u8; 32],
-        index_key: &DataKey,
-        ephemeral: &StaticSecret,
-    ) -> Result<Vec<u8>> {
+    fn check_seal_input(&self, institution: &Identity, patient: &Recipient) -> Result<()> {
         if institution.recipient() != self.institution {
             return Err(Error::IndexMismatch("institution"));
         }
@@ -202,6 +277,66 @@ impl PatientIndex {
         {
             return Err(Error::IndexMismatch("record stanza"));
         }
+        Ok(())
+    }
+
+    /// [`PatientIndex::seal`] with the index key, ephemeral secret and the body's patient
+    /// fingerprint given.
+    ///
+    /// # Security
+    /// `index_key` and `ephemeral` must be fresh for every call outside of tests: every nonce
+    /// is zero.
+    fn seal_v2(
+        &self,
+        institution: &Identity,
+        patient: &Recipient,
+        patient_key_id: [u8; 32],
+        index_key: &DataKey,
+        ephemeral: &StaticSecret,
+    ) -> Result<Vec<u8>> {
+        self.check_seal_input(institution, patient)?;
+        let to_patient = stanza::wrap_key_with_ephemeral(patient, index_key, ephemeral)?;
+        let to_institution =
+            stanza::wrap_key_with_ephemeral(&self.institution, index_key, ephemeral)?;
+        let mut body = Zeroizing::new(self.encode_body_v2(patient_key_id));
+        let total = sealed_len(body.len())?;
+        body.resize(total - V2_OVERHEAD, 0);
+
+        let mut out = Vec::with_capacity(total);
+        out.push(INDEX_V2);
+        out.extend_from_slice(&self.institution.fingerprint());
+        // Both stanzas: version (1) ‖ tag (4) ‖ ephemeral pk (32) ‖ box (48).
+        out.extend_from_slice(&to_patient.as_bytes()[5..5 + EPHEMERAL_LEN]);
+        out.extend_from_slice(&to_patient.as_bytes()[5 + EPHEMERAL_LEN..]);
+        out.extend_from_slice(&to_institution.as_bytes()[5 + EPHEMERAL_LEN..]);
+        debug_assert_eq!(out.len(), V2_HEADER_LEN);
+        let ciphertext = body_cipher(index_key)
+            .encrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: &body,
+                    aad: &out,
+                },
+            )
+            .expect("Invariant: an index body is far below the AEAD length limit");
+        out.extend_from_slice(&ciphertext);
+        let signature = institution.sign(INDEX_CONTEXT, &out);
+        out.extend_from_slice(&signature.0);
+        debug_assert_eq!(out.len(), total);
+        Ok(out)
+    }
+
+    /// Seals as v1 (what earlier versions published), for the v1 vectors and tests.
+    #[cfg(test)]
+    fn seal_v1(
+        &self,
+        institution: &Identity,
+        patient: &Recipient,
+        patient_key_id: [u8; 32],
+        index_key: &DataKey,
+        ephemeral: &StaticSecret,
+    ) -> Result<Vec<u8>> {
+        self.check_seal_input(institution, patient)?;
         let wrapped = stanza::wrap_key_with_ephemeral(patient, index_key, ephemeral)?;
         let mut out = Vec::with_capacity(HEADER_LEN + 256 + self.records.len() * 512);
         out.push(INDEX_V1);
@@ -209,7 +344,7 @@ impl PatientIndex {
         out.extend_from_slice(&self.institution.fingerprint());
         out.extend_from_slice(&wrapped.as_bytes()[WRAPPED_KEY_LEN - KEY_BOX_LEN..]);
 
-        let body = Zeroizing::new(self.encode_body(patient_key_id));
+        let body = Zeroizing::new(self.encode_body_v1(patient_key_id));
         let ciphertext = body_cipher(index_key)
             .encrypt(
                 &Nonce::default(),
@@ -225,45 +360,104 @@ impl PatientIndex {
         Ok(out)
     }
 
-    /// The sequence number of a sealed index `institution` published, read by the institution
-    /// itself (which cannot open the body: it is sealed to the patient). A restored gateway
-    /// uses it to continue past every number it ever published.
-    ///
-    /// # Errors
-    /// As [`PatientIndex::open`] up to the signature and institution checks.
-    pub fn published_seq(bytes: &[u8], institution: &Recipient) -> Result<u64> {
-        match bytes.first() {
+    /// The version byte, the signature by `institution` and the institution fingerprint in the
+    /// clear header: what every opener checks before anything else.
+    fn verify<'a>(bytes: &'a [u8], institution: &Recipient) -> Result<Verified<'a>> {
+        let (version, header_len, fp_at) = match bytes.first() {
             None => return Err(Error::Malformed(SEALED_NAMES.truncated)),
-            Some(&INDEX_V1) => {}
+            Some(&INDEX_V1) => (INDEX_V1, HEADER_LEN, INSTITUTION_OFFSET),
+            Some(&INDEX_V2) => (INDEX_V2, V2_HEADER_LEN, V2_INSTITUTION_OFFSET),
             Some(&v) => return Err(Error::UnsupportedVersion(v)),
-        }
+        };
         let signed_len = bytes
             .len()
             .checked_sub(SIG_LEN)
-            .filter(|&n| n >= HEADER_LEN + AEAD_TAG_LEN)
+            .filter(|&n| n >= header_len + AEAD_TAG_LEN)
             .ok_or(Error::Malformed(SEALED_NAMES.truncated))?;
         let (signed, signature) = bytes.split_at(signed_len);
         let signature = crate::identity::Signature::from_bytes(signature)?;
         institution.verify(INDEX_CONTEXT, signed, &signature)?;
-        let mut r = Reader::new(&signed[..HEADER_LEN], SEALED_NAMES);
-        r.take(SEQ_OFFSET)?;
-        let seq = r.u64()?;
-        let institution_fp: [u8; 32] = r.array()?;
-        if !bool::from(institution_fp.ct_eq(&institution.fingerprint())) {
+        let (header, ciphertext) = signed.split_at(header_len);
+        if !bool::from(header[fp_at..fp_at + 32].ct_eq(&institution.fingerprint())) {
             return Err(Error::IndexMismatch("institution"));
         }
-        Ok(seq)
+        Ok(Verified {
+            version,
+            header,
+            ciphertext,
+        })
     }
 
-    /// Checks and opens a sealed index: the signature by `institution` first, then the sequence
-    /// number against `min_seq` (the last one this patient accepted; the same one again is
-    /// fine), and only then decrypts as `patient` and checks the body names this institution and
-    /// patient.
+    /// Unwraps the index key from a key box: `ephemeral` and `key_box` are a v1 stanza to
+    /// `opener` without version byte and tag, which are put back here.
+    fn unwrap_box(opener: &Identity, ephemeral: &[u8], key_box: &[u8]) -> Result<DataKey> {
+        let mut stanza = Vec::with_capacity(WRAPPED_KEY_LEN);
+        stanza.push(STANZA_V1);
+        stanza.extend_from_slice(&opener.recipient().tag());
+        stanza.extend_from_slice(ephemeral);
+        stanza.extend_from_slice(key_box);
+        let stanza = WrappedKey::from_bytes(&stanza)?;
+        match opener.unwrap_key(&stanza) {
+            Some(Ok(key)) => Ok(key),
+            // Invariant: `None` cannot happen (the tag is the opener's own); treat it as not
+            // opening.
+            Some(Err(_)) | None => Err(Error::Decrypt),
+        }
+    }
+
+    fn decrypt_body(v: &Verified<'_>, index_key: &DataKey) -> Result<Zeroizing<Vec<u8>>> {
+        body_cipher(index_key)
+            .decrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: v.ciphertext,
+                    aad: v.header,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| Error::Decrypt)
+    }
+
+    /// The sequence number of a sealed index `institution` published, read by the institution
+    /// itself. A restored gateway uses it to continue past every number it ever published.
+    /// v2 keeps the number inside the sealed body: the institution opens it with its own key
+    /// box (and checks that the body names it). v1 has it in the clear header.
     ///
     /// # Errors
-    /// [`Error::UnsupportedVersion`] / [`Error::Malformed`] for bytes that are not a v1 index;
-    /// [`Error::BadSignature`] for a forged or altered file; [`Error::Rollback`] for a sequence
-    /// number below `min_seq`; [`Error::Decrypt`] for an index sealed to someone else;
+    /// As [`PatientIndex::open`] up to the signature and institution checks; for v2 also
+    /// [`Error::Decrypt`] (not this institution's box) and a malformed body.
+    pub fn published_seq(bytes: &[u8], institution: &Identity) -> Result<u64> {
+        let me = institution.recipient();
+        let v = PatientIndex::verify(bytes, &me)?;
+        if v.version == INDEX_V1 {
+            let mut r = Reader::new(v.header, SEALED_NAMES);
+            r.take(SEQ_OFFSET)?;
+            return r.u64();
+        }
+        let ephemeral_at = 1 + 32;
+        let box_at = ephemeral_at + EPHEMERAL_LEN + BOX_LEN;
+        let index_key = PatientIndex::unwrap_box(
+            institution,
+            &v.header[ephemeral_at..ephemeral_at + EPHEMERAL_LEN],
+            &v.header[box_at..box_at + BOX_LEN],
+        )?;
+        let body = PatientIndex::decrypt_body(&v, &index_key)?;
+        let (index, _) = PatientIndex::decode_body_v2(&body)?;
+        if index.institution != me {
+            return Err(Error::IndexMismatch("institution"));
+        }
+        Ok(index.seq)
+    }
+
+    /// Checks and opens a sealed index (v1 or v2): the signature by `institution` first, then
+    /// decrypts as `patient`, checks the sequence number against `min_seq` (the last one this
+    /// patient accepted; the same one again is fine) and that the body names this institution
+    /// and patient. (v1 has the number in clear and checks it before decrypting.)
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] / [`Error::Malformed`] for bytes that are not a v1 or v2
+    /// index; [`Error::BadSignature`] for a forged or altered file; [`Error::Rollback`] for a
+    /// sequence number below `min_seq`; [`Error::Decrypt`] for an index sealed to someone else;
     /// [`Error::IndexMismatch`] ("institution", "patient", "record stanza") for a signed index
     /// made for another institution or patient.
     pub fn open(
@@ -272,63 +466,44 @@ impl PatientIndex {
         institution: &Recipient,
         min_seq: u64,
     ) -> Result<PatientIndex> {
-        match bytes.first() {
-            None => return Err(Error::Malformed(SEALED_NAMES.truncated)),
-            Some(&INDEX_V1) => {}
-            Some(&v) => return Err(Error::UnsupportedVersion(v)),
-        }
-        let signed_len = bytes
-            .len()
-            .checked_sub(SIG_LEN)
-            .filter(|&n| n >= HEADER_LEN + AEAD_TAG_LEN)
-            .ok_or(Error::Malformed(SEALED_NAMES.truncated))?;
-        let (signed, signature) = bytes.split_at(signed_len);
-        let signature = crate::identity::Signature::from_bytes(signature)?;
-        institution.verify(INDEX_CONTEXT, signed, &signature)?;
-
-        let (header, ciphertext) = signed.split_at(HEADER_LEN);
-        let mut r = Reader::new(header, SEALED_NAMES);
-        r.take(SEQ_OFFSET)?;
-        let seq = r.u64()?;
-        let institution_fp: [u8; 32] = r.array()?;
-        let key_box: [u8; KEY_BOX_LEN] = r.array()?;
+        let v = PatientIndex::verify(bytes, institution)?;
+        let mut r = Reader::new(v.header, SEALED_NAMES);
+        r.take(1)?;
+        let (ephemeral, key_box, clear_seq) = if v.version == INDEX_V1 {
+            let seq = r.u64()?;
+            r.take(32)?;
+            if seq < min_seq {
+                return Err(Error::Rollback {
+                    seen: min_seq,
+                    got: seq,
+                });
+            }
+            (r.take(EPHEMERAL_LEN)?, r.take(BOX_LEN)?, Some(seq))
+        } else {
+            r.take(32)?;
+            let ephemeral = r.take(EPHEMERAL_LEN)?;
+            let key_box = r.take(BOX_LEN)?;
+            r.take(BOX_LEN)?;
+            (ephemeral, key_box, None)
+        };
         r.finish()?;
-        if !bool::from(institution_fp.ct_eq(&institution.fingerprint())) {
-            return Err(Error::IndexMismatch("institution"));
-        }
-        if seq < min_seq {
+
+        let index_key = PatientIndex::unwrap_box(patient, ephemeral, key_box)?;
+        let body = PatientIndex::decrypt_body(&v, &index_key)?;
+        let (index, patient_key_id) = match clear_seq {
+            Some(seq) => PatientIndex::decode_body_v1(&body, seq)?,
+            None => PatientIndex::decode_body_v2(&body)?,
+        };
+        if index.seq < min_seq {
             return Err(Error::Rollback {
                 seen: min_seq,
-                got: seq,
+                got: index.seq,
             });
         }
-
-        let me = patient.recipient();
-        let mut stanza = Vec::with_capacity(WRAPPED_KEY_LEN);
-        stanza.push(STANZA_V1);
-        stanza.extend_from_slice(&me.tag());
-        stanza.extend_from_slice(&key_box);
-        let stanza = WrappedKey::from_bytes(&stanza)?;
-        let index_key = match patient.unwrap_key(&stanza) {
-            Some(Ok(key)) => key,
-            // Invariant: `None` cannot happen (the tag is our own); treat it as not opening.
-            Some(Err(_)) | None => return Err(Error::Decrypt),
-        };
-        let body = body_cipher(&index_key)
-            .decrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: ciphertext,
-                    aad: header,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| Error::Decrypt)?;
-
-        let (index, patient_key_id) = PatientIndex::decode_body(&body, seq)?;
         if index.institution != *institution {
             return Err(Error::IndexMismatch("institution"));
         }
+        let me = patient.recipient();
         if !bool::from(patient_key_id.ct_eq(&me.fingerprint())) {
             return Err(Error::IndexMismatch("patient"));
         }
@@ -342,28 +517,41 @@ impl PatientIndex {
         Ok(index)
     }
 
-    pub(crate) fn encode_body(&self, patient_key_id: [u8; 32]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.records.len() * 512);
-        out.push(INDEX_V1);
+    fn encode_fields(&self, out: &mut Vec<u8>, patient_key_id: [u8; 32]) {
         out.extend_from_slice(&self.institution.to_bytes());
         out.extend_from_slice(&patient_key_id);
         out.extend_from_slice(&self.created_ms.to_be_bytes());
-        put_str(&mut out, &self.patient_id);
+        put_str(out, &self.patient_id);
         let count =
             u32::try_from(self.records.len()).expect("Invariant: no patient has 2^32 records");
         out.extend_from_slice(&count.to_be_bytes());
         for r in &self.records {
-            put_str(&mut out, &r.bucket);
-            put_str(&mut out, &r.key);
-            put_bytes(&mut out, &r.manifest);
+            put_str(out, &r.bucket);
+            put_str(out, &r.key);
+            put_bytes(out, &r.manifest);
             out.extend_from_slice(r.stanza.as_bytes());
         }
+    }
+
+    /// The v1 body (no seq, no padding).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn encode_body_v1(&self, patient_key_id: [u8; 32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.records.len() * 512);
+        out.push(INDEX_V1);
+        self.encode_fields(&mut out, patient_key_id);
         out
     }
 
-    pub(crate) fn decode_body(body: &[u8], seq: u64) -> Result<(PatientIndex, [u8; 32])> {
-        let mut r = Reader::new(body, BODY_NAMES);
-        r.version()?;
+    /// The v2 body without its padding.
+    pub(crate) fn encode_body_v2(&self, patient_key_id: [u8; 32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.records.len() * 512);
+        out.push(INDEX_V2);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        self.encode_fields(&mut out, patient_key_id);
+        out
+    }
+
+    fn decode_fields(r: &mut Reader<'_>, seq: u64) -> Result<(PatientIndex, [u8; 32])> {
         let institution = r.recipient()?;
         let patient_key_id = r.array()?;
         let created_ms = r.u64()?;
@@ -378,7 +566,6 @@ impl PatientIndex {
                 stanza: WrappedKey::from_bytes(r.take(WRAPPED_KEY_LEN)?)?,
             });
         }
-        r.finish()?;
         let index = PatientIndex {
             institution,
             patient_id,
@@ -387,6 +574,30 @@ impl PatientIndex {
             records,
         };
         Ok((index, patient_key_id))
+    }
+
+    /// A v1 body, whose sequence number `seq` comes from the clear header.
+    pub(crate) fn decode_body_v1(body: &[u8], seq: u64) -> Result<(PatientIndex, [u8; 32])> {
+        let mut r = Reader::new(body, BODY_NAMES);
+        r.version()?;
+        let decoded = PatientIndex::decode_fields(&mut r, seq)?;
+        r.finish()?;
+        Ok(decoded)
+    }
+
+    /// A v2 body, padding included (which must be all zero).
+    pub(crate) fn decode_body_v2(body: &[u8]) -> Result<(PatientIndex, [u8; 32])> {
+        let mut r = Reader::new(body, BODY_NAMES);
+        match r.u8()? {
+            INDEX_V2 => {}
+            v => return Err(Error::UnsupportedVersion(v)),
+        }
+        let seq = r.u64()?;
+        let decoded = PatientIndex::decode_fields(&mut r, seq)?;
+        if r.rest().iter().any(|&b| b != 0) {
+            return Err(Error::Malformed(PADDING_NOT_ZERO));
+        }
+        Ok(decoded)
     }
 }
 
@@ -443,6 +654,24 @@ mod tests {
             .unwrap()
     }
 
+    fn fixed(index: &PatientIndex, version: u8) -> Vec<u8> {
+        let (inst, pat) = (testkit::institution(), testkit::patient().recipient());
+        let (key, eph) = (
+            DataKey::from_bytes([0x31; 32]),
+            StaticSecret::from([0x42; 32]),
+        );
+        if version == INDEX_V1 {
+            index.seal_v1(&inst, &pat, pat.fingerprint(), &key, &eph)
+        } else {
+            index.seal_v2(&inst, &pat, pat.fingerprint(), &key, &eph)
+        }
+        .unwrap()
+    }
+
+    fn sealed_v1() -> Vec<u8> {
+        fixed(&sample(), INDEX_V1)
+    }
+
     fn open(bytes: &[u8], min_seq: u64) -> Result<PatientIndex> {
         PatientIndex::open(
             bytes,
@@ -450,6 +679,25 @@ mod tests {
             &testkit::institution().recipient(),
             min_seq,
         )
+    }
+
+    fn resign(b: &mut [u8]) {
+        let n = b.len() - SIG_LEN;
+        let sig = testkit::institution().sign(INDEX_CONTEXT, &b[..n]);
+        b[n..].copy_from_slice(&sig.0);
+    }
+
+    /// `sample()` with `n` records like a hospital's (a 40-byte key, a one-part manifest).
+    fn with_records(n: usize) -> PatientIndex {
+        let mut index = sample();
+        let r = index.records[0].clone();
+        index.records = (0..n)
+            .map(|i| IndexRecord {
+                key: format!("patient-0042/ct/2023-11-14/series-{i:04}/study.dcm"),
+                ..r.clone()
+            })
+            .collect();
+        index
     }
 
     #[test]
@@ -489,10 +737,22 @@ mod tests {
     #[test]
     fn seal_open_round_trip() {
         let bytes = sealed();
+        assert_eq!(bytes[0], INDEX_V2);
         assert_eq!(open(&bytes, 0).unwrap(), sample());
         assert_eq!(open(&bytes, 7).unwrap(), sample());
-        // Fresh keys every time.
-        assert_ne!(sealed(), bytes);
+        // Fresh keys every time: nothing but the version and institution repeats.
+        let again = sealed();
+        assert_eq!(again.len(), bytes.len());
+        assert_eq!(again[..V2_INSTITUTION_OFFSET + 32], bytes[..33]);
+        let same = again[33..]
+            .iter()
+            .zip(&bytes[33..])
+            .filter(|(a, b)| a == b)
+            .count();
+        assert!(
+            same < 64,
+            "{same} equal bytes after the header's fixed part"
+        );
         let mut empty = sample();
         empty.records.clear();
         let b = empty
@@ -513,8 +773,55 @@ mod tests {
     }
 
     #[test]
-    fn header_is_clear_and_tagless() {
-        let bytes = sealed();
+    fn v1_still_opens() {
+        let bytes = sealed_v1();
+        assert_eq!(bytes[0], INDEX_V1);
+        assert_eq!(open(&bytes, 7).unwrap(), sample());
+        assert_eq!(open(&bytes, 8), Err(Error::Rollback { seen: 8, got: 7 }));
+    }
+
+    #[test]
+    fn rollback_is_checked_across_versions() {
+        let mut v = sample();
+        let v1_seq7 = fixed(&v, INDEX_V1);
+        v.seq = 8;
+        let v2_seq8 = fixed(&v, INDEX_V2);
+        v.seq = 6;
+        let v2_seq6 = fixed(&v, INDEX_V2);
+        // A patient who accepted v1 seq 7 takes v2 seq 8 and refuses v2 seq 6 ...
+        assert_eq!(open(&v1_seq7, 0).unwrap().seq, 7);
+        assert_eq!(open(&v2_seq8, 7).unwrap().seq, 8);
+        assert_eq!(open(&v2_seq6, 7), Err(Error::Rollback { seen: 7, got: 6 }));
+        // ... and, having taken v2 seq 8, refuses the v1 seq 7 put back.
+        assert_eq!(open(&v1_seq7, 8), Err(Error::Rollback { seen: 8, got: 7 }));
+    }
+
+    #[test]
+    fn v2_header_is_the_same_for_every_seq_and_tagless() {
+        // With the keys fixed, two versions differ only in the ciphertext and signature: the
+        // sequence number (and time) are not in the clear.
+        let mut a = sample();
+        let mut b = sample();
+        b.seq = 1 << 40;
+        b.created_ms += 1;
+        let (ba, bb) = (fixed(&a, INDEX_V2), fixed(&b, INDEX_V2));
+        assert_eq!(ba[..V2_HEADER_LEN], bb[..V2_HEADER_LEN]);
+        assert_ne!(ba[V2_HEADER_LEN..], bb[V2_HEADER_LEN..]);
+        a.seq = 0x0102_0304_0506_0708;
+        let bytes = fixed(&a, INDEX_V2);
+        assert!(!bytes.windows(8).any(|w| w == a.seq.to_be_bytes()));
+        assert_eq!(
+            bytes[1..33],
+            testkit::institution().recipient().fingerprint()
+        );
+        // (The institution's tag is the start of its fingerprint, public anyway.)
+        let tag = testkit::patient().recipient().tag();
+        assert!(!bytes[..V2_HEADER_LEN].windows(4).any(|w| w == tag));
+    }
+
+    #[test]
+    fn v1_header_is_clear_and_tagless() {
+        let bytes = sealed_v1();
         assert_eq!(bytes[0], INDEX_V1);
         assert_eq!(bytes[1..9], 7u64.to_be_bytes());
         assert_eq!(
@@ -523,6 +830,70 @@ mod tests {
         );
         let tag = testkit::patient().recipient().tag();
         assert!(!bytes[..HEADER_LEN].windows(4).any(|w| w == tag));
+    }
+
+    #[test]
+    fn sizes_are_buckets_and_hide_growth() {
+        assert_eq!(sealed_len(0).unwrap(), 4096);
+        assert_eq!(sealed_len(4096 - V2_OVERHEAD).unwrap(), 4096);
+        assert_eq!(sealed_len(4096 - V2_OVERHEAD + 1).unwrap(), 8192);
+        assert_eq!(sealed_len(1 << 20).unwrap(), 2 << 20);
+        assert_eq!(sealed_len(usize::MAX - 10), Err(Error::CounterOverflow));
+        assert!(is_sealed_len(4096) && is_sealed_len(1 << 30));
+        assert!(!is_sealed_len(2048) && !is_sealed_len(4097) && !is_sealed_len(6144));
+
+        let mut sizes = Vec::new();
+        for n in 0..60 {
+            let index = with_records(n);
+            let bytes = index
+                .seal(&testkit::institution(), &testkit::patient().recipient())
+                .unwrap();
+            assert!(is_sealed_len(bytes.len()), "{n} records: {}", bytes.len());
+            assert_eq!(
+                bytes.len(),
+                sealed_len(index.encode_body_v2([0; 32]).len()).unwrap()
+            );
+            assert_eq!(open(&bytes, 0).unwrap(), index);
+            sizes.push(bytes.len());
+        }
+        // Growth changes the size only at powers of two (these records are ~570 bytes, with
+        // a two-part manifest): 60 records, four sizes.
+        let mut buckets = sizes.clone();
+        buckets.dedup();
+        assert_eq!(buckets, [4096, 8192, 16384, 32768], "{sizes:?}");
+        assert_eq!(sizes.iter().filter(|&&s| s == 4096).count(), 7, "{sizes:?}");
+        assert_eq!(sizes.iter().filter(|&&s| s == 8192).count(), 8, "{sizes:?}");
+    }
+
+    #[test]
+    fn padding_must_be_zero() {
+        let index = sample();
+        let (inst, pat) = (testkit::institution(), testkit::patient().recipient());
+        let mut body = index.encode_body_v2(pat.fingerprint());
+        let content = body.len();
+        body.resize(4096 - V2_OVERHEAD, 0);
+        assert_eq!(PatientIndex::decode_body_v2(&body).unwrap().0, index);
+        body[content + 5] = 1;
+        assert_eq!(
+            PatientIndex::decode_body_v2(&body).err(),
+            Some(Error::Malformed(PADDING_NOT_ZERO))
+        );
+        // Sealed and signed by the institution with bad padding: still refused.
+        let key = DataKey::from_bytes([0x31; 32]);
+        let mut b = fixed(&index, INDEX_V2);
+        let ct = body_cipher(&key)
+            .encrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: &body,
+                    aad: &b[..V2_HEADER_LEN],
+                },
+            )
+            .unwrap();
+        b[V2_HEADER_LEN..V2_HEADER_LEN + ct.len()].copy_from_slice(&ct);
+        resign(&mut b);
+        assert_eq!(open(&b, 0), Err(Error::Malformed(PADDING_NOT_ZERO)));
+        let _ = inst;
     }
 
     #[test]
@@ -541,31 +912,45 @@ mod tests {
     #[test]
     fn open_checks() {
         let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
-        let bytes = sealed();
-        assert_eq!(open(&bytes, 8), Err(Error::Rollback { seen: 8, got: 7 }));
-        assert_eq!(
-            PatientIndex::open(&bytes, &pat, &other.recipient(), 0),
-            Err(Error::BadSignature)
-        );
-        assert_eq!(
-            PatientIndex::open(&bytes, &other, &inst.recipient(), 0),
-            Err(Error::Decrypt)
-        );
+        for (version, bytes, fp_at) in [
+            (INDEX_V2, sealed(), V2_INSTITUTION_OFFSET),
+            (INDEX_V1, sealed_v1(), INSTITUTION_OFFSET),
+        ] {
+            assert_eq!(open(&bytes, 8), Err(Error::Rollback { seen: 8, got: 7 }));
+            assert_eq!(
+                PatientIndex::open(&bytes, &pat, &other.recipient(), 0),
+                Err(Error::BadSignature)
+            );
+            assert_eq!(
+                PatientIndex::open(&bytes, &other, &inst.recipient(), 0),
+                Err(Error::Decrypt)
+            );
+            // The institution names someone else's fingerprint in the header.
+            let mut b = bytes.clone();
+            b[fp_at] ^= 1;
+            resign(&mut b);
+            assert_eq!(open(&b, 0), Err(Error::IndexMismatch("institution")));
+            // Versions and lengths.
+            let mut b = bytes.clone();
+            b[0] = 3;
+            assert_eq!(open(&b, 0), Err(Error::UnsupportedVersion(3)));
+            for cut in (0..bytes.len()).step_by(7) {
+                assert!(open(&bytes[..cut], 0).is_err(), "v{version} cut {cut}");
+            }
+            assert_eq!(
+                open(&[bytes.as_slice(), &[0]].concat(), 0),
+                Err(Error::BadSignature)
+            );
+        }
         // Signed by another institution: the signature check comes first.
         let mut forged = sample();
         forged.institution = other.recipient();
         let b = forged.seal(&other, &pat.recipient()).unwrap();
         assert_eq!(open(&b, 0), Err(Error::BadSignature));
-        // The institution names someone else's fingerprint in the header, or body.
-        let mut b = bytes.clone();
-        b[9] ^= 1;
-        let n = b.len() - SIG_LEN;
-        let sig = inst.sign(INDEX_CONTEXT, &b[..n]);
-        b[n..].copy_from_slice(&sig.0);
-        assert_eq!(open(&b, 0), Err(Error::IndexMismatch("institution")));
         // A body naming another patient.
-        let b = sample()
-            .seal_raw(
+        for seal in [PatientIndex::seal_v1, PatientIndex::seal_v2] {
+            let b = seal(
+                &sample(),
                 &inst,
                 &pat.recipient(),
                 other.recipient().fingerprint(),
@@ -573,64 +958,113 @@ mod tests {
                 &StaticSecret::random_from_rng(OsRng),
             )
             .unwrap();
-        assert_eq!(open(&b, 0), Err(Error::IndexMismatch("patient")));
-        // Versions and lengths.
-        let mut b = bytes.clone();
-        b[0] = 2;
-        assert_eq!(open(&b, 0), Err(Error::UnsupportedVersion(2)));
-        for cut in 0..bytes.len() {
-            assert!(open(&bytes[..cut], 0).is_err(), "cut {cut}");
+            assert_eq!(open(&b, 0), Err(Error::IndexMismatch("patient")));
         }
-        assert_eq!(
-            open(&[bytes.as_slice(), &[0]].concat(), 0),
-            Err(Error::BadSignature)
-        );
     }
 
     #[test]
     fn the_institution_reads_its_published_seq() {
-        let bytes = sealed();
         let inst = testkit::institution();
-        assert_eq!(
-            PatientIndex::published_seq(&bytes, &inst.recipient()).unwrap(),
-            sample().seq
-        );
-        assert_eq!(
-            PatientIndex::published_seq(&bytes, &Identity::generate().recipient()),
-            Err(Error::BadSignature)
-        );
-        let mut bad = bytes.clone();
+        for bytes in [sealed(), sealed_v1()] {
+            assert_eq!(
+                PatientIndex::published_seq(&bytes, &inst).unwrap(),
+                sample().seq
+            );
+            assert_eq!(
+                PatientIndex::published_seq(&bytes, &Identity::generate()),
+                Err(Error::BadSignature)
+            );
+            assert!(PatientIndex::published_seq(&bytes[..100], &inst).is_err());
+        }
+        let mut bad = sealed_v1();
         bad[SEQ_OFFSET + 7] ^= 1;
         assert_eq!(
-            PatientIndex::published_seq(&bad, &inst.recipient()),
+            PatientIndex::published_seq(&bad, &inst),
             Err(Error::BadSignature)
         );
-        assert!(PatientIndex::published_seq(&bytes[..100], &inst.recipient()).is_err());
+        // v2: the institution opens its own box, the patient theirs. A byte of one box
+        // flipped (and the body re-encrypted under the changed header, and re-signed, as only
+        // the institution could) breaks that opener alone.
+        let flipped = |at: usize| {
+            let mut b = fixed(&sample(), INDEX_V2);
+            let cipher = body_cipher(&DataKey::from_bytes([0x31; 32]));
+            let (header, rest) = b.split_at(V2_HEADER_LEN);
+            let ct = &rest[..rest.len() - SIG_LEN];
+            let body = cipher
+                .decrypt(
+                    &Nonce::default(),
+                    Payload {
+                        msg: ct,
+                        aad: header,
+                    },
+                )
+                .unwrap();
+            b[at] ^= 1;
+            let ct = cipher
+                .encrypt(
+                    &Nonce::default(),
+                    Payload {
+                        msg: &body,
+                        aad: &b[..V2_HEADER_LEN],
+                    },
+                )
+                .unwrap();
+            b[V2_HEADER_LEN..V2_HEADER_LEN + ct.len()].copy_from_slice(&ct);
+            resign(&mut b);
+            b
+        };
+        let bad = flipped(V2_HEADER_LEN - 3);
+        assert_eq!(
+            PatientIndex::published_seq(&bad, &inst),
+            Err(Error::Decrypt)
+        );
+        assert_eq!(
+            open(&bad, 0).unwrap(),
+            sample(),
+            "the patient's box is intact"
+        );
+        let bad = flipped(V2_HEADER_LEN - BOX_LEN - 3);
+        assert_eq!(PatientIndex::published_seq(&bad, &inst).unwrap(), 7);
+        assert_eq!(open(&bad, 0), Err(Error::Decrypt));
     }
 
     #[test]
     fn every_byte_is_protected() {
-        let bytes = sealed();
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 1 << (i % 8);
-            assert!(open(&b, 0).is_err(), "byte {i}");
+        for bytes in [sealed(), sealed_v1()] {
+            for i in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << (i % 8);
+                assert!(open(&b, 0).is_err(), "byte {i}");
+            }
         }
     }
 
     #[test]
     fn decode_body_bounds_counts() {
         let idx = sample();
-        let mut body = idx.encode_body([0; 32]);
+        let mut body = idx.encode_body_v1([0; 32]);
         let count_at = 105 + 4 + idx.patient_id.len();
         body[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(
-            PatientIndex::decode_body(&body, 0).err(),
+            PatientIndex::decode_body_v1(&body, 0).err(),
             Some(Error::Malformed("patient index body: truncated"))
         );
-        let body = idx.encode_body([0; 32]);
-        assert!(PatientIndex::decode_body(&[body.as_slice(), &[0]].concat(), 0).is_err());
-        assert_eq!(PatientIndex::decode_body(&body, 7).unwrap().0, idx);
+        let body = idx.encode_body_v1([0; 32]);
+        assert!(PatientIndex::decode_body_v1(&[body.as_slice(), &[0]].concat(), 0).is_err());
+        assert_eq!(PatientIndex::decode_body_v1(&body, 7).unwrap().0, idx);
+        assert_eq!(
+            PatientIndex::decode_body_v2(&body).err(),
+            Some(Error::UnsupportedVersion(1))
+        );
+
+        let mut body = idx.encode_body_v2([0; 32]);
+        assert_eq!(PatientIndex::decode_body_v2(&body).unwrap().0, idx);
+        let count_at = 113 + 4 + idx.patient_id.len();
+        body[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            PatientIndex::decode_body_v2(&body).err(),
+            Some(Error::Malformed("patient index body: truncated"))
+        );
     }
 
     fn arb_record() -> impl Strategy<Value = (String, String, Vec<u8>, [u8; 32])> {
@@ -669,6 +1103,8 @@ mod tests {
                     .collect(),
             };
             let bytes = index.seal(&inst, &pat.recipient()).unwrap();
+            prop_assert!(is_sealed_len(bytes.len()));
+            prop_assert_eq!(PatientIndex::published_seq(&bytes, &inst).unwrap(), seq);
             prop_assert_eq!(
                 PatientIndex::open(&bytes, &pat, &inst.recipient(), seq).unwrap(),
                 index
@@ -678,7 +1114,9 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = open(&bytes, 0);
-            let _ = PatientIndex::decode_body(&bytes, 0);
+            let _ = PatientIndex::published_seq(&bytes, &testkit::institution());
+            let _ = PatientIndex::decode_body_v1(&bytes, 0);
+            let _ = PatientIndex::decode_body_v2(&bytes);
         }
     }
 }
@@ -705,7 +1143,7 @@ mod patient_index_vectors {
         let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
         let seal = |patient_key_id: [u8; 32]| {
             sample()
-                .seal_raw(
+                .seal_v1(
                     &inst,
                     &pat.recipient(),
                     patient_key_id,
@@ -833,10 +1271,171 @@ mod patient_index_vectors {
         write(
             "patient_index_bad_version",
             case(
-                "Version byte 0x02.",
-                "unsupported-version",
+                "The v1 index with its version byte set to 0x02: read as a v2 index (since v2\nexists), whose signature does not hold. (Until v2 it was unsupported-version.)",
+                "bad-signature",
                 std_header(),
                 v2,
+            ),
+        );
+    }
+
+    #[test]
+    #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
+    fn generate_patient_index_v2_vectors() {
+        let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
+        let seal = |patient_key_id: [u8; 32]| {
+            sample()
+                .seal_v2(
+                    &inst,
+                    &pat.recipient(),
+                    patient_key_id,
+                    &DataKey::from_bytes(INDEX_KEY),
+                    &StaticSecret::from(EPHEMERAL),
+                )
+                .expect("seal")
+        };
+        let resign = |b: &mut Vec<u8>| {
+            let n = b.len() - SIG_LEN;
+            let sig = inst.sign(INDEX_CONTEXT, &b[..n]);
+            b[n..].copy_from_slice(&sig.0);
+        };
+        let ok = seal(pat.recipient().fingerprint());
+        let header = |opener: &Identity, verifier: &Recipient, min_seq: u64| {
+            vec![
+                ("institution", h(verifier.to_bytes())),
+                ("patient-identity", h(opener.to_bytes().as_ref())),
+                ("min-seq", min_seq.to_string()),
+            ]
+        };
+        let std_header = || header(&pat, &inst.recipient(), 7);
+        let case = |comment, expect: &str, header, body| Vector {
+            comment,
+            expect: expect.into(),
+            header,
+            body,
+        };
+        let mut ok_header = std_header();
+        ok_header.extend([
+            ("institution-identity", h(inst.to_bytes().as_ref())),
+            (
+                "name",
+                index_name(&inst, &pat.recipient()).expect("contributory"),
+            ),
+            ("index-key", h(INDEX_KEY)),
+            ("ephemeral", h(EPHEMERAL)),
+        ]);
+        write(
+            "patient_index_v2_ok",
+            case(
+                "patient_index::sample() (seq 7, two records) as v2: sealed to `patient-identity` (and\nits key to the institution), signed by `institution-identity`, padded to 4096 bytes,\nopened with min-seq = seq. The institution reads seq 7 back with its own box.",
+                "ok",
+                ok_header,
+                ok.clone(),
+            ),
+        );
+        let mut bad = ok.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        write(
+            "patient_index_v2_bad_signature",
+            case(
+                "Last signature byte flipped.",
+                "bad-signature",
+                std_header(),
+                bad,
+            ),
+        );
+        let mut bad = ok.clone();
+        bad[V2_HEADER_LEN + 3] ^= 0x01;
+        resign(&mut bad);
+        write(
+            "patient_index_v2_tampered_resigned",
+            case(
+                "A ciphertext bit flipped and re-signed by the institution: the AEAD refuses it.",
+                "decrypt-error",
+                std_header(),
+                bad,
+            ),
+        );
+        write(
+            "patient_index_v2_rolled_back",
+            case(
+                "Opened by a patient who has already accepted seq 8 (from a v1 or a v2 index): the\nnumber is inside the sealed body, checked after decryption.",
+                "rollback",
+                header(&pat, &inst.recipient(), 8),
+                ok.clone(),
+            ),
+        );
+        write(
+            "patient_index_v2_other_patient",
+            case(
+                "Opened by another patient: the index key does not unwrap.",
+                "decrypt-error",
+                header(&other, &inst.recipient(), 0),
+                ok.clone(),
+            ),
+        );
+        write(
+            "patient_index_v2_wrong_patient",
+            case(
+                "Sealed to the patient and signed, but the body names another patient's key.",
+                "index-mismatch/patient",
+                std_header(),
+                seal(other.recipient().fingerprint()),
+            ),
+        );
+        write(
+            "patient_index_v2_other_institution",
+            case(
+                "Checked against another institution's key.",
+                "bad-signature",
+                header(&pat, &other.recipient(), 0),
+                ok.clone(),
+            ),
+        );
+        let mut body = sample().encode_body_v2(pat.recipient().fingerprint());
+        let content = body.len();
+        body.resize(ok.len() - V2_OVERHEAD, 0);
+        body[content] = 0x01;
+        let ct = body_cipher(&DataKey::from_bytes(INDEX_KEY))
+            .encrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: &body,
+                    aad: &ok[..V2_HEADER_LEN],
+                },
+            )
+            .expect("encrypt");
+        let mut bad = ok.clone();
+        bad[V2_HEADER_LEN..V2_HEADER_LEN + ct.len()].copy_from_slice(&ct);
+        resign(&mut bad);
+        write(
+            "patient_index_v2_bad_padding",
+            case(
+                "Sealed and signed by the institution, but the first padding byte is 0x01: one\nencoding per value, so refused.",
+                "malformed",
+                std_header(),
+                bad,
+            ),
+        );
+        write(
+            "patient_index_v2_truncated",
+            case(
+                "Only the first 200 bytes: shorter than header, AEAD tag and signature.",
+                "malformed",
+                std_header(),
+                ok[..200].to_vec(),
+            ),
+        );
+        let mut v3 = ok;
+        v3[0] = 0x03;
+        write(
+            "patient_index_v2_bad_version",
+            case(
+                "Version byte 0x03.",
+                "unsupported-version",
+                std_header(),
+                v3,
             ),
         );
     }
@@ -854,16 +1453,27 @@ mod patient_index_vectors {
                 index_name_for_patient(&patient, &inst.recipient()).expect("contributory"),
                 name
             );
-            let again = index
-                .seal_raw(
-                    &inst,
-                    &patient.recipient(),
-                    patient.recipient().fingerprint(),
-                    &DataKey::from_bytes(v.array("index-key")),
-                    &StaticSecret::from(v.array::<32>("ephemeral")),
-                )
-                .expect("seal");
+            let seal = if v.body[0] == INDEX_V1 {
+                PatientIndex::seal_v1
+            } else {
+                PatientIndex::seal_v2
+            };
+            let again = seal(
+                index,
+                &inst,
+                &patient.recipient(),
+                patient.recipient().fingerprint(),
+                &DataKey::from_bytes(v.array("index-key")),
+                &StaticSecret::from(v.array::<32>("ephemeral")),
+            )
+            .expect("seal");
             assert_eq!(again, v.body, "re-seal must reproduce the index");
+            assert_eq!(
+                PatientIndex::published_seq(&v.body, &inst),
+                Ok(index.seq),
+                "{}: the institution reads its number back",
+                v.name
+            );
         }
         outcome(r)
     }
@@ -872,7 +1482,7 @@ mod patient_index_vectors {
     fn patient_index_vectors() {
         let all = testkit::read_all("patient_index_");
         assert!(
-            all.len() >= 10,
+            all.len() >= 20,
             "expected the checked-in vectors, found {}",
             all.len()
         );

@@ -172,6 +172,9 @@ class Gateway:
         env.setdefault("RUST_BACKTRACE", "1")
         env["MEDGATE_OPS_LISTEN"] = f"127.0.0.1:{self.ops_port}"
         env["MEDGATE_ADMIN_LISTEN"] = f"127.0.0.1:{self.api_port}"
+        # Patient indexes every second (the default is 10s), so that tests which wait for an
+        # index need not wait long. Binaries before index v2 publish every second anyway.
+        env["MEDGATE_INDEX_INTERVAL"] = "1s"
         env.update(self.extra_env)
         return env
 

@@ -454,7 +454,8 @@ def test_config_check_accepts_the_example_config():
     assert effective["ops"] == {"listen": "127.0.0.1:9003"}
     assert effective["tls"] == {"allow_plain_http": False}
     assert effective["public_store"]["url"] == "s3://hospital-medgate-public/medgate"
-    assert effective["engine"] == {"chunk_size": 1048576, "part_size": 8388608}
+    assert effective["engine"] == {"chunk_size": 1048576, "part_size": 8388608,
+                                   "index_interval": "10s", "index_cover": 32}
     assert effective["backup"] == {"max_age": "7d"}
 
 
@@ -499,7 +500,8 @@ listen = "0.0.0.0:9090"
     # Defaults filled in.
     assert effective["data_dir"] == "./medgate-data"
     assert effective["log_format"] == "human"
-    assert effective["engine"] == {"chunk_size": 1048576, "part_size": 5 * MIB}
+    assert effective["engine"] == {"chunk_size": 1048576, "part_size": 5 * MIB,
+                                   "index_interval": "10s", "index_cover": 32}
     assert effective["private_store"] == {"cache_bytes": 16 * MIB}
 
     # A URL's password is redacted too.
@@ -513,6 +515,8 @@ listen = "0.0.0.0:9090"
     ('[opps]\nlisten = "127.0.0.1:9090"\n', "opps"),
     ('colour = "blue"\n', "colour"),
     ('[engine]\nchunk_size = 100\n', "[engine] chunk_size"),
+    ('[engine]\nindex_cover = 8\n', "[engine] index_cover = 8"),
+    ('[engine]\nindex_interval = "0s"\n', "[engine] index_interval"),
     ('log_format = "xml"\n', "log_format"),
     ('[s3]\ndomain = "not a domain"\n', "[s3] domain"),
     ('[public_store]\nurl = "s3://b/p"\n[public_store.options]\nregoin = "eu-central-1"\n',
@@ -526,7 +530,8 @@ listen = "0.0.0.0:9090"
     ('[[peers]]\nname = "St Elsewhere"\nrecipient = "medgate1nope"\n', "St Elsewhere"),
     ('[public_store.options]\nsecret_access_key = 31415926535\n', "line 2"),
     ('[public_store]\nurl = "ftp://user:31415926535@example.org/x"\n', "ftp://user:redacted@"),
-], ids=["bad-key", "bad-section", "bad-top-level-key", "chunk-size", "log-format", "domain",
+], ids=["bad-key", "bad-section", "bad-top-level-key", "chunk-size", "index-cover",
+        "index-interval", "log-format", "domain",
         "store-option", "store-option-value", "tls-files", "tls-half", "plain-http-s3",
         "plain-http-ops", "bad-address", "peer-recipient", "unquoted-secret", "url-password"])
 def test_config_check_names_the_bad_setting(tmp_path, text, named):

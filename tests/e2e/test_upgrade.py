@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,43 @@ def test_patient_pull_accepts_the_old_index(upgraded, tmp_path):
         assert sha256((out_dir / name).read_bytes()) == EXPECTED["records"][name]["sha256"], name
     assert old_index[0].read_bytes() == (FIXTURE / "data" / "public" / "v1" / "p"
                                          / old_index[0].name).read_bytes()
+
+
+def test_pull_moves_from_the_old_index_to_the_new_format(upgraded, tmp_path):
+    """A patient who pulled the old (v1) index takes the upgraded gateway's next one (v2:
+    sequence number sealed, padded to 4 KiB) because its number is higher, and then refuses
+    the old one put back as a rollback."""
+    pid = EXPECTED["patient"]["id"]
+    pristine = tmp_path / "pristine"
+    shutil.copytree(FIXTURE / "data" / "public", pristine)
+    key = identity(tmp_path, "patient.key")
+    out_dir = tmp_path / "pulled"
+    pull = ["patient", "pull", "--identity", str(key), "--institution", EXPECTED["institution"],
+            "--out", str(out_dir)]
+    _, out, _ = cli(upgraded, *pull, "--public-store", str(pristine))
+    live = upgraded.public_dir / "v1" / "p"
+    [old_index] = sorted(live.iterdir())
+    old_bytes = (pristine / "v1" / "p" / old_index.name).read_bytes()
+    assert old_bytes[0] == 1
+
+    s3 = client_for(upgraded)
+    s3.put_object(Bucket="labs", Key=f"{pid}/after-upgrade.json", Body=b'{"ok": true}',
+                  Metadata={"medgate-patient": pid})
+    try:
+        deadline = time.monotonic() + 30
+        while old_index.read_bytes()[0] != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        new_bytes = old_index.read_bytes()
+        assert new_bytes[0] == 2 and len(new_bytes) == 4096, (new_bytes[0], len(new_bytes))
+        n = len(EXPECTED["patient"]["records"]) + 1
+        _, out, _ = cli(upgraded, *pull, "--public-store", str(upgraded.public_dir))
+        assert f"{n} records, {n} verified" in out, out
+        assert (out_dir / "labs" / pid / "after-upgrade.json").read_bytes() == b'{"ok": true}'
+        # The v1 index put back is older than the v2 one this patient has seen.
+        rc, _, err = cli(upgraded, *pull, "--public-store", str(pristine), ok=False)
+        assert rc != 0 and "rolled-back" in err, err
+    finally:
+        s3.delete_object(Bucket="labs", Key=f"{pid}/after-upgrade.json")
 
 
 def test_new_writes_beside_old_records_survive_a_restart(upgraded):

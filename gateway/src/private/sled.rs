@@ -2064,7 +2064,7 @@ mod tests {
                 chunk_size: 1,
                 part_size: 5 << 20,
                 upload_concurrency: 2,
-                patient_prefixes: Vec::new(),
+                ..EngineConfig::default()
             },
         );
         let body = futures::stream::iter(vec![
