@@ -209,6 +209,10 @@ pub struct Engine {
     pub remote: std::sync::OnceLock<Arc<crate::remote::Remote>>,
     /// Group commit of the log entries that are not writes (see `log`).
     pub(crate) appender: crate::log::Appender,
+    /// The institution's previous identities, after `medgate keys rotate`: records not yet
+    /// re-wrapped to the current key still open with them (set once at start; see
+    /// [`crate::keyrot`]).
+    pub previous: std::sync::OnceLock<Vec<Arc<Identity>>>,
 }
 
 impl Engine {
@@ -230,6 +234,7 @@ impl Engine {
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_SLOTS)),
             index_dirty: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             remote: std::sync::OnceLock::new(),
+            previous: std::sync::OnceLock::new(),
         }
     }
 
@@ -481,7 +486,7 @@ impl Engine {
 
     fn upload_key(&self, upload: &UploadRecord) -> Result<DataKey> {
         let stanza = WrappedKey::from_bytes(&upload.stanza)?;
-        match self.institution.unwrap_key(&stanza) {
+        match self.unwrap_own(&stanza) {
             Some(r) => Ok(r?),
             None => Err(Error::NoStanza(upload.dek_id.to_hex())),
         }
@@ -829,7 +834,7 @@ impl Engine {
 
     fn data_key(&self, manifest: &Manifest, stanzas: &[WrappedKey]) -> Result<DataKey> {
         for s in stanzas {
-            if let Some(r) = self.institution.unwrap_key(s) {
+            if let Some(r) = self.unwrap_own(s) {
                 return Ok(r?);
             }
         }

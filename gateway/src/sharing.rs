@@ -765,7 +765,7 @@ impl Engine {
     /// The DEK of a record, unwrapped with the institution's stanza.
     pub(crate) async fn unwrap_dek(&self, dek: DekId) -> Result<DataKey> {
         for s in self.private.stanzas(dek).await? {
-            if let Some(r) = self.institution.unwrap_key(&s) {
+            if let Some(r) = self.unwrap_own(&s) {
                 return Ok(r?);
             }
         }
