@@ -8,6 +8,12 @@
 //! between the two signed roots. Only then is the checkpoint cosigned (C2SP cosignature/v1,
 //! under the key name `medgate.witness/<fingerprint>`), the cosigned note sent back to the
 //! gateway, which publishes it, and the state advanced.
+//!
+//! Key rollovers (`medgate keys rotate` at the institution): a checkpoint that the pinned key
+//! does not sign is accepted only under the key a chain of published rollovers
+//! (`v1/rollover/<n>`), each signed by the key before it, hands over to from the pinned one,
+//! with the same origin; the witness then follows that key (kept in `--state` with the
+//! origin). Anything else is a fork.
 
 use std::path::{Path, PathBuf};
 
