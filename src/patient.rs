@@ -1287,8 +1287,14 @@ async fn audit(
         Some(l) => proof(l.size, answer.tree_size).await?,
         None => Vec::new(),
     };
-    let report = gateway::audit::check(
-        &inst,
+    // After a key rotation the checkpoints are signed by the key the published rollovers
+    // (each signed by the key before it) lead to from the one given, under the same origin.
+    let (key, origin, _) = gateway::keyrot::follow(&store, &inst)
+        .await
+        .map_err(|e| anyhow!("the institution's key rollovers do not verify: {e}"))?;
+    let report = gateway::audit::check_with_origin(
+        &key,
+        &origin,
         &me_id,
         &answer,
         &public_note,

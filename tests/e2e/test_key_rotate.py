@@ -172,6 +172,14 @@ def test_key_rotate_hands_over_rewraps_and_witness_follows(two, gateway_factory,
     aws(b, "s3", "cp", "s3://from-a/ehr/alice/n042.txt", str(tmp_path / "n42.out"))
     assert (tmp_path / "n42.out").read_bytes() == bodies["alice/n042.txt"]
 
+    # The patient's audit, with the institution key they knew: every entry about them in the
+    # log published under the new key, same origin.
+    time.sleep(1.5)
+    _, out, _ = patient(a, "audit", "--identity", str(alice_key), "--institution", old,
+                        "--public-store", str(a.public_dir),
+                        "--state", str(tmp_path / "audit.json"))
+    assert "in order and without gaps" in out, out
+
     # The witness follows the rollover signed by the key it pinned.
     time.sleep(2.5)
     _, _, err = cli(b, *witness)
