@@ -41,6 +41,7 @@ TARGETS = {
     "note_": "checkpoint",
     "peer_answer_": "peer_answer",
     "peer_chunk_": "peer_chunk",
+    "rollover_": "rollover",
 }
 # Header fields that hold another encoded value: field -> (target, hex or text).
 FIELDS = {

@@ -623,14 +623,17 @@ async fn published_log_size(args: &RestoreArgs, institution: &Recipient) -> Resu
             return Err(anyhow!(e).context("cannot read the checkpoint from the public store"))
         }
     };
-    let cp = institution
-        .verify_checkpoint(&gateway::log::origin(institution), &note)
-        .map_err(|e| {
-            anyhow!(
-                "the checkpoint in the public store is not signed by --institution ({e}): is it \
+    // After `medgate keys rotate` the checkpoint is signed by the key a rollover (signed by
+    // --institution) handed over to, under the same origin.
+    let (key, origin, _) = gateway::keyrot::follow(&store, institution)
+        .await
+        .map_err(|e| anyhow!("the key rollovers in the public store do not verify: {e}"))?;
+    let cp = key.verify_checkpoint(&origin, &note).map_err(|e| {
+        anyhow!(
+            "the checkpoint in the public store is not signed by --institution ({e}): is it \
                  the right store and the right institution?"
-            )
-        })?;
+        )
+    })?;
     Ok(Some(cp.size))
 }
 

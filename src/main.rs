@@ -3,6 +3,7 @@
 
 mod backup;
 pub(crate) mod config;
+mod keyrot;
 mod link;
 mod ops;
 mod patient;
@@ -28,7 +29,7 @@ use crate::config::{parse_kv, FileConfig};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 const DEFAULT_DATA_DIR: &str = "./medgate-data";
-const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
+pub(crate) const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,27 @@ const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// The institution's Recipient, the log's origin and the key rollovers it published.
+    Show,
+    /// Replace the institution key: a new identity, a rollover signed by the old key and the
+    /// new one (logged, and published at v1/rollover/<n> for witnesses, patients and peers),
+    /// checkpoints signed by the new key under the same origin, and every record re-wrapped
+    /// to the new key. The handover needs the server stopped; the re-wrap is resumable (run
+    /// the command again, with the server running or not) and shows a progress bar. The old
+    /// identity stays in INSTITUTION_KEY.old-<fingerprint> until you remove it.
+    Rotate {
+        /// Where the unfinished rotation's state is kept (default DATA_DIR/keys-rotate.state).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Stop after the handover: start the server again and run `medgate keys rotate` once
+        /// more to re-wrap the records through it (the server is down only for the handover).
+        #[arg(long)]
+        handover_only: bool,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -90,10 +112,12 @@ enum Command {
         #[command(subcommand)]
         action: ops::ConfigAction,
     },
-    /// Show the institution's public Recipient.
+    /// The institution's keys: bare `medgate keys` prints its public Recipient.
     Keys {
         #[command(flatten)]
-        dir: StoreDirArg,
+        dir: DataDirArg,
+        #[command(subcommand)]
+        action: Option<KeysAction>,
     },
     /// Manage S3 access keys.
     AccessKey {
@@ -290,7 +314,19 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Config {
             action: ops::ConfigAction::Check { file },
         } => ops::config_check(&file),
-        Command::Keys { dir } => keys(&(&dir).into()).await,
+        Command::Keys { dir, action: None } => keys(&dir).await,
+        Command::Keys {
+            dir,
+            action: Some(KeysAction::Show),
+        } => keyrot::keys_show(&dir).await,
+        Command::Keys {
+            dir,
+            action:
+                Some(KeysAction::Rotate {
+                    state,
+                    handover_only,
+                }),
+        } => keyrot::keys_rotate(&dir, state, handover_only).await,
         Command::AccessKey { dir, action } => access_key(&(&dir).into(), action).await,
         Command::Gc { dir, grace, apply } => gc(&dir, grace, apply).await,
         Command::Patient { action } => patient::patient(action).await,
@@ -315,8 +351,8 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// Resolved data dir and public store settings, and the file config they came with.
 pub(crate) struct Setup {
-    file: FileConfig,
-    data_dir: PathBuf,
+    pub(crate) file: FileConfig,
+    pub(crate) data_dir: PathBuf,
     public_url: Option<String>,
     public_opts: BTreeMap<String, String>,
 }
@@ -491,7 +527,7 @@ fn disable_core_dumps() {
     }
 }
 
-fn passphrase() -> Option<zeroize::Zeroizing<Vec<u8>>> {
+pub(crate) fn passphrase() -> Option<zeroize::Zeroizing<Vec<u8>>> {
     std::env::var("MEDGATE_PASSPHRASE")
         .ok()
         .filter(|p| !p.is_empty())
@@ -513,7 +549,7 @@ pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn identity_path(setup: &Setup, flag: Option<&Path>) -> PathBuf {
+pub(crate) fn identity_path(setup: &Setup, flag: Option<&Path>) -> PathBuf {
     flag.map(Path::to_path_buf)
         .or_else(|| setup.file.identity.clone())
         .unwrap_or_else(|| setup.data_dir.join("institution.key"))
@@ -626,7 +662,7 @@ fn open_private(setup: &Setup, cache_bytes: u64, institution: &Recipient) -> Res
     Ok(store)
 }
 
-fn open_sled(data_dir: &Path, cache_bytes: u64) -> Result<SledStore> {
+pub(crate) fn open_sled(data_dir: &Path, cache_bytes: u64) -> Result<SledStore> {
     let dir = data_dir.join("private");
     SledStore::open(&dir, cache_bytes).map_err(|e| match e {
         gateway::Error::Io(io)
@@ -727,11 +763,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(why) = &no_credentials {
         tracing::warn!("{why}");
     }
-    let identity = Arc::new(load_identity(
-        &identity_path(&setup, args.identity.as_deref()),
-        &data_dir,
-        true,
-    )?);
+    let id_path = identity_path(&setup, args.identity.as_deref());
+    let identity = Arc::new(load_identity(&id_path, &data_dir, true)?);
+    let previous = keyrot::load_previous(&id_path, &data_dir)?;
+    if data_dir.join("keys-rotate.state").exists() {
+        tracing::warn!(
+            "an institution key rotation is unfinished: run `medgate keys rotate` to finish it"
+        );
+    }
     let cache = setup
         .file
         .private_store
@@ -740,6 +779,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let private: Arc<dyn PrivateStore> =
         Arc::new(open_private(&setup, cache, &identity.recipient())?);
     backup::check_at_start(&*private, &setup.file.backup).await?;
+    // Peers that replaced their key since the config was written: followed by a verified
+    // rollover (see gateway::remote), kept in the private store; the config is not rewritten.
+    let mut peers = peers;
+    for (name, recipient) in private.peer_keys().await? {
+        let Ok(key) = recipient.parse::<keyring::Recipient>() else {
+            continue;
+        };
+        if let Some(p) = peers
+            .iter_mut()
+            .find(|p| p.name == name && !p.recipient.ct_eq(&key))
+        {
+            tracing::warn!(
+                peer = %name,
+                "peer {name} rotated its key: update [[peers]] recipient to {key}"
+            );
+            p.recipient = key;
+        }
+    }
 
     let mut engine_config = EngineConfig::default();
     if let Some(cs) = args.chunk_size.or(setup.file.engine.chunk_size) {
@@ -760,6 +817,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::clone(&identity),
         engine_config,
     ));
+    if !previous.is_empty() {
+        let _ = engine.previous.set(previous.clone());
+    }
 
     let domain = args.domain.clone().or_else(|| setup.file.s3.domain.clone());
     // Grants that end need nobody to act: access checks refuse them at once, and this
@@ -868,6 +928,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         public,
         public_root,
         institution: Arc::clone(&identity),
+        previous,
         peers: setup.file.peer_list(),
         engine: Some(Arc::clone(&api_engine)),
         progress: None,
@@ -1079,11 +1140,9 @@ pub(crate) async fn admin_request_with(
             setup.data_dir.display()
         );
     }
-    let identity = Arc::new(load_identity(
-        &identity_path(&setup, None),
-        &setup.data_dir,
-        false,
-    )?);
+    let id_path = identity_path(&setup, None);
+    let identity = Arc::new(load_identity(&id_path, &setup.data_dir, false)?);
+    let previous = keyrot::load_previous(&id_path, &setup.data_dir)?;
     let cache = setup
         .file
         .private_store
@@ -1101,6 +1160,7 @@ pub(crate) async fn admin_request_with(
         public,
         public_root,
         institution: identity,
+        previous,
         peers: setup.file.peer_list(),
         engine: None,
         progress,

@@ -1203,6 +1203,22 @@ async fn pull(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(e).context(format!("cannot read {}", state.display())),
     };
+    // An institution that replaced its key publishes a rollover signed by the key before:
+    // follow the chain from the key given, and only from it.
+    let chain = gateway::keyrot::published_rollovers(&public)
+        .await
+        .context("cannot read the institution's key rollovers from the public store")?;
+    let (inst, followed) = keyring::rollover::follow_chain(&inst, &chain).map_err(|e| {
+        anyhow!(
+            "a published key rollover does not verify against the institution key you gave: {e}"
+        )
+    })?;
+    for s in &followed {
+        eprintln!(
+            "the institution rolled its key over (rollover {}): reading the index signed by {}",
+            s.rollover.seq, s.rollover.new
+        );
+    }
     let name = index_name_for_patient(&me, &inst)?;
     let bytes = public
         .get(&object_store::path::Path::from(name.clone()))
@@ -1336,8 +1352,14 @@ async fn audit(
         Some(l) => proof(l.size, answer.tree_size).await?,
         None => Vec::new(),
     };
-    let report = gateway::audit::check(
-        &inst,
+    // After a key rotation the checkpoints are signed by the key the published rollovers
+    // (each signed by the key before it) lead to from the one given, under the same origin.
+    let (key, origin, _) = gateway::keyrot::follow(&store, &inst)
+        .await
+        .map_err(|e| anyhow!("the institution's key rollovers do not verify: {e}"))?;
+    let report = gateway::audit::check_with_origin(
+        &key,
+        &origin,
         &me_id,
         &answer,
         &public_note,

@@ -8,6 +8,12 @@
 //! between the two signed roots. Only then is the checkpoint cosigned (C2SP cosignature/v1,
 //! under the key name `medgate.witness/<fingerprint>`), the cosigned note sent back to the
 //! gateway, which publishes it, and the state advanced.
+//!
+//! Key rollovers (`medgate keys rotate` at the institution): a checkpoint that the pinned key
+//! does not sign is accepted only under the key a chain of published rollovers
+//! (`v1/rollover/<n>`), each signed by the key before it, hands over to from the pinned one,
+//! with the same origin; the witness then follows that key (kept in `--state` with the
+//! origin). Anything else is a fork.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +28,9 @@ pub struct WitnessArgs {
     /// files need MEDGATE_PASSPHRASE).
     #[arg(long)]
     identity: PathBuf,
-    /// The witnessed institution's Recipient (`medgate keys` there).
+    /// The witnessed institution's Recipient (`medgate keys` there). After the institution
+    /// replaced its key (`medgate keys rotate`), the witness follows the published rollover
+    /// signed by the key it pinned, and keeps the new key in `--state`.
     #[arg(long)]
     institution: String,
     /// The witnessed institution's public store (read access is enough).
@@ -47,6 +55,53 @@ pub struct WitnessArgs {
 struct WitnessState {
     size: u64,
     root: String,
+    /// The institution key this witness follows now: `--institution`, or the key a verified
+    /// rollover handed over to (absent in state files written before key rollovers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// The log's origin line, which a rollover never changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
+}
+
+/// The checkpoint `note`, verified under the key this witness pins or, when the institution
+/// replaced that key, under the key a chain of published rollovers hands over to, each signed
+/// by the key before it (`keyring::rollover::follow_chain`). Returns the checkpoint and the key
+/// it verified under. A signer no such chain leads to is a fork.
+async fn verify_with_rollovers(
+    store: &gateway::public::PublicStore,
+    pinned: &Recipient,
+    origin: &str,
+    note: &str,
+) -> Result<(keyring::Checkpoint, Recipient)> {
+    if let Ok(cp) = pinned.verify_checkpoint(origin, note) {
+        return Ok((cp, pinned.clone()));
+    }
+    let chain = gateway::keyrot::published_rollovers(store).await.context(
+        "the checkpoint is not signed by the pinned key; cannot read the published key rollovers",
+    )?;
+    let (key, followed) = keyring::rollover::follow_chain(pinned, &chain).map_err(|e| {
+        anyhow!("fork: a published key rollover does not verify against the pinned key: {e}")
+    })?;
+    if followed.is_empty() {
+        bail!(
+            "fork: the published checkpoint is not signed by the pinned institution key, and no \
+             published key rollover signed by that key hands the log over"
+        );
+    }
+    if followed.iter().any(|s| s.rollover.origin != origin) {
+        bail!("fork: a key rollover names another log (origin)");
+    }
+    let cp = key.verify_checkpoint(origin, note).map_err(|e| {
+        anyhow!("fork: the checkpoint is signed neither by the pinned key nor by the key it rolled over to: {e}")
+    })?;
+    for s in &followed {
+        eprintln!(
+            "the institution rolled its key over (rollover {}, at log size {}): now following {}",
+            s.rollover.seq, s.rollover.log_size, s.rollover.new
+        );
+    }
+    Ok((cp, key))
 }
 
 pub async fn witness(args: WitnessArgs) -> Result<()> {
@@ -63,9 +118,6 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
     let note = gateway::log::published_checkpoint(&store)
         .await
         .context("cannot read the checkpoint from the public store")?;
-    let cp = inst
-        .verify_checkpoint(&gateway::log::origin(&inst), &note)
-        .map_err(|e| anyhow!("the published checkpoint is not signed by the institution: {e}"))?;
     let last: Option<WitnessState> = match std::fs::read(&args.state) {
         Ok(b) => Some(
             serde_json::from_slice(&b)
@@ -74,6 +126,27 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => bail!("cannot read {}: {e}", args.state.display()),
     };
+    // The key followed so far (re-pinned by earlier rollovers) and the log's origin.
+    let pinned: Recipient = match last.as_ref().and_then(|l| l.key.as_deref()) {
+        Some(k) => k
+            .parse()
+            .map_err(|_| anyhow!("{}: bad institution key", args.state.display()))?,
+        None => inst.clone(),
+    };
+    let note_origin = keyring::checkpoint::SignedNote::parse(&note)
+        .and_then(|n| n.checkpoint())
+        .map(|c| c.origin)
+        .map_err(|e| anyhow!("the published checkpoint does not parse: {e}"))?;
+    let origin = match last.as_ref().and_then(|l| l.origin.clone()) {
+        Some(o) if o != note_origin => bail!(
+            "fork: the published checkpoint is of log {note_origin}, this witness follows {o}"
+        ),
+        Some(o) => o,
+        None => note_origin,
+    };
+    let (cp, key) = verify_with_rollovers(&store, &pinned, &origin, &note)
+        .await
+        .map_err(|e| anyhow!("the published checkpoint is not signed by the institution: {e}"))?;
     let gw = GatewayArg {
         gateway: Some(args.gateway.clone()),
         ca: args.ca.clone(),
@@ -135,6 +208,8 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
         serde_json::to_vec_pretty(&WitnessState {
             size: cp.size,
             root: hex::encode(cp.root),
+            key: Some(key.to_string()),
+            origin: Some(origin.clone()),
         })?,
     )
     .with_context(|| format!("cannot write {}", args.state.display()))?;

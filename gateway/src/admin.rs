@@ -96,6 +96,11 @@ pub enum AdminRequest {
     },
     /// The log's size (where a rotation starts).
     LogSize,
+    /// After `medgate keys rotate`'s handover: wraps every record's data key to the current
+    /// institution key and removes the previous keys' stanzas (resumable; see `keyrot`).
+    KeysRewrap,
+    /// The published key rollovers (text forms), oldest first.
+    Rollovers,
     /// A patient's key change, signed by the old key (`SignedKeyChange` text).
     PatientRekey {
         change: String,
@@ -244,6 +249,12 @@ pub enum AdminResponse {
     LogSize {
         size: u64,
     },
+    KeysRewrapped {
+        report: crate::keyrot::KeyRewrapReport,
+    },
+    Rollovers {
+        rollovers: Vec<String>,
+    },
     /// A step of a long operation (verify), before its answer.
     Progress {
         step: String,
@@ -295,6 +306,8 @@ pub struct AdminContext {
     /// The folder behind `public`, when it is one (for gc's staging sweep).
     pub public_root: Option<std::path::PathBuf>,
     pub institution: Arc<Identity>,
+    /// The institution's previous identities (after `medgate keys rotate`), newest first.
+    pub previous: Vec<Arc<Identity>>,
     /// Peer institutions by name and Recipient (from the config's `[[peers]]`).
     pub peers: Vec<(String, String)>,
     /// The running server's engine; `None` on a stopped data dir.
@@ -640,6 +653,32 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                     .await?,
                 }
             }
+            AdminRequest::KeysRewrap => {
+                let progress = cx.progress.clone();
+                let report = crate::keyrot::rewrap(
+                    store,
+                    institution,
+                    &cx.previous,
+                    &move |step, done, total| {
+                        if let Some(p) = &progress {
+                            p(step, done, total);
+                        }
+                    },
+                )
+                .await?;
+                // Indexes have new names and a new signer now.
+                let e = engine();
+                e.mark_all_indexes().await?;
+                e.publish_indexes().await?;
+                AdminResponse::KeysRewrapped { report }
+            }
+            AdminRequest::Rollovers => AdminResponse::Rollovers {
+                rollovers: crate::keyrot::published_rollovers(&cx.public)
+                    .await?
+                    .iter()
+                    .map(|r| r.to_text())
+                    .collect(),
+            },
             AdminRequest::Rotate { scope, since } => {
                 let progress = cx.progress.clone();
                 let engine = cx.engine.clone().ok_or_else(|| {
@@ -841,7 +880,11 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
                 )
                 .await;
             }
-            Ok(req @ (AdminRequest::Verify { .. } | AdminRequest::Rotate { .. })) => {
+            Ok(
+                req @ (AdminRequest::Verify { .. }
+                | AdminRequest::Rotate { .. }
+                | AdminRequest::KeysRewrap),
+            ) => {
                 // Steps stream as `progress` lines before the answer.
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AdminResponse>();
                 let mut vcx = cx.clone();

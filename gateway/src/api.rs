@@ -157,6 +157,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/peer/objects", get(peer_objects))
         .route("/v1/peer/exchange", post(peer_exchange))
         .route("/v1/peer/blob", get(peer_blob))
+        .route("/v1/peer/rollover", get(peer_rollover))
         .fallback(|| async {
             ApiError(Error::NotFound(
                 "no such API path; see /openapi.json".into(),
@@ -476,18 +477,34 @@ impl ApiState {
             .or_else(|| uri.authority().map(|a| a.as_str()))
             .unwrap_or("");
         let now = crate::now_ms();
-        signed
-            .verify(
+        // The callee is this institution: its key, or one it replaced (`medgate keys rotate`)
+        // that a peer still pins until it has followed the rollover.
+        let previous = self
+            .0
+            .engine
+            .previous
+            .get()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let callees = std::iter::once(self.0.engine.institution_id())
+            .chain(previous.iter().map(|p| p.recipient().fingerprint()));
+        let mut checked = Err(keyring::Error::BadSignature);
+        for callee in callees {
+            checked = signed.verify(
                 &peer.recipient,
-                &self.0.engine.institution_id(),
+                &callee,
                 method.as_str(),
                 host,
                 &target(uri),
                 body,
                 now,
                 AUTH_WINDOW_MS,
-            )
-            .map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
+            );
+            if checked.is_ok() {
+                break;
+            }
+        }
+        checked.map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
         // After the signature verified: only a configured peer's requests are remembered.
         self.0.nonces.use_once(
             signed.auth.nonce,
@@ -698,6 +715,13 @@ pub struct EntriesAnswer {
     pub entries: Vec<EntryWithProof>,
 }
 
+/// `GET /v1/peer/rollover`: this institution's key rollovers, oldest first.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RolloverAnswer {
+    /// Text forms (`keyring::SignedRollover::to_text`), as published at `v1/rollover/<n>`.
+    pub rollovers: Vec<String>,
+}
+
 /// The latest published checkpoint.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct CheckpointAnswer {
@@ -755,7 +779,7 @@ pub struct BlobQuery {
         description = "medgate's JSON API: administration, patient consent, exchange between institutions, and the transparency log. S3 clients use the S3 port instead."
     ),
     paths(
-        log_checkpoint, log_inclusion, log_consistency, log_cosign,
+        log_checkpoint, log_inclusion, log_consistency, log_cosign, peer_rollover,
         admin_patients, admin_register, admin_patient, admin_break_glass, admin_requests, admin_new_request,
         admin_request, admin_grants, admin_access_keys, admin_new_access_key,
         admin_delete_access_key, admin_events, admin_verify, admin_mounts, admin_mount,
@@ -817,6 +841,19 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 
 // ---------------------------------------------------------------------------------------
 // Log (public)
+
+/// The institution's key rollovers (public: each is signed by the key it replaces and by the
+/// new one, so a peer that pinned the old key checks it and re-pins).
+#[utoipa::path(get, path = "/v1/peer/rollover", tag = "peer",
+    responses((status = 200, body = RolloverAnswer)))]
+async fn peer_rollover(State(st): State<ApiState>) -> ApiResult<Json<RolloverAnswer>> {
+    let rollovers = crate::keyrot::published_rollovers(&st.0.engine.public)
+        .await?
+        .iter()
+        .map(|r| r.to_text())
+        .collect();
+    Ok(Json(RolloverAnswer { rollovers }))
+}
 
 #[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log",
     responses((status = 200, body = CheckpointAnswer), (status = 404, description = "nothing published yet")))]

@@ -95,7 +95,37 @@ pub fn check(
     last: Option<&AuditState>,
     from_last: &[String],
 ) -> Result<AuditReport> {
-    let name = crate::log::origin(institution);
+    let origin = crate::log::origin(institution);
+    check_with_origin(
+        institution,
+        &origin,
+        patient,
+        answer,
+        public_note,
+        to_public,
+        last,
+        from_last,
+    )
+}
+
+/// [`check`] for a log whose origin is not the one derived from `institution`: after
+/// `medgate keys rotate`, `institution` is the key the rollovers lead to and `origin` the
+/// log's (unchanged) origin line (`crate::keyrot::follow`).
+///
+/// # Errors
+/// As [`check`].
+#[allow(clippy::too_many_arguments)]
+pub fn check_with_origin(
+    institution: &Recipient,
+    origin: &str,
+    patient: &str,
+    answer: &EntriesAnswer,
+    public_note: &str,
+    to_public: &[String],
+    last: Option<&AuditState>,
+    from_last: &[String],
+) -> Result<AuditReport> {
+    let name = origin.to_owned();
     let cp = institution
         .verify_checkpoint(&name, &answer.checkpoint)
         .map_err(|e| failed(format!("the gateway's checkpoint does not verify: {e}")))?;

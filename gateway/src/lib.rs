@@ -17,6 +17,7 @@ pub mod backup;
 pub mod checksum;
 pub mod error;
 pub mod gc;
+pub mod keyrot;
 pub mod log;
 pub mod metrics;
 pub mod ops;

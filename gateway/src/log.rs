@@ -105,6 +105,27 @@ pub fn origin(institution: &Recipient) -> String {
     )
 }
 
+/// The origin line of a stored checkpoint note.
+fn note_origin(note: &str) -> Result<String> {
+    Ok(keyring::checkpoint::SignedNote::parse(note)?
+        .checkpoint()?
+        .origin)
+}
+
+/// The log's origin line and checkpoint key name: the one its checkpoints carry. It never
+/// changes, not even when the institution replaces its key (`medgate keys rotate`, see
+/// [`crate::keyrot`]): it was derived ([`origin`]) from the key that published the first
+/// checkpoint. A log that published nothing yet gets the one derived from `institution`.
+///
+/// # Errors
+/// Store failures; a stored checkpoint that does not parse.
+pub async fn log_origin(private: &dyn PrivateStore, institution: &Recipient) -> Result<String> {
+    match private.checkpoints().await?.last() {
+        Some((_, note)) => note_origin(note),
+        None => Ok(origin(institution)),
+    }
+}
+
 /// Publishes the log's new tiles and a signed checkpoint if it grew since the last one.
 /// Returns the published size, or `None` if nothing was new.
 ///
@@ -120,12 +141,8 @@ pub async fn publish(
     crate::metrics::global()
         .log_size
         .set(i64::try_from(size).unwrap_or(i64::MAX));
-    let last = private
-        .checkpoints()
-        .await?
-        .last()
-        .map(|(s, _)| *s)
-        .unwrap_or(0);
+    let stored = private.checkpoints().await?;
+    let last = stored.last().map(|(s, _)| *s).unwrap_or(0);
     if size == 0 || size == last {
         return Ok(None);
     }
@@ -142,7 +159,10 @@ pub async fn publish(
             )
             .await?;
     }
-    let name = origin(&institution.recipient());
+    let name = match stored.last() {
+        Some((_, note)) => note_origin(note)?,
+        None => origin(&institution.recipient()),
+    };
     let cp = Checkpoint::new(name.clone(), size, tree_root(private, size).await?);
     let note = institution.sign_checkpoint(&name, &cp)?;
     private.put_checkpoint(size, &note).await?;
@@ -206,7 +226,7 @@ pub async fn add_cosignature(
     use keyring::checkpoint::SignedNote;
     let _one = PUBLISHING.lock().await;
     let refuse = |why: &str| Error::GrantRefused(format!("cosignature refused: {why}"));
-    let name = origin(&institution.recipient());
+    let name = log_origin(private, &institution.recipient()).await?;
     let cp = institution
         .recipient()
         .verify_checkpoint(&name, note)
@@ -304,6 +324,7 @@ pub async fn verify(
     let mut heads: std::collections::HashMap<String, (u64, Hash)> = Default::default();
     let mut logged_roots: std::collections::HashMap<(String, String), Option<String>> =
         Default::default();
+    let mut rollovers: Vec<keyring::SignedRollover> = Vec::new();
     let mut next = 0u64;
     loop {
         let batch = private.events(next, 4096).await?;
@@ -339,6 +360,15 @@ pub async fn verify(
                 }
                 Err(err) => r.problems.push(format!("log index {}: {err}", e.seq)),
             }
+            if e.kind == crate::keyrot::ROLLOVER_KIND {
+                match keyring::SignedRollover::from_text(&e.detail) {
+                    Ok(s) => rollovers.push(s),
+                    Err(err) => r.problems.push(format!(
+                        "log index {}: key rollover unreadable: {err}",
+                        e.seq
+                    )),
+                }
+            }
             if let (Some(b), Some(k)) = (&e.bucket, &e.key) {
                 match e.kind.as_str() {
                     "put" | "copy" | "rotate" => {
@@ -359,14 +389,30 @@ pub async fn verify(
             "log index {next}: entries end at {next} but the log has {size} leaves"
         ));
     }
-    // 2. Every checkpoint we published is a prefix of this log, signed by us.
-    let name = origin(institution);
+    // 2. Every checkpoint we published is a prefix of this log, signed by the key in force
+    // at its size: the first key, then each rollover's new key for the checkpoints that
+    // include the rollover's entry. The chain of rollovers leads to today's key.
+    let name = log_origin(private, institution).await?;
+    let keys = match crate::keyrot::key_history(&rollovers, institution) {
+        Ok(k) => k,
+        Err(e) => {
+            r.problems.push(format!("key rollovers: {e}"));
+            vec![(0, institution.clone())]
+        }
+    };
+    let key_at = |size: u64| -> &Recipient {
+        keys.iter()
+            .rev()
+            .find(|(from, _)| size > *from || *from == 0)
+            .map(|(_, k)| k)
+            .unwrap_or(institution)
+    };
     let cps = private.checkpoints().await?;
     r.checkpoints = cps.len() as u64;
     for (s, note) in &cps {
         check_checkpoint(
             &mut r,
-            institution,
+            key_at(*s),
             &name,
             note,
             &levels,

@@ -218,6 +218,10 @@ pub struct Engine {
     pub remote: std::sync::OnceLock<Arc<crate::remote::Remote>>,
     /// Group commit of the log entries that are not writes (see `log`).
     pub(crate) appender: crate::log::Appender,
+    /// The institution's previous identities, after `medgate keys rotate`: records not yet
+    /// re-wrapped to the current key still open with them (set once at start; see
+    /// [`crate::keyrot`]).
+    pub previous: std::sync::OnceLock<Vec<Arc<Identity>>>,
 }
 
 impl Engine {
@@ -240,6 +244,7 @@ impl Engine {
             index_dirty: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             index_tick: tokio::sync::Mutex::new(()),
             remote: std::sync::OnceLock::new(),
+            previous: std::sync::OnceLock::new(),
         }
     }
 
@@ -491,7 +496,7 @@ impl Engine {
 
     fn upload_key(&self, upload: &UploadRecord) -> Result<DataKey> {
         let stanza = WrappedKey::from_bytes(&upload.stanza)?;
-        match self.institution.unwrap_key(&stanza) {
+        match self.unwrap_own(&stanza) {
             Some(r) => Ok(r?),
             None => Err(Error::NoStanza(upload.dek_id.to_hex())),
         }
@@ -856,8 +861,20 @@ impl Engine {
                 None => Err(Error::NoStanza(dek.to_hex())),
             };
         }
+        // After `medgate keys rotate`, until the re-wrap reaches it: the stanza of a previous
+        // institution key, stored with that key's whole Recipient.
+        if let Some(previous) = self.previous.get() {
+            for p in previous {
+                let theirs = p.recipient();
+                if let Some(s) = stanzas.iter().find(|s| s.is_for(&theirs)) {
+                    if let Some(Ok(k)) = p.unwrap_key(s.wrapped()) {
+                        return Ok(k);
+                    }
+                }
+            }
+        }
         for s in stanzas.iter().filter(|s| s.recipient().is_none()) {
-            if let Some(Ok(k)) = self.institution.unwrap_key(s.wrapped()) {
+            if let Some(Ok(k)) = self.unwrap_own(s.wrapped()) {
                 return Ok(k);
             }
         }

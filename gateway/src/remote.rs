@@ -55,6 +55,9 @@ const REMOTE_READ_CONCURRENCY: usize = 4;
 /// How long one call to a peer may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Largest rollover answer read from a peer.
+const MAX_ROLLOVER_ANSWER_BYTES: usize = 1 << 20;
+
 /// Largest answer body read from a peer: a signed answer (a listing of
 /// [`keyring::peer::MAX_LISTED_OBJECTS`] records, a manifest) or one chunk with its proof.
 pub const MAX_ANSWER_BYTES: usize = MAX_PEER_CHUNK_SIZE as usize + (1 << 20);
@@ -145,6 +148,10 @@ pub struct PeerClient {
     http: reqwest::Client,
     /// One client per peer with a `ca_file`: that CA only.
     pinned: HashMap<String, reqwest::Client>,
+    /// Peers whose key moved by a verified rollover: name -> the key followed now.
+    repinned: RwLock<HashMap<String, Recipient>>,
+    /// Where re-pins are kept across restarts (set by [`Remote::new`]).
+    store: Option<Arc<dyn PrivateStore>>,
 }
 
 fn http_builder() -> reqwest::ClientBuilder {
@@ -206,7 +213,90 @@ impl PeerClient {
             identity,
             http,
             pinned,
+            repinned: RwLock::new(HashMap::new()),
+            store: None,
         })
+    }
+
+    /// The key `peer` is pinned to now: the configured one, or the one a verified key
+    /// rollover handed it over to.
+    pub fn key_of(&self, peer: &Peer) -> Recipient {
+        self.repinned
+            .read()
+            .ok()
+            .and_then(|m| m.get(&peer.name).cloned())
+            .unwrap_or_else(|| peer.recipient.clone())
+    }
+
+    /// Fetches `peer`'s key rollovers (`GET /v1/peer/rollover`) and follows them from the key
+    /// pinned for it, each signed by the key before it (`keyring::rollover::follow_chain`).
+    /// Returns the new key when the peer moved; re-pins it here and in the private store.
+    ///
+    /// # Errors
+    /// `Peer` when the peer cannot be asked, or a rollover does not verify against the key
+    /// pinned for it (a key that is not the peer's); store failures.
+    pub async fn follow_rollover(&self, peer: &Peer) -> Result<Option<Recipient>> {
+        let base = peer.url.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!("peer {} has no url in the config", peer.name))
+        })?;
+        peer.check_url()?;
+        let url = base
+            .join("v1/peer/rollover")
+            .map_err(|e| Error::InvalidArgument(format!("peer {} url: {e}", peer.name)))?;
+        let resp = self
+            .pinned
+            .get(&peer.name)
+            .unwrap_or(&self.http)
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| Error::Peer(format!("{} unreachable: {}", peer.name, redact(&e))))?;
+        if !resp.status().is_success() {
+            return Err(Error::Peer(format!(
+                "{}: no key rollover to follow (HTTP {})",
+                peer.name,
+                resp.status()
+            )));
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| Error::Peer(format!("{}: {}", peer.name, redact(&e))))?;
+            if buf.len() + piece.len() > MAX_ROLLOVER_ANSWER_BYTES {
+                return Err(too_long(peer));
+            }
+            buf.extend_from_slice(&piece);
+        }
+        let answer: crate::api::RolloverAnswer = serde_json::from_slice(&buf)
+            .map_err(|e| Error::Peer(format!("{}: unexpected rollover answer: {e}", peer.name)))?;
+        let chain = answer
+            .rollovers
+            .iter()
+            .map(|t| keyring::SignedRollover::from_text(t))
+            .collect::<keyring::Result<Vec<_>>>()
+            .map_err(|e| Error::Peer(format!("{}: unreadable key rollover: {e}", peer.name)))?;
+        let pinned = self.key_of(peer);
+        let (key, followed) = keyring::rollover::follow_chain(&pinned, &chain).map_err(|e| {
+            Error::Peer(format!(
+                "{}: key rollover refused ({e}): not signed by the key pinned for this peer",
+                peer.name
+            ))
+        })?;
+        if followed.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(mut m) = self.repinned.write() {
+            m.insert(peer.name.clone(), key.clone());
+        }
+        if let Some(store) = &self.store {
+            store.put_peer_key(&peer.name, &key.to_string()).await?;
+        }
+        tracing::warn!(
+            peer = %peer.name,
+            "peer {} rotated its key: update [[peers]] recipient to {key}",
+            peer.name
+        );
+        Ok(Some(key))
     }
 
     /// Sends `method target` with `body` to `peer`, signed; returns the nonce it was signed
@@ -242,7 +332,7 @@ impl PeerClient {
         let body = body.unwrap_or_default();
         let auth = PeerAuth::new(
             self.identity.recipient(),
-            peer.recipient.fingerprint(),
+            self.key_of(peer).fingerprint(),
             crate::now_ms(),
             method.as_str(),
             &host,
@@ -328,15 +418,22 @@ impl PeerClient {
             .map_err(|e| Error::Peer(format!("{}: unexpected answer: {e}", peer.name)))?;
         let signed = SignedPeerAnswer::from_text(&text.answer)
             .map_err(|e| Error::Peer(format!("{}: unreadable answer: {e}", peer.name)))?;
-        let answer = signed
-            .verify(&peer.recipient, &nonce, &self.identity.recipient())
-            .map_err(|e| {
-                Error::Peer(format!(
-                    "{}: answer refused ({e}): not signed by the key configured for this peer, or not for this request",
-                    peer.name
-                ))
-            })?;
-        Ok(answer.clone())
+        let me = self.identity.recipient();
+        let refused = |e: keyring::Error| {
+            Error::Peer(format!(
+                "{}: answer refused ({e}): not signed by the key configured for this peer, or not for this request",
+                peer.name
+            ))
+        };
+        match signed.verify(&self.key_of(peer), &nonce, &me) {
+            Ok(answer) => Ok(answer.clone()),
+            // Signed by a key we do not know: the peer may have replaced its key. Only a
+            // rollover signed by the key pinned for it moves the pin.
+            Err(first) => match self.follow_rollover(peer).await? {
+                Some(key) => Ok(signed.verify(&key, &nonce, &me).map_err(refused)?.clone()),
+                None => Err(refused(first)),
+            },
+        }
     }
 }
 
@@ -403,8 +500,10 @@ impl Remote {
             .into_iter()
             .map(|m| (m.bucket.clone(), m))
             .collect();
+        let mut client = PeerClient::new(Arc::clone(&identity), ca, &peers)?;
+        client.store = Some(Arc::clone(&private));
         Ok(Remote {
-            client: PeerClient::new(Arc::clone(&identity), ca, &peers)?,
+            client,
             peers,
             private,
             mounts: RwLock::new(mounts),

@@ -15,6 +15,7 @@
 //! - [`dek_record`]: the private store's record of a data key: its stanzas and their Recipients.
 //! - [`backup`]: the backup file, encrypted to an offline recovery Recipient.
 //! - [`peer`]: signed answers between institutions' gateways and chunks with their proofs.
+//! - [`rollover`]: an institution's signed handover from its old identity to a new one.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod manifest;
 pub mod merkle;
 pub mod patient_index;
 pub mod peer;
+pub mod rollover;
 pub mod stanza;
 pub mod tiles;
 pub mod vault;
@@ -61,6 +63,7 @@ pub use patient_index::{IndexRecord, PatientIndex};
 pub use peer::{
     AnswerBody, ChunkAnswer, ListedObject, PeerAnswer, RequestStatus, SignedPeerAnswer,
 };
+pub use rollover::{Rollover, SignedRollover};
 pub use stanza::{BatchWrapper, WrappedKey};
 pub use tiles::{root_from_tiles, tile_path, tiles_for, tiles_for_append, TileId};
 pub use vault::VaultKey;

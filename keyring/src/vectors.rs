@@ -1115,8 +1115,9 @@ fn vectors() {
             Some("idfile") => check_idfile(&v),
             Some("vault") => check_vault(&v),
             Some("peer") => check_peer(&name, &v),
-            // Checked by the vector tests in consent.rs, patient_index.rs and backup.rs.
-            Some("consent" | "patient" | "backup") => continue,
+            // Checked by the vector tests in consent.rs, patient_index.rs, backup.rs and
+            // rollover.rs.
+            Some("consent" | "patient" | "backup" | "rollover") => continue,
             _ => panic!("vector {name}: unknown kind"),
         };
         assert_eq!(got, v.expect, "vector {name}");

@@ -487,6 +487,17 @@ pub trait PrivateStore: Send + Sync + 'static {
             "this private store cannot record backups".into(),
         ))
     }
+    /// Peers re-pinned after a verified key rollover: (peer name, its new Recipient text).
+    async fn peer_keys(&self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    /// Records that `peer` is now pinned to `recipient` (a verified key rollover), durably.
+    async fn put_peer_key(&self, peer: &str, recipient: &str) -> Result<()> {
+        let _ = (peer, recipient);
+        Err(crate::Error::Internal(
+            "this private store cannot record peer key rollovers".into(),
+        ))
+    }
     /// Whether this store was restored from a backup and its patient index sequence numbers
     /// have not yet been brought past the published ones.
     async fn restored_pending(&self) -> Result<bool> {

@@ -26,6 +26,7 @@
 //! | `log_meta`    | `size`; `tiles`; `patient_objects`; `dek_records_v2` | log size (u64 BE); 0x01; 0x01; 0x01 |
 //! | `patient_heads`| patient id                           | seq (u64 BE) ‖ commitment (32)|
 //! | `checkpoints` | tree size (u64 BE)                    | signed note text              |
+//! | `peer_keys`   | peer name                             | its Recipient after a verified key rollover (text) |
 //!
 //! `log_tiles` holds the log's Merkle tree as C2SP tlog-tiles (`keyring::tiles`): tile `N`
 //! of level `L` holds the roots of the complete subtrees of `256^L` leaves
@@ -1697,7 +1698,34 @@ impl PrivateStore for SledStore {
         let _gate = self.gate.read().await;
         crate::backup::clear_restored(&self.db)
     }
+
+    async fn peer_keys(&self) -> Result<Vec<(String, String)>> {
+        let tree = self.db.open_tree(PEER_KEYS)?;
+        let mut out = Vec::new();
+        for row in tree.iter() {
+            let (k, v) = row?;
+            let text = |b: &[u8]| {
+                String::from_utf8(b.to_vec())
+                    .map_err(|_| Error::Corrupt("peer_keys: not UTF-8".into()))
+            };
+            out.push((text(&k)?, text(&v)?));
+        }
+        Ok(out)
+    }
+
+    async fn put_peer_key(&self, peer: &str, recipient: &str) -> Result<()> {
+        {
+            let _gate = self.gate.read().await;
+            self.db
+                .open_tree(PEER_KEYS)?
+                .insert(peer.as_bytes(), recipient.as_bytes())?;
+        }
+        self.flush().await
+    }
 }
+
+/// The tree of peers re-pinned after a key rollover (peer name -> Recipient text).
+const PEER_KEYS: &str = "peer_keys";
 
 #[cfg(test)]
 mod tests {
