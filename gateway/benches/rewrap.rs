@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gateway::private::sled::SledStore;
-use gateway::private::{Precondition, PrivateStore, PutCommit};
+use gateway::private::{DekStanza, Precondition, PrivateStore, PutCommit};
 use gateway::public::PublicStore;
 use gateway::record::{Engine, EngineConfig};
 use gateway::sharing::{grant_for, registration_for};
@@ -100,8 +100,13 @@ async fn run(records: u64, size: u64) -> (f64, f64, u64) {
                 bucket: "pacs".into(),
                 key: format!("{PATIENT}/study-{i:05}.dcm"),
                 stanzas: vec![
-                    institution.wrap_own(&dek),
-                    patient.recipient().wrap_key(&dek).expect("wrap"),
+                    DekStanza::new(institution.recipient(), institution.wrap_own(&dek))
+                        .expect("own stanza"),
+                    DekStanza::new(
+                        patient.recipient(),
+                        patient.recipient().wrap_key(&dek).expect("wrap"),
+                    )
+                    .expect("patient stanza"),
                 ],
                 manifest,
                 precondition: Precondition::None,
