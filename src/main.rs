@@ -53,6 +53,8 @@ enum KeysAction {
     /// the command again, with the server running or not) and shows a progress bar. The old
     /// identity stays in INSTITUTION_KEY.old-<fingerprint> until you remove it.
     Rotate {
+        #[command(flatten)]
+        public: PublicStoreArg,
         /// Where the unfinished rotation's state is kept (default DATA_DIR/keys-rotate.state).
         #[arg(long)]
         state: Option<PathBuf>,
@@ -91,6 +93,30 @@ pub(crate) struct StoreDirArg {
     config: Option<PathBuf>,
 }
 
+/// The public store options alone, for a subcommand whose parent takes [`StoreDirArg`].
+#[derive(Args, Clone, Default)]
+pub(crate) struct PublicStoreArg {
+    /// Public store URL: a folder, file:///path, s3://bucket/prefix, az://…, gs://… A folder
+    /// must exist, except DATA_DIR/public, unless the config says [public_store] create = true.
+    #[arg(long, env = "MEDGATE_PUBLIC_STORE")]
+    public_store: Option<String>,
+    /// Public store option KEY=VALUE (endpoint, region, access_key_id, allow_http, …); repeatable.
+    #[arg(long = "public-store-opt", value_parser = parse_kv)]
+    public_store_opts: Vec<(String, String)>,
+}
+
+impl StoreDirArg {
+    /// These settings with the public store `public` names.
+    fn with_public(&self, public: PublicStoreArg) -> DataDirArg {
+        DataDirArg {
+            data_dir: self.data_dir.clone(),
+            config: self.config.clone(),
+            public_store: public.public_store,
+            public_store_opts: public.public_store_opts,
+        }
+    }
+}
+
 impl From<&StoreDirArg> for DataDirArg {
     fn from(d: &StoreDirArg) -> Self {
         DataDirArg {
@@ -115,7 +141,7 @@ enum Command {
     /// The institution's keys: bare `medgate keys` prints its public Recipient.
     Keys {
         #[command(flatten)]
-        dir: DataDirArg,
+        dir: StoreDirArg,
         #[command(subcommand)]
         action: Option<KeysAction>,
     },
@@ -314,19 +340,20 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Config {
             action: ops::ConfigAction::Check { file },
         } => ops::config_check(&file),
-        Command::Keys { dir, action: None } => keys(&dir).await,
+        Command::Keys { dir, action: None } => keys(&(&dir).into()).await,
         Command::Keys {
             dir,
             action: Some(KeysAction::Show),
-        } => keyrot::keys_show(&dir).await,
+        } => keyrot::keys_show(&(&dir).into()).await,
         Command::Keys {
             dir,
             action:
                 Some(KeysAction::Rotate {
+                    public,
                     state,
                     handover_only,
                 }),
-        } => keyrot::keys_rotate(&dir, state, handover_only).await,
+        } => keyrot::keys_rotate(&dir.with_public(public), state, handover_only).await,
         Command::AccessKey { dir, action } => access_key(&(&dir).into(), action).await,
         Command::Gc { dir, grace, apply } => gc(&dir, grace, apply).await,
         Command::Patient { action } => patient::patient(action).await,

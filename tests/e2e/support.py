@@ -41,10 +41,20 @@ DEFAULT_TEST_TIMEOUT_S = 120
 # ---------------------------------------------------------------------------
 
 
+# Ports this process already handed out: the kernel may offer a port again as soon as the
+# probing socket closes, and one gateway takes three (S3, ops, API) before it starts.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out already")
 
 
 def port_open(port: int) -> bool:
