@@ -458,6 +458,9 @@ def test_challenge_flood_and_junk_signatures_do_not_lock_a_patient_out(pair):
 # ---------------------------------------------------------------------------
 
 NOBODY = 65534
+# The Debian interpreter (tests/run.sh installs python3): the venv's or a pyenv shim may live
+# under a directory the unprivileged user cannot enter.
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def as_service_user(argv: list[str]) -> list[str]:
@@ -519,7 +522,7 @@ def test_process_memory_is_closed_to_other_processes_of_the_same_user(tmp_path):
         assert gw.secret_access_key.encode() not in cp.stdout
         assert b"Permission denied" in cp.stderr, cp.stderr
         m = subprocess.run(as_service_user(
-            ["python3", "-c", f"open('/proc/{gw.proc.pid}/mem', 'rb')"]),
+            [SYSTEM_PYTHON, "-c", f"open('/proc/{gw.proc.pid}/mem', 'rb')"]),
             capture_output=True, timeout=30)
         assert m.returncode != 0 and b"PermissionError" in m.stderr, m
         assert s3.get_object(Bucket="still-serving", Key="k")["Body"].read() == b"records"
@@ -589,7 +592,8 @@ def test_the_admin_socket_and_secrets_are_closed_to_other_local_users(pair, tmp_
              "s.connect(sys.argv[1])\n"
              "s.sendall(b'{\"AccessKeyList\":null}\\n')\n"
              "print(s.recv(65536))\n")
-    cp = subprocess.run(as_service_user(["python3", "-c", probe, str(a.data_dir / "admin.sock")]),
+    cp = subprocess.run(as_service_user([SYSTEM_PYTHON, "-c", probe,
+                                         str(a.data_dir / "admin.sock")]),
                         capture_output=True, text=True, timeout=30)
     assert cp.returncode != 0 and "PermissionError" in cp.stderr, cp
     assert a.access_key_id not in cp.stdout
