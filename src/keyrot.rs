@@ -176,14 +176,7 @@ pub(crate) async fn keys_rotate(
         return Ok(());
     }
     // Re-wrap: through the running server when there is one, else on the store directly.
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "re-wrapping [{bar:40}] {pos}/{len} records ({elapsed})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress_bar("re-wrapping [{bar:40}] {pos}/{len} records ({elapsed})");
     let shown = bar.clone();
     // Without a terminal (a service, a log file) the bar is hidden: a line per 5 % instead.
     let lines = bar.is_hidden();

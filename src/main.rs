@@ -1202,15 +1202,22 @@ pub(crate) fn fail_on_error(resp: AdminResponse) -> Result<AdminResponse> {
     }
 }
 
-async fn verify(dir: &DataDirArg, deep: bool) -> Result<()> {
-    // One bar per step (the log's entries, then the objects); hidden when stderr is not a
-    // terminal.
+/// A progress bar for a long admin job, length set as progress frames arrive; indicatif hides
+/// it when stderr is not a terminal.
+pub(crate) fn progress_bar(template: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} ({elapsed})")
+        indicatif::ProgressStyle::with_template(template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
+    bar
+}
+
+async fn verify(dir: &DataDirArg, deep: bool) -> Result<()> {
+    // One bar per step (the log's entries, then the objects); hidden when stderr is not a
+    // terminal.
+    let bar = progress_bar("{msg:>28} [{bar:40}] {pos}/{len} ({elapsed})");
     let shown = bar.clone();
     let progress: admin::Progress = Arc::new(move |step: &str, done: u64, total: u64| {
         let msg = match step {
@@ -1332,14 +1339,7 @@ async fn rotate(
         }
         Err(e) => bail!("cannot read {}: {e}", state.display()),
     };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "rotating [{bar:40}] {pos}/{len} records ({elapsed})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar("rotating [{bar:40}] {pos}/{len} records ({elapsed})");
     let shown = bar.clone();
     let progress: admin::Progress = Arc::new(move |_: &str, done: u64, total: u64| {
         shown.set_length(total);
