@@ -315,7 +315,7 @@ export PATH=$VENV/bin:$PATH
 export PYTHONDONTWRITEBYTECODE=1
 export CI
 set +e
-python -m pytest tests/e2e -v -ra --durations=15 \
+python -m pytest tests/e2e -v -ra --tb=short --durations=15 \
     -o cache_dir="$ROOT/target/pytest-cache" \
     --junitxml="$ROOT/target/e2e-junit.xml" "$@"
 record $?
