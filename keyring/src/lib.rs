@@ -40,6 +40,7 @@ pub mod rollover;
 pub mod stanza;
 pub mod tiles;
 pub mod vault;
+mod wire;
 
 #[cfg(test)]
 mod vectors;

@@ -24,13 +24,13 @@ use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::consent::{names, put_bytes, put_str, Names, Reader};
 use crate::error::{Error, Result};
 use crate::hex;
 use crate::identity::{Identity, Recipient};
 use crate::key::DataKey;
 use crate::manifest::Manifest;
 use crate::stanza::{self, WrappedKey, STANZA_V1, WRAPPED_KEY_LEN};
+use crate::wire::{names, put_bytes, put_str, Names, Reader};
 
 /// Version byte of the v1 sealed index and of its v1 body (read only; nothing writes v1).
 pub const INDEX_V1: u8 = 0x01;

@@ -14,9 +14,9 @@
 //! integers, `str` = u32 length ‖ UTF-8, strict decoding (truncation and trailing bytes are
 //! errors), text form = unpadded base64url.
 
-use crate::consent::{names, put_str, wire_methods, Names, Reader, Wire};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Recipient, Signature};
+use crate::wire::{names, put_str, wire_methods, Names, Reader, Wire};
 
 /// Signature context of both signatures of a [`SignedRollover`].
 pub const ROLLOVER_CONTEXT: &str = "medgate/v1/key-rollover";
