@@ -1087,15 +1087,15 @@ pub(crate) mod tests {
     }
 }
 
-/// The `testdata/backup_*.txt` vectors: a deterministic generator (run explicitly with
-/// `cargo test -p medgate-keyring -- --ignored generate_backup_vectors`) and the check that
+/// The `testdata/backup_*.txt` vectors: a deterministic generator (run by the one
+/// generator, `crate::vectors::generate_vectors`) and the check that
 /// every file opens (or fails) as its header says. `ok` files are re-sealed with the header's
 /// file key and ephemeral secret and must reproduce byte for byte.
 #[cfg(test)]
-mod backup_vectors {
+pub(crate) mod backup_vectors {
     use super::tests::{encode, sample_entries, signed_payload};
     use super::*;
-    use crate::consent::testkit::{self, write, Parsed, Vector};
+    use crate::testkit::{self, write, Body, Parsed, Vector};
 
     const FILE_KEY: [u8; 32] = [0x5a; 32];
     const EPHEMERAL: [u8; 32] = [0x42; 32];
@@ -1153,9 +1153,7 @@ mod backup_vectors {
         }
     }
 
-    #[test]
-    #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
-    fn generate_backup_vectors() {
+    pub(crate) fn generate_backup_vectors() {
         let payload = encode(&sample_entries());
         let ok = sealed(&payload);
         let header = |opener: &Identity| {
@@ -1171,7 +1169,7 @@ mod backup_vectors {
             comment,
             expect: expect.into(),
             header: header(opener),
-            body,
+            body: Body::Bytes(body),
         };
         write(
             "backup_v1_ok",
@@ -1243,7 +1241,7 @@ mod backup_vectors {
                 ("file-key", h(FILE_KEY)),
                 ("ephemeral", h(EPHEMERAL)),
             ],
-            body,
+            body: Body::Bytes(body),
         };
         let ok2 = sealed_v2(&inst, &inst);
         write(
@@ -1353,14 +1351,6 @@ mod backup_vectors {
 
     #[test]
     fn backup_vectors() {
-        let all = testkit::read_all("backup_");
-        assert!(
-            all.len() >= 11,
-            "expected the checked-in vectors, found {}",
-            all.len()
-        );
-        for v in &all {
-            assert_eq!(check(v), v.expect, "vector {}", v.name);
-        }
+        testkit::check_all("backup_", 11, check);
     }
 }

@@ -719,27 +719,23 @@ mod b64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
+pub(crate) mod tests {
 
     use ed25519_dalek::{SigningKey, Verifier as _};
     use proptest::prelude::*;
 
     use super::*;
     use crate::merkle::leaf_hash;
-
-    fn seq<const N: usize>(start: u8) -> [u8; N] {
-        std::array::from_fn(|i| start.wrapping_add(i as u8))
-    }
+    use crate::testkit::{self, seq, Body, Parsed};
 
     /// The log's fixed identity: X25519 secret 01..20, Ed25519 seed 21..40.
     fn log_identity() -> Identity {
-        Identity::from_bytes(&seq::<64>(0x01)).unwrap()
+        testkit::fixed(0x01)
     }
 
     /// A witness's fixed identity: X25519 secret 81..a0, Ed25519 seed a1..c0.
     fn witness_identity() -> Identity {
-        Identity::from_bytes(&seq::<64>(0x81)).unwrap()
+        testkit::fixed(0x81)
     }
 
     /// An identity around a bare Ed25519 seed (the X25519 half is unused here).
@@ -1087,7 +1083,7 @@ mod tests {
         // The checked-in note, checked with ed25519-dalek and sha2 directly: key id and
         // signature bytes, no code of this module but the base64 pinned above.
         let v = read_vector("checkpoint_v1_ok");
-        let note = v.body.as_str();
+        let note = v.text();
         let (text, sigs) = note.rsplit_once("\n\n").unwrap();
         let text = format!("{text}\n");
         let line = sigs.strip_suffix('\n').unwrap();
@@ -1116,82 +1112,32 @@ mod tests {
 
     // ---- checked-in vectors (testdata/tlog/) ----
 
-    fn dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/tlog")
+    /// The file shape of `crate::testkit` (keys may repeat; the body is the note as raw text).
+    fn parse_vector(text: &str) -> Parsed {
+        let v = testkit::parse("vector", text);
+        assert_eq!(v.all("encoding").next(), Some("text"));
+        v
     }
 
-    /// File shape as in `crate::vectors`: `# comment` lines, `key: value` header lines (keys may
-    /// repeat), a blank line, then the note as raw text.
-    struct Vector {
-        expect: String,
-        header: Vec<(String, String)>,
-        body: String,
-    }
-
-    impl Vector {
-        fn get(&self, key: &str) -> &str {
-            self.all(key)
-                .next()
-                .unwrap_or_else(|| panic!("missing header {key}"))
-        }
-
-        fn all<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a str> + 'a {
-            let key = key.to_owned();
-            self.header
-                .iter()
-                .filter(move |(k, _)| *k == key)
-                .map(|(_, v)| v.as_str())
-        }
-    }
-
-    fn parse_vector(text: &str) -> Vector {
-        let (head, body) = text.split_once("\n\n").expect("blank line after header");
-        let mut header = Vec::new();
-        for line in head.lines().filter(|l| !l.starts_with('#')) {
-            let (k, v) = line.split_once(": ").expect("key: value");
-            header.push((k.to_string(), v.to_string()));
-        }
-        let expect = header
-            .iter()
-            .find(|(k, _)| k == "expect")
-            .map(|(_, v)| v.clone())
-            .expect("expect header");
-        assert_eq!(
-            header
-                .iter()
-                .find(|(k, _)| k == "encoding")
-                .map(|(_, v)| v.as_str()),
-            Some("text")
-        );
-        Vector {
-            expect,
-            header,
-            body: body.to_string(),
-        }
-    }
-
-    fn read_vector(name: &str) -> Vector {
-        parse_vector(&std::fs::read_to_string(dir().join(format!("{name}.txt"))).unwrap())
+    fn read_vector(name: &str) -> Parsed {
+        let v = testkit::read_in("tlog", name);
+        assert_eq!(v.all("encoding").next(), Some("text"));
+        v
     }
 
     fn outcome<T>(r: Result<T>) -> std::result::Result<T, String> {
-        r.map_err(|e| match e {
-            Error::BadSignature => "bad-signature".into(),
-            Error::MissingSignature { .. } => "missing-signature".into(),
-            Error::Malformed(_) => "malformed".into(),
-            e => format!("unexpected error: {e}"),
-        })
+        r.map_err(|e| testkit::error_name(&e))
     }
 
     /// Runs one vector: every `signer` vkey must verify the note; for a checkpoint, the fields
     /// must match the header and every `witness` (`<vkey> <timestamp>`) must cosign it; with a
     /// `seed`, signing the text again must give the first signer's line byte for byte.
-    fn check(v: &Vector) -> String {
-        let note = match outcome(SignedNote::parse(&v.body)) {
+    fn check(v: &Parsed) -> String {
+        let note = match outcome(SignedNote::parse(v.text())) {
             Ok(n) => n,
             Err(e) => return e,
         };
-        assert_eq!(note.to_string(), v.body, "a note re-serializes unchanged");
+        assert_eq!(note.to_string(), v.text(), "a note re-serializes unchanged");
         for signer in v.all("signer") {
             let verifier = NoteVerifier::from_vkey(signer).expect("signer vkey");
             if let Err(e) = outcome(verifier.verify_note(&note)) {
@@ -1207,11 +1153,11 @@ mod tests {
             assert_eq!(cp.size.to_string(), v.get("size"));
             assert_eq!(::hex::encode(cp.root), v.get("root"));
             let signer = NoteVerifier::from_vkey(v.get("signer")).unwrap();
-            assert_eq!(signer.verify_checkpoint(&v.body).unwrap(), cp);
+            assert_eq!(signer.verify_checkpoint(v.text()).unwrap(), cp);
             for w in v.all("witness") {
                 let (vkey, ts) = w.split_once(' ').expect("witness: <vkey> <timestamp>");
                 let wv = NoteVerifier::from_vkey(vkey).expect("witness vkey");
-                match outcome(wv.verify_cosignature(&v.body)) {
+                match outcome(wv.verify_cosignature(v.text())) {
                     Ok((c, t)) => {
                         assert_eq!(c, cp);
                         assert_eq!(t.to_string(), ts);
@@ -1235,7 +1181,7 @@ mod tests {
 
     #[test]
     fn vectors() {
-        let mut names: Vec<String> = std::fs::read_dir(dir())
+        let mut names: Vec<String> = std::fs::read_dir(testkit::dir().join("tlog"))
             .expect("testdata/tlog exists")
             .map(|e| e.expect("dir entry").path())
             .filter(|p| p.extension().is_some_and(|e| e == "txt"))
@@ -1255,9 +1201,7 @@ mod tests {
 
     /// Writes the generated vectors (not the external ones). Run explicitly, only when adding
     /// vectors: regenerating an existing file is a format change.
-    #[test]
-    #[ignore = "writes testdata/tlog/; run explicitly, only when adding vectors"]
-    fn generate_vectors() {
+    pub(crate) fn generate_tlog_vectors() {
         let (log, witness) = (log_identity(), witness_identity());
         let seed = ::hex::encode(seq::<32>(0x21));
         let log_vkey = log.recipient().note_verifier(LOG).unwrap().to_string();
@@ -1279,18 +1223,18 @@ mod tests {
             h.extend(extra.iter().cloned());
             h
         };
-        let write = |name: &str, comment: &str, header: Vec<(&str, String)>, body: &str| {
-            let mut out = String::new();
-            for line in comment.lines() {
-                out.push_str(&format!("# {line}\n"));
-            }
-            for (k, v) in header {
-                out.push_str(&format!("{k}: {v}\n"));
-            }
-            out.push_str("encoding: text\n\n");
-            out.push_str(body);
-            std::fs::write(dir().join(format!("{name}.txt")), out).unwrap();
-        };
+        let write =
+            |name: &str, comment: &'static str, header: Vec<(&'static str, String)>, body: &str| {
+                let (expect, header): (Vec<_>, Vec<_>) =
+                    header.into_iter().partition(|(k, _)| *k == "expect");
+                let vector = testkit::Vector {
+                    comment,
+                    expect: expect.into_iter().map(|(_, v)| v).collect(),
+                    header,
+                    body: Body::Text(body.to_string()),
+                };
+                testkit::write_in("tlog", name, vector);
+            };
         let note = log.sign_checkpoint(LOG, &cp).unwrap();
         write(
             "checkpoint_v1_ok",

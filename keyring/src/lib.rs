@@ -43,6 +43,8 @@ pub mod vault;
 mod wire;
 
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod vectors;
 
 pub use checkpoint::{Checkpoint, NoteSignature, NoteVerifier, SignatureType, SignedNote};

@@ -609,7 +609,7 @@ fn body_cipher(index_key: &DataKey) -> ChaCha20Poly1305 {
 /// `consent::testkit::patient()`, published by `consent::testkit::institution()`.
 #[cfg(test)]
 fn sample() -> PatientIndex {
-    use crate::consent::testkit;
+    use crate::testkit;
     let patient = testkit::patient().recipient();
     let stanza = |dek: u8, eph: u8| {
         stanza::wrap_key_with_ephemeral(
@@ -645,7 +645,7 @@ fn sample() -> PatientIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consent::testkit;
+    use crate::testkit;
     use proptest::prelude::*;
 
     fn sealed() -> Vec<u8> {
@@ -1145,14 +1145,14 @@ mod tests {
     }
 }
 
-/// The `testdata/patient_index_*.txt` vectors: a deterministic generator (run explicitly with
-/// `cargo test -p medgate-keyring -- --ignored generate_patient_index_vectors`) and the check
+/// The `testdata/patient_index_*.txt` vectors: a deterministic generator (run by the one
+/// generator, `crate::vectors::generate_vectors`) and the check
 /// that every file opens (or fails) as its header says. `ok` files are re-sealed with the
 /// header's index key and ephemeral secret and must reproduce byte for byte.
 #[cfg(test)]
-mod patient_index_vectors {
+pub(crate) mod patient_index_vectors {
     use super::*;
-    use crate::consent::testkit::{self, outcome, write, Parsed, Vector};
+    use crate::testkit::{self, outcome, write, Body, Parsed, Vector};
 
     const INDEX_KEY: [u8; 32] = [0x31; 32];
     const EPHEMERAL: [u8; 32] = [0x42; 32];
@@ -1161,9 +1161,7 @@ mod patient_index_vectors {
         ::hex::encode(b)
     }
 
-    #[test]
-    #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
-    fn generate_patient_index_vectors() {
+    pub(crate) fn generate_patient_index_vectors() {
         let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
         let seal = |patient_key_id: [u8; 32]| {
             sample()
@@ -1189,7 +1187,7 @@ mod patient_index_vectors {
             comment,
             expect: expect.into(),
             header,
-            body,
+            body: Body::Bytes(body),
         };
         let mut ok_header = std_header();
         ok_header.extend([
@@ -1303,9 +1301,7 @@ mod patient_index_vectors {
         );
     }
 
-    #[test]
-    #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
-    fn generate_patient_index_v2_vectors() {
+    pub(crate) fn generate_patient_index_v2_vectors() {
         let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
         let seal = |patient_key_id: [u8; 32]| {
             sample()
@@ -1336,7 +1332,7 @@ mod patient_index_vectors {
             comment,
             expect: expect.into(),
             header,
-            body,
+            body: Body::Bytes(body),
         };
         let mut ok_header = std_header();
         ok_header.extend([
@@ -1504,14 +1500,6 @@ mod patient_index_vectors {
 
     #[test]
     fn patient_index_vectors() {
-        let all = testkit::read_all("patient_index_");
-        assert!(
-            all.len() >= 20,
-            "expected the checked-in vectors, found {}",
-            all.len()
-        );
-        for v in &all {
-            assert_eq!(check(v), v.expect, "vector {}", v.name);
-        }
+        testkit::check_all("patient_index_", 20, check);
     }
 }

@@ -1,7 +1,7 @@
 //! Unit and property tests of the consent formats.
 
-use super::testkit::{self, seq};
 use super::*;
+use crate::testkit::{self, seq};
 use proptest::prelude::*;
 
 /// One named way to spoil a value, for table-driven negative tests.

@@ -1,13 +1,13 @@
-//! The `testdata/consent_*.txt` vectors: a deterministic generator (run explicitly with
-//! `cargo test -p medgate-keyring -- --ignored generate_consent_vectors`) and the check that every
+//! The `testdata/consent_*.txt` vectors: a deterministic generator (run by the one
+//! generator, `crate::vectors::generate_vectors`) and the check that every
 //! file still decodes and verifies (or fails) as its header says. Ed25519 signatures are
 //! deterministic, so `ok` files are also re-signed and must reproduce byte for byte.
 //!
 //! Headers: `kind` picks the check; keys are hex (`*-identity` are the test secrets, others
 //! public recipients, 64 bytes, or fingerprints, 32 bytes); times are decimal Unix milliseconds.
 
-use super::testkit::{self, outcome, seq, write, Parsed, Vector};
 use super::*;
+use crate::testkit::{self, outcome, seq, write, Body, Parsed, Vector};
 
 fn h(b: impl AsRef<[u8]>) -> String {
     hex::encode(b)
@@ -23,7 +23,7 @@ fn case(
         comment,
         expect: expect.into(),
         header,
-        body,
+        body: Body::Bytes(body),
     }
 }
 
@@ -34,9 +34,7 @@ fn flip_last(mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
-#[test]
-#[ignore = "writes testdata/; run explicitly, only when adding vectors"]
-fn generate_consent_vectors() {
+pub(crate) fn generate_consent_vectors() {
     let (inst, req_id, pat, other) = (
         testkit::institution(),
         testkit::requester(),
@@ -784,13 +782,5 @@ fn check(v: &Parsed) -> String {
 
 #[test]
 fn consent_vectors() {
-    let all = testkit::read_all("consent_");
-    assert!(
-        all.len() >= 30,
-        "expected the checked-in vectors, found {}",
-        all.len()
-    );
-    for v in &all {
-        assert_eq!(check(v), v.expect, "vector {}", v.name);
-    }
+    testkit::check_all("consent_", 30, check);
 }
