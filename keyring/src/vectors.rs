@@ -115,7 +115,6 @@ fn generate_vectors() {
     generate_dek_record_vectors();
     crate::consent::vectors::generate_consent_vectors();
     crate::patient_index::patient_index_vectors::generate_patient_index_vectors();
-    crate::patient_index::patient_index_vectors::generate_patient_index_v2_vectors();
     crate::backup::backup_vectors::generate_backup_vectors();
     crate::rollover::rollover_vectors::generate_rollover_vectors();
     crate::checkpoint::tests::generate_tlog_vectors();

@@ -13,34 +13,47 @@ fn h(b: impl AsRef<[u8]>) -> String {
     ::hex::encode(b)
 }
 
-pub(crate) fn generate_patient_index_vectors() {
-    let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
-    let seal = |patient_key_id: [u8; 32]| {
-        sample()
-            .seal_v1(
-                &inst,
-                &pat.recipient(),
-                patient_key_id,
-                &DataKey::from_bytes(INDEX_KEY),
-                &StaticSecret::from(EPHEMERAL),
-            )
-            .expect("seal")
+/// The index of [`sample`] sealed as `version` (1 or 2), its body naming `patient_key_id`.
+fn seal(version: u8, patient_key_id: [u8; 32]) -> Vec<u8> {
+    let seal = if version == INDEX_V1 {
+        PatientIndex::seal_v1
+    } else {
+        PatientIndex::seal_v2
     };
-    let ok = seal(pat.recipient().fingerprint());
-    let header = |opener: &Identity, verifier: &Recipient, min_seq: u64| {
-        vec![
-            ("institution", h(verifier.to_bytes())),
-            ("patient-identity", h(opener.to_bytes().as_ref())),
-            ("min-seq", min_seq.to_string()),
-        ]
-    };
-    let std_header = || header(&pat, &inst.recipient(), 7);
-    let case = |comment, expect: &str, header, body| Vector {
-        comment,
-        expect: expect.into(),
-        header,
-        body: Body::Bytes(body),
-    };
+    seal(
+        &sample(),
+        &testkit::institution(),
+        &testkit::patient().recipient(),
+        patient_key_id,
+        &DataKey::from_bytes(INDEX_KEY),
+        &StaticSecret::from(EPHEMERAL),
+    )
+    .expect("seal")
+}
+
+/// The institution's signature again over all but the last `SIG_LEN` bytes.
+fn resign(b: &mut [u8]) {
+    let n = b.len() - SIG_LEN;
+    let sig = testkit::institution().sign(INDEX_CONTEXT, &b[..n]);
+    b[n..].copy_from_slice(&sig.0);
+}
+
+fn header(opener: &Identity, verifier: &Recipient, min_seq: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("institution", h(verifier.to_bytes())),
+        ("patient-identity", h(opener.to_bytes().as_ref())),
+        ("min-seq", min_seq.to_string()),
+    ]
+}
+
+/// Opened by the patient, checked against the institution, min-seq 7.
+fn std_header() -> Vec<(&'static str, String)> {
+    header(&testkit::patient(), &testkit::institution().recipient(), 7)
+}
+
+/// [`std_header`] and what an `ok` file needs to re-seal and name the index.
+fn ok_header() -> Vec<(&'static str, String)> {
+    let (inst, pat) = (testkit::institution(), testkit::patient());
     let mut ok_header = std_header();
     ok_header.extend([
         ("institution-identity", h(inst.to_bytes().as_ref())),
@@ -51,20 +64,38 @@ pub(crate) fn generate_patient_index_vectors() {
         ("index-key", h(INDEX_KEY)),
         ("ephemeral", h(EPHEMERAL)),
     ]);
-    write(
-            "patient_index_v1_ok",
-            case(
-                "patient_index::sample() (seq 7, two records) sealed to `patient-identity`, signed by\n`institution-identity`, opened with min-seq = seq (the same version again is fine).",
-                "ok",
-                ok_header,
-                ok.clone(),
-            ),
-        );
-    let mut bad = ok.clone();
+    ok_header
+}
+
+fn case(
+    comment: &'static str,
+    expect: &str,
+    header: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+) -> Vector {
+    Vector {
+        comment,
+        expect: expect.into(),
+        header,
+        body: Body::Bytes(body),
+    }
+}
+
+/// The cases v1 and v2 share, with the same comments: `patient_index_<case>` for v1,
+/// `patient_index_v2_<case>` for v2.
+fn common_cases(version: u8, ok: &[u8]) {
+    let prefix = if version == INDEX_V1 {
+        "patient_index_"
+    } else {
+        "patient_index_v2_"
+    };
+    let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
+    let name = |case: &str| format!("{prefix}{case}");
+    let mut bad = ok.to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 0x01;
     write(
-        "patient_index_bad_signature",
+        &name("bad_signature"),
         case(
             "Last signature byte flipped.",
             "bad-signature",
@@ -72,6 +103,60 @@ pub(crate) fn generate_patient_index_vectors() {
             bad,
         ),
     );
+    write(
+        &name("other_patient"),
+        case(
+            "Opened by another patient: the index key does not unwrap.",
+            "decrypt-error",
+            header(&other, &inst.recipient(), 0),
+            ok.to_vec(),
+        ),
+    );
+    write(
+        &name("wrong_patient"),
+        case(
+            "Sealed to the patient and signed, but the body names another patient's key.",
+            "index-mismatch/patient",
+            std_header(),
+            seal(version, other.recipient().fingerprint()),
+        ),
+    );
+    write(
+        &name("other_institution"),
+        case(
+            "Checked against another institution's key.",
+            "bad-signature",
+            header(&pat, &other.recipient(), 0),
+            ok.to_vec(),
+        ),
+    );
+    write(
+        &name("truncated"),
+        case(
+            "Only the first 200 bytes: shorter than header, AEAD tag and signature.",
+            "malformed",
+            std_header(),
+            ok[..200].to_vec(),
+        ),
+    );
+}
+
+/// Every `testdata/patient_index_*.txt`, v1 and v2.
+pub(crate) fn generate_patient_index_vectors() {
+    let (inst, pat) = (testkit::institution(), testkit::patient());
+
+    // v1.
+    let ok = seal(INDEX_V1, pat.recipient().fingerprint());
+    write(
+        "patient_index_v1_ok",
+        case(
+            "patient_index::sample() (seq 7, two records) sealed to `patient-identity`, signed by\n`institution-identity`, opened with min-seq = seq (the same version again is fine).",
+            "ok",
+            ok_header(),
+            ok.clone(),
+        ),
+    );
+    common_cases(INDEX_V1, &ok);
     let mut bad = ok.clone();
     bad[HEADER_LEN + 3] ^= 0x01;
     write(
@@ -83,9 +168,7 @@ pub(crate) fn generate_patient_index_vectors() {
             bad.clone(),
         ),
     );
-    let n = bad.len() - SIG_LEN;
-    let sig = inst.sign(INDEX_CONTEXT, &bad[..n]);
-    bad[n..].copy_from_slice(&sig.0);
+    resign(&mut bad);
     write(
         "patient_index_tampered_resigned",
         case(
@@ -104,119 +187,30 @@ pub(crate) fn generate_patient_index_vectors() {
             ok.clone(),
         ),
     );
-    write(
-        "patient_index_other_patient",
-        case(
-            "Opened by another patient: the index key does not unwrap.",
-            "decrypt-error",
-            header(&other, &inst.recipient(), 0),
-            ok.clone(),
-        ),
-    );
-    write(
-        "patient_index_wrong_patient",
-        case(
-            "Sealed to the patient and signed, but the body names another patient's key.",
-            "index-mismatch/patient",
-            std_header(),
-            seal(other.recipient().fingerprint()),
-        ),
-    );
-    write(
-        "patient_index_other_institution",
-        case(
-            "Checked against another institution's key.",
-            "bad-signature",
-            header(&pat, &other.recipient(), 0),
-            ok.clone(),
-        ),
-    );
-    write(
-        "patient_index_truncated",
-        case(
-            "Only the first 200 bytes: shorter than header, AEAD tag and signature.",
-            "malformed",
-            std_header(),
-            ok[..200].to_vec(),
-        ),
-    );
     let mut v2 = ok;
     v2[0] = 0x02;
     write(
-            "patient_index_bad_version",
-            case(
-                "The v1 index with its version byte set to 0x02: read as a v2 index (since v2\nexists), whose signature does not hold. (Until v2 it was unsupported-version.)",
-                "bad-signature",
-                std_header(),
-                v2,
-            ),
-        );
-}
-
-pub(crate) fn generate_patient_index_v2_vectors() {
-    let (inst, pat, other) = (testkit::institution(), testkit::patient(), testkit::other());
-    let seal = |patient_key_id: [u8; 32]| {
-        sample()
-            .seal_v2(
-                &inst,
-                &pat.recipient(),
-                patient_key_id,
-                &DataKey::from_bytes(INDEX_KEY),
-                &StaticSecret::from(EPHEMERAL),
-            )
-            .expect("seal")
-    };
-    let resign = |b: &mut Vec<u8>| {
-        let n = b.len() - SIG_LEN;
-        let sig = inst.sign(INDEX_CONTEXT, &b[..n]);
-        b[n..].copy_from_slice(&sig.0);
-    };
-    let ok = seal(pat.recipient().fingerprint());
-    let header = |opener: &Identity, verifier: &Recipient, min_seq: u64| {
-        vec![
-            ("institution", h(verifier.to_bytes())),
-            ("patient-identity", h(opener.to_bytes().as_ref())),
-            ("min-seq", min_seq.to_string()),
-        ]
-    };
-    let std_header = || header(&pat, &inst.recipient(), 7);
-    let case = |comment, expect: &str, header, body| Vector {
-        comment,
-        expect: expect.into(),
-        header,
-        body: Body::Bytes(body),
-    };
-    let mut ok_header = std_header();
-    ok_header.extend([
-        ("institution-identity", h(inst.to_bytes().as_ref())),
-        (
-            "name",
-            index_name(&inst, &pat.recipient()).expect("contributory"),
-        ),
-        ("index-key", h(INDEX_KEY)),
-        ("ephemeral", h(EPHEMERAL)),
-    ]);
-    write(
-            "patient_index_v2_ok",
-            case(
-                "patient_index::sample() (seq 7, two records) as v2: sealed to `patient-identity` (and\nits key to the institution), signed by `institution-identity`, padded to 4096 bytes,\nopened with min-seq = seq. The institution reads seq 7 back with its own box.",
-                "ok",
-                ok_header,
-                ok.clone(),
-            ),
-        );
-    let mut bad = ok.clone();
-    let last = bad.len() - 1;
-    bad[last] ^= 0x01;
-    write(
-        "patient_index_v2_bad_signature",
+        "patient_index_bad_version",
         case(
-            "Last signature byte flipped.",
+            "The v1 index with its version byte set to 0x02: read as a v2 index (since v2\nexists), whose signature does not hold. (Until v2 it was unsupported-version.)",
             "bad-signature",
             std_header(),
-            bad,
+            v2,
         ),
     );
+
+    // v2.
+    let ok = seal(INDEX_V2, pat.recipient().fingerprint());
+    write(
+        "patient_index_v2_ok",
+        case(
+            "patient_index::sample() (seq 7, two records) as v2: sealed to `patient-identity` (and\nits key to the institution), signed by `institution-identity`, padded to 4096 bytes,\nopened with min-seq = seq. The institution reads seq 7 back with its own box.",
+            "ok",
+            ok_header(),
+            ok.clone(),
+        ),
+    );
+    common_cases(INDEX_V2, &ok);
     let mut bad = ok.clone();
     bad[V2_HEADER_LEN + 3] ^= 0x01;
     resign(&mut bad);
@@ -230,38 +224,11 @@ pub(crate) fn generate_patient_index_v2_vectors() {
         ),
     );
     write(
-            "patient_index_v2_rolled_back",
-            case(
-                "Opened by a patient who has already accepted seq 8 (from a v1 or a v2 index): the\nnumber is inside the sealed body, checked after decryption.",
-                "rollback",
-                header(&pat, &inst.recipient(), 8),
-                ok.clone(),
-            ),
-        );
-    write(
-        "patient_index_v2_other_patient",
+        "patient_index_v2_rolled_back",
         case(
-            "Opened by another patient: the index key does not unwrap.",
-            "decrypt-error",
-            header(&other, &inst.recipient(), 0),
-            ok.clone(),
-        ),
-    );
-    write(
-        "patient_index_v2_wrong_patient",
-        case(
-            "Sealed to the patient and signed, but the body names another patient's key.",
-            "index-mismatch/patient",
-            std_header(),
-            seal(other.recipient().fingerprint()),
-        ),
-    );
-    write(
-        "patient_index_v2_other_institution",
-        case(
-            "Checked against another institution's key.",
-            "bad-signature",
-            header(&pat, &other.recipient(), 0),
+            "Opened by a patient who has already accepted seq 8 (from a v1 or a v2 index): the\nnumber is inside the sealed body, checked after decryption.",
+            "rollback",
+            header(&pat, &inst.recipient(), 8),
             ok.clone(),
         ),
     );
@@ -282,21 +249,12 @@ pub(crate) fn generate_patient_index_v2_vectors() {
     bad[V2_HEADER_LEN..V2_HEADER_LEN + ct.len()].copy_from_slice(&ct);
     resign(&mut bad);
     write(
-            "patient_index_v2_bad_padding",
-            case(
-                "Sealed and signed by the institution, but the first padding byte is 0x01: one\nencoding per value, so refused.",
-                "malformed",
-                std_header(),
-                bad,
-            ),
-        );
-    write(
-        "patient_index_v2_truncated",
+        "patient_index_v2_bad_padding",
         case(
-            "Only the first 200 bytes: shorter than header, AEAD tag and signature.",
+            "Sealed and signed by the institution, but the first padding byte is 0x01: one\nencoding per value, so refused.",
             "malformed",
             std_header(),
-            ok[..200].to_vec(),
+            bad,
         ),
     );
     let mut v3 = ok;
