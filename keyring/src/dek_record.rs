@@ -44,6 +44,7 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::identity::Recipient;
 use crate::stanza::WrappedKey;
+use crate::wire::{Names, Reader};
 
 /// Version byte of a record that stores stanzas alone.
 pub const DEK_RECORD_V1: u8 = 0x01;
@@ -177,57 +178,41 @@ impl DekRecord {
         if version != DEK_RECORD_V1 && version != DEK_RECORD_V2 {
             return Err(Error::UnsupportedVersion(version));
         }
-        let (refs, rest) = rest
-            .split_first_chunk::<8>()
-            .ok_or(Error::Malformed("DEK record: truncated"))?;
-        let (count, mut rest) = rest
-            .split_first_chunk::<4>()
-            .ok_or(Error::Malformed("DEK record: truncated"))?;
-        let count = u32::from_be_bytes(*count);
+        let mut r = Reader::new(rest, NAMES);
+        let refs = r.u64()?;
+        let count = r.u32()?;
         let mut stanzas = Vec::new();
         for _ in 0..count {
             let recipient = if version == DEK_RECORD_V2 {
-                let (&flag, r) = rest
-                    .split_first()
-                    .ok_or(Error::Malformed("DEK record: truncated"))?;
-                rest = r;
-                match flag {
+                match r.u8()? {
                     FLAG_UNKNOWN => None,
-                    FLAG_KNOWN => {
-                        let (key, r) = rest
-                            .split_first_chunk::<64>()
-                            .ok_or(Error::Malformed("DEK record: truncated"))?;
-                        rest = r;
-                        Some(Recipient::from_bytes(key)?)
-                    }
+                    FLAG_KNOWN => Some(r.recipient()?),
                     _ => return Err(Error::Malformed("DEK record: bad recipient flag")),
                 }
             } else {
                 None
             };
-            let (len, r) = rest
-                .split_first_chunk::<2>()
-                .ok_or(Error::Malformed("DEK record: truncated"))?;
-            let len = usize::from(u16::from_be_bytes(*len));
-            if r.len() < len {
-                return Err(Error::Malformed("DEK record: truncated"));
-            }
-            let wrapped = WrappedKey::from_bytes(&r[..len])?;
-            rest = &r[len..];
+            let len = usize::from(r.u16()?);
+            let wrapped = WrappedKey::from_bytes(r.take(len)?)?;
             stanzas.push(match recipient {
                 Some(r) => DekStanza::new(r, wrapped)?,
                 None => DekStanza::unknown(wrapped),
             });
         }
-        if !rest.is_empty() {
-            return Err(Error::Malformed("DEK record: trailing bytes"));
-        }
-        Ok(DekRecord {
-            refs: u64::from_be_bytes(*refs),
-            stanzas,
-        })
+        r.finish()?;
+        Ok(DekRecord { refs, stanzas })
     }
 }
+
+/// The DEK record's error messages (they predate the shared [`Names`] and stay as they were).
+const NAMES: &Names = &Names {
+    truncated: "DEK record: truncated",
+    trailing: "DEK record: trailing bytes",
+    utf8: "DEK record: invalid UTF-8",
+    flag: "DEK record: bad recipient flag",
+    text: "DEK record: bad text",
+    too_many: "DEK record: truncated",
+};
 
 fn push_stanza(out: &mut Vec<u8>, w: &WrappedKey) {
     let bytes = w.as_bytes();

@@ -4,18 +4,35 @@
 //! gateway calls it on buffers. Every format here is versioned, described by a byte table on the
 //! type that encodes it, and pinned by the vectors under `testdata/`.
 //!
+//! Modules, bottom up:
+//! - [`error`]: the crate's one error type; oracle-prone failures are opaque.
+//! - `hex`: minimal lowercase hex for ids (private).
+//! - `wire`: the one byte codec: length-prefixed writers, the strict `Reader`, the `Wire`
+//!   trait with `encode`/`decode`/text forms, base64url (private; used by the formats below).
 //! - [`key`]: data keys (DEKs) and the random ids of blobs and DEKs.
 //! - [`identity`]: X25519 + Ed25519 identities and their public [`Recipient`]s.
 //! - [`stanza`]: a DEK wrapped to one recipient.
 //! - [`chunk`]: STREAM sealing of a blob's chunks and the chunk layout arithmetic.
-//! - [`merkle`]: RFC 6962 hashing of sealed chunks, roots and inclusion proofs.
+//! - [`merkle`]: RFC 6962 hashing of sealed chunks, roots, inclusion and consistency proofs.
+//! - [`tiles`]: the transparency log's tree as C2SP tlog-tiles, and roots from tiles.
+//! - [`checkpoint`]: signed notes, log checkpoints and witness cosignatures (C2SP formats).
+//! - [`logentry`]: transparency log entries and their salted commitments.
 //! - [`vault`]: sealing small secrets under a key derived from an identity.
 //! - [`idfile`]: the text form of an identity file, optionally passphrase-sealed.
 //! - [`manifest`]: the per-object manifest kept in the private store.
 //! - [`dek_record`]: the private store's record of a data key: its stanzas and their Recipients.
+//! - [`consent`]: share requests, grants, denials, revocations, patient and peer
+//!   authentication, key registration (one file a concept under `consent/`).
+//! - [`patient_index`]: the per-patient index published sealed to the patient.
 //! - [`backup`]: the backup file, encrypted to an offline recovery Recipient.
 //! - [`peer`]: signed answers between institutions' gateways and chunks with their proofs.
 //! - [`rollover`]: an institution's signed handover from its old identity to a new one.
+//! - `fuzzing` (only under `--cfg fuzzing`): entry points for `fuzz/` to private decoders.
+//!
+//! Tests only: `testkit` (fixed identities, samples and the one reader/writer of vector
+//! files) and `vectors` (the one generator of every file under `testdata/`, and the checks of
+//! the formats that have no vector tests of their own). A large module keeps its tests in
+//! sibling files (`backup/tests.rs`, ...).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,7 +57,10 @@ pub mod rollover;
 pub mod stanza;
 pub mod tiles;
 pub mod vault;
+mod wire;
 
+#[cfg(test)]
+mod testkit;
 #[cfg(test)]
 mod vectors;
 

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::merkle::Hash;
+use crate::wire::{put_opt_str, put_str, Names, Reader};
 
 /// Version byte of [`Entry`].
 pub const ENTRY_V1: u8 = 0x01;
@@ -63,66 +64,15 @@ pub struct Entry {
     pub detail: String,
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        None => out.push(0),
-        Some(s) => {
-            out.push(1);
-            put_str(out, s);
-        }
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.0.len() < n {
-            return Err(Error::Malformed("log entry: truncated"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u64(&mut self) -> Result<u64> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(b))
-    }
-    fn hash(&mut self) -> Result<Hash> {
-        let mut h = [0u8; 32];
-        h.copy_from_slice(self.take(32)?);
-        Ok(h)
-    }
-    fn string(&mut self) -> Result<String> {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4)?);
-        let n = u32::from_be_bytes(b) as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Error::Malformed("log entry: utf-8"))
-    }
-    fn flag(&mut self) -> Result<bool> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(Error::Malformed("log entry: option flag")),
-        }
-    }
-    fn opt_string(&mut self) -> Result<Option<String>> {
-        Ok(if self.flag()? {
-            Some(self.string()?)
-        } else {
-            None
-        })
-    }
-}
+/// The log entry's error messages (they predate the shared [`Names`] and stay as they were).
+const NAMES: &Names = &Names {
+    truncated: "log entry: truncated",
+    trailing: "log entry: trailing bytes",
+    utf8: "log entry: utf-8",
+    flag: "log entry: option flag",
+    text: "log entry: bad text",
+    too_many: "log entry: truncated",
+};
 
 impl Entry {
     /// The v1 encoding.
@@ -156,7 +106,7 @@ impl Entry {
     /// [`Error::UnsupportedVersion`], [`Error::Malformed`] for truncation, bad flags,
     /// invalid UTF-8 or trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Entry> {
-        let mut r = Reader(bytes);
+        let mut r = Reader::new(bytes, NAMES);
         let v = r.u8()?;
         if v != ENTRY_V1 {
             return Err(Error::UnsupportedVersion(v));
@@ -168,16 +118,14 @@ impl Entry {
             actor: r.string()?,
             patient: r.opt_string()?,
             patient_seq: r.u64()?,
-            patient_prev: r.hash()?,
+            patient_prev: r.array()?,
             bucket: r.opt_string()?,
             key: r.opt_string()?,
             grant: r.opt_string()?,
-            root: if r.flag()? { Some(r.hash()?) } else { None },
+            root: if r.flag()? { Some(r.array()?) } else { None },
             detail: r.string()?,
         };
-        if !r.0.is_empty() {
-            return Err(Error::Malformed("log entry: trailing bytes"));
-        }
+        r.finish()?;
         Ok(e)
     }
 

@@ -5,6 +5,7 @@ use crate::chunk::Layout;
 use crate::error::{Error, Result};
 use crate::key::{BlobId, DekId};
 use crate::merkle::Hash;
+use crate::wire::{put_len, put_opt_str, put_str, Names, Reader};
 
 /// Version byte of the v1 manifest encoding.
 pub const MANIFEST_V1: u8 = 0x01;
@@ -128,7 +129,7 @@ impl Manifest {
     /// counts that the remaining bytes could not hold, or an invalid part layout or size, and
     /// [`Error::CounterOverflow`] for a part too large to lay out.
     pub fn decode(bytes: &[u8]) -> Result<Manifest> {
-        let mut r = Reader(bytes);
+        let mut r = Reader::new(bytes, NAMES);
         match r.u8()? {
             MANIFEST_V1 => {}
             v => return Err(Error::UnsupportedVersion(v)),
@@ -137,12 +138,12 @@ impl Manifest {
         let dek_id = DekId(r.array()?);
         let size = r.u64()?;
         let last_modified_ms = r.u64()?;
-        let etag = r.string()?;
-        let content_type = r.opt_string()?;
-        let headers = r.pairs()?;
-        let metadata = r.pairs()?;
-        let checksums = r.pairs()?;
-        let patient = r.opt_string()?;
+        let etag = string(&mut r)?;
+        let content_type = opt_string(&mut r)?;
+        let headers = pairs(&mut r)?;
+        let metadata = pairs(&mut r)?;
+        let checksums = pairs(&mut r)?;
+        let patient = opt_string(&mut r)?;
         let n = r.count(PART_LEN)?;
         let mut parts = Vec::with_capacity(n);
         for _ in 0..n {
@@ -153,9 +154,7 @@ impl Manifest {
                 root: r.array()?,
             });
         }
-        if !r.0.is_empty() {
-            return Err(Error::Malformed("manifest: trailing bytes"));
-        }
+        r.finish()?;
         let m = Manifest {
             suite,
             dek_id,
@@ -226,26 +225,15 @@ impl Manifest {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, len: usize) {
-    let len =
-        u32::try_from(len).expect("Invariant: manifest fields are far below 4 GiB / 2^32 entries");
-    out.extend_from_slice(&len.to_be_bytes());
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_len(out, s.len());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        None => out.push(0x00),
-        Some(s) => {
-            out.push(0x01);
-            put_str(out, s);
-        }
-    }
-}
+/// The manifest's error messages (they predate the shared [`Names`] and stay as they were).
+const NAMES: &Names = &Names {
+    truncated: "manifest: truncated",
+    trailing: "manifest: trailing bytes",
+    utf8: "manifest: invalid UTF-8",
+    flag: "manifest: bad option flag",
+    text: "manifest: bad text",
+    too_many: "manifest: count exceeds input",
+};
 
 fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
     put_len(out, pairs.len());
@@ -255,72 +243,31 @@ fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
     }
 }
 
-/// A cursor that fails with `Malformed` instead of panicking when the input runs out.
-struct Reader<'a>(&'a [u8]);
+/// A manifest `str`: its length is read as a count (a length beyond the input is
+/// `too_many`, not `truncated`).
+fn string(r: &mut Reader<'_>) -> Result<String> {
+    let len = r.count(1)?;
+    let bytes = r.take(len)?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::Malformed(NAMES.utf8))
+}
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
-        if self.0.len() < n {
-            return Err(Error::Malformed("manifest: truncated"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+fn opt_string(r: &mut Reader<'_>) -> Result<Option<String>> {
+    if r.flag()? {
+        string(r).map(Some)
+    } else {
+        Ok(None)
     }
+}
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
+fn pairs(r: &mut Reader<'_>) -> Result<Vec<(String, String)>> {
+    let n = r.count(PAIR_MIN_LEN)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = string(r)?;
+        let v = string(r)?;
+        out.push((k, v));
     }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        self.array().map(u32::from_be_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        self.array().map(u64::from_be_bytes)
-    }
-
-    /// A u32 length or count, refused if the remaining input could not hold that many entries of
-    /// at least `min_entry_len` bytes; this bounds every allocation by the input size.
-    fn count(&mut self, min_entry_len: usize) -> Result<usize> {
-        let n = usize::try_from(self.u32()?)
-            .map_err(|_| Error::Malformed("manifest: count too large"))?;
-        match n.checked_mul(min_entry_len) {
-            Some(need) if need <= self.0.len() => Ok(n),
-            _ => Err(Error::Malformed("manifest: count exceeds input")),
-        }
-    }
-
-    fn string(&mut self) -> Result<String> {
-        let len = self.count(1)?;
-        let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| Error::Malformed("manifest: invalid UTF-8"))
-    }
-
-    fn opt_string(&mut self) -> Result<Option<String>> {
-        match self.u8()? {
-            0x00 => Ok(None),
-            0x01 => self.string().map(Some),
-            _ => Err(Error::Malformed("manifest: bad option flag")),
-        }
-    }
-
-    fn pairs(&mut self) -> Result<Vec<(String, String)>> {
-        let n = self.count(PAIR_MIN_LEN)?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let k = self.string()?;
-            let v = self.string()?;
-            out.push((k, v));
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::consent::{names, put_bytes, put_str, wire_methods, Names, Reader, Wire};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Recipient, Signature};
 use crate::merkle::{leaf_hash, Hash, InclusionProof};
+use crate::wire::{names, put_bytes, put_str, wire_methods, Names, Reader, Wire};
 
 /// Version byte of the v1 peer formats.
 pub const PEER_V1: u8 = 0x01;

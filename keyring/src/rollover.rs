@@ -14,9 +14,9 @@
 //! integers, `str` = u32 length ‖ UTF-8, strict decoding (truncation and trailing bytes are
 //! errors), text form = unpadded base64url.
 
-use crate::consent::{names, put_str, wire_methods, Names, Reader, Wire};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Recipient, Signature};
+use crate::wire::{names, put_str, wire_methods, Names, Reader, Wire};
 
 /// Signature context of both signatures of a [`SignedRollover`].
 pub const ROLLOVER_CONTEXT: &str = "medgate/v1/key-rollover";
@@ -213,17 +213,17 @@ pub fn follow_chain<'a>(
     Ok((key, followed))
 }
 
-/// The `testdata/rollover_*.txt` vectors: a deterministic generator (run explicitly with
-/// `cargo test -p medgate-keyring -- --ignored generate_rollover_vectors`) and the check that
+/// The `testdata/rollover_*.txt` vectors: a deterministic generator (run by the one
+/// generator, `crate::vectors::generate_vectors`) and the check that
 /// every file decodes and verifies (or fails) as its header says. Ed25519 signatures are
 /// deterministic, so the `ok` file is re-signed and must reproduce byte for byte.
 ///
 /// Headers: `pinned` (64-byte Recipient, hex) is the key the verifier knows; the `ok` file also
 /// carries `old-identity` and `new-identity` (test secrets) to re-sign with.
 #[cfg(test)]
-mod rollover_vectors {
+pub(crate) mod rollover_vectors {
     use super::*;
-    use crate::consent::testkit::{self, outcome, read_all, write, Vector};
+    use crate::testkit::{self, outcome, read_all, write, Body, Vector};
 
     fn h(b: impl AsRef<[u8]>) -> String {
         hex::encode(b)
@@ -240,9 +240,7 @@ mod rollover_vectors {
         }
     }
 
-    #[test]
-    #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
-    fn generate_rollover_vectors() {
+    pub(crate) fn generate_rollover_vectors() {
         let (old, new, stranger) = (
             testkit::institution(),
             testkit::other(),
@@ -254,7 +252,7 @@ mod rollover_vectors {
             comment,
             expect: expect.into(),
             header,
-            body,
+            body: Body::Bytes(body),
         };
         let mut ok_header = pinned(&old.recipient());
         ok_header.push(("old-identity", h(old.to_bytes().as_ref())));
@@ -383,7 +381,7 @@ mod rollover_vectors {
 mod tests {
     use super::rollover_vectors::sample;
     use super::*;
-    use crate::consent::testkit;
+    use crate::testkit;
 
     #[test]
     fn round_trip_and_text() {

@@ -1,21 +1,19 @@
-//! The checked-in test vectors under `testdata/`: one deterministic generator (run explicitly
-//! with `cargo test -p medgate-keyring -- --ignored generate_vectors`) and one table-driven check
-//! that every file still opens (or fails) as its header says, and that deterministic encodings
-//! reproduce the stored bytes exactly.
+//! The checked-in test vectors under `testdata/` (and `testdata/tlog/`): the one deterministic
+//! generator of every file, [`generate_vectors`] (run explicitly with
+//! `cargo test -p medgate-keyring -- --ignored generate_vectors`; it calls each format's own
+//! generator: consent, patient index, backup, rollover, tlog), and the table-driven check that
+//! the stanza, chunk, manifest, DEK record, idfile, vault and peer files still open (or fail) as
+//! their header says, and that deterministic encodings reproduce the stored bytes exactly. The
+//! other formats' files are checked next to their code.
 //!
-//! File shape: `# comment` lines, `key: value` header lines (hex values unless noted), a blank
-//! line, then the body: hex of the bytes, or raw text when the header says `encoding: text`.
-//! Regenerating a file that already exists is a format change (see DESIGN.md).
-
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::PathBuf;
+//! File shape: see `crate::testkit`, which reads and writes every vector file. Regenerating a
+//! file that already exists is a format change (see DESIGN.md): after running the generator,
+//! `git diff keyring/testdata` must be empty.
 
 use x25519_dalek::StaticSecret;
 
 use crate::chunk::{Layout, PayloadKey};
 use crate::dek_record::{DekRecord, DekStanza, DEK_RECORD_V1};
-use crate::error::Error;
 use crate::identity::Identity;
 use crate::idfile::{self, Cost};
 use crate::key::{BlobId, DataKey};
@@ -28,21 +26,16 @@ use crate::stanza::{
     wrap_key_with_ephemeral, wrap_own_with_nonce, BatchWrapper, WrappedKey, STANZA_BATCH,
     STANZA_OWN,
 };
+use crate::testkit::{self, outcome, seq, write, Body, Parsed, Vector};
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
-}
-
-fn seq<const N: usize>(start: u8) -> [u8; N] {
-    std::array::from_fn(|i| start.wrapping_add(i as u8))
-}
-
+/// A of the stanza and peer vectors (`testkit::institution`).
 fn identity_a() -> Identity {
-    Identity::from_bytes(&seq::<64>(0x01)).expect("fixed identity")
+    testkit::fixed(0x01)
 }
 
+/// B of the peer vectors (`testkit::patient`).
 fn identity_b() -> Identity {
-    Identity::from_bytes(&seq::<64>(0x81)).expect("fixed identity")
+    testkit::fixed(0x81)
 }
 
 const DEK: [u8; 32] = [0xd0; 32];
@@ -55,43 +48,6 @@ const CHUNK_SIZE: u32 = 64;
 
 fn plaintext() -> Vec<u8> {
     (0..150u8).collect()
-}
-
-struct Vector {
-    comment: &'static str,
-    expect: &'static str,
-    header: Vec<(&'static str, String)>,
-    body: Body,
-}
-
-enum Body {
-    Bytes(Vec<u8>),
-    Text(String),
-}
-
-fn write(name: &str, v: Vector) {
-    let mut out = String::new();
-    for line in v.comment.lines() {
-        writeln!(out, "# {line}").expect("String write");
-    }
-    writeln!(out, "expect: {}", v.expect).expect("String write");
-    for (k, val) in &v.header {
-        writeln!(out, "{k}: {val}").expect("String write");
-    }
-    if let Body::Text(_) = v.body {
-        writeln!(out, "encoding: text").expect("String write");
-    }
-    out.push('\n');
-    match v.body {
-        Body::Bytes(b) => {
-            for line in hex::encode(b).as_bytes().chunks(64) {
-                out.push_str(std::str::from_utf8(line).expect("hex is ASCII"));
-                out.push('\n');
-            }
-        }
-        Body::Text(t) => out.push_str(&t),
-    }
-    std::fs::write(dir().join(format!("{name}.txt")), out).expect("write vector");
 }
 
 fn seal_stream(dek: &DataKey, blob: &BlobId, data: &[u8]) -> Vec<Vec<u8>> {
@@ -126,7 +82,7 @@ fn chunk_vector(
     }
     Vector {
         comment,
-        expect,
+        expect: expect.into(),
         header,
         body: Body::Bytes(chunks.concat()),
     }
@@ -145,7 +101,7 @@ fn stanza_vector(
     header.push(("dek", hex::encode(DEK)));
     Vector {
         comment,
-        expect,
+        expect: expect.into(),
         header,
         body: Body::Bytes(body),
     }
@@ -154,9 +110,18 @@ fn stanza_vector(
 #[test]
 #[ignore = "writes testdata/; run explicitly, only when adding vectors"]
 fn generate_vectors() {
-    std::fs::create_dir_all(dir()).expect("mkdir testdata");
+    generate_format_vectors();
     generate_peer_vectors();
     generate_dek_record_vectors();
+    crate::consent::vectors::generate_consent_vectors();
+    crate::patient_index::patient_index_vectors::generate_patient_index_vectors();
+    crate::backup::backup_vectors::generate_backup_vectors();
+    crate::rollover::rollover_vectors::generate_rollover_vectors();
+    crate::checkpoint::tests::generate_tlog_vectors();
+}
+
+/// The stanza, chunk, manifest, idfile and vault vectors.
+fn generate_format_vectors() {
     let a = identity_a();
     let dek = DataKey::from_bytes(DEK);
     let stanza = wrap_key_with_ephemeral(&a.recipient(), &dek, &StaticSecret::from(EPHEMERAL))
@@ -390,9 +355,9 @@ fn generate_vectors() {
     );
 
     let m = crate::manifest::tests::sample().encode();
-    let manifest_case = |comment, expect, body: Vec<u8>| Vector {
+    let manifest_case = |comment, expect: &str, body: Vec<u8>| Vector {
         comment,
-        expect,
+        expect: expect.into(),
         header: Vec::new(),
         body: Body::Bytes(body),
     };
@@ -450,14 +415,14 @@ fn generate_vectors() {
         "idfile_plain_ok",
         Vector {
             comment: "A plain identity file for `identity`.",
-            expect: "ok",
+            expect: "ok".into(),
             header: id_header(false),
             body: Body::Text(idfile::plain(&a).to_string()),
         },
     );
     write("idfile_sealed_ok", Vector {
         comment: "`identity` sealed under `passphrase` (cheap argon2id parameters, carried in the file).",
-        expect: "ok",
+        expect: "ok".into(),
         header: id_header(true),
         body: Body::Text(sealed.to_string()),
     });
@@ -467,7 +432,7 @@ fn generate_vectors() {
         "idfile_sealed_wrong_passphrase",
         Vector {
             comment: "The sealed file above, opened with a wrong passphrase.",
-            expect: "decrypt-error",
+            expect: "decrypt-error".into(),
             header: wrong,
             body: Body::Text(sealed.to_string()),
         },
@@ -476,7 +441,7 @@ fn generate_vectors() {
         "idfile_sealed_no_passphrase",
         Vector {
             comment: "The sealed file above, opened without a passphrase.",
-            expect: "passphrase-required",
+            expect: "passphrase-required".into(),
             header: id_header(false),
             body: Body::Text(sealed.to_string()),
         },
@@ -503,7 +468,7 @@ fn generate_vectors() {
     };
     write("vault_v1_ok", Vector {
         comment: "An S3 secret key sealed under identity.vault_key(purpose), bound to its access key id.",
-        expect: "ok",
+        expect: "ok".into(),
         header: vault_header(b"AKIDEXAMPLE"),
         body: Body::Bytes(boxed.clone()),
     });
@@ -511,7 +476,7 @@ fn generate_vectors() {
         "vault_wrong_aad",
         Vector {
             comment: "The box above, opened for another access key id.",
-            expect: "decrypt-error",
+            expect: "decrypt-error".into(),
             header: vault_header(b"AKIDOTHER"),
             body: Body::Bytes(boxed),
         },
@@ -597,7 +562,7 @@ fn generate_peer_vectors() {
             &name("ok"),
             Vector {
                 comment: "A's signed answer to B's request with this nonce.",
-                expect: "ok",
+                expect: "ok".into(),
                 header: peer_header(&a, PEER_NONCE, &b),
                 body: Body::Bytes(signed.clone()),
             },
@@ -606,7 +571,7 @@ fn generate_peer_vectors() {
             &name("other_signer"),
             Vector {
                 comment: "The same answer signed by B's key (whoever answers at A's URL without A's key).",
-                expect: "bad-signature",
+                expect: "bad-signature".into(),
                 header: peer_header(&a, PEER_NONCE, &b),
                 body: Body::Bytes(answer.sign(&b).encode()),
             },
@@ -615,7 +580,7 @@ fn generate_peer_vectors() {
             &name("replayed"),
             Vector {
                 comment: "A's answer replayed to a request with another nonce.",
-                expect: "auth-mismatch/nonce",
+                expect: "auth-mismatch/nonce".into(),
                 header: peer_header(&a, [0x71; 16], &b),
                 body: Body::Bytes(signed.clone()),
             },
@@ -624,7 +589,7 @@ fn generate_peer_vectors() {
             &name("other_caller"),
             Vector {
                 comment: "A's answer to B presented to another institution (A itself here).",
-                expect: "auth-mismatch/caller",
+                expect: "auth-mismatch/caller".into(),
                 header: peer_header(&a, PEER_NONCE, &a),
                 body: Body::Bytes(signed.clone()),
             },
@@ -635,7 +600,7 @@ fn generate_peer_vectors() {
             &name("edited"),
             Vector {
                 comment: "One bit of the answer's last field flipped.",
-                expect: "bad-signature",
+                expect: "bad-signature".into(),
                 header: peer_header(&a, PEER_NONCE, &b),
                 body: Body::Bytes(flipped),
             },
@@ -647,7 +612,7 @@ fn generate_peer_vectors() {
         "peer_answer_truncated",
         Vector {
             comment: "The request answer without its signature's last byte.",
-            expect: "malformed",
+            expect: "malformed".into(),
             header: peer_header(&a, PEER_NONCE, &b),
             body: Body::Bytes(signed[..signed.len() - 1].to_vec()),
         },
@@ -658,7 +623,7 @@ fn generate_peer_vectors() {
         "peer_answer_bad_version",
         Vector {
             comment: "Version byte 0x02.",
-            expect: "unsupported-version",
+            expect: "unsupported-version".into(),
             header: peer_header(&a, PEER_NONCE, &b),
             body: Body::Bytes(v2),
         },
@@ -684,7 +649,7 @@ fn generate_peer_vectors() {
         "peer_chunk_ok",
         Vector {
             comment: "Chunk 1 of the chunk vectors' blob, with its leaf and inclusion proof.",
-            expect: "ok",
+            expect: "ok".into(),
             header: chunk_header(1),
             body: Body::Bytes(answer(1).encode()),
         },
@@ -693,7 +658,7 @@ fn generate_peer_vectors() {
         "peer_chunk_other_index",
         Vector {
             comment: "Chunk 0 with its own proof, offered as chunk 1.",
-            expect: "invalid-proof",
+            expect: "invalid-proof".into(),
             header: chunk_header(1),
             body: Body::Bytes(answer(0).encode()),
         },
@@ -704,7 +669,7 @@ fn generate_peer_vectors() {
         "peer_chunk_edited",
         Vector {
             comment: "Chunk 1 with one bit flipped, leaf and proof unchanged.",
-            expect: "invalid-proof",
+            expect: "invalid-proof".into(),
             header: chunk_header(1),
             body: Body::Bytes(forged.encode()),
         },
@@ -715,7 +680,7 @@ fn generate_peer_vectors() {
         Vector {
             comment:
                 "The edited chunk with its own leaf hash: the proof no longer leads to the root.",
-            expect: "invalid-proof",
+            expect: "invalid-proof".into(),
             header: chunk_header(1),
             body: Body::Bytes(forged.encode()),
         },
@@ -744,62 +709,6 @@ fn check_peer(name: &str, v: &Parsed) -> String {
         Ok(())
     });
     outcome(r)
-}
-
-struct Parsed {
-    expect: String,
-    header: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Parsed {
-    fn get(&self, key: &str) -> &str {
-        self.header
-            .get(key)
-            .unwrap_or_else(|| panic!("missing header {key}"))
-    }
-
-    fn hex(&self, key: &str) -> Vec<u8> {
-        hex::decode(self.get(key)).unwrap_or_else(|_| panic!("bad hex in {key}"))
-    }
-
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("text body")
-    }
-}
-
-fn parse(text: &str) -> Parsed {
-    let (head, body) = text.split_once("\n\n").expect("blank line after header");
-    let mut header = BTreeMap::new();
-    for line in head.lines().filter(|l| !l.starts_with('#')) {
-        let (k, v) = line.split_once(": ").expect("key: value");
-        header.insert(k.to_string(), v.to_string());
-    }
-    let expect = header.remove("expect").expect("expect header");
-    let body = if header.get("encoding").map(String::as_str) == Some("text") {
-        body.as_bytes().to_vec()
-    } else {
-        hex::decode(body.split_whitespace().collect::<String>()).expect("hex body")
-    };
-    Parsed {
-        expect,
-        header,
-        body,
-    }
-}
-
-fn outcome<T>(r: Result<T, Error>) -> String {
-    match r {
-        Ok(_) => "ok".into(),
-        Err(Error::Decrypt) => "decrypt-error".into(),
-        Err(Error::Malformed(_)) => "malformed".into(),
-        Err(Error::UnsupportedVersion(_)) => "unsupported-version".into(),
-        Err(Error::PassphraseRequired) => "passphrase-required".into(),
-        Err(Error::BadSignature) => "bad-signature".into(),
-        Err(Error::InvalidProof) => "invalid-proof".into(),
-        Err(Error::AuthMismatch(f)) => format!("auth-mismatch/{f}"),
-        Err(e) => format!("unexpected error: {e}"),
-    }
 }
 
 fn check_stanza(v: &Parsed) -> String {
@@ -909,13 +818,11 @@ fn dek_record_recipients(rec: &DekRecord) -> String {
         .join(",")
 }
 
-#[test]
-#[ignore = "writes testdata/dek_record_*; run explicitly, only when adding vectors"]
-fn generate_dek_record_vectors() {
+pub(crate) fn generate_dek_record_vectors() {
     let rec = dek_record_sample();
-    let case = |comment, expect, rec: &DekRecord, body: Vec<u8>| Vector {
+    let case = |comment, expect: &str, rec: &DekRecord, body: Vec<u8>| Vector {
         comment,
-        expect,
+        expect: expect.into(),
         header: vec![("recipients", dek_record_recipients(rec))],
         body: Body::Bytes(body),
     };
@@ -1039,7 +946,7 @@ fn key_lines(text: &str) -> Vec<&str> {
 }
 
 fn check_idfile(v: &Parsed) -> String {
-    let pass = v.header.get("passphrase").map(|_| v.hex("passphrase"));
+    let pass = v.has("passphrase").then(|| v.hex("passphrase"));
     let id = match idfile::decode(v.text(), pass.as_deref()) {
         Ok(id) => id,
         Err(e) => return outcome::<()>(Err(e)),
@@ -1089,24 +996,14 @@ fn check_vault(v: &Parsed) -> String {
 
 #[test]
 fn vectors() {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("testdata/ exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    names.sort();
+    let all = testkit::read_all("");
     assert!(
-        names.len() >= 20,
+        all.len() >= 20,
         "expected the checked-in vectors, found {}",
-        names.len()
+        all.len()
     );
-    for path in names {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("utf-8 name")
-            .to_string();
-        let v = parse(&std::fs::read_to_string(&path).expect("read vector"));
+    for v in all {
+        let name = v.name.as_str();
         let got = match name.split('_').next() {
             Some("stanza") => check_stanza(&v),
             Some("chunk") => check_chunks(&v),
@@ -1114,9 +1011,9 @@ fn vectors() {
             Some("dek") => check_dek_record(&v),
             Some("idfile") => check_idfile(&v),
             Some("vault") => check_vault(&v),
-            Some("peer") => check_peer(&name, &v),
-            // Checked by the vector tests in consent.rs, patient_index.rs, backup.rs and
-            // rollover.rs.
+            Some("peer") => check_peer(name, &v),
+            // Checked by the vector tests in consent/vectors.rs, patient_index.rs, backup.rs
+            // and rollover.rs.
             Some("consent" | "patient" | "backup" | "rollover") => continue,
             _ => panic!("vector {name}: unknown kind"),
         };
