@@ -112,7 +112,7 @@ def put_str(s: str) -> bytes:
 
 
 def forged_token(challenge_text: str, method: str, path: str, body: bytes = b"") -> str:
-    """A well-formed SignedAuth (keyring/src/consent.rs) over `challenge_text` whose
+    """A well-formed SignedAuth (keyring/src/consent/patient_auth.rs) over `challenge_text` whose
     signature is 64 random bytes: what anyone can send without the patient's key."""
     challenge = b64url_decode(challenge_text)
     token = (b"\x01" + struct.pack(">I", len(challenge)) + challenge + put_str(method)
