@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gateway::admin::{self, AdminContext, AdminRequest, AdminResponse};
-use gateway::private::sled::SledStore;
-use gateway::private::PrivateStore;
-use gateway::record::{Engine, EngineConfig};
+use gateway::engine::record::{Engine, EngineConfig};
+use gateway::front::admin::{self, AdminContext, AdminRequest, AdminResponse};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient};
 
 use crate::config::{parse_kv, FileConfig};
@@ -390,10 +390,13 @@ impl Setup {
     }
 
     /// Where the public store setting points (parsed strictly: see
-    /// [`gateway::public::Location::parse`]).
-    pub(crate) fn public_location(&self) -> Result<gateway::public::Location> {
-        gateway::public::Location::parse(self.public_url.as_deref(), &self.default_public_dir())
-            .context("cannot open the public store")
+    /// [`gateway::store::public::Location::parse`]).
+    pub(crate) fn public_location(&self) -> Result<gateway::store::public::Location> {
+        gateway::store::public::Location::parse(
+            self.public_url.as_deref(),
+            &self.default_public_dir(),
+        )
+        .context("cannot open the public store")
     }
 
     /// Opens the public store. `write`: the command writes, so the default folder
@@ -402,8 +405,8 @@ impl Setup {
     pub(crate) fn open_public(
         &self,
         write: bool,
-    ) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
-        use gateway::public::Folder;
+    ) -> Result<(gateway::store::public::PublicStore, Option<PathBuf>)> {
+        use gateway::store::public::Folder;
         let url = self.public_url.as_deref();
         let timeouts = self.file.public_store.timeouts(&self.public_opts)?;
         let folder = match (write, self.file.public_store.create) {
@@ -411,7 +414,7 @@ impl Setup {
             (true, Some(true)) => Folder::Create,
             (true, _) => Folder::CreateDefault,
         };
-        let store = gateway::public::open_with(
+        let store = gateway::store::public::open_with(
             url,
             &self.public_opts,
             &self.default_public_dir(),
@@ -421,7 +424,7 @@ impl Setup {
         .context("cannot open the public store")?;
         Ok((
             store,
-            gateway::public::local_root(url, &self.default_public_dir()),
+            gateway::store::public::local_root(url, &self.default_public_dir()),
         ))
     }
 }
@@ -771,18 +774,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     transport.check_plain_http()?;
     let peers = setup.file.peers()?;
     if let Some(ttl) = setup.file.api.session_ttl {
-        if ttl > gateway::remote::MAX_SESSION_TTL || ttl.is_zero() {
+        if ttl > gateway::engine::remote::MAX_SESSION_TTL || ttl.is_zero() {
             bail!("[api] session_ttl must be between 1s and 60s");
         }
     }
     let tls = match &transport.tls {
-        Some((cert, key)) => Some(Arc::new(gateway::tls::Tls::load(cert, key)?)),
+        Some((cert, key)) => Some(Arc::new(gateway::runtime::tls::Tls::load(cert, key)?)),
         None => None,
     };
     // The public store setting is checked before anything is created: a mistyped URL
     // must not leave a data dir (or a folder named `s3:`) behind.
     let location = setup.public_location()?;
-    let no_credentials = gateway::public::missing_credentials(&location, &setup.public_opts);
+    let no_credentials = gateway::store::public::missing_credentials(&location, &setup.public_opts);
     let data_dir = setup.data_dir.clone();
     create_data_dir(&data_dir)?;
     let (public, public_root) = setup.open_public(true)?;
@@ -807,7 +810,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(open_private(&setup, cache, &identity.recipient())?);
     backup::check_at_start(&*private, &setup.file.backup).await?;
     // Peers that replaced their key since the config was written: followed by a verified
-    // rollover (see gateway::remote), kept in the private store; the config is not rewritten.
+    // rollover (see gateway::engine::remote), kept in the private store; the config is not rewritten.
     let mut peers = peers;
     for (name, recipient) in private.peer_keys().await? {
         let Ok(key) = recipient.parse::<keyring::Recipient>() else {
@@ -832,7 +835,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     engine_config.part_size = config::part_size(setup.file.engine.part_size, public_root.is_some());
     for p in &setup.file.patient_prefixes {
-        gateway::sharing::check_patient_id(&p.patient)
+        gateway::engine::sharing::check_patient_id(&p.patient)
             .with_context(|| format!("patient_prefixes entry {}/{}", p.bucket, p.prefix))?;
     }
     engine_config.patient_prefixes = setup.file.patient_prefixes.clone();
@@ -895,7 +898,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Buckets mounted from peers, when any peer has an API url.
     let remote = if peers.iter().any(|p| p.url.is_some()) {
         let r = Arc::new(
-            gateway::remote::Remote::new(
+            gateway::engine::remote::Remote::new(
                 Arc::clone(&identity),
                 peers.clone(),
                 Arc::clone(&private),
@@ -903,7 +906,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                     .file
                     .api
                     .session_ttl
-                    .unwrap_or(gateway::remote::MAX_SESSION_TTL),
+                    .unwrap_or(gateway::engine::remote::MAX_SESSION_TTL),
                 setup.file.api.peer_ca.as_deref(),
             )
             .await
@@ -917,7 +920,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let bg_engine = Arc::clone(&engine);
     let api_engine = Arc::clone(&engine);
     let s3_engine = Arc::clone(&engine);
-    let service = gateway::server::s3_service(engine, domain.as_deref())?;
+    let service = gateway::runtime::server::s3_service(engine, domain.as_deref())?;
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
     warn_upgraded_label_right(&*private).await?;
@@ -936,10 +939,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             )
         })?;
     let ops_local = ops_listener.local_addr()?;
-    let ops_task = tokio::spawn(gateway::ops::serve(
+    let ops_task = tokio::spawn(gateway::runtime::ops::serve(
         ops_listener,
         tls.clone(),
-        Arc::new(gateway::ops::Readiness {
+        Arc::new(gateway::runtime::ops::Readiness {
             private: Arc::clone(&private),
             public: public.clone(),
             public_hint: no_credentials,
@@ -978,10 +981,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             )
         })?;
     let api_local = api_listener.local_addr()?;
-    let api_task = tokio::spawn(gateway::api::serve(
+    let api_task = tokio::spawn(gateway::runtime::server::serve_api(
         api_listener,
         tls.clone(),
-        gateway::api::ApiState::new(api_engine, admin_cx, admin_token, peers, remote),
+        gateway::front::api::ApiState::new(api_engine, admin_cx, admin_token, peers, remote),
         std::future::pending(),
         limits,
     ));
@@ -1018,7 +1021,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
 
-    gateway::server::serve(
+    gateway::runtime::server::serve(
         listener,
         service,
         s3_engine,
@@ -1118,7 +1121,7 @@ async fn warn_upgraded_label_right(store: &dyn PrivateStore) -> Result<()> {
         .list_access_keys()
         .await?
         .into_iter()
-        .filter(|k| k.v == gateway::private::ACCESS_KEY_ROW_V1 && k.label_patients)
+        .filter(|k| k.v == gateway::store::private::ACCESS_KEY_ROW_V1 && k.label_patients)
         .map(|k| k.id)
         .collect();
     if !upgraded.is_empty() {
@@ -1266,7 +1269,7 @@ async fn verify(dir: &DataDirArg, deep: bool) -> Result<()> {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RotateState {
-    scope: gateway::rotate::RotateScope,
+    scope: gateway::engine::rotate::RotateScope,
     since: u64,
 }
 
@@ -1278,7 +1281,7 @@ async fn rotate(
     patient: Option<String>,
     state: &Path,
 ) -> Result<()> {
-    use gateway::rotate::RotateScope;
+    use gateway::engine::rotate::RotateScope;
     let scope = match (object, bucket, patient) {
         (Some(o), _, _) => match o.split_once('/') {
             Some((b, k)) if !b.is_empty() && !k.is_empty() => RotateScope::Object {

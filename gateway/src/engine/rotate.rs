@@ -18,8 +18,8 @@ use std::sync::Arc;
 use keyring::{DataKey, DekId, Manifest, Recipient};
 use serde::{Deserialize, Serialize};
 
-use crate::private::{Precondition, PutCommit};
-use crate::record::{ChecksumCheck, Engine};
+use crate::engine::record::{ChecksumCheck, Engine};
+use crate::store::private::{Precondition, PutCommit};
 use crate::{now_ms, Error, Result};
 
 /// Which records a rotation covers.
@@ -226,7 +226,7 @@ impl Engine {
                 ..old.clone()
             };
             manifest.validate()?;
-            let mut entry = crate::log::write_entry("rotate", &b, &k, Some(&manifest));
+            let mut entry = crate::engine::log::write_entry("rotate", &b, &k, Some(&manifest));
             entry.actor = "admin".into();
             entry.detail = format!("new data key; {} bytes re-sealed", manifest.size);
             let _hold = self.private.hold_writes().await;

@@ -6,30 +6,14 @@
 //! across trees: a write acknowledged before the backup began is in it, whole. Writes wait
 //! while the copy runs; they are not refused.
 //!
-//! **Who writes the file.** With a server running, the server makes the backup and *streams*
-//! the encrypted bytes over the admin socket; the `medgate backup` process writes the file.
-//! So the file belongs to whoever runs the command and can go anywhere they may write (a
-//! backup volume the service's sandbox cannot see), and the plaintext never leaves the server
-//! process. A client that stops reading for [`STALL_TIMEOUT`] aborts the backup, so a stuck
-//! client cannot hold writes up.
 //!
-//! Socket protocol, after the `{"op":"backup",...}` request line, server to client:
-//!
-//! | byte | then                                  | meaning                                   |
-//! |------|---------------------------------------|-------------------------------------------|
-//! | `D`  | length (u32 BE) ‖ bytes                | the next bytes of the backup file         |
-//! | `P`  | records done (u64 BE) ‖ total (u64 BE) | progress                                  |
-//! | `E`  | length (u32 BE) ‖ JSON `AdminResponse` | the end: `done` or `error`                |
-//!
-//! After a `done` end frame the client makes the file durable and sends the line
-//! `committed`; only then does the server record the backup's time (what the start-up
-//! warning and `medgate_last_backup_timestamp_seconds` report) and answer with a second end
-//! frame.
+//! The admin socket side (streaming a backup to `medgate backup`) is
+//! [`crate::front::backup_socket`]; the sled side (export, restore into a new store) is
+//! [`crate::store::private::sled_backup`].
 
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use keyring::backup::{
@@ -37,34 +21,14 @@ use keyring::backup::{
 };
 use keyring::{Identity, Recipient};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use crate::admin::{AdminContext, AdminRequest, AdminResponse};
-use crate::private::PrivateStore;
+use crate::store::private::sled_backup::Restorer;
+pub use crate::store::private::sled_backup::{META_TREE, RESTORED_KEY};
+pub use crate::store::private::ExportBatch;
+use crate::store::private::PrivateStore;
 use crate::{Error, Result};
-
-/// The sled tree that records when the last backup was taken.
-pub const META_TREE: &str = "backup_meta";
-const LAST_BACKUP_KEY: &[u8] = b"last_backup_ms";
-/// Entries per export batch.
-const BATCH: usize = 1024;
-/// How long the server waits on a client that does not read (or does not confirm).
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The line a client sends once the file is durable.
-const COMMITTED: &str = "committed";
-/// Largest frame a client accepts.
-const MAX_FRAME: usize = 64 << 20;
-
-/// A slice of a store's export: entries ([`Entry::Tree`] and [`Entry::Record`]) and how
-/// many there are in all, for progress.
-#[derive(Debug)]
-pub struct ExportBatch {
-    pub total: u64,
-    pub entries: Vec<Entry>,
-}
 
 /// A file's bytes carried in an admin request (the institution identity file): hex in JSON,
 /// wiped on drop, never shown by `Debug`.
@@ -90,63 +54,6 @@ impl<'de> Deserialize<'de> for FileBytes {
             .map(|b| FileBytes(Zeroizing::new(b)))
             .map_err(serde::de::Error::custom)
     }
-}
-
-/// Copies every tree of a sled database to `out`, in batches. The caller holds the commit
-/// gate exclusively.
-pub(crate) fn export_sled(db: &sled::Db, out: &mpsc::Sender<ExportBatch>) -> Result<()> {
-    let names = db.tree_names();
-    let mut trees = Vec::with_capacity(names.len());
-    let mut total = 0u64;
-    for name in names {
-        let tree = db.open_tree(&name)?;
-        total += 1 + tree.len() as u64;
-        trees.push((name, tree));
-    }
-    let gone = || Error::Internal("the backup was abandoned".into());
-    let mut entries = Vec::with_capacity(BATCH);
-    for (name, tree) in trees {
-        entries.push(Entry::Tree(name.to_vec()));
-        for item in tree.iter() {
-            let (k, v) = item?;
-            entries.push(Entry::Record {
-                key: k.to_vec(),
-                value: v.to_vec(),
-            });
-            if entries.len() >= BATCH {
-                let batch = std::mem::replace(&mut entries, Vec::with_capacity(BATCH));
-                out.blocking_send(ExportBatch {
-                    total,
-                    entries: batch,
-                })
-                .map_err(|_| gone())?;
-            }
-        }
-    }
-    if !entries.is_empty() {
-        out.blocking_send(ExportBatch { total, entries })
-            .map_err(|_| gone())?;
-    }
-    Ok(())
-}
-
-fn decode_ms(v: &[u8]) -> Result<u64> {
-    <[u8; 8]>::try_from(v)
-        .map(u64::from_be_bytes)
-        .map_err(|_| Error::Corrupt("last backup time".into()))
-}
-
-pub(crate) fn last_backup_ms(db: &sled::Db) -> Result<Option<u64>> {
-    match db.open_tree(META_TREE)?.get(LAST_BACKUP_KEY)? {
-        Some(v) => decode_ms(&v).map(Some),
-        None => Ok(None),
-    }
-}
-
-pub(crate) fn set_last_backup_ms(db: &sled::Db, ms: u64) -> Result<()> {
-    db.open_tree(META_TREE)?
-        .insert(LAST_BACKUP_KEY, &ms.to_be_bytes())?;
-    Ok(())
 }
 
 /// Where a backup's bytes go, and who hears of its progress.
@@ -274,48 +181,6 @@ pub async fn write_backup(
     })
 }
 
-/// The server's side of the socket protocol (module docs).
-struct SocketSink {
-    write: OwnedWriteHalf,
-}
-
-impl SocketSink {
-    async fn frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
-        let len = u32::try_from(body.len())
-            .map_err(|_| Error::Internal("backup frame too large".into()))?;
-        let mut head = [0u8; 5];
-        head[0] = kind;
-        head[1..].copy_from_slice(&len.to_be_bytes());
-        let send = async {
-            self.write.write_all(&head).await?;
-            self.write.write_all(body).await
-        };
-        tokio::time::timeout(STALL_TIMEOUT, send)
-            .await
-            .map_err(|_| Error::Internal("the backup client stopped reading".into()))??;
-        Ok(())
-    }
-
-    async fn end(&mut self, resp: &AdminResponse) -> Result<()> {
-        let json = serde_json::to_vec(resp).map_err(|e| Error::Internal(e.to_string()))?;
-        self.frame(b'E', &json).await
-    }
-}
-
-#[async_trait]
-impl BackupSink for SocketSink {
-    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.frame(b'D', bytes).await
-    }
-
-    async fn progress(&mut self, done: u64, total: u64) -> Result<()> {
-        let mut body = [0u8; 16];
-        body[..8].copy_from_slice(&done.to_be_bytes());
-        body[8..].copy_from_slice(&total.to_be_bytes());
-        self.frame(b'P', &body).await
-    }
-}
-
 /// A sink that writes the backup to a file and reports progress to a callback.
 pub struct FileSink {
     file: std::fs::File,
@@ -360,163 +225,6 @@ pub async fn record_backup(store: &dyn PrivateStore, created_ms: u64) -> Result<
     Ok(())
 }
 
-/// Serves one backup request on the admin socket (module docs).
-///
-/// # Errors
-/// The client went away; a failed backup is reported to the client, not returned.
-pub(crate) async fn serve(
-    cx: &AdminContext,
-    recipient: &str,
-    identity_file: FileBytes,
-    mut read: BufReader<OwnedReadHalf>,
-    write: OwnedWriteHalf,
-) -> Result<()> {
-    let mut sink = SocketSink { write };
-    let recipient = match recipient.parse::<Recipient>() {
-        Ok(r) => r,
-        Err(_) => {
-            return sink
-                .end(&AdminResponse::Error {
-                    message: "the recovery recipient is not a medgate1... Recipient".into(),
-                })
-                .await
-        }
-    };
-    let files = vec![("institution.key".to_string(), identity_file)];
-    let stats =
-        match write_backup(&*cx.private, files, &recipient, &cx.institution, &mut sink).await {
-            Ok(stats) => stats,
-            Err(e) => {
-                tracing::warn!(error = %e, "backup failed");
-                return sink
-                    .end(&AdminResponse::Error {
-                        message: format!("backup failed: {e}"),
-                    })
-                    .await;
-            }
-        };
-    sink.end(&AdminResponse::Done {
-        message: format!(
-            "{} entries (records, trees and files), {} bytes",
-            stats.entries, stats.bytes
-        ),
-    })
-    .await?;
-    let mut line = String::new();
-    let got = tokio::time::timeout(STALL_TIMEOUT, read.read_line(&mut line)).await;
-    if !matches!(got, Ok(Ok(_))) || line.trim() != COMMITTED {
-        tracing::warn!("backup streamed but the client did not confirm it; not recorded");
-        return Ok(());
-    }
-    let resp = match record_backup(&*cx.private, stats.created_ms).await {
-        Ok(()) => {
-            tracing::info!(entries = stats.entries, bytes = stats.bytes, "backup taken");
-            AdminResponse::Done {
-                message: "recorded".into(),
-            }
-        }
-        Err(e) => AdminResponse::Error {
-            message: format!("the backup is complete but its time could not be recorded: {e}"),
-        },
-    };
-    sink.end(&resp).await
-}
-
-/// What a backup client receives.
-pub enum Frame {
-    Data(Vec<u8>),
-    Progress { done: u64, total: u64 },
-    End(Box<AdminResponse>),
-}
-
-/// The client side of a backup over the admin socket.
-pub struct BackupClient {
-    read: BufReader<OwnedReadHalf>,
-    write: OwnedWriteHalf,
-    socket: std::path::PathBuf,
-}
-
-impl BackupClient {
-    /// Connects and sends the request.
-    ///
-    /// # Errors
-    /// No server answers on `socket`.
-    pub async fn start(
-        socket: &Path,
-        recipient: &str,
-        identity_file: FileBytes,
-    ) -> Result<BackupClient> {
-        let stream = crate::admin::connect(socket).await?;
-        let (read, mut write) = stream.into_split();
-        let req = AdminRequest::Backup {
-            recipient: recipient.to_string(),
-            identity_file,
-        };
-        let mut line =
-            Zeroizing::new(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);
-        line.push(b'\n');
-        write.write_all(&line).await?;
-        Ok(BackupClient {
-            read: BufReader::new(read),
-            write,
-            socket: socket.to_path_buf(),
-        })
-    }
-
-    /// The next frame.
-    ///
-    /// # Errors
-    /// The connection ended early or sent something that is not a frame.
-    pub async fn next(&mut self) -> Result<Frame> {
-        let cut = || Error::Internal("the server ended the backup stream early".into());
-        let mut head = [0u8; 5];
-        // The server sends data or progress well within the answer timeout; silence
-        // longer than that is a stopped or stuck server.
-        let socket = self.socket.clone();
-        crate::admin::within_answer_timeout(&socket, async {
-            self.read.read_exact(&mut head).await.map_err(|_| cut())
-        })
-        .await?;
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if len > MAX_FRAME {
-            return Err(Error::Internal("bad backup frame".into()));
-        }
-        let mut body = vec![0u8; len];
-        self.read.read_exact(&mut body).await.map_err(|_| cut())?;
-        match head[0] {
-            b'D' => Ok(Frame::Data(body)),
-            b'P' if len == 16 => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&body[..8]);
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&body[8..]);
-                Ok(Frame::Progress {
-                    done: u64::from_be_bytes(a),
-                    total: u64::from_be_bytes(b),
-                })
-            }
-            b'E' => serde_json::from_slice(&body)
-                .map(|r| Frame::End(Box::new(r)))
-                .map_err(|e| Error::Internal(format!("bad admin answer: {e}"))),
-            _ => Err(Error::Internal("bad backup frame".into())),
-        }
-    }
-
-    /// Confirms the file is durable; the server records the backup and answers.
-    ///
-    /// # Errors
-    /// The connection ended before the answer.
-    pub async fn commit(mut self) -> Result<AdminResponse> {
-        self.write
-            .write_all(format!("{COMMITTED}\n").as_bytes())
-            .await?;
-        match self.next().await? {
-            Frame::End(resp) => Ok(*resp),
-            _ => Err(Error::Internal("bad backup frame".into())),
-        }
-    }
-}
-
 /// What a restore wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoreStats {
@@ -540,22 +248,6 @@ pub struct ExpectedSigner<'a> {
     pub institution: &'a Recipient,
     /// Whether an unsigned (v1) backup is restored anyway (the caller logs it).
     pub allow_unsigned: bool,
-}
-
-/// The key of [`META_TREE`] that marks a data dir restored from a backup whose patient
-/// index sequence numbers the next server start must bring past every published one.
-pub const RESTORED_KEY: &[u8] = b"restored_index_seqs";
-
-/// Whether the store at `db` was restored and has not caught its index numbers up yet.
-pub(crate) fn restored_pending(db: &sled::Db) -> Result<bool> {
-    Ok(db.open_tree(META_TREE)?.get(RESTORED_KEY)?.is_some())
-}
-
-/// Clears the mark [`restored_pending`] reads.
-pub(crate) fn clear_restored(db: &sled::Db) -> Result<()> {
-    db.open_tree(META_TREE)?.remove(RESTORED_KEY)?;
-    db.flush()?;
-    Ok(())
 }
 
 /// Names a restore may write beside `private/`: plain names, no paths.
@@ -651,7 +343,7 @@ pub fn restore(
     let header_len = header.len();
     progress(header_len as u64);
 
-    let db = sled::Config::new().path(dir.join("private")).open()?;
+    let mut db = Restorer::open(&dir.join("private"))?;
     let mut stats = RestoreStats {
         created_ms: header.created_ms,
         trees: 0,
@@ -661,7 +353,6 @@ pub fn restore(
         log_size: 0,
     };
     let mut decoder = EntryDecoder::for_header(&header);
-    let mut tree: Option<sled::Tree> = None;
     let size = header.sealed_chunk_len();
     // What was read past the header (a v1 header is shorter than MAX_HEADER_LEN).
     let rest = head.get(header_len..).unwrap_or_default();
@@ -685,14 +376,11 @@ pub fn restore(
                     stats.files.push(name);
                 }
                 Entry::Tree(name) => {
-                    tree = Some(db.open_tree(name)?);
+                    db.tree(&name)?;
                     stats.trees += 1;
                 }
                 Entry::Record { key, value } => {
-                    let t = tree
-                        .as_ref()
-                        .ok_or_else(|| Error::Corrupt("backup record outside a tree".into()))?;
-                    t.insert(key, value)?;
+                    db.insert(&key, &value)?;
                     stats.records += 1;
                 }
                 Entry::End(_) => {}
@@ -706,25 +394,16 @@ pub fn restore(
     }
     opener.finish()?;
     decoder.finish()?;
-    // The restored store is as recent as this backup.
-    set_last_backup_ms(&db, header.created_ms)?;
-    // The first start must bring patient index numbers past what was published since.
-    db.open_tree(META_TREE)?.insert(RESTORED_KEY, &[1u8][..])?;
-    stats.log_size = match db.open_tree("log_meta")?.get(b"size")? {
-        Some(v) => <[u8; 8]>::try_from(&*v)
-            .map(u64::from_be_bytes)
-            .map_err(|_| Error::Corrupt("log size".into()))?,
-        None => 0,
-    };
-    db.flush()?;
+    stats.log_size = db.finish(header.created_ms)?;
     Ok(stats)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::private::sled::SledStore;
+    use crate::store::private::sled::SledStore;
     use std::sync::Arc;
+    use std::time::Duration;
 
     struct VecSink(Vec<u8>, u64);
 

@@ -1,7 +1,7 @@
 //! Binds the S3 front to a listener: one task per connection, TCP_NODELAY, optional TLS,
 //! a request id, a log line and metrics per request, and graceful shutdown that lets
-//! in-flight requests finish within a bounded wait. The ops port ([`crate::ops`]) and the
-//! JSON API ([`crate::api`]) share the accept loop, and with it the connection limits
+//! in-flight requests finish within a bounded wait. The ops port ([`crate::runtime::ops`]) and the
+//! JSON API ([`crate::front::api`]) share the accept loop, and with it the connection limits
 //! ([`ConnLimits`]): a deadline for request heads, an idle timeout and a cap on open
 //! connections per port, so that slow or idle clients cannot hold the server's sockets.
 
@@ -19,10 +19,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
+use crate::engine::record::Engine;
+use crate::front::s3::{Front, KeyAccess, KeyAuth};
 use crate::metrics::{self, OperationSlot, ReceivedBody, RequestLabels, SentBody};
-use crate::record::Engine;
-use crate::s3::{Front, KeyAccess, KeyAuth};
-use crate::tls::Tls;
+use crate::runtime::tls::Tls;
 
 /// Builds the s3s service over an engine. With `domain` set, virtual-host-style
 /// requests (`bucket.DOMAIN`) are understood beside path-style ones.
@@ -119,7 +119,7 @@ pub async fn serve(
         async move {
             // s3cmd's default `US` signing region is us-east-1 (see `region`).
             let (mut parts, body) = req.into_parts();
-            crate::region::legacy_us_as_us_east_1(&mut parts, &*keys).await;
+            crate::front::region::legacy_us_as_us_east_1(&mut parts, &*keys).await;
             let mut req = hyper::Request::from_parts(parts, body);
             let id = request_id();
             let method = req.method().clone();
@@ -549,4 +549,27 @@ where
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "shutdown grace elapsed; dropping open connections"),
     }
     Ok(())
+}
+
+/// Serves the API on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
+///
+/// # Errors
+/// Only an accept loop failure that is not per-connection.
+pub async fn serve_api(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<Tls>>,
+    state: crate::front::api::ApiState,
+    shutdown: impl std::future::Future<Output = ()>,
+    limits: crate::runtime::server::ConnLimits,
+) -> std::io::Result<()> {
+    let service = hyper_util::service::TowerToHyperService::new(crate::front::api::router(state));
+    crate::runtime::server::accept_loop(
+        listener,
+        tls,
+        service,
+        shutdown,
+        std::time::Duration::from_secs(5),
+        limits,
+    )
+    .await
 }

@@ -40,15 +40,15 @@ use bytes::Bytes;
 use keyring::consent::{
     AuthChallenge, AuthToken, ChallengeKey, SignedAuth, SignedGrant, SignedPeerAuth,
 };
-use keyring::{AnswerBody, ChunkAnswer, ListedObject, PeerAnswer, Recipient, RequestStatus};
+use keyring::{AnswerBody, ListedObject, PeerAnswer, Recipient, RequestStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use zeroize::Zeroizing;
 
-use crate::admin::{self, AdminContext, AdminRequest, AdminResponse, NewShareRequest};
-use crate::record::Engine;
-use crate::remote::{ExchangeRequest, Peer, PeerShareRequest, Remote, SignedAnswerText};
-use crate::replay::ReplayCache;
+use crate::engine::record::Engine;
+use crate::engine::remote::{ExchangeRequest, Peer, PeerShareRequest, Remote, SignedAnswerText};
+use crate::front::admin::{self, AdminContext, AdminRequest, AdminResponse, NewShareRequest};
+use crate::front::replay::ReplayCache;
 use crate::{Error, Result};
 
 /// How far a signed request's time (peer) or challenge (patient) may be from now.
@@ -213,7 +213,7 @@ pub fn add_iso_times(value: &mut serde_json::Value) {
             for (k, v) in map.iter_mut() {
                 if let (Some(stem), Some(ms)) = (k.strip_suffix("_ms"), v.as_u64()) {
                     if ms >= FIRST_TIME_MS {
-                        times.push((format!("{stem}_at"), crate::sharing::rfc3339(ms)));
+                        times.push((format!("{stem}_at"), crate::engine::sharing::rfc3339(ms)));
                     }
                 }
                 add_iso_times(v);
@@ -225,29 +225,6 @@ pub fn add_iso_times(value: &mut serde_json::Value) {
         serde_json::Value::Array(items) => items.iter_mut().for_each(add_iso_times),
         _ => {}
     }
-}
-
-/// Serves the API on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
-///
-/// # Errors
-/// Only an accept loop failure that is not per-connection.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<crate::tls::Tls>>,
-    state: ApiState,
-    shutdown: impl std::future::Future<Output = ()>,
-    limits: crate::server::ConnLimits,
-) -> std::io::Result<()> {
-    let service = hyper_util::service::TowerToHyperService::new(router(state));
-    crate::server::accept_loop(
-        listener,
-        tls,
-        service,
-        shutdown,
-        std::time::Duration::from_secs(5),
-        limits,
-    )
-    .await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,8 +436,9 @@ impl ApiState {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<(Peer, [u8; 16])> {
-        let signed = SignedPeerAuth::from_text(authorization(headers, crate::remote::PEER_SCHEME)?)
-            .map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
+        let signed =
+            SignedPeerAuth::from_text(authorization(headers, crate::engine::remote::PEER_SCHEME)?)
+                .map_err(|e| Error::Unauthorized(format!("peer signature: {e}")))?;
         // Every entry is compared, so the time taken does not say which one matched.
         let mut found = None;
         for p in &self.0.peers {
@@ -612,7 +590,7 @@ pub struct MountBody {
 pub struct MountsAnswer {
     pub status: String,
     #[schema(value_type = Vec<Object>)]
-    pub mounts: Vec<crate::private::MountRecord>,
+    pub mounts: Vec<crate::engine::MountRecord>,
 }
 
 /// `?patient=` filter.
@@ -695,32 +673,8 @@ pub struct KeyChangeBody {
     pub change: String,
 }
 
-/// One log entry about the patient, with what is needed to check it: the entry's fields
-/// and salt (which open its commitment), its index, and an inclusion proof against the
-/// checkpoint of `tree_size`.
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
-pub struct EntryWithProof {
-    #[schema(value_type = Object)]
-    pub event: crate::private::Event,
-    /// Hex of the hashes of the inclusion proof, leaf to root.
-    pub proof: Vec<String>,
-}
-
-/// The patient's entries and the checkpoint they are proved against.
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
-pub struct EntriesAnswer {
-    /// The signed note the proofs are against (also in the public store).
-    pub checkpoint: String,
-    pub tree_size: u64,
-    pub entries: Vec<EntryWithProof>,
-}
-
-/// `GET /v1/peer/rollover`: this institution's key rollovers, oldest first.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct RolloverAnswer {
-    /// Text forms (`keyring::SignedRollover::to_text`), as published at `v1/rollover/<n>`.
-    pub rollovers: Vec<String>,
-}
+pub use crate::engine::audit::{EntriesAnswer, EntryWithProof};
+pub use crate::engine::keyrot::RolloverAnswer;
 
 /// The latest published checkpoint.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -847,7 +801,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/v1/peer/rollover", tag = "peer",
     responses((status = 200, body = RolloverAnswer)))]
 async fn peer_rollover(State(st): State<ApiState>) -> ApiResult<Json<RolloverAnswer>> {
-    let rollovers = crate::keyrot::published_rollovers(&st.0.engine.public)
+    let rollovers = crate::engine::keyrot::published_rollovers(&st.0.engine.public)
         .await?
         .iter()
         .map(|r| r.to_text())
@@ -892,7 +846,7 @@ async fn log_inclusion(
         ))
         .into());
     }
-    let proof = crate::log::inclusion_proof(&*st.0.engine.private, q.index, q.size).await?;
+    let proof = crate::engine::log::inclusion_proof(&*st.0.engine.private, q.index, q.size).await?;
     Ok(Json(ProofAnswer {
         hashes: proof.hashes().map(hex::encode).collect(),
     }))
@@ -908,7 +862,7 @@ async fn log_consistency(
     if q.from > q.to {
         return Err(Error::InvalidArgument(format!("from {} is above to {}", q.from, q.to)).into());
     }
-    let proof = crate::log::consistency_proof(&*st.0.engine.private, q.from, q.to).await?;
+    let proof = crate::engine::log::consistency_proof(&*st.0.engine.private, q.from, q.to).await?;
     Ok(Json(ProofAnswer {
         hashes: proof.hashes().map(hex::encode).collect(),
     }))
@@ -929,7 +883,7 @@ async fn log_cosign(State(st): State<ApiState>, body: Bytes) -> ApiResult<Json<A
     let b: CosignBody = parse_json(&body)?;
     let witnesses: Vec<Recipient> = st.0.peers.iter().map(|p| p.recipient.clone()).collect();
     let engine = &st.0.engine;
-    let who = crate::log::add_cosignature(
+    let who = crate::engine::log::add_cosignature(
         &*engine.private,
         &engine.public,
         &engine.institution,
@@ -1181,7 +1135,7 @@ async fn patient_challenge(
     // not a patient has this id or key.
     let subject = match (b.patient, b.recipient) {
         (Some(id), _) => {
-            crate::sharing::check_patient_id(&id)?;
+            crate::engine::sharing::check_patient_id(&id)?;
             id
         }
         (None, Some(r)) => {
@@ -1298,7 +1252,7 @@ async fn patient_requests(
     let mut r = admin::execute(&st.0.admin, AdminRequest::Requests { patient: Some(id) }).await?;
     if let AdminResponse::Requests { requests } = &mut r {
         if !q.all {
-            requests.retain(|v| v.state == crate::private::RequestState::Pending);
+            requests.retain(|v| v.state == crate::engine::RequestState::Pending);
         }
     }
     Ok(Json(r))
@@ -1439,7 +1393,7 @@ async fn patient_entries(
 /// # Errors
 /// Store failures; nothing published yet.
 pub async fn entries_for(engine: &Engine, patient: &str) -> Result<EntriesAnswer> {
-    crate::log::publish(&*engine.private, &engine.public, &engine.institution).await?;
+    crate::engine::log::publish(&*engine.private, &engine.public, &engine.institution).await?;
     let (tree_size, checkpoint) = engine
         .private
         .checkpoints()
@@ -1456,7 +1410,8 @@ pub async fn entries_for(engine: &Engine, patient: &str) -> Result<EntriesAnswer
             if event.seq >= tree_size || event.patient.as_deref() != Some(patient) {
                 continue;
             }
-            let proof = crate::log::inclusion_proof(&*engine.private, event.seq, tree_size).await?;
+            let proof =
+                crate::engine::log::inclusion_proof(&*engine.private, event.seq, tree_size).await?;
             entries.push(EntryWithProof {
                 proof: proof.hashes().map(hex::encode).collect(),
                 event,
@@ -1512,9 +1467,9 @@ async fn request_answer(
     st: &ApiState,
     peer: &Peer,
     nonce: [u8; 16],
-    rec: &crate::private::ShareRequestRecord,
+    rec: &crate::engine::ShareRequestRecord,
 ) -> Result<Json<SignedAnswerText>> {
-    use crate::private::RequestState;
+    use crate::engine::RequestState;
     let (status, grant) = match (rec.state, rec.grant.as_deref()) {
         (RequestState::Approved, Some(g)) => {
             let status = match st.0.engine.private.grant(g).await? {
@@ -1563,7 +1518,7 @@ async fn peer_grant(
     st: &ApiState,
     peer: &Peer,
     id: &str,
-) -> Result<(crate::private::GrantRecord, SignedGrant)> {
+) -> Result<(crate::engine::GrantRecord, SignedGrant)> {
     let g = st.0.engine.grant_in_force(id).await?;
     let signed = SignedGrant::from_text(&g.grant)?;
     if !signed.grant.recipient.ct_eq(&peer.recipient) {
@@ -1576,7 +1531,7 @@ async fn peer_grant(
 /// the patient's, in scope for its time, and wrapped for the recipient.
 async fn peer_may_read(
     st: &ApiState,
-    g: &crate::private::GrantRecord,
+    g: &crate::engine::GrantRecord,
     signed: &SignedGrant,
     bucket: &str,
     key: &str,
@@ -1704,34 +1659,7 @@ async fn peer_blob(
         .iter()
         .find(|p| p.blob.to_hex() == q.blob)
         .ok_or_else(|| Error::GrantRefused("that blob is not part of the record".into()))?;
-    let layout = keyring::Layout::new(part.plaintext_len, part.chunk_size)?;
-    let count = layout.chunk_count();
-    if q.chunk >= count {
-        return Err(Error::InvalidArgument(format!(
-            "chunk {} is not within the blob's {count} chunks",
-            q.chunk
-        ))
-        .into());
-    }
-    let from = layout.sealed_offset(q.chunk);
-    let to = from + layout.sealed_len(q.chunk);
-    let leaves = engine.private.leaves(part.blob, 0, count - 1).await?;
-    let leaf = *leaves
-        .get(usize::try_from(q.chunk).unwrap_or(usize::MAX))
-        .ok_or_else(|| Error::Corrupt(format!("leaves of blob {}", part.blob.to_hex())))?;
-    let proof = keyring::InclusionProof::generate(&leaves, q.chunk)?;
-    let sealed = engine
-        .public
-        .get_range(&crate::public::blob_path(&part.blob), from..to)
-        .await
-        .map_err(Error::Public)?;
-    crate::metrics::global().chunks_fetched.inc();
-    let answer = ChunkAnswer {
-        index: q.chunk,
-        leaf,
-        proof,
-        sealed: sealed.to_vec(),
-    };
+    let answer = engine.peer_chunk(part, q.chunk).await?;
     Ok(Response::builder()
         .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
         .body(Body::from(answer.encode()))

@@ -40,7 +40,7 @@ use keyring::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::private::{MountRecord, PrivateStore};
+use crate::store::private::{MountRecord, PrivateStore};
 use crate::{Error, Result};
 
 /// The longest a read session (manifest and unwrapped key) is reused before A is asked again.
@@ -267,7 +267,7 @@ impl PeerClient {
             }
             buf.extend_from_slice(&piece);
         }
-        let answer: crate::api::RolloverAnswer = serde_json::from_slice(&buf)
+        let answer: crate::engine::keyrot::RolloverAnswer = serde_json::from_slice(&buf)
             .map_err(|e| Error::Peer(format!("{}: unexpected rollover answer: {e}", peer.name)))?;
         let chain = answer
             .rollovers
@@ -937,7 +937,7 @@ impl RemoteChunk {
             return Err(Error::integrity(&self.blob, self.index));
         }
         let last = self.layout.is_last(self.index);
-        crate::record::open_chunk(
+        crate::engine::record::open_chunk(
             self.key,
             self.blob,
             self.index,
@@ -974,6 +974,47 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
         Err(Error::InvalidArgument(format!(
             "{name:?} is not a valid bucket name (3 to 63 of a-z 0-9 . -)"
         )))
+    }
+}
+
+impl crate::engine::record::Engine {
+    /// One sealed chunk of `part` for a peer, with its Merkle leaf and inclusion proof (the
+    /// caller has checked the peer's grant covers the record).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a chunk past the blob's end; store errors.
+    pub async fn peer_chunk(
+        &self,
+        part: &keyring::manifest::Part,
+        chunk: u64,
+    ) -> Result<keyring::ChunkAnswer> {
+        let layout = keyring::Layout::new(part.plaintext_len, part.chunk_size)?;
+        let count = layout.chunk_count();
+        if chunk >= count {
+            return Err(Error::InvalidArgument(format!(
+                "chunk {} is not within the blob's {count} chunks",
+                chunk
+            )));
+        }
+        let from = layout.sealed_offset(chunk);
+        let to = from + layout.sealed_len(chunk);
+        let leaves = self.private.leaves(part.blob, 0, count - 1).await?;
+        let leaf = *leaves
+            .get(usize::try_from(chunk).unwrap_or(usize::MAX))
+            .ok_or_else(|| Error::Corrupt(format!("leaves of blob {}", part.blob.to_hex())))?;
+        let proof = keyring::InclusionProof::generate(&leaves, chunk)?;
+        let sealed = self
+            .public
+            .get_range(&crate::store::public::blob_path(&part.blob), from..to)
+            .await
+            .map_err(Error::Public)?;
+        crate::metrics::global().chunks_fetched.inc();
+        Ok(keyring::ChunkAnswer {
+            index: chunk,
+            leaf,
+            proof,
+            sealed: sealed.to_vec(),
+        })
     }
 }
 

@@ -190,7 +190,7 @@ fn abort<T>(e: Error) -> TxResult<T> {
 fn tx_err(e: TransactionError<Error>) -> Error {
     match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => Error::Private(e),
+        TransactionError::Storage(e) => Error::from(e),
     }
 }
 
@@ -297,7 +297,7 @@ impl SledStore {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(sled::Error::Io(io)) => return Err(Error::Io(io)),
-                Err(other) => return Err(Error::Private(other)),
+                Err(other) => return Err(Error::from(other)),
             }
         };
         SledStore {
@@ -663,7 +663,7 @@ impl LogTx<'_> {
                     };
                     e.patient_seq = prev_seq + 1;
                     e.patient_prev = hex::encode(prev);
-                    let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
+                    let commitment = super::entry_of(&e).or_else(abort)?.commitment(salt);
                     heads.insert(p, (e.patient_seq, commitment));
                     block.push(&e).or_else(abort)?;
                     leaves.push(keyring::leaf_hash(&commitment));
@@ -671,7 +671,7 @@ impl LogTx<'_> {
                 None => {
                     e.patient_seq = 0;
                     e.patient_prev = hex::encode([0u8; 32]);
-                    let commitment = crate::log::entry_of(&e).or_else(abort)?.commitment(salt);
+                    let commitment = super::entry_of(&e).or_else(abort)?.commitment(salt);
                     block.push(&e).or_else(abort)?;
                     leaves.push(keyring::leaf_hash(&commitment));
                 }
@@ -1660,16 +1660,13 @@ impl PrivateStore for SledStore {
         Ok(())
     }
 
-    async fn export(
-        &self,
-        out: tokio::sync::mpsc::Sender<crate::backup::ExportBatch>,
-    ) -> Result<()> {
+    async fn export(&self, out: tokio::sync::mpsc::Sender<super::ExportBatch>) -> Result<()> {
         // Exclusive: no engine operation is between a write and its log entry, and no
         // write runs until every tree is copied.
         let _ops = self.ops_gate.write().await;
         let _gate = self.gate.write().await;
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || crate::backup::export_sled(&db, &out))
+        tokio::task::spawn_blocking(move || super::sled_backup::export_sled(&db, &out))
             .await
             .map_err(|e| Error::Internal(format!("backup export task: {e}")))?
     }
@@ -1679,24 +1676,24 @@ impl PrivateStore for SledStore {
     }
 
     async fn last_backup_ms(&self) -> Result<Option<u64>> {
-        crate::backup::last_backup_ms(&self.db)
+        super::sled_backup::last_backup_ms(&self.db)
     }
 
     async fn set_last_backup_ms(&self, ms: u64) -> Result<()> {
         {
             let _gate = self.gate.read().await;
-            crate::backup::set_last_backup_ms(&self.db, ms)?;
+            super::sled_backup::set_last_backup_ms(&self.db, ms)?;
         }
         self.flush().await
     }
 
     async fn restored_pending(&self) -> Result<bool> {
-        crate::backup::restored_pending(&self.db)
+        super::sled_backup::restored_pending(&self.db)
     }
 
     async fn clear_restored(&self) -> Result<()> {
         let _gate = self.gate.read().await;
-        crate::backup::clear_restored(&self.db)
+        super::sled_backup::clear_restored(&self.db)
     }
 
     async fn peer_keys(&self) -> Result<Vec<(String, String)>> {
@@ -1726,6 +1723,12 @@ impl PrivateStore for SledStore {
 
 /// The tree of peers re-pinned after a key rollover (peer name -> Recipient text).
 const PEER_KEYS: &str = "peer_keys";
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Private(Box::new(e))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -1766,7 +1769,7 @@ mod tests {
     }
 
     async fn put_with(store: &SledStore, key: &str, stanzas: Vec<DekStanza>) -> DekId {
-        use crate::private::{Precondition, PutCommit};
+        use crate::store::private::{Precondition, PutCommit};
         use keyring::{Part, SUITE_V1};
         let blob = BlobId::random();
         store.add_pending(blob, crate::now_ms()).await.unwrap();
@@ -1981,7 +1984,7 @@ mod tests {
     /// and the mark, so the restored store needs no upgrade.
     #[tokio::test]
     async fn backups_carry_dek_rows_of_either_version() {
-        use crate::backup::{restore, write_backup, BackupSink, ExpectedSigner};
+        use crate::engine::backup::{restore, write_backup, BackupSink, ExpectedSigner};
         struct Mem(Vec<u8>);
         #[async_trait]
         impl BackupSink for Mem {
@@ -2078,12 +2081,13 @@ mod tests {
 
         use futures::StreamExt;
 
-        use crate::record::{Engine, EngineConfig, PutRequest};
+        use crate::engine::record::{Engine, EngineConfig, PutRequest};
 
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
         store.create_bucket("b", 1).await.unwrap();
-        let public: crate::public::PublicStore = Arc::new(object_store::memory::InMemory::new());
+        let public: crate::store::public::PublicStore =
+            Arc::new(object_store::memory::InMemory::new());
         let engine = Engine::new(
             Arc::clone(&public),
             store.clone() as Arc<dyn PrivateStore>,
@@ -2111,7 +2115,7 @@ mod tests {
             "nothing was uploaded"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let report = crate::gc::run(
+        let report = crate::engine::gc::run(
             &public,
             None,
             store.as_ref(),
@@ -2137,7 +2141,7 @@ mod tests {
     /// store made before it existed is indexed when opened.
     #[tokio::test]
     async fn patient_index_follows_writes_and_is_built_for_older_stores() {
-        use crate::private::{Precondition, PutCommit};
+        use crate::store::private::{Precondition, PutCommit};
         use keyring::{BlobId, DekId, Part, SUITE_V1};
 
         async fn put(store: &SledStore, key: &str, patient: Option<&str>) {

@@ -15,15 +15,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::gc::GcReport;
-use crate::private::{
-    AccessKeyRecord, Event, GrantRecord, PatientRecord, PrivateStore, RequestState,
-    ShareRequestRecord,
+use crate::engine::gc::GcReport;
+use crate::engine::record::{Engine, EngineConfig};
+use crate::engine::sharing::RewrapReport;
+use crate::engine::ACCESS_KEY_VAULT;
+use crate::engine::{
+    AccessKeyRecord, Event, GrantRecord, PatientRecord, RequestState, ShareRequestRecord,
 };
-use crate::public::PublicStore;
-use crate::record::{Engine, EngineConfig};
-use crate::s3::ACCESS_KEY_VAULT;
-use crate::sharing::RewrapReport;
+use crate::store::private::PrivateStore;
+use crate::store::public::PublicStore;
 use crate::{Error, Result};
 
 /// A request on the admin socket.
@@ -91,7 +91,7 @@ pub enum AdminRequest {
     /// New data keys for the records in scope (needs the running server); `since` resumes
     /// a run that started at that log index.
     Rotate {
-        scope: crate::rotate::RotateScope,
+        scope: crate::engine::rotate::RotateScope,
         since: Option<u64>,
     },
     /// The log's size (where a rotation starts).
@@ -118,7 +118,7 @@ pub enum AdminRequest {
     Mount {
         bucket: String,
         peer: String,
-        request: crate::remote::PeerShareRequest,
+        request: crate::engine::remote::PeerShareRequest,
     },
     /// The buckets mounted from peers.
     Mounts,
@@ -128,11 +128,11 @@ pub enum AdminRequest {
         bucket: String,
         key: String,
     },
-    /// A backup encrypted to `recipient`, streamed back (see [`crate::backup`]); it carries
+    /// A backup encrypted to `recipient`, streamed back (see [`crate::engine::backup`]); it carries
     /// the institution identity file, which the server does not know the path of.
     Backup {
         recipient: String,
-        identity_file: crate::backup::FileBytes,
+        identity_file: crate::engine::backup::FileBytes,
     },
 }
 
@@ -233,10 +233,10 @@ pub enum AdminResponse {
         events: Vec<Event>,
     },
     Verified {
-        report: crate::log::VerifyReport,
+        report: crate::engine::log::VerifyReport,
     },
     Mounts {
-        mounts: Vec<crate::private::MountRecord>,
+        mounts: Vec<crate::engine::MountRecord>,
     },
     /// Hex of the encoded manifest and of the recipient's stanza.
     Exchange {
@@ -244,13 +244,13 @@ pub enum AdminResponse {
         stanza: String,
     },
     Rotated {
-        report: crate::rotate::RotateReport,
+        report: crate::engine::rotate::RotateReport,
     },
     LogSize {
         size: u64,
     },
     KeysRewrapped {
-        report: crate::keyrot::KeyRewrapReport,
+        report: crate::engine::keyrot::KeyRewrapReport,
     },
     Rollovers {
         rollovers: Vec<String>,
@@ -420,7 +420,7 @@ pub async fn add_access_key(
             sealed_secret: vault.seal(id.as_bytes(), secret.as_bytes()),
             buckets,
             created_ms: crate::now_ms(),
-            v: crate::private::ACCESS_KEY_ROW_V2,
+            v: crate::engine::ACCESS_KEY_ROW_V2,
             label_patients,
         })
         .await?;
@@ -636,10 +636,10 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
             },
             AdminRequest::Verify { deep } => {
                 // Publish what is pending first, so the check covers everything logged.
-                crate::log::publish(store, &cx.public, institution).await?;
+                crate::engine::log::publish(store, &cx.public, institution).await?;
                 let progress = cx.progress.clone();
                 AdminResponse::Verified {
-                    report: crate::log::verify(
+                    report: crate::engine::log::verify(
                         store,
                         &cx.public,
                         &institution.recipient(),
@@ -655,7 +655,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
             }
             AdminRequest::KeysRewrap => {
                 let progress = cx.progress.clone();
-                let report = crate::keyrot::rewrap(
+                let report = crate::engine::keyrot::rewrap(
                     store,
                     institution,
                     &cx.previous,
@@ -673,7 +673,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 AdminResponse::KeysRewrapped { report }
             }
             AdminRequest::Rollovers => AdminResponse::Rollovers {
-                rollovers: crate::keyrot::published_rollovers(&cx.public)
+                rollovers: crate::engine::keyrot::published_rollovers(&cx.public)
                     .await?
                     .iter()
                     .map(|r| r.to_text())
@@ -817,7 +817,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 AdminResponse::Deleted { id, existed }
             }
             AdminRequest::Gc { grace_secs, apply } => {
-                let report = crate::gc::run(
+                let report = crate::engine::gc::run(
                     &cx.public,
                     cx.public_root.as_deref(),
                     store,
@@ -871,7 +871,7 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
                 recipient,
                 identity_file,
             }) => {
-                return crate::backup::serve(
+                return crate::front::backup_socket::serve(
                     cx,
                     &recipient,
                     identity_file,

@@ -33,15 +33,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keyring::checkpoint::Checkpoint;
-use keyring::logentry::Entry;
 use keyring::merkle::{ConsistencyProof, LeafSource};
 use keyring::tiles::TileId;
 use keyring::{Hash, Identity, InclusionProof, Manifest, Recipient};
 use object_store::path::Path as StorePath;
 use tokio::sync::oneshot;
 
-use crate::private::{Event, PrivateStore};
-use crate::public::PublicStore;
+use crate::store::private::{Event, PrivateStore};
+use crate::store::public::PublicStore;
 use crate::{Error, Result};
 
 /// Where the latest checkpoint is published.
@@ -49,38 +48,8 @@ pub const CHECKPOINT_PATH: &str = "v1/log/checkpoint";
 /// Prefix of the tiles.
 pub const TILE_PREFIX: &str = "v1/log/";
 
-fn unhex32(s: &str, what: &str) -> Result<Hash> {
-    let v = hex::decode(s).map_err(|_| Error::Corrupt(what.into()))?;
-    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| Error::Corrupt(what.into()))
-}
-
-/// The log entry an event stands for (the store fills seq, salt and the patient chain).
-///
-/// # Errors
-/// `Corrupt` for malformed hex fields.
-pub fn entry_of(e: &Event) -> Result<Entry> {
-    Ok(Entry {
-        index: e.seq,
-        time_ms: e.time_ms,
-        kind: e.kind.clone(),
-        actor: e.actor.clone(),
-        patient: e.patient.clone(),
-        patient_seq: e.patient_seq,
-        patient_prev: if e.patient_prev.is_empty() {
-            [0u8; 32]
-        } else {
-            unhex32(&e.patient_prev, "log entry: patient_prev")?
-        },
-        bucket: e.bucket.clone(),
-        key: e.key.clone(),
-        grant: e.grant.clone(),
-        root: match &e.root {
-            Some(r) => Some(unhex32(r, "log entry: root")?),
-            None => None,
-        },
-        detail: e.detail.clone(),
-    })
-}
+pub use crate::store::private::entry_of;
+use crate::store::private::unhex32;
 
 /// An event's salted commitment.
 ///
@@ -114,7 +83,7 @@ fn note_origin(note: &str) -> Result<String> {
 
 /// The log's origin line and checkpoint key name: the one its checkpoints carry. It never
 /// changes, not even when the institution replaces its key (`medgate keys rotate`, see
-/// [`crate::keyrot`]): it was derived ([`origin`]) from the key that published the first
+/// [`crate::engine::keyrot`]): it was derived ([`origin`]) from the key that published the first
 /// checkpoint. A log that published nothing yet gets the one derived from `institution`.
 ///
 /// # Errors
@@ -360,7 +329,7 @@ pub async fn verify(
                 }
                 Err(err) => r.problems.push(format!("log index {}: {err}", e.seq)),
             }
-            if e.kind == crate::keyrot::ROLLOVER_KIND {
+            if e.kind == crate::engine::keyrot::ROLLOVER_KIND {
                 match keyring::SignedRollover::from_text(&e.detail) {
                     Ok(s) => rollovers.push(s),
                     Err(err) => r.problems.push(format!(
@@ -393,7 +362,7 @@ pub async fn verify(
     // at its size: the first key, then each rollover's new key for the checkpoints that
     // include the rollover's entry. The chain of rollovers leads to today's key.
     let name = log_origin(private, institution).await?;
-    let keys = match crate::keyrot::key_history(&rollovers, institution) {
+    let keys = match crate::engine::keyrot::key_history(&rollovers, institution) {
         Ok(k) => k,
         Err(e) => {
             r.problems.push(format!("key rollovers: {e}"));
@@ -532,7 +501,7 @@ async fn rehash_blob(
 ) -> Result<()> {
     let layout = keyring::Layout::new(part.plaintext_len, part.chunk_size)?;
     let sealed = public
-        .get(&crate::public::blob_path(&part.blob))
+        .get(&crate::store::public::blob_path(&part.blob))
         .await?
         .bytes()
         .await?;
@@ -948,7 +917,7 @@ fn answer(waiters: Vec<oneshot::Sender<std::result::Result<u64, String>>>, writt
     }
 }
 
-impl crate::record::Engine {
+impl crate::engine::record::Engine {
     /// Logs a read of `bucket/key` (GetObject, HeadObject) by `actor`; returns once the
     /// entry is durable, so the caller can answer.
     ///

@@ -23,9 +23,11 @@ use md5::{Digest, Md5};
 use object_store::{PutPayload, WriteMultipart};
 use subtle::ConstantTimeEq;
 
-use crate::checksum;
-use crate::private::{DekStanza, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord};
-use crate::public::{blob_path, PublicStore};
+use crate::engine::checksum;
+use crate::store::private::{
+    DekStanza, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord,
+};
+use crate::store::public::{blob_path, PublicStore};
 use crate::{now_ms, Error, Result};
 
 /// Leaves are written to the private store in batches of this many while a blob uploads.
@@ -67,7 +69,7 @@ pub struct EngineConfig {
     /// Patient indexes each publication tick rewrites at least: the changed ones and randomly
     /// chosen unchanged ones, so the public store cannot tell which patient wrote (all of
     /// them when fewer patients have an index). At least
-    /// [`crate::sharing::MIN_INDEX_COVER`]; see [`crate::sharing::Engine::publish_indexes`].
+    /// [`crate::engine::sharing::MIN_INDEX_COVER`]; see [`crate::engine::sharing::Engine::publish_indexes`].
     pub index_cover: usize,
 }
 
@@ -87,7 +89,7 @@ impl Default for EngineConfig {
             part_size: 5 << 20,
             upload_concurrency: 2,
             patient_prefixes: Vec::new(),
-            index_cover: crate::sharing::MIN_INDEX_COVER,
+            index_cover: crate::engine::sharing::MIN_INDEX_COVER,
         }
     }
 }
@@ -214,13 +216,13 @@ pub struct Engine {
     /// Held for a whole publication tick, so two ticks (the timer's and a key change's) never
     /// draw the same patient's next sequence number at once.
     pub(crate) index_tick: tokio::sync::Mutex<()>,
-    /// Buckets mounted from peers (set once at start by the server; see [`crate::remote`]).
-    pub remote: std::sync::OnceLock<Arc<crate::remote::Remote>>,
+    /// Buckets mounted from peers (set once at start by the server; see [`crate::engine::remote`]).
+    pub remote: std::sync::OnceLock<Arc<crate::engine::remote::Remote>>,
     /// Group commit of the log entries that are not writes (see `log`).
-    pub(crate) appender: crate::log::Appender,
+    pub(crate) appender: crate::engine::log::Appender,
     /// The institution's previous identities, after `medgate keys rotate`: records not yet
     /// re-wrapped to the current key still open with them (set once at start; see
-    /// [`crate::keyrot`]).
+    /// [`crate::engine::keyrot`]).
     pub previous: std::sync::OnceLock<Vec<Arc<Identity>>>,
 }
 
@@ -234,7 +236,7 @@ impl Engine {
         let institution_recipient = institution.recipient();
         Engine {
             public,
-            appender: crate::log::Appender::new(Arc::clone(&private)),
+            appender: crate::engine::log::Appender::new(Arc::clone(&private)),
             private,
             institution,
             institution_recipient,
@@ -252,7 +254,10 @@ impl Engine {
     pub fn mount(
         &self,
         bucket: &str,
-    ) -> Option<(Arc<crate::remote::Remote>, crate::private::MountRecord)> {
+    ) -> Option<(
+        Arc<crate::engine::remote::Remote>,
+        crate::store::private::MountRecord,
+    )> {
         let remote = self.remote.get()?;
         remote.mount(bucket).map(|m| (Arc::clone(remote), m))
     }
@@ -265,7 +270,7 @@ impl Engine {
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
         // A backup holds off until the manifest and its log entry are both written.
         let _hold = self.private.hold_writes().await;
-        let entry = crate::log::write_entry("delete", bucket, key, None);
+        let entry = crate::engine::log::write_entry("delete", bucket, key, None);
         let (removed, _) = self
             .private
             .delete_object_logged(bucket, key, entry)
@@ -279,7 +284,7 @@ impl Engine {
     /// # Errors
     /// Store failures.
     pub async fn publish_log(&self) -> Result<Option<u64>> {
-        crate::log::publish(&*self.private, &self.public, &self.institution).await
+        crate::engine::log::publish(&*self.private, &self.public, &self.institution).await
     }
 
     /// The engine's settings.
@@ -353,7 +358,7 @@ impl Engine {
         };
         // A backup holds off until the manifest and its log entry are both written.
         let _hold = self.private.hold_writes().await;
-        let entry = crate::log::write_entry("put", &req_bucket, &req_key, Some(&manifest));
+        let entry = crate::engine::log::write_entry("put", &req_bucket, &req_key, Some(&manifest));
         match self.private.commit_put_logged(commit, entry).await {
             Ok((old, _)) => self.patient_changed(old.as_ref()),
             Err(e) => {
@@ -663,7 +668,7 @@ impl Engine {
                     precondition,
                     upload: Some(id.to_string()),
                 },
-                crate::log::write_entry("put", bucket, key, Some(&manifest)),
+                crate::engine::log::write_entry("put", bucket, key, Some(&manifest)),
             )
             .await?;
         self.private.flush().await?;
@@ -678,7 +683,7 @@ impl Engine {
     /// `NoSuchUpload`; store failures.
     pub async fn abort_upload(&self, id: &str, bucket: &str, key: &str) -> Result<()> {
         self.upload(id, bucket, key).await?;
-        crate::gc::abort_upload(&self.public, &*self.private, id).await
+        crate::engine::gc::abort_upload(&self.public, &*self.private, id).await
     }
 
     /// Copies an object in O(1): the new manifest references the same blobs and the
@@ -705,7 +710,7 @@ impl Engine {
             let named = r
                 .metadata
                 .iter()
-                .find(|(k, _)| k == crate::sharing::PATIENT_META)
+                .find(|(k, _)| k == crate::engine::sharing::PATIENT_META)
                 .map(|(_, v)| v.as_str());
             if named.is_some() && named != source.patient.as_deref() {
                 return Err(Error::InvalidArgument(
@@ -730,10 +735,10 @@ impl Engine {
         if let Some(p) = &source.patient {
             manifest
                 .metadata
-                .retain(|(k, _)| k != crate::sharing::PATIENT_META);
+                .retain(|(k, _)| k != crate::engine::sharing::PATIENT_META);
             manifest
                 .metadata
-                .push((crate::sharing::PATIENT_META.to_string(), p.clone()));
+                .push((crate::engine::sharing::PATIENT_META.to_string(), p.clone()));
             manifest.metadata.sort();
         }
         // A backup holds off until the manifest and its log entry are both written.
@@ -749,7 +754,7 @@ impl Engine {
                     precondition: Precondition::None,
                     upload: None,
                 },
-                crate::log::write_entry("copy", bucket, key, Some(&manifest)),
+                crate::engine::log::write_entry("copy", bucket, key, Some(&manifest)),
             )
             .await?;
         self.private.flush().await?;
@@ -1070,7 +1075,7 @@ impl ChunkJob {
                 return Err(Error::integrity(&blob, index))
             }
             // An outage, not an answer: asking again would only double the wait.
-            Err(e) if crate::public::unreachable(&e) => return Err(Error::Public(e)),
+            Err(e) if crate::store::public::unreachable(&e) => return Err(Error::Public(e)),
             Err(e) => {
                 // Stores report a range past the end differently; a blob shorter than
                 // its layout says is tampering, not an outage the client should retry.

@@ -14,12 +14,11 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use crate::private::{ListedObject, Precondition};
-use crate::record::{ChecksumCheck, ChosenPart, Engine, PartRequest, PutRequest};
+use crate::engine::record::{ChecksumCheck, ChosenPart, Engine, PartRequest, PutRequest};
+use crate::engine::{ListedObject, Precondition};
 use crate::Error;
 
-/// The vault purpose under which access-key secrets are sealed.
-pub const ACCESS_KEY_VAULT: &str = "medgate/v1/access-keys";
+pub use crate::engine::ACCESS_KEY_VAULT;
 
 /// Maps an engine error to the S3 error a client sees. Internal failures are logged with
 /// their cause and answered with a generic message.
@@ -52,7 +51,7 @@ pub fn to_s3_error(e: Error) -> S3Error {
             C::IncompleteBody,
             "the request body could not be read".into(),
         ),
-        Error::Public(p) if crate::public::throttled(p) => {
+        Error::Public(p) if crate::engine::throttled(p) => {
             tracing::warn!(error = %e, "public store throttled");
             (C::SlowDown, "the storage backend asks to slow down".into())
         }
@@ -834,7 +833,7 @@ impl S3 for Front {
         let named = replace.as_ref().is_some_and(|r| {
             r.metadata
                 .iter()
-                .any(|(k, _)| k == crate::sharing::PATIENT_META)
+                .any(|(k, _)| k == crate::engine::sharing::PATIENT_META)
         });
         let mapped = self
             .engine
@@ -1149,9 +1148,9 @@ fn encoder(encoding: &Option<EncodingType>) -> impl Fn(String) -> String + Copy 
 
 /// A read of a mounted bucket: the peer link, the mount and the read session.
 type SharedRead = (
-    Arc<crate::remote::Remote>,
-    crate::private::MountRecord,
-    Arc<crate::remote::Session>,
+    Arc<crate::engine::remote::Remote>,
+    crate::engine::MountRecord,
+    Arc<crate::engine::remote::Session>,
 );
 
 impl Front {
@@ -1390,7 +1389,7 @@ fn stored_checksum_type(m: &keyring::Manifest, enabled: bool) -> Option<Checksum
     }
     m.checksums
         .first()
-        .map(|(_, v)| ChecksumType::from_static(crate::checksum::Kind::of_value(v).name()))
+        .map(|(_, v)| ChecksumType::from_static(crate::engine::checksum::Kind::of_value(v).name()))
 }
 
 fn part_checksum(sums: &[(String, String)], algo: &str) -> Option<String> {
@@ -1682,7 +1681,7 @@ impl KeyAccess {
         }
     }
 
-    async fn record(&self, access_key: &str) -> S3Result<crate::private::AccessKeyRecord> {
+    async fn record(&self, access_key: &str) -> S3Result<crate::engine::AccessKeyRecord> {
         self.engine
             .private
             .access_key(access_key)

@@ -19,9 +19,9 @@
 use keyring::checkpoint::Checkpoint;
 use keyring::{ConsistencyProof, Hash, InclusionProof, Recipient};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::api::EntriesAnswer;
-use crate::private::Event;
+use crate::store::private::Event;
 use crate::{Error, Result};
 
 /// What a patient keeps between audits.
@@ -95,7 +95,7 @@ pub fn check(
     last: Option<&AuditState>,
     from_last: &[String],
 ) -> Result<AuditReport> {
-    let origin = crate::log::origin(institution);
+    let origin = crate::engine::log::origin(institution);
     check_with_origin(
         institution,
         &origin,
@@ -110,7 +110,7 @@ pub fn check(
 
 /// [`check`] for a log whose origin is not the one derived from `institution`: after
 /// `medgate keys rotate`, `institution` is the key the rollovers lead to and `origin` the
-/// log's (unchanged) origin line (`crate::keyrot::follow`).
+/// log's (unchanged) origin line (`crate::engine::keyrot::follow`).
 ///
 /// # Errors
 /// As [`check`].
@@ -184,7 +184,7 @@ pub fn check_with_origin(
             )));
         }
         let leaf = keyring::leaf_hash(
-            &crate::log::commitment_of(ev)
+            &crate::engine::log::commitment_of(ev)
                 .map_err(|_| failed(format!("log index {}: malformed entry", ev.seq)))?,
         );
         let proof = InclusionProof::from_bytes(&hashes(&e.proof, "inclusion proof")?)
@@ -215,7 +215,7 @@ pub fn check_with_origin(
                 ev.seq
             )));
         }
-        prev = crate::log::commitment_of(ev)?;
+        prev = crate::engine::log::commitment_of(ev)?;
     }
     if let Some(last) = last {
         if (entries.len() as u64) < last.entries {
@@ -236,4 +236,24 @@ pub fn check_with_origin(
         entries,
         state,
     })
+}
+
+/// One log entry about the patient, with what is needed to check it: the entry's fields
+/// and salt (which open its commitment), its index, and an inclusion proof against the
+/// checkpoint of `tree_size`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct EntryWithProof {
+    #[schema(value_type = Object)]
+    pub event: Event,
+    /// Hex of the hashes of the inclusion proof, leaf to root.
+    pub proof: Vec<String>,
+}
+
+/// The patient's entries and the checkpoint they are proved against.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct EntriesAnswer {
+    /// The signed note the proofs are against (also in the public store).
+    pub checkpoint: String,
+    pub tree_size: u64,
+    pub entries: Vec<EntryWithProof>,
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use keyring::BlobId;
 
-use crate::private::{BlobState, PrivateStore};
-use crate::public::{blob_path, blob_root, PublicStore};
+use crate::store::private::{BlobState, PrivateStore};
+use crate::store::public::{blob_path, blob_root, PublicStore};
 use crate::{now_ms, Result};
 
 /// What a gc pass found and did.

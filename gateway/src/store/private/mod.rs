@@ -19,13 +19,15 @@
 //!   Merkle tree hashes they change ([`PrivateStore::log_hashes`]).
 
 pub mod sled;
+pub mod sled_backup;
 
 use async_trait::async_trait;
 pub use keyring::dek_record::DekStanza;
+use keyring::logentry::Entry;
 use keyring::{BlobId, DekId, Hash, Manifest, Recipient};
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// A bucket as the private store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,12 +462,9 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// Makes every completed write durable.
     async fn flush(&self) -> Result<()>;
 
-    /// Sends a consistent copy of every tree to `out` (see [`crate::backup`]): writes wait
+    /// Sends a consistent copy of every tree to `out` (see [`crate::engine::backup`]): writes wait
     /// while it runs, so the copy is one point in time across trees.
-    async fn export(
-        &self,
-        out: tokio::sync::mpsc::Sender<crate::backup::ExportBatch>,
-    ) -> Result<()> {
+    async fn export(&self, out: tokio::sync::mpsc::Sender<ExportBatch>) -> Result<()> {
         drop(out);
         Err(crate::Error::Internal(
             "this private store cannot export a backup".into(),
@@ -545,6 +544,48 @@ hex_serde!(
     |v: &keyring::DekId| v.0
 );
 hex_serde!(hex_hash, keyring::Hash, 32, |a| a, |v: &keyring::Hash| *v);
+
+/// A slice of a store's export: entries (`Entry::Tree` and `Entry::Record` of `keyring::backup`) and how
+/// many there are in all, for progress.
+#[derive(Debug)]
+pub struct ExportBatch {
+    pub total: u64,
+    pub entries: Vec<keyring::backup::Entry>,
+}
+
+/// A 32-byte hash from its hex form, `Corrupt(what)` when it is not one.
+pub(crate) fn unhex32(s: &str, what: &str) -> Result<Hash> {
+    let v = hex::decode(s).map_err(|_| Error::Corrupt(what.into()))?;
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| Error::Corrupt(what.into()))
+}
+
+/// The log entry an event stands for (the store fills seq, salt and the patient chain).
+///
+/// # Errors
+/// `Corrupt` for malformed hex fields.
+pub fn entry_of(e: &Event) -> Result<Entry> {
+    Ok(Entry {
+        index: e.seq,
+        time_ms: e.time_ms,
+        kind: e.kind.clone(),
+        actor: e.actor.clone(),
+        patient: e.patient.clone(),
+        patient_seq: e.patient_seq,
+        patient_prev: if e.patient_prev.is_empty() {
+            [0u8; 32]
+        } else {
+            unhex32(&e.patient_prev, "log entry: patient_prev")?
+        },
+        bucket: e.bucket.clone(),
+        key: e.key.clone(),
+        grant: e.grant.clone(),
+        root: match &e.root {
+            Some(r) => Some(unhex32(r, "log entry: root")?),
+            None => None,
+        },
+        detail: e.detail.clone(),
+    })
+}
 
 #[cfg(test)]
 mod tests {

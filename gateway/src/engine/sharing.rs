@@ -23,10 +23,10 @@ use keyring::consent::{
 };
 use keyring::{DataKey, DekId, Identity, Recipient, Signature, WrappedKey};
 
-use crate::private::{
+use crate::engine::record::Engine;
+use crate::store::private::{
     DekStanza, Event, GrantRecord, PatientRecord, RequestState, ShareRequestRecord,
 };
-use crate::record::Engine;
 use crate::{now_ms, Error, Result};
 
 /// The user-metadata key (after `x-amz-meta-`) that names a record's patient.
@@ -828,7 +828,7 @@ pub fn grant_for(patient: &Identity, request: &ShareRequest) -> String {
 /// `Integrity` for a blob that does not match its root or does not open; public store
 /// failures; I/O errors of `out`.
 pub async fn read_record(
-    public: &crate::public::PublicStore,
+    public: &crate::store::public::PublicStore,
     manifest: &keyring::Manifest,
     dek: &DataKey,
     out: &mut (dyn std::io::Write + Send),
@@ -838,7 +838,7 @@ pub async fn read_record(
     for part in &manifest.parts {
         let layout = Layout::new(part.plaintext_len, part.chunk_size)?;
         let sealed = public
-            .get(&crate::public::blob_path(&part.blob))
+            .get(&crate::store::public::blob_path(&part.blob))
             .await?
             .bytes()
             .await?;
@@ -972,7 +972,7 @@ impl Engine {
 
     /// One publication tick. When any patient's records changed since the last tick, this
     /// rewrites their indexes together with randomly chosen unchanged patients' indexes, at
-    /// least [`EngineConfig::index_cover`](crate::record::EngineConfig::index_cover) in all
+    /// least [`EngineConfig::index_cover`](crate::engine::record::EngineConfig::index_cover) in all
     /// (or every patient's that has one, when fewer do). Every rewrite is a fresh seal (new
     /// index key, new ephemeral key, so new bytes throughout) under the next sequence number,
     /// padded to its size bucket; the uploads go out in random order, several at a time. So the

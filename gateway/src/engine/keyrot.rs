@@ -32,9 +32,9 @@ use keyring::{Identity, Recipient, WrappedKey};
 use object_store::path::Path as StorePath;
 use serde::{Deserialize, Serialize};
 
-use crate::private::{DekStanza, Event, PrivateStore};
-use crate::public::PublicStore;
-use crate::record::Engine;
+use crate::engine::record::Engine;
+use crate::store::private::{DekStanza, Event, PrivateStore};
+use crate::store::public::PublicStore;
 use crate::{now_ms, Error, Result};
 
 /// Kind of the log entry that records a rollover.
@@ -85,7 +85,7 @@ pub async fn follow(
         .iter()
         .find(|s| s.rollover.old.ct_eq(pinned) || s.rollover.new.ct_eq(pinned))
         .map(|s| s.rollover.origin.clone())
-        .unwrap_or_else(|| crate::log::origin(pinned));
+        .unwrap_or_else(|| crate::engine::log::origin(pinned));
     Ok((key, origin, followed.into_iter().cloned().collect()))
 }
 
@@ -148,8 +148,8 @@ pub async fn handover(
                 .filter(|&s| s <= MAX_ROLLOVERS)
                 .ok_or_else(|| Error::InvalidArgument("too many key rollovers".into()))?;
             // 1. Everything so far under the old key.
-            crate::log::publish(private, public, old).await?;
-            let origin = crate::log::log_origin(private, &old_r).await?;
+            crate::engine::log::publish(private, public, old).await?;
+            let origin = crate::engine::log::log_origin(private, &old_r).await?;
             let signed = Rollover {
                 seq,
                 old: old_r,
@@ -197,7 +197,7 @@ pub async fn handover(
     }
     // 3. and 4.
     reseal_access_keys(private, old, new).await?;
-    crate::log::publish(private, public, new).await?;
+    crate::engine::log::publish(private, public, new).await?;
     tracing::info!(seq, new = %new_r, "institution key handed over");
     Ok(signed)
 }
@@ -210,8 +210,8 @@ async fn reseal_access_keys(
     new: &Identity,
 ) -> Result<()> {
     let (from, to) = (
-        old.vault_key(crate::s3::ACCESS_KEY_VAULT),
-        new.vault_key(crate::s3::ACCESS_KEY_VAULT),
+        old.vault_key(crate::engine::ACCESS_KEY_VAULT),
+        new.vault_key(crate::engine::ACCESS_KEY_VAULT),
     );
     for mut k in private.list_access_keys().await? {
         if to.open(k.id.as_bytes(), &k.sealed_secret).is_ok() {
@@ -340,4 +340,11 @@ impl Engine {
         }
         Ok(n)
     }
+}
+
+/// `GET /v1/peer/rollover`: this institution's key rollovers, oldest first.
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RolloverAnswer {
+    /// Text forms (`keyring::SignedRollover::to_text`), as published at `v1/rollover/<n>`.
+    pub rollovers: Vec<String>,
 }

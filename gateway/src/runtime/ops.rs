@@ -23,9 +23,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::private::PrivateStore;
-use crate::public::PublicStore;
-use crate::tls::Tls;
+use crate::runtime::tls::Tls;
+use crate::store::private::PrivateStore;
+use crate::store::public::PublicStore;
 use crate::{Error, Result};
 
 /// How long each store has to answer a readiness check.
@@ -96,13 +96,13 @@ pub async fn serve(
     tls: Option<Arc<Tls>>,
     readiness: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()>,
-    limits: crate::server::ConnLimits,
+    limits: crate::runtime::server::ConnLimits,
 ) -> std::io::Result<()> {
     let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
         let readiness = Arc::clone(&readiness);
         async move { Ok::<_, Infallible>(answer(&readiness, &req).await) }
     });
-    crate::server::accept_loop(
+    crate::runtime::server::accept_loop(
         listener,
         tls,
         handler,
@@ -276,7 +276,7 @@ fn parse_reply(reply: &[u8]) -> Result<(u16, String)> {
 }
 
 fn tls_connector(ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector> {
-    let provider = crate::tls::provider();
+    let provider = crate::runtime::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls {
