@@ -246,6 +246,49 @@ fn square(out: &mut [u64; 64], mat: &[u64; 64], width: usize) {
     }
 }
 
+/// The running hasher of a write's additional checksums (s3s's implementations of the
+/// algorithms; the engine names no other s3s type).
+pub type Hasher = s3s::checksum::ChecksumHasher;
+
+/// A hasher of every algorithm in `algorithms` (upper-case names; unknown ones skipped), or
+/// none for none.
+pub fn hasher(algorithms: &[String]) -> Option<Hasher> {
+    if algorithms.is_empty() {
+        return None;
+    }
+    let mut h = s3s::checksum::ChecksumHasher::default();
+    for a in algorithms {
+        match a.as_str() {
+            "CRC32" => h.crc32 = Some(Crc32::default()),
+            "CRC32C" => h.crc32c = Some(Crc32c::default()),
+            "SHA1" => h.sha1 = Some(Sha1::default()),
+            "SHA256" => h.sha256 = Some(Sha256::default()),
+            "CRC64NVME" => h.crc64nvme = Some(Crc64Nvme::default()),
+            _ => {}
+        }
+    }
+    Some(h)
+}
+
+/// The (algorithm, base64) pairs a hasher computed over the whole body.
+pub fn finish(h: Hasher) -> Vec<(String, String)> {
+    computed_checksums(h.finalize())
+}
+
+/// The checksums a hasher computed, as (algorithm, base64) pairs.
+fn computed_checksums(c: s3s::dto::Checksum) -> Vec<(String, String)> {
+    [
+        ("CRC32", c.checksum_crc32),
+        ("CRC32C", c.checksum_crc32c),
+        ("SHA1", c.checksum_sha1),
+        ("SHA256", c.checksum_sha256),
+        ("CRC64NVME", c.checksum_crc64nvme),
+    ]
+    .into_iter()
+    .filter_map(|(a, v)| v.map(|v| (a.to_string(), v)))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

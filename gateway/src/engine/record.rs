@@ -23,7 +23,7 @@ use md5::{Digest, Md5};
 use object_store::{PutPayload, WriteMultipart};
 use subtle::ConstantTimeEq;
 
-use crate::engine::checksum;
+use crate::engine::checksum::{self, Hasher};
 use crate::store::private::{
     DekStanza, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord,
 };
@@ -132,60 +132,30 @@ pub struct ChecksumCheck {
     /// (algorithm, base64 value) known before the body.
     pub expected: Vec<(String, String)>,
     /// Trailers of a streaming body, read once it ended.
-    pub trailers: Option<s3s::TrailingHeaders>,
+    pub trailers: Option<Arc<dyn Trailers>>,
+}
+
+/// Checksum values a client sends after the body (aws-chunked trailers): the front that
+/// parsed the request implements it over its wire's trailer type.
+pub trait Trailers: Send + Sync + std::fmt::Debug {
+    /// The (upper-case algorithm, base64 value) pairs the trailers carried, once the body
+    /// ended; none before.
+    fn checksums(&self) -> Vec<(String, String)>;
 }
 
 impl ChecksumCheck {
-    fn hasher(&self) -> Option<s3s::checksum::ChecksumHasher> {
-        use s3s::crypto::{Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
-        if self.algorithms.is_empty() {
-            return None;
-        }
-        let mut h = s3s::checksum::ChecksumHasher::default();
-        for a in &self.algorithms {
-            match a.as_str() {
-                "CRC32" => h.crc32 = Some(Crc32::default()),
-                "CRC32C" => h.crc32c = Some(Crc32c::default()),
-                "SHA1" => h.sha1 = Some(Sha1::default()),
-                "SHA256" => h.sha256 = Some(Sha256::default()),
-                "CRC64NVME" => h.crc64nvme = Some(Crc64Nvme::default()),
-                _ => {}
-            }
-        }
-        Some(h)
+    fn hasher(&self) -> Option<Hasher> {
+        crate::engine::checksum::hasher(&self.algorithms)
     }
 
     /// Every expected value, the trailers' included.
     fn all_expected(&self) -> Vec<(String, String)> {
         let mut out = self.expected.clone();
         if let Some(t) = &self.trailers {
-            t.read(|headers| {
-                for (name, value) in headers {
-                    let Some(algo) = name.as_str().strip_prefix("x-amz-checksum-") else {
-                        continue;
-                    };
-                    if let Ok(v) = value.to_str() {
-                        out.push((algo.to_ascii_uppercase(), v.to_string()));
-                    }
-                }
-            });
+            out.extend(t.checksums());
         }
         out
     }
-}
-
-/// The checksums a hasher computed, as (algorithm, base64) pairs.
-fn computed_checksums(c: s3s::dto::Checksum) -> Vec<(String, String)> {
-    [
-        ("CRC32", c.checksum_crc32),
-        ("CRC32C", c.checksum_crc32c),
-        ("SHA1", c.checksum_sha1),
-        ("SHA256", c.checksum_sha256),
-        ("CRC64NVME", c.checksum_crc64nvme),
-    ]
-    .into_iter()
-    .filter_map(|(a, v)| v.map(|v| (a.to_string(), v)))
-    .collect()
 }
 
 /// What an UploadPart carries besides its body.
@@ -801,7 +771,7 @@ impl Engine {
         dek: &DataKey,
         blob: BlobId,
         mut body: S,
-        hasher: Option<s3s::checksum::ChecksumHasher>,
+        hasher: Option<Hasher>,
     ) -> Result<(Part, [u8; 16], Vec<(String, String)>)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -1145,7 +1115,7 @@ type LaneDigests = ([u8; 16], Vec<(String, String)>);
 const MD5_AHEAD: usize = 2;
 
 impl Md5Lane {
-    fn start(mut extra: Option<s3s::checksum::ChecksumHasher>) -> Self {
+    fn start(mut extra: Option<Hasher>) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(MD5_AHEAD);
         let done = tokio::task::spawn_blocking(move || {
             let mut h = Md5::new();
@@ -1155,7 +1125,7 @@ impl Md5Lane {
                     x.update(&b);
                 }
             }
-            let extra = extra.map(|x| computed_checksums(x.finalize()));
+            let extra = extra.map(checksum::finish);
             (h.finalize().into(), extra.unwrap_or_default())
         });
         Md5Lane {
@@ -1220,12 +1190,7 @@ struct BlobWriter<'a> {
 }
 
 impl<'a> BlobWriter<'a> {
-    fn new(
-        engine: &'a Engine,
-        dek: &DataKey,
-        blob: BlobId,
-        hasher: Option<s3s::checksum::ChecksumHasher>,
-    ) -> Self {
+    fn new(engine: &'a Engine, dek: &DataKey, blob: BlobId, hasher: Option<Hasher>) -> Self {
         let chunk_size = engine.config.chunk_size as usize;
         BlobWriter {
             engine,
