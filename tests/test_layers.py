@@ -79,6 +79,12 @@ def test_front_naming_the_store_fails():
                 "a front may not name the store")
 
 
+def test_front_reaching_the_engines_store_fails():
+    expect_fail("engine.private", {"front/api.rs": "async fn planted(e: &crate::engine::record::Engine) {\n"
+                                                   "    let _ = e;\n    let _ = engine\n        .private\n        .flush();\n}"},
+                "engine.private: a front may not reach the private store")
+
+
 def test_unknown_top_level_module_fails():
     expect_fail("unknown", {"engine/gc.rs": "fn planted() { let _ = crate::newlayer::thing; }"},
                 "unknown top-level module 'newlayer'")

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod catalog;
 pub mod checksum;
 pub mod gc;
 pub mod keyrot;

@@ -730,7 +730,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 let remote = cx
                     .engine
                     .as_ref()
-                    .and_then(|e| e.remote.get())
+                    .and_then(|e| e.remote())
                     .ok_or_else(|| {
                         Error::InvalidArgument(
                             "mounting needs the running server and a [[peers]] entry with a url"
@@ -742,7 +742,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 }
             }
             AdminRequest::Mounts => AdminResponse::Mounts {
-                mounts: match cx.engine.as_ref().and_then(|e| e.remote.get()) {
+                mounts: match cx.engine.as_ref().and_then(|e| e.remote()) {
                     Some(r) => r.mounts_with_state().await,
                     None => store.mounts().await?,
                 },

@@ -185,7 +185,7 @@ pub async fn run(
         engine_config,
     ));
     if !previous.is_empty() {
-        let _ = engine.previous.set(previous.clone());
+        engine.set_previous(previous.clone());
     }
 
     // Grants that end need nobody to act: access checks refuse them at once, and this
@@ -245,7 +245,7 @@ pub async fn run(
                 "cannot set up the peers' API clients ([[peers]] url, [api] peer_ca)".into(),
             )))?,
         );
-        let _ = engine.remote.set(Arc::clone(&r));
+        engine.set_remote(Arc::clone(&r));
         Some(r)
     } else {
         None

@@ -19,7 +19,6 @@ impl S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         let record = self
             .engine
-            .private
             .access_key(access_key)
             .await
             .map_err(to_s3_error)?
@@ -79,7 +78,6 @@ impl KeyAccess {
 
     async fn record(&self, access_key: &str) -> S3Result<crate::engine::AccessKeyRecord> {
         self.engine
-            .private
             .access_key(access_key)
             .await
             .map_err(to_s3_error)?

@@ -9,7 +9,6 @@ pub(super) async fn list_buckets(
     let allowed = match &req.credentials {
         Some(c) => front
             .engine
-            .private
             .access_key(&c.access_key)
             .await
             .map_err(to_s3_error)?
@@ -19,7 +18,6 @@ pub(super) async fn list_buckets(
     };
     let mut listed: Vec<(String, u64)> = front
         .engine
-        .private
         .list_buckets()
         .await
         .map_err(to_s3_error)?
@@ -28,7 +26,7 @@ pub(super) async fn list_buckets(
         .collect();
     // Buckets mounted from peers are buckets to clients too (PACS and GUI clients
     // browse ListBuckets to find them).
-    if let Some(remote) = front.engine.remote.get() {
+    if let Some(remote) = front.engine.remote() {
         listed.extend(
             remote
                 .mounts()
@@ -63,11 +61,9 @@ pub(super) async fn create_bucket(
     }
     front
         .engine
-        .private
-        .create_bucket(&name, crate::now_ms())
+        .create_bucket(&name)
         .await
         .map_err(to_s3_error)?;
-    front.engine.private.flush().await.map_err(to_s3_error)?;
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{name}")),
     }))
@@ -95,11 +91,9 @@ pub(super) async fn delete_bucket(
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
     front
         .engine
-        .private
         .delete_bucket(&req.input.bucket)
         .await
         .map_err(to_s3_error)?;
-    front.engine.private.flush().await.map_err(to_s3_error)?;
     Ok(S3Response::new(DeleteBucketOutput {}))
 }
 

@@ -333,7 +333,6 @@ impl Front {
         };
         let record = self
             .engine
-            .private
             .access_key(&cred.access_key)
             .await
             .map_err(to_s3_error)?
@@ -350,7 +349,7 @@ impl Front {
     }
 
     async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
-        match self.engine.private.bucket(bucket).await {
+        match self.engine.bucket(bucket).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(to_s3_error(Error::NoSuchBucket(bucket.to_string()))),
             Err(e) => Err(to_s3_error(e)),
@@ -400,7 +399,6 @@ impl Front {
                     .collect(),
                 None => self
                     .engine
-                    .private
                     .list_objects(bucket, &prefix, &after, 1000)
                     .await
                     .map_err(to_s3_error)?

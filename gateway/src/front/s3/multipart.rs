@@ -293,7 +293,6 @@ pub(super) async fn list_parts(
     let marker = input.part_number_marker.unwrap_or(0);
     let all = front
         .engine
-        .private
         .parts(&input.upload_id)
         .await
         .map_err(to_s3_error)?;
@@ -340,7 +339,6 @@ pub(super) async fn list_multipart_uploads(
     let prefix = input.prefix.clone().unwrap_or_default();
     let uploads = front
         .engine
-        .private
         .list_uploads(&input.bucket)
         .await
         .map_err(to_s3_error)?

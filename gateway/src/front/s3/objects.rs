@@ -381,7 +381,7 @@ pub(super) async fn delete_object(
         .delete(&input.bucket, &input.key)
         .await
         .map_err(to_s3_error)?;
-    front.engine.private.flush().await.map_err(to_s3_error)?;
+    front.engine.flush().await.map_err(to_s3_error)?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -508,7 +508,7 @@ pub(super) async fn delete_objects(
             }
         }
     }
-    front.engine.private.flush().await.map_err(to_s3_error)?;
+    front.engine.flush().await.map_err(to_s3_error)?;
     Ok(S3Response::new(DeleteObjectsOutput {
         deleted: Some(deleted),
         errors: Some(errors),
