@@ -1,17 +1,19 @@
 //! medgate's async engine, in four layers; every path goes downward.
 //!
-//! - [`runtime`] (top): listeners and the accept loop ([`runtime::server`]), TLS
-//!   ([`runtime::tls`]), the ops port ([`runtime::ops`]: health, readiness, metrics).
+//! - [`runtime`] (top): the whole server as one call ([`runtime::run::run`]), listeners and
+//!   the accept loop ([`runtime::server`]), TLS ([`runtime::tls`]), the ops port
+//!   ([`runtime::ops`]: health, readiness, metrics).
 //! - [`front`]: wire formats only. The S3 mapping ([`front::s3`], s3s), the JSON API
 //!   ([`front::api`], axum: admins, patients, peers, the log), the local admin socket
-//!   ([`front::admin`]), the replay cache of peer calls ([`front::replay`]) and the legacy
-//!   `us` region mapping ([`front::region`]).
+//!   ([`front::admin`]) and backups streamed over it ([`front::backup_socket`]), the replay
+//!   cache of peer calls ([`front::replay`]) and the legacy `us` region mapping (`front::region`).
 //! - [`engine`]: what a request means. [`engine::record::Engine`] streams a body, seals it
 //!   chunk by chunk into one blob of the public store and commits the manifest, wrapped keys
 //!   and Merkle leaves to the private store in one transaction; [`engine::sharing`] (consent
 //!   and re-wrapping), [`engine::log`] (the transparency log), [`engine::remote`] (peers),
 //!   [`engine::rotate`], [`engine::keyrot`], [`engine::gc`], [`engine::backup`],
-//!   [`engine::audit`], [`engine::checksum`].
+//!   [`engine::audit`], [`engine::checksum`]; [`engine::catalog`] is what the fronts read and
+//!   change through the engine instead of the store.
 //! - [`store`] (bottom, above keyring): the private store contract and its sled adapter
 //!   ([`store::private`], [`store::private::sled`]) and the public store
 //!   ([`store::public`], object_store behind a metrics and timeout decorator).

@@ -4,7 +4,8 @@
 //! included); [`sharing`] consent, grants and re-wrapping; [`log`] the transparency log and
 //! its publication; [`remote`] calls to peer gateways; [`rotate`] re-keying; [`keyrot`] the
 //! institution key rollover; [`gc`] blob reclamation; [`backup`] encrypted backups;
-//! [`audit`] the patient-side log audit; [`checksum`] the S3 checksum algorithms. The engine
+//! [`audit`] the patient-side log audit; [`checksum`] the S3 checksum algorithms; [`catalog`]
+//! the plain reads and changes the fronts make through the engine. The engine
 //! uses the store layer and keyring, never a front or the runtime.
 
 pub mod audit;
