@@ -2,7 +2,7 @@
 //! section, and the start-up warning when no recent backup exists.
 //!
 //! With a server running, the backup goes through its admin socket and the server streams
-//! the encrypted file to this process, which writes it (see `gateway::backup`); with none,
+//! the encrypted file to this process, which writes it (see `gateway::engine::backup`); with none,
 //! this process opens the store itself. Either way the file appears under its name only once
 //! complete and durable (written as a hidden `.partial` file beside it, then linked), and
 //! never replaces an existing file.
@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use gateway::admin::AdminResponse;
-use gateway::backup::{BackupClient, FileBytes, FileSink, Frame};
-use gateway::private::PrivateStore;
+use gateway::engine::backup::{FileBytes, FileSink};
+use gateway::front::admin::AdminResponse;
+use gateway::front::backup_socket::{BackupClient, Frame};
+use gateway::store::private::PrivateStore;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyring::{Identity, Recipient};
 use serde::{Deserialize, Serialize};
@@ -421,15 +422,16 @@ async fn run_backup(
         }),
     );
     let files = vec![("institution.key".to_string(), identity_file)];
-    let stats = gateway::backup::write_backup(&*store, files, recipient, &institution, &mut sink)
-        .await
-        .context("backup failed")?;
+    let stats =
+        gateway::engine::backup::write_backup(&*store, files, recipient, &institution, &mut sink)
+            .await
+            .context("backup failed")?;
     progress.finish_and_clear();
     let file = sink.into_file();
     file.sync_all()?;
     drop(file);
     publish(partial, out)?;
-    gateway::backup::record_backup(&*store, stats.created_ms)
+    gateway::engine::backup::record_backup(&*store, stats.created_ms)
         .await
         .context("the backup is complete but its time could not be recorded")?;
     eprintln!(
@@ -541,11 +543,11 @@ pub(crate) async fn restore(args: RestoreArgs) -> Result<()> {
     let allow_unsigned = args.allow_unsigned;
     let result = tokio::task::spawn_blocking(move || {
         let mut input = std::io::BufReader::new(input);
-        let expected = gateway::backup::ExpectedSigner {
+        let expected = gateway::engine::backup::ExpectedSigner {
             institution: &expected,
             allow_unsigned,
         };
-        gateway::backup::restore(&mut input, &identity, expected, &stage, &mut |n| p.inc(n))
+        gateway::engine::backup::restore(&mut input, &identity, expected, &stage, &mut |n| p.inc(n))
     })
     .await
     .map_err(|e| anyhow!("restore task: {e}"))
@@ -614,9 +616,9 @@ async fn published_log_size(args: &RestoreArgs, institution: &Recipient) -> Resu
     };
     let opts: std::collections::BTreeMap<String, String> =
         args.public_store_opts.iter().cloned().collect();
-    let store = gateway::public::open(Some(url), &opts, Path::new("."))
+    let store = gateway::store::public::open(Some(url), &opts, Path::new("."))
         .context("cannot open the public store")?;
-    let note = match gateway::log::published_checkpoint(&store).await {
+    let note = match gateway::engine::log::published_checkpoint(&store).await {
         Ok(note) => note,
         Err(gateway::Error::NotFound(_)) => return Ok(Some(0)),
         Err(e) => {
@@ -625,7 +627,7 @@ async fn published_log_size(args: &RestoreArgs, institution: &Recipient) -> Resu
     };
     // After `medgate keys rotate` the checkpoint is signed by the key a rollover (signed by
     // --institution) handed over to, under the same origin.
-    let (key, origin, _) = gateway::keyrot::follow(&store, institution)
+    let (key, origin, _) = gateway::engine::keyrot::follow(&store, institution)
         .await
         .map_err(|e| anyhow!("the key rollovers in the public store do not verify: {e}"))?;
     let cp = key.verify_checkpoint(&origin, &note).map_err(|e| {
@@ -645,8 +647,8 @@ async fn check_restored(
     institution: &Recipient,
     published: Option<u64>,
     staging: &Path,
-    stats: gateway::backup::RestoreStats,
-) -> Result<gateway::backup::RestoreStats> {
+    stats: gateway::engine::backup::RestoreStats,
+) -> Result<gateway::engine::backup::RestoreStats> {
     if !stats.signed {
         eprintln!(
             "warning: {} is an unsigned (v1) backup, restored because of --allow-unsigned",
@@ -685,7 +687,7 @@ async fn check_restored(
             stats.log_size
         );
     }
-    let store = gateway::private::sled::SledStore::open(&staging.join("private"), 1 << 20)
+    let store = gateway::store::private::sled::SledStore::open(&staging.join("private"), 1 << 20)
         .map_err(|e| anyhow!("cannot open the restored store: {e}"))?;
     let now = gateway::now_ms();
     let in_force: Vec<_> = store

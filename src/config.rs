@@ -30,7 +30,7 @@ pub struct FileConfig {
     /// Bucket prefixes whose records belong to one patient, beside the
     /// `x-amz-meta-medgate-patient` header.
     #[serde(default)]
-    pub patient_prefixes: Vec<gateway::record::PatientPrefix>,
+    pub patient_prefixes: Vec<gateway::engine::record::PatientPrefix>,
     /// TLS on the S3 and ops ports, and when plain HTTP is allowed.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -72,9 +72,9 @@ impl ConnectionsConfig {
     pub fn limits(
         &self,
         overrides: &ConnectionsConfig,
-    ) -> anyhow::Result<gateway::server::ConnLimits> {
-        let d = gateway::server::ConnLimits::default();
-        let limits = gateway::server::ConnLimits {
+    ) -> anyhow::Result<gateway::runtime::server::ConnLimits> {
+        let d = gateway::runtime::server::ConnLimits::default();
+        let limits = gateway::runtime::server::ConnLimits {
             header_timeout: overrides
                 .header_timeout
                 .or(self.header_timeout)
@@ -307,14 +307,14 @@ impl PublicStoreConfig {
     pub fn timeouts(
         &self,
         options: &BTreeMap<String, String>,
-    ) -> anyhow::Result<gateway::public::StoreTimeouts> {
+    ) -> anyhow::Result<gateway::store::public::StoreTimeouts> {
         let duration = |name: &str, v: &Option<String>| -> anyhow::Result<_> {
             v.as_deref()
                 .map(humantime::parse_duration)
                 .transpose()
                 .with_context(|| format!("[public_store] {name}"))
         };
-        let mut retry = gateway::public::default_retry();
+        let mut retry = gateway::store::public::default_retry();
         let r = &self.retry;
         if let Some(n) = r.max_retries {
             retry.max_retries = n;
@@ -331,7 +331,7 @@ impl PublicStoreConfig {
         if let Some(d) = duration("retry.retry_timeout", &r.retry_timeout)? {
             retry.retry_timeout = d;
         }
-        gateway::public::StoreTimeouts::new(
+        gateway::store::public::StoreTimeouts::new(
             options,
             duration("timeout", &self.timeout)?,
             duration("connect_timeout", &self.connect_timeout)?,
@@ -367,7 +367,7 @@ impl EngineFileConfig {
     ) -> anyhow::Result<(std::time::Duration, usize)> {
         let interval = interval_override
             .or(self.index_interval)
-            .unwrap_or(gateway::sharing::DEFAULT_INDEX_INTERVAL);
+            .unwrap_or(gateway::engine::sharing::DEFAULT_INDEX_INTERVAL);
         if interval < std::time::Duration::from_millis(100)
             || interval > std::time::Duration::from_secs(86_400)
         {
@@ -378,12 +378,12 @@ impl EngineFileConfig {
         }
         let cover = self
             .index_cover
-            .unwrap_or(gateway::sharing::MIN_INDEX_COVER);
-        if cover < gateway::sharing::MIN_INDEX_COVER {
+            .unwrap_or(gateway::engine::sharing::MIN_INDEX_COVER);
+        if cover < gateway::engine::sharing::MIN_INDEX_COVER {
             bail!(
                 "[engine] index_cover = {cover}: must be at least {} (fewer would let the public \
                  store tell which patient's index changed)",
-                gateway::sharing::MIN_INDEX_COVER
+                gateway::engine::sharing::MIN_INDEX_COVER
             );
         }
         Ok((interval, cover))
@@ -401,11 +401,11 @@ impl FileConfig {
     ///
     /// # Errors
     /// A recipient or URL that does not parse.
-    pub fn peers(&self) -> anyhow::Result<Vec<gateway::remote::Peer>> {
+    pub fn peers(&self) -> anyhow::Result<Vec<gateway::engine::remote::Peer>> {
         self.peers
             .iter()
             .map(|p| {
-                Ok(gateway::remote::Peer {
+                Ok(gateway::engine::remote::Peer {
                     name: p.name.clone(),
                     recipient: p
                         .recipient
@@ -474,11 +474,11 @@ impl FileConfig {
             bail!("[engine] part_size = 0: must be positive");
         }
         self.engine.index_publication(None)?;
-        gateway::public::check(self.public_store.url.as_deref(), &self.public_store.options)
+        gateway::store::public::check(self.public_store.url.as_deref(), &self.public_store.options)
             .context("[public_store]")?;
         self.public_store.timeouts(&self.public_store.options)?;
         if let Some(d) = &self.s3.domain {
-            gateway::server::check_domain(d).context("[s3] domain")?;
+            gateway::runtime::server::check_domain(d).context("[s3] domain")?;
         }
         for p in &self.peers {
             p.recipient
@@ -506,12 +506,12 @@ impl FileConfig {
             }
         }
         if let Some(ttl) = self.api.session_ttl {
-            if ttl > gateway::remote::MAX_SESSION_TTL || ttl.is_zero() {
+            if ttl > gateway::engine::remote::MAX_SESSION_TTL || ttl.is_zero() {
                 bail!("[api] session_ttl must be between 1s and 60s (a revocation must reach this gateway within a minute)");
             }
         }
         for p in &self.patient_prefixes {
-            gateway::sharing::check_patient_id(&p.patient).with_context(|| {
+            gateway::engine::sharing::check_patient_id(&p.patient).with_context(|| {
                 format!("[[patient_prefixes]] {}/{}: patient", p.bucket, p.prefix)
             })?;
         }
@@ -519,7 +519,7 @@ impl FileConfig {
         self.connections.limits(&ConnectionsConfig::default())?;
         let transport = Transport::resolve(self, None, None, None, None, false)?;
         if let Some((cert, key)) = &transport.tls {
-            gateway::tls::Tls::load(cert, key).context("[tls]")?;
+            gateway::runtime::tls::Tls::load(cert, key).context("[tls]")?;
         }
         transport.check_plain_http()?;
         Ok(transport)
@@ -541,7 +541,7 @@ impl FileConfig {
             Some(u) => redact_url(u),
             None => data_dir.join("public").display().to_string(),
         };
-        let folder = gateway::public::local_root(Some(&url), &data_dir).is_some();
+        let folder = gateway::store::public::local_root(Some(&url), &data_dir).is_some();
         let (cert, key) = match transport.tls {
             Some((c, k)) => (Some(c), Some(k)),
             None => (None, None),
@@ -615,7 +615,7 @@ impl FileConfig {
                 session_ttl: humantime::format_duration(
                     self.api
                         .session_ttl
-                        .unwrap_or(gateway::remote::MAX_SESSION_TTL),
+                        .unwrap_or(gateway::engine::remote::MAX_SESSION_TTL),
                 )
                 .to_string(),
             },
@@ -701,7 +701,10 @@ pub fn part_size(configured: Option<usize>, folder: bool) -> usize {
     let (floor, default) = if folder {
         (1 << 20, 2 << 20)
     } else {
-        (5 << 20, gateway::record::EngineConfig::default().part_size)
+        (
+            5 << 20,
+            gateway::engine::record::EngineConfig::default().part_size,
+        )
     };
     configured.map_or(default, |ps| ps.max(floor))
 }

@@ -1,5 +1,5 @@
 //! `medgate keys show` and `medgate keys rotate`: replacing the institution key (see
-//! `gateway::keyrot` for the handover and the re-wrap).
+//! `gateway::engine::keyrot` for the handover and the re-wrap).
 //!
 //! Files, next to the identity file (default DATA_DIR/institution.key):
 //! - `<identity>.next`: the new identity while a rotation is under way (sealed like the
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use gateway::admin::{self, AdminRequest, AdminResponse};
-use gateway::private::PrivateStore;
+use gateway::front::admin::{self, AdminRequest, AdminResponse};
+use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient, SignedRollover};
 
 use crate::{
@@ -236,7 +236,7 @@ async fn handover(setup: &crate::Setup, id_path: &Path, new_r: &Recipient) -> Re
     let private: Arc<dyn PrivateStore> =
         Arc::new(open_private(setup, cache, &current.recipient())?);
     let (public, _) = setup.open_public(true)?;
-    let signed = gateway::keyrot::handover(&*private, &public, &current, &new)
+    let signed = gateway::engine::keyrot::handover(&*private, &public, &current, &new)
         .await
         .map_err(|e| anyhow!("key handover: {e}"))?;
     private.flush().await?;

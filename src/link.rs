@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use gateway::admin::{AdminRequest, AdminResponse};
-use gateway::api::{ChallengeAnswer, PATIENT_SCHEME};
+use gateway::front::admin::{AdminRequest, AdminResponse};
+use gateway::front::api::{ChallengeAnswer, PATIENT_SCHEME};
 use keyring::consent::{AuthChallenge, AuthToken};
 use keyring::Identity;
 

@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gateway::admin::{self, AdminContext, AdminRequest, AdminResponse};
-use gateway::private::sled::SledStore;
-use gateway::private::PrivateStore;
-use gateway::record::{Engine, EngineConfig};
+use gateway::engine::record::EngineConfig;
+use gateway::front::admin::{self, AdminContext, AdminRequest, AdminResponse};
+use gateway::runtime::run::{Listening, RunConfig, RunErrorSource};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient};
 
 use crate::config::{parse_kv, FileConfig};
@@ -390,10 +391,13 @@ impl Setup {
     }
 
     /// Where the public store setting points (parsed strictly: see
-    /// [`gateway::public::Location::parse`]).
-    pub(crate) fn public_location(&self) -> Result<gateway::public::Location> {
-        gateway::public::Location::parse(self.public_url.as_deref(), &self.default_public_dir())
-            .context("cannot open the public store")
+    /// [`gateway::store::public::Location::parse`]).
+    pub(crate) fn public_location(&self) -> Result<gateway::store::public::Location> {
+        gateway::store::public::Location::parse(
+            self.public_url.as_deref(),
+            &self.default_public_dir(),
+        )
+        .context("cannot open the public store")
     }
 
     /// Opens the public store. `write`: the command writes, so the default folder
@@ -402,8 +406,8 @@ impl Setup {
     pub(crate) fn open_public(
         &self,
         write: bool,
-    ) -> Result<(gateway::public::PublicStore, Option<PathBuf>)> {
-        use gateway::public::Folder;
+    ) -> Result<(gateway::store::public::PublicStore, Option<PathBuf>)> {
+        use gateway::store::public::Folder;
         let url = self.public_url.as_deref();
         let timeouts = self.file.public_store.timeouts(&self.public_opts)?;
         let folder = match (write, self.file.public_store.create) {
@@ -411,7 +415,7 @@ impl Setup {
             (true, Some(true)) => Folder::Create,
             (true, _) => Folder::CreateDefault,
         };
-        let store = gateway::public::open_with(
+        let store = gateway::store::public::open_with(
             url,
             &self.public_opts,
             &self.default_public_dir(),
@@ -421,7 +425,7 @@ impl Setup {
         .context("cannot open the public store")?;
         Ok((
             store,
-            gateway::public::local_root(url, &self.default_public_dir()),
+            gateway::store::public::local_root(url, &self.default_public_dir()),
         ))
     }
 }
@@ -771,18 +775,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     transport.check_plain_http()?;
     let peers = setup.file.peers()?;
     if let Some(ttl) = setup.file.api.session_ttl {
-        if ttl > gateway::remote::MAX_SESSION_TTL || ttl.is_zero() {
+        if ttl > gateway::engine::remote::MAX_SESSION_TTL || ttl.is_zero() {
             bail!("[api] session_ttl must be between 1s and 60s");
         }
     }
     let tls = match &transport.tls {
-        Some((cert, key)) => Some(Arc::new(gateway::tls::Tls::load(cert, key)?)),
+        Some((cert, key)) => Some(Arc::new(gateway::runtime::tls::Tls::load(cert, key)?)),
         None => None,
     };
     // The public store setting is checked before anything is created: a mistyped URL
     // must not leave a data dir (or a folder named `s3:`) behind.
     let location = setup.public_location()?;
-    let no_credentials = gateway::public::missing_credentials(&location, &setup.public_opts);
+    let no_credentials = gateway::store::public::missing_credentials(&location, &setup.public_opts);
     let data_dir = setup.data_dir.clone();
     create_data_dir(&data_dir)?;
     let (public, public_root) = setup.open_public(true)?;
@@ -807,7 +811,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(open_private(&setup, cache, &identity.recipient())?);
     backup::check_at_start(&*private, &setup.file.backup).await?;
     // Peers that replaced their key since the config was written: followed by a verified
-    // rollover (see gateway::remote), kept in the private store; the config is not rewritten.
+    // rollover (see gateway::engine::remote), kept in the private store; the config is not rewritten.
     let mut peers = peers;
     for (name, recipient) in private.peer_keys().await? {
         let Ok(key) = recipient.parse::<keyring::Recipient>() else {
@@ -832,136 +836,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     engine_config.part_size = config::part_size(setup.file.engine.part_size, public_root.is_some());
     for p in &setup.file.patient_prefixes {
-        gateway::sharing::check_patient_id(&p.patient)
+        gateway::engine::sharing::check_patient_id(&p.patient)
             .with_context(|| format!("patient_prefixes entry {}/{}", p.bucket, p.prefix))?;
     }
     engine_config.patient_prefixes = setup.file.patient_prefixes.clone();
     let (index_interval, index_cover) = setup.file.engine.index_publication(args.index_interval)?;
     engine_config.index_cover = index_cover;
-    let engine = Arc::new(Engine::new(
-        public.clone(),
-        Arc::clone(&private),
-        Arc::clone(&identity),
-        engine_config,
-    ));
-    if !previous.is_empty() {
-        let _ = engine.previous.set(previous.clone());
-    }
-
     let domain = args.domain.clone().or_else(|| setup.file.s3.domain.clone());
-    // Grants that end need nobody to act: access checks refuse them at once, and this
-    // removes their wrapped keys.
-    let sweeper = {
-        let engine = Arc::clone(&engine);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(15));
-            loop {
-                tick.tick().await;
-                if let Err(e) = engine.expire_grants().await {
-                    tracing::warn!(error = %e, "expiring grants failed");
-                }
-            }
-        })
-    };
-    // Patient indexes are published in ticks: every record change marks its patient, and
-    // every `index_interval` (and once more at shutdown) the marked ones are rewritten with
-    // randomly chosen unchanged ones, at least `index_cover` in all (Engine::publish_indexes).
-    let index_publisher = {
-        let engine = Arc::clone(&engine);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(index_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = engine.publish_indexes().await {
-                    tracing::warn!(error = %e, "publishing patient indexes failed");
-                }
-            }
-        })
-    };
-    // The transparency log's checkpoint and tiles, every second.
-    let publisher = {
-        let engine = Arc::clone(&engine);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                if let Err(e) = engine.publish_log().await {
-                    tracing::warn!(error = %e, "publishing the transparency log failed");
-                }
-            }
-        })
-    };
-    // Buckets mounted from peers, when any peer has an API url.
-    let remote = if peers.iter().any(|p| p.url.is_some()) {
-        let r = Arc::new(
-            gateway::remote::Remote::new(
-                Arc::clone(&identity),
-                peers.clone(),
-                Arc::clone(&private),
-                setup
-                    .file
-                    .api
-                    .session_ttl
-                    .unwrap_or(gateway::remote::MAX_SESSION_TTL),
-                setup.file.api.peer_ca.as_deref(),
-            )
-            .await
-            .context("cannot set up the peers' API clients ([[peers]] url, [api] peer_ca)")?,
-        );
-        let _ = engine.remote.set(Arc::clone(&r));
-        Some(r)
-    } else {
-        None
-    };
-    let bg_engine = Arc::clone(&engine);
-    let api_engine = Arc::clone(&engine);
-    let s3_engine = Arc::clone(&engine);
-    let service = gateway::server::s3_service(engine, domain.as_deref())?;
 
     let first_key = ensure_first_access_key(&*private, &identity, &data_dir).await?;
     warn_upgraded_label_right(&*private).await?;
-
-    let listen = transport.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener.local_addr()?;
-    let ops_listener = tokio::net::TcpListener::bind(transport.ops_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the ops endpoints ([ops] listen, --ops-listen)",
-                transport.ops_listen
-            )
-        })?;
-    let ops_local = ops_listener.local_addr()?;
-    let ops_task = tokio::spawn(gateway::ops::serve(
-        ops_listener,
-        tls.clone(),
-        Arc::new(gateway::ops::Readiness {
-            private: Arc::clone(&private),
-            public: public.clone(),
-            public_hint: no_credentials,
-        }),
-        std::future::pending(),
-        limits,
-    ));
-    let reloader = ops::reload_on_sighup(tls.clone()).context("cannot watch SIGHUP")?;
-
-    let socket = data_dir.join("admin.sock");
-    let admin_cx = AdminContext {
-        private: Arc::clone(&private),
-        public,
-        public_root,
-        institution: Arc::clone(&identity),
-        previous,
-        peers: setup.file.peer_list(),
-        engine: Some(Arc::clone(&api_engine)),
-        progress: None,
-    };
-    let admin_task =
-        admin::listen(&socket, admin_cx.clone()).context("cannot open the admin socket")?;
     let token_file = setup
         .file
         .api
@@ -969,85 +853,83 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| data_dir.join("admin.token"));
     let admin_token = load_admin_token(&token_file)?;
-    let api_listener = tokio::net::TcpListener::bind(transport.api_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the JSON API ([api] listen, --admin-listen)",
-                transport.api_listen
-            )
-        })?;
-    let api_local = api_listener.local_addr()?;
-    let api_task = tokio::spawn(gateway::api::serve(
-        api_listener,
-        tls.clone(),
-        gateway::api::ApiState::new(api_engine, admin_cx, admin_token, peers, remote),
-        std::future::pending(),
-        limits,
-    ));
+    let reloader = ops::reload_on_sighup(tls.clone()).context("cannot watch SIGHUP")?;
 
-    tracing::info!(recipient = %identity.recipient(), "institution recipient");
+    let config = RunConfig {
+        private,
+        public,
+        public_root,
+        public_hint: no_credentials,
+        identity: Arc::clone(&identity),
+        previous,
+        peers,
+        peer_list: setup.file.peer_list(),
+        engine: engine_config,
+        index_interval,
+        session_ttl: setup
+            .file
+            .api
+            .session_ttl
+            .unwrap_or(gateway::engine::remote::MAX_SESSION_TTL),
+        peer_ca: setup.file.api.peer_ca.clone(),
+        domain,
+        listen: transport.listen,
+        ops_listen: transport.ops_listen,
+        api_listen: transport.api_listen,
+        tls: tls.clone(),
+        limits,
+        admin_socket: data_dir.join("admin.sock"),
+        admin_token,
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("medgate listening on {scheme}://{local}");
-    println!("ops endpoints (/healthz, /readyz, /metrics) on {scheme}://{ops_local}");
-    println!(
-        "JSON API on {scheme}://{api_local} (OpenAPI at /openapi.json; admin token in {})",
-        token_file.display()
-    );
-    if let Some(id) = first_key {
+    let listening = |at: Listening| {
+        let local = at.s3;
+        println!("medgate listening on {scheme}://{local}");
         println!(
-            "created access key {id}; its secret is in {}",
-            data_dir.join("credentials").display()
+            "ops endpoints (/healthz, /readyz, /metrics) on {scheme}://{}",
+            at.ops
         );
-    }
-    let credentials = data_dir.join("credentials");
-    if credentials.exists() {
         println!(
-            "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile medgate --endpoint-url {scheme}://{local} s3 ls",
-            credentials.display()
+            "JSON API on {scheme}://{} (OpenAPI at /openapi.json; admin token in {})",
+            at.api,
+            token_file.display()
         );
-    } else {
-        // A restored data dir: backups hold the access keys (their secrets sealed) but
-        // not this file, and the secrets are not shown again.
-        println!(
-            "no credentials file {} (a restore does not bring it back): the S3 keys you had still \
-             work; for a new one run `medgate access-key create --data-dir {}` and give its \
-             secret to the S3 client",
-            credentials.display(),
-            data_dir.display()
-        );
-    }
-
-    gateway::server::serve(
-        listener,
-        service,
-        s3_engine,
-        tls,
-        shutdown_signal(),
-        Duration::from_secs(30),
-        limits,
-    )
-    .await?;
-    admin_task.abort();
-    api_task.abort();
-    ops_task.abort();
+        if let Some(id) = first_key {
+            println!(
+                "created access key {id}; its secret is in {}",
+                data_dir.join("credentials").display()
+            );
+        }
+        let credentials = data_dir.join("credentials");
+        if credentials.exists() {
+            println!(
+                "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile medgate --endpoint-url {scheme}://{local} s3 ls",
+                credentials.display()
+            );
+        } else {
+            // A restored data dir: backups hold the access keys (their secrets sealed) but
+            // not this file, and the secrets are not shown again.
+            println!(
+                "no credentials file {} (a restore does not bring it back): the S3 keys you had still \
+                 work; for a new one run `medgate access-key create --data-dir {}` and give its \
+                 secret to the S3 client",
+                credentials.display(),
+                data_dir.display()
+            );
+        }
+    };
+    let result = gateway::runtime::run::run(config, listening, shutdown_signal()).await;
     reloader.abort();
-    sweeper.abort();
-    publisher.abort();
-    index_publisher.abort();
-    if let Err(e) = bg_engine.publish_indexes().await {
-        tracing::warn!(error = %e, "publishing patient indexes at shutdown failed");
-    }
-    if let Err(e) = bg_engine.publish_log().await {
-        tracing::warn!(error = %e, "publishing the transparency log at shutdown failed");
-    }
-    let _ = std::fs::remove_file(&socket);
-    private
-        .flush()
-        .await
-        .context("final flush of the private store")?;
-    tracing::info!("stopped");
-    Ok(())
+    result.map_err(|e| {
+        let err = match e.source {
+            RunErrorSource::Io(io) => anyhow::Error::new(io),
+            RunErrorSource::Gateway(g) => anyhow::Error::new(g),
+        };
+        match e.context {
+            Some(c) => err.context(c),
+            None => err,
+        }
+    })
 }
 
 async fn shutdown_signal() {
@@ -1118,7 +1000,7 @@ async fn warn_upgraded_label_right(store: &dyn PrivateStore) -> Result<()> {
         .list_access_keys()
         .await?
         .into_iter()
-        .filter(|k| k.v == gateway::private::ACCESS_KEY_ROW_V1 && k.label_patients)
+        .filter(|k| k.v == gateway::store::private::ACCESS_KEY_ROW_V1 && k.label_patients)
         .map(|k| k.id)
         .collect();
     if !upgraded.is_empty() {
@@ -1266,7 +1148,7 @@ async fn verify(dir: &DataDirArg, deep: bool) -> Result<()> {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RotateState {
-    scope: gateway::rotate::RotateScope,
+    scope: gateway::engine::rotate::RotateScope,
     since: u64,
 }
 
@@ -1278,7 +1160,7 @@ async fn rotate(
     patient: Option<String>,
     state: &Path,
 ) -> Result<()> {
-    use gateway::rotate::RotateScope;
+    use gateway::engine::rotate::RotateScope;
     let scope = match (object, bucket, patient) {
         (Some(o), _, _) => match o.split_once('/') {
             Some((b, k)) if !b.is_empty() && !k.is_empty() => RotateScope::Object {

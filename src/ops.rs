@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use gateway::tls::Tls;
+use gateway::runtime::tls::Tls;
 
 use crate::config::{FileConfig, DEFAULT_OPS_LISTEN};
 
@@ -74,7 +74,7 @@ pub(crate) async fn healthcheck(args: HealthcheckArgs) -> Result<()> {
         Some(u) => u.clone(),
         None => default_url(&args)?,
     };
-    match gateway::ops::probe(&url, args.ca_bundle.as_deref(), args.timeout).await {
+    match gateway::runtime::ops::probe(&url, args.ca_bundle.as_deref(), args.timeout).await {
         Ok((200, _)) => {
             println!("healthy: {url} answered 200");
             Ok(())

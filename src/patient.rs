@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use gateway::admin::{AdminRequest, AdminResponse, NewShareRequest, RequestView};
-use gateway::sharing::{grant_for, registration_for};
+use gateway::engine::sharing::{grant_for, registration_for};
+use gateway::front::admin::{AdminRequest, AdminResponse, NewShareRequest, RequestView};
 use keyring::consent::{Denial, Revocation, ShareRequest, SignedGrant};
 use keyring::{Identity, Recipient};
 
@@ -411,7 +411,7 @@ pub struct JsonArg {
 /// Prints `value` as `--json` says: pretty JSON with `*_at` beside every `*_ms` time.
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let mut v = serde_json::to_value(value)?;
-    gateway::api::add_iso_times(&mut v);
+    gateway::front::api::add_iso_times(&mut v);
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
@@ -553,7 +553,7 @@ pub async fn patient(action: PatientAction) -> Result<()> {
                 let inst: Recipient = inst
                     .parse()
                     .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
-                gateway::sharing::check_patient_id(&id)?;
+                gateway::engine::sharing::check_patient_id(&id)?;
                 println!("proof: {}", registration_for(&me, &inst, &id));
             }
             // Labelled, and still the last word of the last line for scripts.
@@ -699,7 +699,7 @@ pub async fn patient(action: PatientAction) -> Result<()> {
             {
                 let shown: Vec<_> = requests
                     .iter()
-                    .filter(|r| all || r.state == gateway::private::RequestState::Pending)
+                    .filter(|r| all || r.state == gateway::store::private::RequestState::Pending)
                     .collect();
                 if out.json {
                     return print_json(&shown);
@@ -905,7 +905,7 @@ async fn print_grants(dir: &DataDirArg, patient: Option<String>, out: JsonArg) -
     Ok(())
 }
 
-fn print_grant_list(grants: Vec<gateway::private::GrantRecord>) {
+fn print_grant_list(grants: Vec<gateway::store::private::GrantRecord>) {
     {
         let now = gateway::now_ms();
         for g in grants {
@@ -978,7 +978,7 @@ pub async fn share(action: ShareAction) -> Result<()> {
             expires_in,
         } => {
             let (scope, b, path) = scope_of(object, peer_bucket, prefix, all)?;
-            let request = gateway::remote::PeerShareRequest {
+            let request = gateway::engine::remote::PeerShareRequest {
                 patient,
                 scope: scope.into(),
                 bucket: b,
@@ -1117,7 +1117,9 @@ pub async fn share(action: ShareAction) -> Result<()> {
             let tmp = out.with_extension("partial");
             let mut file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
-            let n = match gateway::sharing::read_record(&public, &manifest, &dek, &mut file).await {
+            let n = match gateway::engine::sharing::read_record(&public, &manifest, &dek, &mut file)
+                .await
+            {
                 Ok(n) => n,
                 Err(e) => {
                     drop(file);
@@ -1192,7 +1194,7 @@ async fn pull(
         .parse()
         .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
     let opts: std::collections::BTreeMap<String, String> = opts.into_iter().collect();
-    let public = gateway::public::open(Some(public_store), &opts, out)
+    let public = gateway::store::public::open(Some(public_store), &opts, out)
         .context("cannot open the public store")?;
     let state = state.unwrap_or_else(|| out.join(".medgate-index-seq"));
     let min_seq = match std::fs::read_to_string(&state) {
@@ -1205,7 +1207,7 @@ async fn pull(
     };
     // An institution that replaced its key publishes a rollover signed by the key before:
     // follow the chain from the key given, and only from it.
-    let chain = gateway::keyrot::published_rollovers(&public)
+    let chain = gateway::engine::keyrot::published_rollovers(&public)
         .await
         .context("cannot read the institution's key rollovers from the public store")?;
     let (inst, followed) = keyring::rollover::follow_chain(&inst, &chain).map_err(|e| {
@@ -1260,7 +1262,7 @@ async fn pull(
             }
             let tmp = path.with_extension("medgate-partial");
             let mut file = std::fs::File::create(&tmp)?;
-            match gateway::sharing::read_record(&public, &manifest, &dek, &mut file).await {
+            match gateway::engine::sharing::read_record(&public, &manifest, &dek, &mut file).await {
                 Ok(n) => {
                     file.sync_all()?;
                     std::fs::rename(&tmp, &path)?;
@@ -1305,8 +1307,8 @@ async fn audit(
     opts: Vec<(String, String)>,
     state_path: &Path,
 ) -> Result<()> {
-    use gateway::api::{EntriesAnswer, ProofAnswer};
-    use gateway::audit::AuditState;
+    use gateway::engine::audit::AuditState;
+    use gateway::front::api::{EntriesAnswer, ProofAnswer};
     if gw.gateway.is_none() {
         bail!("--gateway URL is needed: the audit asks the gateway for your entries and proofs");
     }
@@ -1326,9 +1328,9 @@ async fn audit(
     };
     let answer: EntriesAnswer = link.get_json(&me, "/v1/patient/entries").await?;
     let opts: std::collections::BTreeMap<String, String> = opts.into_iter().collect();
-    let store = gateway::public::open(Some(public_store), &opts, Path::new("."))
+    let store = gateway::store::public::open(Some(public_store), &opts, Path::new("."))
         .context("cannot open the public store")?;
-    let public_note = gateway::log::published_checkpoint(&store)
+    let public_note = gateway::engine::log::published_checkpoint(&store)
         .await
         .context("cannot read the institution's checkpoint from the public store")?;
     let public_size = keyring::checkpoint::SignedNote::parse(&public_note)
@@ -1354,10 +1356,10 @@ async fn audit(
     };
     // After a key rotation the checkpoints are signed by the key the published rollovers
     // (each signed by the key before it) lead to from the one given, under the same origin.
-    let (key, origin, _) = gateway::keyrot::follow(&store, &inst)
+    let (key, origin, _) = gateway::engine::keyrot::follow(&store, &inst)
         .await
         .map_err(|e| anyhow!("the institution's key rollovers do not verify: {e}"))?;
-    let report = gateway::audit::check_with_origin(
+    let report = gateway::engine::audit::check_with_origin(
         &key,
         &origin,
         &me_id,

@@ -69,7 +69,7 @@ struct WitnessState {
 /// by the key before it (`keyring::rollover::follow_chain`). Returns the checkpoint and the key
 /// it verified under. A signer no such chain leads to is a fork.
 async fn verify_with_rollovers(
-    store: &gateway::public::PublicStore,
+    store: &gateway::store::public::PublicStore,
     pinned: &Recipient,
     origin: &str,
     note: &str,
@@ -77,7 +77,9 @@ async fn verify_with_rollovers(
     if let Ok(cp) = pinned.verify_checkpoint(origin, note) {
         return Ok((cp, pinned.clone()));
     }
-    let chain = gateway::keyrot::published_rollovers(store).await.context(
+    let chain = gateway::engine::keyrot::published_rollovers(store)
+        .await
+        .context(
         "the checkpoint is not signed by the pinned key; cannot read the published key rollovers",
     )?;
     let (key, followed) = keyring::rollover::follow_chain(pinned, &chain).map_err(|e| {
@@ -113,9 +115,9 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
         .map_err(|_| anyhow!("--institution is not a medgate1... recipient"))?;
     let opts: std::collections::BTreeMap<String, String> =
         args.public_store_opts.into_iter().collect();
-    let store = gateway::public::open(Some(&args.public_store), &opts, Path::new("."))
+    let store = gateway::store::public::open(Some(&args.public_store), &opts, Path::new("."))
         .context("cannot open the public store")?;
-    let note = gateway::log::published_checkpoint(&store)
+    let note = gateway::engine::log::published_checkpoint(&store)
         .await
         .context("cannot read the checkpoint from the public store")?;
     let last: Option<WitnessState> = match std::fs::read(&args.state) {
@@ -174,13 +176,13 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
                     bail!("fork: size {} was cosigned with another root", cp.size);
                 }
             } else {
-                let proof: gateway::api::ProofAnswer = link
+                let proof: gateway::front::api::ProofAnswer = link
                     .get_public(&format!(
                         "/v1/log/proofs/consistency?from={}&to={}",
                         l.size, cp.size
                     ))
                     .await?;
-                gateway::audit::check_consistency(
+                gateway::engine::audit::check_consistency(
                     (l.size, &old_root),
                     (cp.size, &cp.root),
                     &proof.hashes,
@@ -194,7 +196,7 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let name = gateway::log::witness_name(&me.recipient());
+    let name = gateway::engine::log::witness_name(&me.recipient());
     let cosigned = me.cosign_checkpoint(&name, &note, now)?;
     SignedNote::parse(&cosigned)?;
     let answer = link

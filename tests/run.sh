@@ -239,6 +239,14 @@ if [[ $E2E_ONLY != 1 ]]; then
     set -e
 
     # -----------------------------------------------------------------------
+    section "layer rules of gateway/src (tests/layers.py, docs/architecture.md)"
+    # -----------------------------------------------------------------------
+    set +e
+    python3 tests/layers.py && python3 tests/test_layers.py
+    record $?
+    set -e
+
+    # -----------------------------------------------------------------------
     section "cargo clippy --workspace --all-targets -- -D warnings"
     # -----------------------------------------------------------------------
     set +e

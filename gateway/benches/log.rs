@@ -12,9 +12,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use gateway::log::{consistency_proof, inclusion_proof, tiles_between, tree_root, Appender};
-use gateway::private::sled::SledStore;
-use gateway::private::{Event, PrivateStore};
+use gateway::engine::log::{
+    consistency_proof, inclusion_proof, tiles_between, tree_root, Appender,
+};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::{Event, PrivateStore};
 use keyring::merkle::ConsistencyProof;
 use keyring::InclusionProof;
 

@@ -20,11 +20,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use gateway::private::sled::SledStore;
-use gateway::private::{DekStanza, Precondition, PrivateStore, PutCommit};
-use gateway::public::PublicStore;
-use gateway::record::{Engine, EngineConfig};
-use gateway::sharing::{grant_for, registration_for};
+use gateway::engine::record::{Engine, EngineConfig};
+use gateway::engine::sharing::{grant_for, registration_for};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::{DekStanza, Precondition, PrivateStore, PutCommit};
+use gateway::store::public::PublicStore;
 use keyring::consent::{Records, Scope, ShareRequest};
 use keyring::{BlobId, DataKey, DekId, Identity, Manifest, Part, SUITE_V1};
 

@@ -1,7 +1,7 @@
 //! The gateway's one error type.
 //!
 //! Variants name what went wrong in domain terms; the S3 front maps them to wire codes in
-//! exactly one place (`s3::to_s3_error`). A failed integrity or decryption check is one
+//! exactly one place (`front::s3::to_s3_error`). A failed integrity or decryption check is one
 //! variant that carries where it happened but never key material or plaintext.
 
 use keyring::BlobId;
@@ -75,8 +75,9 @@ pub enum Error {
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("public store: {0}")]
     Public(#[from] object_store::Error),
+    /// A failure of the private store's backend (the sled adapter converts its errors).
     #[error("private store: {0}")]
-    Private(#[from] sled::Error),
+    Private(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("private store record is corrupt: {0}")]
     Corrupt(String),
     #[error("crypto: {0}")]

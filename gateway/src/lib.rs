@@ -1,37 +1,34 @@
-//! medgate's async engine.
+//! medgate's async engine, in four layers; every path goes downward.
 //!
-//! The gateway turns S3 requests into sealed records: it streams a body through
-//! [`record::Engine`], which seals it chunk by chunk into one blob of the public store
-//! ([`public`]) and commits the manifest, wrapped keys and Merkle leaves to the private
-//! store ([`private`]) in one transaction. [`s3`] is the S3 front (s3s), [`server`] binds
-//! it to a listener with graceful shutdown, [`gc`] reclaims blobs nothing references,
-//! and [`admin`] is the local admin socket. [`ops`] serves health, readiness and
-//! [`metrics`] on the ops port; [`tls`] holds the certificate both ports serve;
-//! [`backup`] makes and restores encrypted backups of the private store.
+//! - [`runtime`] (top): the whole server as one call ([`runtime::run::run`]), listeners and
+//!   the accept loop ([`runtime::server`]), TLS ([`runtime::tls`]), the ops port
+//!   ([`runtime::ops`]: health, readiness, metrics).
+//! - [`front`]: wire formats only. The S3 mapping ([`front::s3`], s3s), the JSON API
+//!   ([`front::api`], axum: admins, patients, peers, the log), the local admin socket
+//!   ([`front::admin`]) and backups streamed over it ([`front::backup_socket`]), the replay
+//!   cache of peer calls ([`front::replay`]) and the legacy `us` region mapping (`front::region`).
+//! - [`engine`]: what a request means. [`engine::record::Engine`] streams a body, seals it
+//!   chunk by chunk into one blob of the public store and commits the manifest, wrapped keys
+//!   and Merkle leaves to the private store in one transaction; [`engine::sharing`] (consent
+//!   and re-wrapping), [`engine::log`] (the transparency log), [`engine::remote`] (peers),
+//!   [`engine::rotate`], [`engine::keyrot`], [`engine::gc`], [`engine::backup`],
+//!   [`engine::audit`], [`engine::checksum`]; [`engine::catalog`] is what the fronts read and
+//!   change through the engine instead of the store.
+//! - [`store`] (bottom, above keyring): the private store contract and its sled adapter
+//!   ([`store::private`], [`store::private::sled`]) and the public store
+//!   ([`store::public`], object_store behind a metrics and timeout decorator).
+//!
+//! Beside the layers, usable by all of them and using none: [`error`] (the one error type),
+//! [`metrics`] (process-wide counters) and [`now_ms`]. `docs/architecture.md` walks a PUT,
+//! a GET and an approval through these modules; `tests/layers.py` checks the rules.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod api;
-pub mod audit;
-pub mod backup;
-pub mod checksum;
+pub mod engine;
 pub mod error;
-pub mod gc;
-pub mod keyrot;
-pub mod log;
+pub mod front;
 pub mod metrics;
-pub mod ops;
-pub mod private;
-pub mod public;
-pub mod record;
-mod region;
-pub mod remote;
-pub mod replay;
-pub mod rotate;
-pub mod s3;
-pub mod server;
-pub mod sharing;
-pub mod tls;
+pub mod runtime;
+pub mod store;
 
 pub use error::{Error, Result};
 

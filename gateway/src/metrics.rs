@@ -2,11 +2,11 @@
 //! front, the record engine and the public store count into and the ops port's
 //! `/metrics` encodes (OpenMetrics text).
 //!
-//! Metrics are process-wide statics rather than fields of [`crate::record::Engine`]:
+//! Metrics are process-wide statics rather than fields of [`crate::engine::record::Engine`]:
 //! the counters sit deep in the engine's hot paths (one increment per chunk), and a
 //! global keeps those call sites to one line each. Labels are bounded: S3 operation
 //! names come from s3s's fixed list, statuses from HTTP, public store operations from
-//! [`crate::public::Observed`]. Nothing secret, and no bucket or key name, is a label.
+//! [`crate::store::public::Observed`]. Nothing secret, and no bucket or key name, is a label.
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, OnceLock};

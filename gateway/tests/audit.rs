@@ -1,17 +1,17 @@
-//! A patient's audit (`gateway::audit::check`) against a real gateway's answers: an honest
+//! A patient's audit (`gateway::engine::audit::check`) against a real gateway's answers: an honest
 //! log passes; each way a gateway could lie fails and says how: an entry dropped from its
 //! private store (in the middle, or the newest one after an audit saw it), an edited entry,
 //! a reordered chain, an older checkpoint served, a checkpoint not signed by the institution.
 
 use std::sync::Arc;
 
-use gateway::api::{entries_for, EntriesAnswer};
-use gateway::audit::{check, AuditState};
-use gateway::log::CHECKPOINT_PATH;
-use gateway::private::sled::SledStore;
-use gateway::private::{Event, PrivateStore};
-use gateway::public::PublicStore;
-use gateway::record::{Engine, EngineConfig};
+use gateway::engine::audit::{check, AuditState};
+use gateway::engine::log::CHECKPOINT_PATH;
+use gateway::engine::record::{Engine, EngineConfig};
+use gateway::front::api::{entries_for, EntriesAnswer};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::{Event, PrivateStore};
+use gateway::store::public::PublicStore;
 use keyring::Identity;
 use object_store::path::Path as StorePath;
 
@@ -308,7 +308,10 @@ async fn an_older_or_forged_checkpoint_fails() {
         .checkpoint()
         .unwrap();
     let forged = mallory
-        .sign_checkpoint(&gateway::log::origin(&env.institution.recipient()), &cp)
+        .sign_checkpoint(
+            &gateway::engine::log::origin(&env.institution.recipient()),
+            &cp,
+        )
         .unwrap();
     let mut bad = new.clone();
     bad.checkpoint = forged.clone();

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use gateway::private::sled::SledStore;
-use gateway::private::{BlobState, Precondition, PrivateStore, PutCommit};
-use gateway::public::PublicStore;
-use gateway::record::{Engine, EngineConfig, PutRequest};
-use gateway::{gc, Error};
+use gateway::engine::gc;
+use gateway::engine::record::{Engine, EngineConfig, PutRequest};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::{BlobState, Precondition, PrivateStore, PutCommit};
+use gateway::store::public::PublicStore;
+use gateway::Error;
 use keyring::{leaf_hash, BlobId, Identity, Layout, Manifest};
 use md5::{Digest, Md5};
 use object_store::memory::InMemory;

@@ -1,4 +1,4 @@
-//! Institution key rotation (`gateway::keyrot`): the handover keeps the log's origin and makes
+//! Institution key rotation (`gateway::engine::keyrot`): the handover keeps the log's origin and makes
 //! the new key sign the next checkpoints; `verify` checks each checkpoint against the key in
 //! force at its size; records open with the old key until re-wrapped, and with the new one
 //! after; a re-run of either step changes nothing.
@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gateway::keyrot::{handover, key_history, published_rollovers, rewrap};
-use gateway::log::{publish, published_checkpoint, verify};
-use gateway::private::sled::SledStore;
-use gateway::private::PrivateStore;
-use gateway::public::PublicStore;
-use gateway::record::{Engine, EngineConfig, PutRequest};
+use gateway::engine::keyrot::{handover, key_history, published_rollovers, rewrap};
+use gateway::engine::log::{publish, published_checkpoint, verify};
+use gateway::engine::record::{Engine, EngineConfig, PutRequest};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::PrivateStore;
+use gateway::store::public::PublicStore;
 use keyring::checkpoint::SignedNote;
 use keyring::Identity;
 

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gateway::log::{publish, verify, VerifyReport, CHECKPOINT_PATH};
-use gateway::private::sled::SledStore;
-use gateway::private::PrivateStore;
-use gateway::public::PublicStore;
-use gateway::record::{Engine, EngineConfig, PutRequest};
+use gateway::engine::log::{publish, verify, VerifyReport, CHECKPOINT_PATH};
+use gateway::engine::record::{Engine, EngineConfig, PutRequest};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::PrivateStore;
+use gateway::store::public::PublicStore;
 use keyring::{Identity, Manifest};
 use object_store::path::Path as StorePath;
 
@@ -173,7 +173,7 @@ async fn a_flipped_blob_byte_is_named_by_deep_verify() {
     let path = env
         .dir
         .path()
-        .join(gateway::public::blob_path(&m.parts[0].blob).as_ref());
+        .join(gateway::store::public::blob_path(&m.parts[0].blob).as_ref());
     let mut raw = std::fs::read(&path).unwrap();
     raw[3000] ^= 1;
     std::fs::write(&path, raw).unwrap();
@@ -227,7 +227,7 @@ async fn a_rewritten_log_is_named() {
         let tiles = db.open_tree("log_tiles").unwrap();
         let tile0 = [0u8; 9];
         e.detail = "nothing happened here".into();
-        let leaf = keyring::leaf_hash(&gateway::log::commitment_of(&e).unwrap());
+        let leaf = keyring::leaf_hash(&gateway::engine::log::commitment_of(&e).unwrap());
         events
             .insert(1u64.to_be_bytes(), serde_json::to_vec(&e).unwrap())
             .unwrap();
@@ -275,7 +275,7 @@ async fn patient_chains_link_each_patients_entries() {
     let store = env.store();
     for (i, p) in ["a", "b", "a", "a", "b"].iter().enumerate() {
         store
-            .append_event(gateway::private::Event {
+            .append_event(gateway::store::private::Event {
                 kind: "read".into(),
                 actor: "t".into(),
                 patient: Some((*p).into()),
@@ -290,14 +290,14 @@ async fn patient_chains_link_each_patients_entries() {
     assert_eq!(seqs, [1, 1, 2, 3, 2]);
     assert_eq!(
         events[2].patient_prev,
-        hex::encode(gateway::log::commitment_of(&events[0]).unwrap())
+        hex::encode(gateway::engine::log::commitment_of(&events[0]).unwrap())
     );
     drop(store);
     assert_clean(&env.verify(false).await);
 }
 
-fn read_event(i: usize) -> gateway::private::Event {
-    gateway::private::Event {
+fn read_event(i: usize) -> gateway::store::private::Event {
+    gateway::store::private::Event {
         kind: "read".into(),
         actor: "t".into(),
         patient: Some(format!("p{}", i % 5)),
@@ -328,7 +328,7 @@ async fn grow(store: &SledStore, n: usize) -> Vec<keyring::Hash> {
 /// boundary (the second tile level); so do the tiles a publication writes.
 #[tokio::test]
 async fn stored_proofs_and_tiles_equal_naive_ones() {
-    use gateway::log::{consistency_proof, inclusion_proof, tiles_between, tree_root};
+    use gateway::engine::log::{consistency_proof, inclusion_proof, tiles_between, tree_root};
     use keyring::merkle::ConsistencyProof;
     use keyring::InclusionProof;
     let env = Env::new();
@@ -420,7 +420,7 @@ async fn a_log_of_leaf_rows_is_converted_to_tiles() {
     let store = env.store();
     assert_eq!(store.log_leaves(0, 777).await.unwrap(), leaves);
     assert_eq!(
-        gateway::log::tree_root(&*store, 777).await.unwrap(),
+        gateway::engine::log::tree_root(&*store, 777).await.unwrap(),
         keyring::root(&leaves)
     );
     grow(&store, 300).await;

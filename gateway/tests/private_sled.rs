@@ -2,8 +2,8 @@
 
 mod conformance;
 
-use gateway::private::sled::SledStore;
-use gateway::private::PrivateStore;
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::PrivateStore;
 
 fn fresh() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +71,7 @@ async fn sled_reopen_keeps_sharing_state() {
 #[test]
 fn sled_decide_request_races_on_threads() {
     use futures::executor::block_on;
-    use gateway::private::RequestState;
+    use gateway::store::private::RequestState;
 
     const CONTENDERS: usize = 4;
     let (_dir, store) = fresh();

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gateway::private::sled::SledStore;
-use gateway::private::PrivateStore;
-use gateway::public::PublicStore;
-use gateway::record::{Engine, EngineConfig, PutRequest};
-use gateway::sharing::{grant_for, registration_for, PATIENT_META};
+use gateway::engine::record::{Engine, EngineConfig, PutRequest};
+use gateway::engine::sharing::{grant_for, registration_for, PATIENT_META};
+use gateway::store::private::sled::SledStore;
+use gateway::store::private::PrivateStore;
+use gateway::store::public::PublicStore;
 use gateway::Error;
 use keyring::consent::{Grant, Records, Revocation, Scope, ShareRequest, SignedGrant};
 use keyring::{Identity, Manifest, Recipient};
@@ -246,7 +246,7 @@ async fn grants_are_checked_before_anything_is_rewrapped() {
         .unwrap();
     let dek = reader.unwrap_key(&stanza).unwrap().unwrap();
     let mut out = Vec::new();
-    gateway::sharing::read_record(&e.public, &m, &dek, &mut out)
+    gateway::engine::sharing::read_record(&e.public, &m, &dek, &mut out)
         .await
         .unwrap();
     assert_eq!(out, b"one");
@@ -407,7 +407,7 @@ async fn prefixes_mapped_to_a_patient() {
         private.clone() as Arc<dyn PrivateStore>,
         Arc::new(Identity::generate()),
         EngineConfig {
-            patient_prefixes: vec![gateway::record::PatientPrefix {
+            patient_prefixes: vec![gateway::engine::record::PatientPrefix {
                 bucket: "ehr".into(),
                 prefix: "frank/".into(),
                 patient: "frank".into(),
@@ -580,7 +580,7 @@ async fn revoking_a_wide_grant_keeps_only_what_a_narrow_one_covers() {
 struct Kept(Vec<u8>);
 
 #[async_trait::async_trait]
-impl gateway::backup::BackupSink for Kept {
+impl gateway::engine::backup::BackupSink for Kept {
     async fn write(&mut self, bytes: &[u8]) -> gateway::Result<()> {
         self.0.extend_from_slice(bytes);
         Ok(())
@@ -610,7 +610,7 @@ async fn a_restored_store_continues_past_published_index_numbers() {
 
     let recovery = Identity::generate();
     let mut kept = Kept(Vec::new());
-    gateway::backup::write_backup(
+    gateway::engine::backup::write_backup(
         &*e.private,
         Vec::new(),
         &recovery.recipient(),
@@ -627,11 +627,11 @@ async fn a_restored_store_continues_past_published_index_numbers() {
     PatientIndex::open(&bytes, &alice, &inst.recipient(), 3).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let expected = gateway::backup::ExpectedSigner {
+    let expected = gateway::engine::backup::ExpectedSigner {
         institution: &inst.recipient(),
         allow_unsigned: false,
     };
-    gateway::backup::restore(
+    gateway::engine::backup::restore(
         &mut kept.0.as_slice(),
         &recovery,
         expected,

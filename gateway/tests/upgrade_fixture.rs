@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use gateway::private::sled::{DekUpgrade, SledStore};
-use gateway::private::PrivateStore;
+use gateway::store::private::sled::{DekUpgrade, SledStore};
+use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient};
 
 fn fixture() -> PathBuf {

@@ -13,7 +13,7 @@ from support import MIB, client_for
 
 def test_random_ranges_over_multipart_fetch_few_chunks(gateway_factory):
     gw = gateway_factory(start=False)
-    gw.extra_env = {"MEDGATE_LOG": "info,gateway::record=debug"}
+    gw.extra_env = {"MEDGATE_LOG": "info,gateway::engine::record=debug"}
     gw.start()
     s3 = client_for(gw)
     s3.create_bucket(Bucket="ranges")

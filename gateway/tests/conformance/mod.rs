@@ -1,12 +1,12 @@
 //! The `PrivateStore` conformance suite.
 //!
 //! Every function takes a fresh, empty store behind `&dyn PrivateStore` and checks one part
-//! of the contract in `gateway::private`. Each backend's test file (`private_sled.rs`, and
+//! of the contract in `gateway::store::private`. Each backend's test file (`private_sled.rs`, and
 //! later PostgreSQL) includes this module with `mod conformance;` and calls every function on
 //! its own fresh store.
 #![allow(dead_code)]
 
-use gateway::private::{
+use gateway::store::private::{
     AccessKeyRecord, BlobState, DekStanza, Event, GrantRecord, PartRecord, PatientRecord,
     Precondition, PrivateStore, PutCommit, RequestState, ShareRequestRecord, UploadRecord,
 };
@@ -383,7 +383,7 @@ pub async fn conformance_list_objects(store: &dyn PrivateStore) {
     let mut expected: Vec<&str> = LIST_KEYS.to_vec();
     expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     assert_eq!(expected, LIST_KEYS, "the fixture is in byte order");
-    let keys = |v: Vec<gateway::private::ListedObject>| -> Vec<String> {
+    let keys = |v: Vec<gateway::store::private::ListedObject>| -> Vec<String> {
         v.into_iter().map(|o| o.key).collect()
     };
 
@@ -580,7 +580,7 @@ fn access_key(id: &str, buckets: &[&str]) -> AccessKeyRecord {
         sealed_secret: id.as_bytes().iter().rev().copied().collect(),
         buckets: buckets.iter().map(|b| b.to_string()).collect(),
         created_ms: 42,
-        v: gateway::private::ACCESS_KEY_ROW_V2,
+        v: gateway::store::private::ACCESS_KEY_ROW_V2,
         label_patients: id.ends_with('1'),
     }
 }
@@ -600,7 +600,7 @@ pub async fn conformance_access_keys(store: &dyn PrivateStore) {
     assert_eq!(got.created_ms, 42);
     assert_eq!(
         (got.v, got.label_patients),
-        (gateway::private::ACCESS_KEY_ROW_V2, true)
+        (gateway::store::private::ACCESS_KEY_ROW_V2, true)
     );
     let other = store.access_key("AK2").await.unwrap().unwrap();
     assert!(!other.label_patients);
@@ -1459,7 +1459,7 @@ async fn check_log(store: &dyn PrivateStore) -> Vec<Event> {
         assert_eq!(e.seq, i as u64);
         assert_eq!(e.salt.len(), 64);
         assert!(salts.insert(e.salt.clone()), "salt reused at {i}");
-        let c = gateway::log::commitment_of(e).unwrap();
+        let c = gateway::engine::log::commitment_of(e).unwrap();
         assert_eq!(leaves[i], keyring::leaf_hash(&c), "leaf {i}");
         match &e.patient {
             Some(p) => {
@@ -1522,11 +1522,11 @@ pub async fn conformance_event_batches(store: &dyn PrivateStore) {
     assert_eq!(chain, [1, 0, 2, 1, 3]);
     assert_eq!(
         stored[2].patient_prev,
-        hex::encode(gateway::log::commitment_of(&stored[0]).unwrap())
+        hex::encode(gateway::engine::log::commitment_of(&stored[0]).unwrap())
     );
     assert_eq!(
         stored[4].patient_prev,
-        hex::encode(gateway::log::commitment_of(&stored[2]).unwrap())
+        hex::encode(gateway::engine::log::commitment_of(&stored[2]).unwrap())
     );
     for (i, e) in caller_fields(stored).into_iter().enumerate() {
         assert_eq!(
