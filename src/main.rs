@@ -982,7 +982,7 @@ async fn ensure_first_access_key(
         }
     };
     // The first key is the operator's: it may label records with patients.
-    admin::add_access_key(store, identity, &id, &secret, Vec::new(), true)
+    gateway::engine::maintenance::add_access_key(store, identity, &id, &secret, Vec::new(), true)
         .await
         .map_err(|e| anyhow!("cannot create the first access key: {e}"))?;
     let creds = zeroize::Zeroizing::new(format!(
@@ -1064,14 +1064,18 @@ pub(crate) async fn admin_request_with(
         "(no server running: opened the store in {} directly)",
         setup.data_dir.display()
     );
-    let cx = AdminContext {
-        private,
+    let engine = Arc::new(gateway::engine::record::Engine::new(
         public,
+        private,
+        identity,
+        gateway::engine::record::EngineConfig::default(),
+    ));
+    engine.set_previous(previous);
+    let cx = AdminContext {
+        engine,
+        serving: false,
         public_root,
-        institution: identity,
-        previous,
         peers: setup.file.peer_list(),
-        engine: None,
         progress,
     };
     Ok(admin::handle(&cx, req).await)

@@ -15,6 +15,7 @@ pub mod checksum;
 pub mod gc;
 pub mod keyrot;
 pub mod log;
+pub mod maintenance;
 pub mod record;
 pub mod remote;
 pub mod rotate;

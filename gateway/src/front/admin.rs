@@ -10,20 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyring::Identity;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::engine::gc::GcReport;
-use crate::engine::record::{Engine, EngineConfig};
+use crate::engine::record::Engine;
 use crate::engine::sharing::RewrapReport;
-use crate::engine::ACCESS_KEY_VAULT;
-use crate::engine::{
-    AccessKeyRecord, Event, GrantRecord, PatientRecord, RequestState, ShareRequestRecord,
-};
-use crate::store::private::PrivateStore;
-use crate::store::public::PublicStore;
+use crate::engine::{Event, GrantRecord, PatientRecord, RequestState, ShareRequestRecord};
 use crate::{Error, Result};
 
 mod client;
@@ -305,17 +299,15 @@ impl From<&GcReport> for GcSummary {
 /// What admin requests act on.
 #[derive(Clone)]
 pub struct AdminContext {
-    pub private: Arc<dyn PrivateStore>,
-    pub public: PublicStore,
-    /// The folder behind `public`, when it is one (for gc's staging sweep).
+    /// The engine every request goes through: the running server's, or on a stopped data dir
+    /// one the CLI opened for this command (with the institution's previous identities set).
+    pub engine: Arc<Engine>,
+    /// Whether `engine` is the running server's (rotation and mounting need it).
+    pub serving: bool,
+    /// The folder behind the public store, when it is one (for gc's staging sweep).
     pub public_root: Option<std::path::PathBuf>,
-    pub institution: Arc<Identity>,
-    /// The institution's previous identities (after `medgate keys rotate`), newest first.
-    pub previous: Vec<Arc<Identity>>,
     /// Peer institutions by name and Recipient (from the config's `[[peers]]`).
     pub peers: Vec<(String, String)>,
-    /// The running server's engine; `None` on a stopped data dir.
-    pub engine: Option<Arc<Engine>>,
     /// Where a long operation (verify) reports its steps.
     pub progress: Option<Progress>,
 }
@@ -390,54 +382,13 @@ pub fn new_secret() -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(secret)
 }
 
-/// Stores an access key with its secret sealed under the institution's vault key.
-///
-/// # Errors
-/// An id that is empty or already used; store failures.
-pub async fn add_access_key(
-    store: &dyn PrivateStore,
-    institution: &Identity,
-    id: &str,
-    secret: &str,
-    buckets: Vec<String>,
-    label_patients: bool,
-) -> Result<()> {
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(Error::InvalidArgument(
-            "an access key id is 1 to 128 ASCII letters and digits".into(),
-        ));
-    }
-    if secret.len() < 16 {
-        return Err(Error::InvalidArgument(
-            "a secret access key needs at least 16 characters".into(),
-        ));
-    }
-    if store.access_key(id).await?.is_some() {
-        return Err(Error::InvalidArgument(format!(
-            "access key {id} already exists"
-        )));
-    }
-    let vault = institution.vault_key(ACCESS_KEY_VAULT);
-    store
-        .put_access_key(AccessKeyRecord {
-            id: id.to_string(),
-            sealed_secret: vault.seal(id.as_bytes(), secret.as_bytes()),
-            buckets,
-            created_ms: crate::now_ms(),
-            v: crate::engine::ACCESS_KEY_ROW_V2,
-            label_patients,
-        })
-        .await?;
-    store.flush().await
-}
-
 async fn view(cx: &AdminContext, rec: &ShareRequestRecord) -> Result<RequestView> {
     use keyring::consent::{Records, ShareRequest};
     let req = ShareRequest::from_text(&rec.request)?;
     // For the admin and the patient only (a peer's answers never say whether a patient
     // has records): how many of the patient's records the request reaches now.
     let matching_records = cx
-        .private
+        .engine
         .patient_objects(&rec.patient_id)
         .await?
         .iter()
@@ -503,7 +454,7 @@ pub fn new_request(
         }
     };
     let req = ShareRequest {
-        institution: cx.institution.recipient().fingerprint(),
+        institution: cx.engine.institution().recipient().fingerprint(),
         patient_id: n.patient.clone(),
         scope: Scope {
             records,
@@ -525,7 +476,7 @@ pub fn new_request(
     Ok(req)
 }
 
-/// Carries out one admin request against a store; failures become `AdminResponse::Error`.
+/// Carries out one admin request through the engine; failures become `AdminResponse::Error`.
 pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
     execute(cx, req)
         .await
@@ -534,24 +485,17 @@ pub async fn handle(cx: &AdminContext, req: AdminRequest) -> AdminResponse {
         })
 }
 
-/// Carries out one admin request against a store.
+/// Carries out one admin request through the engine.
 ///
 /// # Errors
 /// What the operation fails with.
 pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminResponse> {
-    let store = &*cx.private;
-    let institution = &*cx.institution;
-    // The server's own engine when there is one (its configuration and publication state);
-    // a stopped data dir gets one for this request.
-    let engine = || {
-        cx.engine.clone().unwrap_or_else(|| {
-            Arc::new(Engine::new(
-                cx.public.clone(),
-                cx.private.clone(),
-                cx.institution.clone(),
-                EngineConfig::default(),
-            ))
-        })
+    let engine = &*cx.engine;
+    let progress = cx.progress.clone();
+    let progress = move |step: &str, done: u64, total: u64| {
+        if let Some(p) = &progress {
+            p(step, done, total);
+        }
     };
     async {
         Ok::<_, Error>(match req {
@@ -560,7 +504,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 recipient,
                 proof,
             } => {
-                let patient = engine()
+                let patient = engine
                     .register_patient(&id, &recipient, &proof, "admin")
                     .await?;
                 AdminResponse::Patient {
@@ -569,18 +513,18 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 }
             }
             AdminRequest::PatientList => AdminResponse::Patients {
-                patients: store.list_patients().await?,
+                patients: engine.list_patients().await?,
             },
             AdminRequest::PatientShow { id } => {
-                let patient = store
+                let patient = engine
                     .patient(&id)
                     .await?
                     .ok_or_else(|| Error::UnknownPatient(id.clone()))?;
-                let records = store.patient_objects(&id).await?.len() as u64;
+                let records = engine.patient_objects(&id).await?.len() as u64;
                 AdminResponse::Patient { patient, records }
             }
             AdminRequest::PatientWhoami { recipient } => {
-                let patient = store
+                let patient = engine
                     .list_patients()
                     .await?
                     .into_iter()
@@ -590,19 +534,19 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                             "no patient is registered with this key at this gateway".into(),
                         )
                     })?;
-                let records = store.patient_objects(&patient.id).await?.len() as u64;
+                let records = engine.patient_objects(&patient.id).await?.len() as u64;
                 AdminResponse::Patient { patient, records }
             }
             AdminRequest::ShareRequest(n) => {
                 let req = new_request(cx, &n)?;
-                let rec = engine().create_request(&req.to_text(), "admin").await?;
+                let rec = engine.create_request(&req.to_text(), "admin").await?;
                 AdminResponse::Request {
                     request: view(cx, &rec).await?,
                 }
             }
             AdminRequest::Requests { patient } => {
                 let mut requests = Vec::new();
-                for r in store.list_requests().await? {
+                for r in engine.list_requests().await? {
                     if patient.as_ref().is_none_or(|p| *p == r.patient_id) {
                         requests.push(view(cx, &r).await?);
                     }
@@ -610,99 +554,61 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 AdminResponse::Requests { requests }
             }
             AdminRequest::RequestGet { id } => {
-                let (rec, _) = engine().request(&id).await?;
+                let (rec, _) = engine.request(&id).await?;
                 AdminResponse::Request {
                     request: view(cx, &rec).await?,
                 }
             }
             AdminRequest::Approve { request_id, grant } => AdminResponse::Rewrapped {
-                report: engine().approve(&request_id, &grant).await?,
+                report: engine.approve(&request_id, &grant).await?,
             },
             AdminRequest::Deny { request_id, denial } => {
-                engine().deny(&request_id, &denial).await?;
+                engine.deny(&request_id, &denial).await?;
                 AdminResponse::Done {
                     message: format!("request {request_id} denied"),
                 }
             }
             AdminRequest::Revoke { revocation } => {
-                let removed = engine().revoke(&revocation).await?;
+                let removed = engine.revoke(&revocation).await?;
                 AdminResponse::Done {
                     message: format!("grant revoked; {removed} wrapped keys deleted"),
                 }
             }
             AdminRequest::Grants { patient } => AdminResponse::Grants {
-                grants: store
+                grants: engine
                     .list_grants()
                     .await?
                     .into_iter()
                     .filter(|g| patient.as_ref().is_none_or(|p| *p == g.patient_id))
                     .collect(),
             },
-            AdminRequest::Verify { deep } => {
-                // Publish what is pending first, so the check covers everything logged.
-                crate::engine::log::publish(store, &cx.public, institution).await?;
-                let progress = cx.progress.clone();
-                AdminResponse::Verified {
-                    report: crate::engine::log::verify(
-                        store,
-                        &cx.public,
-                        &institution.recipient(),
-                        deep,
-                        &move |step, done, total| {
-                            if let Some(p) = &progress {
-                                p(step, done, total);
-                            }
-                        },
-                    )
-                    .await?,
-                }
-            }
-            AdminRequest::KeysRewrap => {
-                let progress = cx.progress.clone();
-                let report = crate::engine::keyrot::rewrap(
-                    store,
-                    institution,
-                    &cx.previous,
-                    &move |step, done, total| {
-                        if let Some(p) = &progress {
-                            p(step, done, total);
-                        }
-                    },
-                )
-                .await?;
-                // Indexes have new names and a new signer now.
-                let e = engine();
-                e.mark_all_indexes().await?;
-                e.publish_indexes().await?;
-                AdminResponse::KeysRewrapped { report }
-            }
+            AdminRequest::Verify { deep } => AdminResponse::Verified {
+                report: engine.verify(deep, &progress).await?,
+            },
+            AdminRequest::KeysRewrap => AdminResponse::KeysRewrapped {
+                report: engine.rewrap_institution_keys(&progress).await?,
+            },
             AdminRequest::Rollovers => AdminResponse::Rollovers {
-                rollovers: crate::engine::keyrot::published_rollovers(&cx.public)
+                rollovers: engine
+                    .published_rollovers()
                     .await?
                     .iter()
                     .map(|r| r.to_text())
                     .collect(),
             },
             AdminRequest::Rotate { scope, since } => {
-                let progress = cx.progress.clone();
-                let engine = cx.engine.clone().ok_or_else(|| {
-                    Error::InvalidArgument(
+                if !cx.serving {
+                    return Err(Error::InvalidArgument(
                         "rotation re-seals blobs: run it against the running server (medgate serve)"
                             .into(),
-                    )
-                })?;
+                    ));
+                }
                 AdminResponse::Rotated {
-                    report: engine
-                        .rotate(&scope, since, &move |step, done, total| {
-                            if let Some(p) = &progress {
-                                p(step, done, total);
-                            }
-                        })
-                        .await?,
+                    report: cx.engine.rotate(&scope, since, &progress).await?,
                 }
             }
             AdminRequest::LogSize => AdminResponse::LogSize {
-                size: store.log_size().await?,
+                size: engine.log_size().await?,
             },
             AdminRequest::PatientBreakGlass {
                 id,
@@ -711,7 +617,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 reason,
                 admin,
             } => {
-                let n = engine()
+                let n = engine
                     .break_glass_patient_key(&id, &recipient, &proof, &reason, &admin)
                     .await?;
                 AdminResponse::Done {
@@ -721,7 +627,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 }
             }
             AdminRequest::PatientRekey { change } => {
-                let n = engine().change_patient_key(&change).await?;
+                let n = engine.change_patient_key(&change).await?;
                 AdminResponse::Done {
                     message: format!("key changed; {n} records re-wrapped to the new key"),
                 }
@@ -731,10 +637,9 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 peer,
                 request,
             } => {
-                let remote = cx
-                    .engine
-                    .as_ref()
-                    .and_then(|e| e.remote())
+                let remote = engine
+                    .remote()
+                    .filter(|_| cx.serving)
                     .ok_or_else(|| {
                         Error::InvalidArgument(
                             "mounting needs the running server and a [[peers]] entry with a url"
@@ -746,13 +651,13 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 }
             }
             AdminRequest::Mounts => AdminResponse::Mounts {
-                mounts: match cx.engine.as_ref().and_then(|e| e.remote()) {
+                mounts: match engine.remote() {
                     Some(r) => r.mounts_with_state().await,
-                    None => store.mounts().await?,
+                    None => engine.mounts().await?,
                 },
             },
             AdminRequest::Exchange { grant, bucket, key } => {
-                let (m, stanza) = engine()
+                let (m, stanza) = engine
                     .exchange(&grant, &bucket, &key, "recipient")
                     .await?;
                 AdminResponse::Exchange {
@@ -765,7 +670,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 limit,
                 patient,
             } => AdminResponse::Events {
-                events: store
+                events: engine
                     .events(from, limit.min(10_000))
                     .await?
                     .into_iter()
@@ -778,7 +683,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 ))
             }
             AdminRequest::Recipient => AdminResponse::Recipient {
-                recipient: institution.recipient().to_string(),
+                recipient: engine.institution().recipient().to_string(),
             },
             AdminRequest::AccessKeyCreate {
                 buckets,
@@ -786,15 +691,9 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
             } => {
                 let id = new_access_key_id();
                 let secret = new_secret();
-                add_access_key(
-                    store,
-                    institution,
-                    &id,
-                    &secret,
-                    buckets.clone(),
-                    label_patients,
-                )
-                .await?;
+                engine
+                    .add_access_key(&id, &secret, buckets.clone(), label_patients)
+                    .await?;
                 AdminResponse::AccessKeyCreated {
                     id,
                     secret: Secret::from(secret),
@@ -803,7 +702,7 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                 }
             }
             AdminRequest::AccessKeyList => AdminResponse::AccessKeys {
-                keys: store
+                keys: engine
                     .list_access_keys()
                     .await?
                     .into_iter()
@@ -816,19 +715,17 @@ pub async fn execute(cx: &AdminContext, req: AdminRequest) -> Result<AdminRespon
                     .collect(),
             },
             AdminRequest::AccessKeyDelete { id } => {
-                let existed = store.delete_access_key(&id).await?;
-                store.flush().await?;
+                let existed = engine.delete_access_key(&id).await?;
                 AdminResponse::Deleted { id, existed }
             }
             AdminRequest::Gc { grace_secs, apply } => {
-                let report = crate::engine::gc::run(
-                    &cx.public,
-                    cx.public_root.as_deref(),
-                    store,
-                    std::time::Duration::from_secs(grace_secs),
-                    apply,
-                )
-                .await?;
+                let report = engine
+                    .gc(
+                        cx.public_root.as_deref(),
+                        std::time::Duration::from_secs(grace_secs),
+                        apply,
+                    )
+                    .await?;
                 AdminResponse::Gc {
                     report: GcSummary::from(&report),
                 }

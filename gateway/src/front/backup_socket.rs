@@ -30,7 +30,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use zeroize::Zeroizing;
 
-use crate::engine::backup::{record_backup, write_backup, BackupSink, FileBytes};
+use crate::engine::backup::{BackupSink, FileBytes};
 use crate::front::admin::{AdminContext, AdminRequest, AdminResponse};
 use crate::{Error, Result};
 
@@ -106,18 +106,17 @@ pub(crate) async fn serve(
         }
     };
     let files = vec![("institution.key".to_string(), identity_file)];
-    let stats =
-        match write_backup(&*cx.private, files, &recipient, &cx.institution, &mut sink).await {
-            Ok(stats) => stats,
-            Err(e) => {
-                tracing::warn!(error = %e, "backup failed");
-                return sink
-                    .end(&AdminResponse::Error {
-                        message: format!("backup failed: {e}"),
-                    })
-                    .await;
-            }
-        };
+    let stats = match cx.engine.write_backup(files, &recipient, &mut sink).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            tracing::warn!(error = %e, "backup failed");
+            return sink
+                .end(&AdminResponse::Error {
+                    message: format!("backup failed: {e}"),
+                })
+                .await;
+        }
+    };
     sink.end(&AdminResponse::Done {
         message: format!(
             "{} entries (records, trees and files), {} bytes",
@@ -131,7 +130,7 @@ pub(crate) async fn serve(
         tracing::warn!("backup streamed but the client did not confirm it; not recorded");
         return Ok(());
     }
-    let resp = match record_backup(&*cx.private, stats.created_ms).await {
+    let resp = match cx.engine.record_backup(stats.created_ms).await {
         Ok(()) => {
             tracing::info!(entries = stats.entries, bytes = stats.bytes, "backup taken");
             AdminResponse::Done {

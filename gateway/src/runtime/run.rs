@@ -185,7 +185,7 @@ pub async fn run(
         engine_config,
     ));
     if !previous.is_empty() {
-        engine.set_previous(previous.clone());
+        engine.set_previous(previous);
     }
 
     // Grants that end need nobody to act: access checks refuse them at once, and this
@@ -276,13 +276,10 @@ pub async fn run(
     ));
 
     let admin_cx = AdminContext {
-        private: Arc::clone(&private),
-        public,
+        engine: Arc::clone(&engine),
+        serving: true,
         public_root,
-        institution: Arc::clone(&identity),
-        previous,
         peers: peer_list,
-        engine: Some(Arc::clone(&engine)),
         progress: None,
     };
     let admin_task = crate::front::admin::listen(&admin_socket, admin_cx.clone()).map_err(
