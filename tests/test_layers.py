@@ -85,6 +85,12 @@ def test_front_reaching_the_engines_store_fails():
                 "engine.private: a front may not reach the private store")
 
 
+def test_front_calling_the_test_accessor_fails():
+    expect_fail("private_store", {"front/s3/mod.rs": "async fn planted(e: &crate::engine::record::Engine) {\n"
+                                                     "    let _ = e.private_store()\n        .flush();\n}"},
+                "private_store(): a front may not reach the private store")
+
+
 def test_unknown_top_level_module_fails():
     expect_fail("unknown", {"engine/gc.rs": "fn planted() { let _ = crate::newlayer::thing; }"},
                 "unknown top-level module 'newlayer'")

@@ -89,7 +89,7 @@ impl Env {
 
 async fn event(engine: &Engine, patient: &str, kind: &str, actor: &str) {
     engine
-        .private
+        .private_store()
         .append_event(Event {
             time_ms: gateway::now_ms(),
             kind: kind.into(),
@@ -118,7 +118,7 @@ async fn populated() -> Env {
     ] {
         event(&engine, p, k, a).await;
     }
-    engine.private.flush().await.unwrap();
+    engine.private_store().flush().await.unwrap();
     drop(engine);
     env
 }
@@ -250,7 +250,7 @@ async fn an_older_or_forged_checkpoint_fails() {
     {
         let engine = env.engine();
         event(&engine, "alice", "read", "peer:hospital-b").await;
-        engine.private.flush().await.unwrap();
+        engine.private_store().flush().await.unwrap();
     }
     let (new, new_note) = env.answer().await;
     assert!(new.tree_size > old.tree_size);
@@ -267,7 +267,11 @@ async fn an_older_or_forged_checkpoint_fails() {
     assert!(err.contains("previous audit vs now"), "{err}");
     let leaves = {
         let engine = env.engine();
-        engine.private.log_leaves(0, new.tree_size).await.unwrap()
+        engine
+            .private_store()
+            .log_leaves(0, new.tree_size)
+            .await
+            .unwrap()
     };
     let proof: Vec<String> =
         keyring::ConsistencyProof::generate(&leaves, old.tree_size, new.tree_size)

@@ -665,7 +665,11 @@ async fn gc_reports_then_deletes_exactly_the_orphans() {
     let b = put(&engine, "gc/b", &data(100, 22)).await;
     let vc = data(130, 23);
     let c = put(&engine, "gc/c", &vc).await;
-    engine.private.delete_object(BUCKET, "gc/b").await.unwrap();
+    engine
+        .private_store()
+        .delete_object(BUCKET, "gc/b")
+        .await
+        .unwrap();
     // Something under v1/b/ that is not a blob of ours.
     public
         .put(

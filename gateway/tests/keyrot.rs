@@ -103,7 +103,7 @@ async fn handover_rewrap_and_verify() {
     let after = engine(&public, &store, &new);
     let m = after.manifest("b", "one").await.unwrap();
     assert!(after.open(&m, 0, m.size).await.is_err());
-    let _ = after.previous.set(vec![Arc::clone(&old)]);
+    after.set_previous(vec![Arc::clone(&old)]);
     assert_eq!(read(&after, "one").await, vec![7u8; 3000]);
 
     let report = rewrap(&*store, &new, &[Arc::clone(&old)], &|_, _, _| {})

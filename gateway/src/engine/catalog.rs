@@ -71,6 +71,14 @@ impl Engine {
         self.private.flush().await
     }
 
+    /// The private store itself, for the integration tests in `gateway/tests` (which set up
+    /// and inspect rows). No front calls it: `tests/layers.py` refuses `private_store` in
+    /// `front/`, as it refuses `engine.private`.
+    #[doc(hidden)]
+    pub fn private_store(&self) -> &Arc<dyn crate::store::private::PrivateStore> {
+        &self.private
+    }
+
     /// Sets the peers' client (once, at start; see [`crate::runtime::run`]).
     pub fn set_remote(&self, remote: Arc<Remote>) {
         let _ = self.remote.set(remote);

@@ -185,9 +185,9 @@ pub struct PartRequest {
 /// The record engine shared by every request.
 pub struct Engine {
     pub(in crate::engine) public: PublicStore,
-    /// Public for the integration tests only: the fronts reach the store through engine
-    /// methods (`engine::catalog`), which `tests/layers.py` checks.
-    pub private: Arc<dyn PrivateStore>,
+    /// The fronts reach the store through engine methods (`engine::catalog`); the
+    /// integration tests through [`Engine::private_store`].
+    pub(in crate::engine) private: Arc<dyn PrivateStore>,
     pub(in crate::engine) institution: Arc<Identity>,
     pub(in crate::engine) institution_recipient: Recipient,
     config: EngineConfig,
@@ -207,9 +207,8 @@ pub struct Engine {
     /// The institution's previous identities, after `medgate keys rotate`: records not yet
     /// re-wrapped to the current key still open with them (set once at start; see
     /// [`crate::engine::keyrot`]).
-    /// Public for the integration tests only (they set it); the server calls
-    /// [`Engine::set_previous`].
-    pub previous: std::sync::OnceLock<Vec<Arc<Identity>>>,
+    /// Set once by [`Engine::set_previous`].
+    pub(in crate::engine) previous: std::sync::OnceLock<Vec<Arc<Identity>>>,
 }
 
 impl Engine {
