@@ -12,7 +12,9 @@ The layers, bottom to top: base (lib.rs, error.rs, metrics.rs: usable by all, us
 2. the `sled` crate is named only in the sled adapter (store/private/sled.rs, sled_*.rs);
 3. a front (front/) never names the store layer, nor reaches the engine's store through
    `engine.private` or `Engine::private_store()` (the integration tests' accessor): it calls
-   the engine.
+   the engine;
+4. a front never calls `flush` (of anything): every engine method that changes state returns
+   only once it is durable, so durability is decided in one place (`Engine::durable`).
 
 Breaches known when the rules were written and not yet fixed are listed, one `file: path`
 a line, in tests/layers_allowed.txt; an entry that no longer matches anything is itself an
@@ -229,6 +231,9 @@ def check(src: Path, allowed: set[str] | None = None) -> list[str]:
                 line = code.count("\n", 0, m.start()) + 1
                 what = "private_store()" if "private_store" in m.group(0) else "engine.private"
                 errors.append(f"{rel}:{line}: {what}: a front may not reach the private store; call the engine")
+            for m in re.finditer(r"\.\s*flush\s*\(", code):
+                line = code.count("\n", 0, m.start()) + 1
+                errors.append(f"{rel}:{line}: flush(): a front may not flush; engine methods return once their writes are durable")
         if not is_sled_adapter:
             for m in re.finditer(r"(?<![\w:])sled\s*::|\buse\s+sled\b|\bextern\s+crate\s+sled\b", code):
                 line = code.count("\n", 0, m.start()) + 1

@@ -91,6 +91,14 @@ def test_front_calling_the_test_accessor_fails():
                 "private_store(): a front may not reach the private store")
 
 
+def test_front_flushing_fails():
+    expect_fail("flush", {"front/s3/objects.rs": "async fn planted(front: &Front) -> crate::Result<()> {\n"
+                                                 "    front.engine\n        .flush().await\n}"},
+                "flush(): a front may not flush")
+    expect_fail("flush line", {"front/api/mod.rs": "async fn planted(e: &crate::engine::record::Engine) { let _ = e.flush(); }"},
+                "front/api/mod.rs:")
+
+
 def test_unknown_top_level_module_fails():
     expect_fail("unknown", {"engine/gc.rs": "fn planted() { let _ = crate::newlayer::thing; }"},
                 "unknown top-level module 'newlayer'")

@@ -33,14 +33,13 @@ impl Engine {
 
     /// Creates a bucket, durably.
     pub async fn create_bucket(&self, name: &str) -> Result<()> {
-        self.private.create_bucket(name, crate::now_ms()).await?;
-        self.private.flush().await
+        self.durable(self.private.create_bucket(name, crate::now_ms()))
+            .await
     }
 
     /// Deletes an empty bucket, durably.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
-        self.private.delete_bucket(name).await?;
-        self.private.flush().await
+        self.durable(self.private.delete_bucket(name)).await
     }
 
     /// Up to `limit` objects of `bucket` under `prefix`, after the key `after`.
@@ -64,11 +63,6 @@ impl Engine {
     /// The multipart uploads in progress in `bucket`.
     pub async fn list_uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>> {
         self.private.list_uploads(bucket).await
-    }
-
-    /// Makes every completed write durable (after a batch of deletes).
-    pub async fn flush(&self) -> Result<()> {
-        self.private.flush().await
     }
 
     /// The private store itself, for the integration tests in `gateway/tests` (which set up

@@ -95,9 +95,7 @@ impl Engine {
 
     /// Deletes an access key, durably; whether it existed.
     pub async fn delete_access_key(&self, id: &str) -> Result<bool> {
-        let existed = self.private.delete_access_key(id).await?;
-        self.private.flush().await?;
-        Ok(existed)
+        self.durable(self.private.delete_access_key(id)).await
     }
 
     /// Every share request, in any state.

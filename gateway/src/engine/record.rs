@@ -247,14 +247,36 @@ impl Engine {
         remote.mount(bucket).map(|m| (Arc::clone(remote), m))
     }
 
-    /// Removes an object and logs it in the same transaction. The caller flushes (a batch
-    /// delete flushes once).
+    /// Removes an object and logs it in the same transaction; returns once that is durable.
     ///
     /// # Errors
     /// Store failures.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
-        // A backup holds off until the manifest and its log entry are both written.
-        let _hold = self.private.hold_writes().await;
+        self.durable(self.delete_one(bucket, key)).await
+    }
+
+    /// DeleteObjects: deletes each of `keys` (one log entry each) and returns once all of
+    /// them are durable (one flush for the batch); one result per key, in order.
+    ///
+    /// # Errors
+    /// The final flush failed; a key's own failure is its result.
+    pub async fn delete_many(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Result<Option<Manifest>>>> {
+        self.durable(async {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.delete_one(bucket, key).await);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One delete and its log entry (the caller holds the gate and flushes).
+    async fn delete_one(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
         let entry = crate::engine::log::write_entry("delete", bucket, key, None);
         let (removed, _) = self
             .private
@@ -262,6 +284,27 @@ impl Engine {
             .await?;
         self.patient_changed(removed.as_ref());
         Ok(removed)
+    }
+
+    /// Runs `write` under the backup gate ([`PrivateStore::hold_writes`]: a backup waits
+    /// until every write and log entry of the operation is made) and returns once what it
+    /// wrote is durable ([`PrivateStore::flush`]), whether it succeeded or stopped part way
+    /// (a refusal's log entry is a write too). Every engine operation that changes the
+    /// private store goes through here, so a 200 always follows a flush and no front ever
+    /// flushes.
+    ///
+    /// # Errors
+    /// `write`'s error; else a failed flush.
+    pub(in crate::engine) async fn durable<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let _hold = self.private.hold_writes().await;
+        let out = write.await;
+        let flushed = self.private.flush().await;
+        let out = out?;
+        flushed?;
+        Ok(out)
     }
 
     /// Publishes the transparency log's new tiles and checkpoint, if it grew.
@@ -341,19 +384,22 @@ impl Engine {
             precondition: req.precondition,
             upload: None,
         };
-        // A backup holds off until the manifest and its log entry are both written.
-        let _hold = self.private.hold_writes().await;
-        let entry = crate::engine::log::write_entry("put", &req_bucket, &req_key, Some(&manifest));
-        match self.private.commit_put_logged(commit, entry).await {
-            Ok((old, _)) => self.patient_changed(old.as_ref()),
-            Err(e) => {
-                self.forget_blob(blob).await;
-                return Err(e);
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let entry =
+                crate::engine::log::write_entry("put", &req_bucket, &req_key, Some(&manifest));
+            match self.private.commit_put_logged(commit, entry).await {
+                Ok((old, _)) => self.patient_changed(old.as_ref()),
+                Err(e) => {
+                    self.forget_blob(blob).await;
+                    return Err(e);
+                }
             }
-        }
-        self.private.flush().await?;
-        self.patient_changed(Some(&manifest));
-        Ok(manifest)
+            self.patient_changed(Some(&manifest));
+            Ok(manifest)
+        })
+        .await
     }
 
     /// Seals `body` into a new pending blob and checks it against the announced length

@@ -229,10 +229,8 @@ impl Engine {
             let mut entry = crate::engine::log::write_entry("rotate", &b, &k, Some(&manifest));
             entry.actor = "admin".into();
             entry.detail = format!("new data key; {} bytes re-sealed", manifest.size);
-            let _hold = self.private.hold_writes().await;
             let result = self
-                .private
-                .commit_put_logged(
+                .durable(self.private.commit_put_logged(
                     PutCommit {
                         bucket: b.clone(),
                         key: k.clone(),
@@ -242,7 +240,7 @@ impl Engine {
                         upload: None,
                     },
                     entry,
-                )
+                ))
                 .await;
             match result {
                 Ok(_) => {

@@ -64,44 +64,46 @@ impl Engine {
         proof: &str,
         actor: &str,
     ) -> Result<PatientRecord> {
-        // A backup holds off until this operation's writes and log entries are all made.
-        let _hold = self.private.hold_writes().await;
-        check_patient_id(id)?;
-        let key: Recipient = recipient.parse().map_err(|_| {
-            Error::InvalidArgument("the patient key is not a medgate1... recipient".into())
-        })?;
-        let sig = Signature::from_hex(proof.trim()).map_err(|_| {
-            Error::InvalidArgument("the registration proof is not a hex signature".into())
-        })?;
-        verify_registration(&key, self.institution_id(), id, &sig).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "the registration proof does not verify for patient {id:?} at this institution; \
-                 run `medgate patient keygen --institution RECIPIENT --id {id}` again"
-            ))
-        })?;
-        if key.tag() == self.institution_recipient.tag() {
-            return Err(Error::InvalidArgument(
-                "this key collides with the institution's; generate another".into(),
-            ));
-        }
-        let rec = PatientRecord {
-            id: id.to_string(),
-            recipient: key.to_string(),
-            registered_ms: now_ms(),
-            proof: sig.to_hex(),
-            index_seq: 0,
-        };
-        self.private.put_patient(rec.clone(), false).await?;
-        self.log(Event {
-            kind: "patient-register".into(),
-            actor: actor.into(),
-            patient: Some(id.into()),
-            detail: format!("key {}", key),
-            ..Event::default()
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            check_patient_id(id)?;
+            let key: Recipient = recipient.parse().map_err(|_| {
+                Error::InvalidArgument("the patient key is not a medgate1... recipient".into())
+            })?;
+            let sig = Signature::from_hex(proof.trim()).map_err(|_| {
+                Error::InvalidArgument("the registration proof is not a hex signature".into())
+            })?;
+            verify_registration(&key, self.institution_id(), id, &sig).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "the registration proof does not verify for patient {id:?} at this institution; \
+                     run `medgate patient keygen --institution RECIPIENT --id {id}` again"
+                ))
+            })?;
+            if key.tag() == self.institution_recipient.tag() {
+                return Err(Error::InvalidArgument(
+                    "this key collides with the institution's; generate another".into(),
+                ));
+            }
+            let rec = PatientRecord {
+                id: id.to_string(),
+                recipient: key.to_string(),
+                registered_ms: now_ms(),
+                proof: sig.to_hex(),
+                index_seq: 0,
+            };
+            self.private.put_patient(rec.clone(), false).await?;
+            self.log(Event {
+                kind: "patient-register".into(),
+                actor: actor.into(),
+                patient: Some(id.into()),
+                detail: format!("key {}", key),
+                ..Event::default()
+            })
+            .await?;
+            Ok(rec)
         })
-        .await?;
-        self.private.flush().await?;
-        Ok(rec)
+        .await
     }
 
     /// Changes a patient's key on the old key's signature (and the new key's proof): the
@@ -112,46 +114,48 @@ impl Engine {
     /// # Errors
     /// `GrantRefused` when the change does not verify against the key on file.
     pub async fn change_patient_key(&self, change_text: &str) -> Result<u64> {
-        // A backup holds off until this operation's writes and log entries are all made.
-        let _hold = self.private.hold_writes().await;
-        use keyring::consent::SignedKeyChange;
-        let change = SignedKeyChange::from_text(change_text)
-            .map_err(|e| Error::GrantRefused(format!("the key change does not parse: {e}")))?;
-        let id = change.change.patient_id.clone();
-        let rec = self
-            .private
-            .patient(&id)
-            .await?
-            .ok_or_else(|| Error::UnknownPatient(id.clone()))?;
-        let old: Recipient = rec
-            .recipient
-            .parse()
-            .map_err(|_| Error::Corrupt(format!("key of patient {id}")))?;
-        if let Err(e) = change.verify(&old, self.institution_id(), &id, now_ms(), 600_000) {
-            self.log(Event {
-                kind: "key-change-refused".into(),
-                actor: format!("patient:{id}"),
-                patient: Some(id.clone()),
-                detail: e.to_string(),
-                ..Event::default()
-            })
-            .await?;
-            self.private.flush().await?;
-            return Err(Error::GrantRefused(format!("key change: {e}")));
-        }
-        let new = change.change.new.clone();
-        let proof = change.new_proof.to_hex();
-        self.replace_patient_key(
-            rec,
-            old,
-            new,
-            proof,
-            Event {
-                kind: "key-change".into(),
-                actor: format!("patient:{id}"),
-                ..Event::default()
-            },
-        )
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            use keyring::consent::SignedKeyChange;
+            let change = SignedKeyChange::from_text(change_text)
+                .map_err(|e| Error::GrantRefused(format!("the key change does not parse: {e}")))?;
+            let id = change.change.patient_id.clone();
+            let rec = self
+                .private
+                .patient(&id)
+                .await?
+                .ok_or_else(|| Error::UnknownPatient(id.clone()))?;
+            let old: Recipient = rec
+                .recipient
+                .parse()
+                .map_err(|_| Error::Corrupt(format!("key of patient {id}")))?;
+            if let Err(e) = change.verify(&old, self.institution_id(), &id, now_ms(), 600_000) {
+                self.log(Event {
+                    kind: "key-change-refused".into(),
+                    actor: format!("patient:{id}"),
+                    patient: Some(id.clone()),
+                    detail: e.to_string(),
+                    ..Event::default()
+                })
+                .await?;
+                return Err(Error::GrantRefused(format!("key change: {e}")));
+            }
+            let new = change.change.new.clone();
+            let proof = change.new_proof.to_hex();
+            self.replace_patient_key(
+                rec,
+                old,
+                new,
+                proof,
+                Event {
+                    kind: "key-change".into(),
+                    actor: format!("patient:{id}"),
+                    ..Event::default()
+                },
+            )
+            .await
+        })
         .await
     }
 
@@ -173,48 +177,52 @@ impl Engine {
         reason: &str,
         admin: &str,
     ) -> Result<u64> {
-        let _hold = self.private.hold_writes().await;
-        let reason = reason.trim();
-        if reason.len() < 10 || reason.chars().any(char::is_control) {
-            return Err(Error::InvalidArgument(
-                "break glass needs a reason of at least 10 characters (it is logged for the patient to see)"
-                    .into(),
-            ));
-        }
-        let rec = self
-            .private
-            .patient(id)
-            .await?
-            .ok_or_else(|| Error::UnknownPatient(id.to_string()))?;
-        let old: Recipient = rec
-            .recipient
-            .parse()
-            .map_err(|_| Error::Corrupt(format!("key of patient {id}")))?;
-        let new: Recipient = recipient.trim().parse().map_err(|_| {
-            Error::InvalidArgument("the new key is not a medgate1... recipient".into())
-        })?;
-        let sig = Signature::from_hex(proof.trim())
-            .map_err(|_| Error::GrantRefused("the registration proof does not parse".into()))?;
-        keyring::consent::verify_registration(&new, self.institution_id(), id, &sig).map_err(
-            |_| {
-                Error::GrantRefused(
-                    "the registration proof does not verify for this key, patient and institution"
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let reason = reason.trim();
+            if reason.len() < 10 || reason.chars().any(char::is_control) {
+                return Err(Error::InvalidArgument(
+                    "break glass needs a reason of at least 10 characters (it is logged for the patient to see)"
                         .into(),
-                )
-            },
-        )?;
-        self.replace_patient_key(
-            rec,
-            old,
-            new,
-            sig.to_hex(),
-            Event {
-                kind: "key-break-glass".into(),
-                actor: format!("admin:{admin}"),
-                detail: format!("reason: {reason}; "),
-                ..Event::default()
-            },
-        )
+                ));
+            }
+            let rec = self
+                .private
+                .patient(id)
+                .await?
+                .ok_or_else(|| Error::UnknownPatient(id.to_string()))?;
+            let old: Recipient = rec
+                .recipient
+                .parse()
+                .map_err(|_| Error::Corrupt(format!("key of patient {id}")))?;
+            let new: Recipient = recipient.trim().parse().map_err(|_| {
+                Error::InvalidArgument("the new key is not a medgate1... recipient".into())
+            })?;
+            let sig = Signature::from_hex(proof.trim())
+                .map_err(|_| Error::GrantRefused("the registration proof does not parse".into()))?;
+            keyring::consent::verify_registration(&new, self.institution_id(), id, &sig).map_err(
+                |_| {
+                    Error::GrantRefused(
+                        "the registration proof does not verify for this key, patient and institution"
+                            .into(),
+                    )
+                },
+            )?;
+            self.replace_patient_key(
+                rec,
+                old,
+                new,
+                sig.to_hex(),
+                Event {
+                    kind: "key-break-glass".into(),
+                    actor: format!("admin:{admin}"),
+                    detail: format!("reason: {reason}; "),
+                    ..Event::default()
+                },
+            )
+            .await
+        })
         .await
     }
 
@@ -388,47 +396,49 @@ impl Engine {
         actor: &str,
         registered_only: bool,
     ) -> Result<ShareRequestRecord> {
-        // A backup holds off until this operation's writes and log entries are all made.
-        let _hold = self.private.hold_writes().await;
-        let req = ShareRequest::from_text(text)
-            .map_err(|e| Error::InvalidArgument(format!("share request: {e}")))?;
-        if req.institution != self.institution_id() {
-            return Err(Error::InvalidArgument(
-                "the share request names another institution".into(),
-            ));
-        }
-        // Looked up either way, so that both kinds of id cost the same.
-        let known = self.private.patient(&req.patient_id).await?.is_some();
-        if registered_only && !known {
-            return Err(Error::UnknownPatient(req.patient_id.clone()));
-        }
-        if req.expires_ms <= now_ms() {
-            return Err(Error::InvalidArgument(
-                "the share request has expired".into(),
-            ));
-        }
-        let rec = ShareRequestRecord {
-            id: hex::encode(req.hash()),
-            request: req.to_text(),
-            patient_id: req.patient_id.clone(),
-            state: RequestState::Pending,
-            created_ms: now_ms(),
-            grant: None,
-        };
-        self.private.insert_request(rec.clone()).await?;
-        self.log(Event {
-            kind: "share-request".into(),
-            actor: actor.into(),
-            patient: Some(req.patient_id.clone()),
-            detail: format!(
-                "request {} for {} ({}: {})",
-                rec.id, req.recipient, req.purpose_code, req.purpose_text
-            ),
-            ..Event::default()
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let req = ShareRequest::from_text(text)
+                .map_err(|e| Error::InvalidArgument(format!("share request: {e}")))?;
+            if req.institution != self.institution_id() {
+                return Err(Error::InvalidArgument(
+                    "the share request names another institution".into(),
+                ));
+            }
+            // Looked up either way, so that both kinds of id cost the same.
+            let known = self.private.patient(&req.patient_id).await?.is_some();
+            if registered_only && !known {
+                return Err(Error::UnknownPatient(req.patient_id.clone()));
+            }
+            if req.expires_ms <= now_ms() {
+                return Err(Error::InvalidArgument(
+                    "the share request has expired".into(),
+                ));
+            }
+            let rec = ShareRequestRecord {
+                id: hex::encode(req.hash()),
+                request: req.to_text(),
+                patient_id: req.patient_id.clone(),
+                state: RequestState::Pending,
+                created_ms: now_ms(),
+                grant: None,
+            };
+            self.private.insert_request(rec.clone()).await?;
+            self.log(Event {
+                kind: "share-request".into(),
+                actor: actor.into(),
+                patient: Some(req.patient_id.clone()),
+                detail: format!(
+                    "request {} for {} ({}: {})",
+                    rec.id, req.recipient, req.purpose_code, req.purpose_text
+                ),
+                ..Event::default()
+            })
+            .await?;
+            Ok(rec)
         })
-        .await?;
-        self.private.flush().await?;
-        Ok(rec)
+        .await
     }
 
     /// A stored request, decoded.
@@ -452,22 +462,24 @@ impl Engine {
     /// `GrantRefused` naming why (signature, key, request, scope, expiry, replay); store
     /// failures. A refusal is logged.
     pub async fn approve(&self, request_id: &str, grant_text: &str) -> Result<RewrapReport> {
-        // A backup holds off until this operation's writes and log entries are all made.
-        let _hold = self.private.hold_writes().await;
-        let result = self.approve_inner(request_id, grant_text).await;
-        if let Err(e) = &result {
-            let patient = self.private.request(request_id).await.ok().flatten();
-            self.log(Event {
-                kind: "grant-refused".into(),
-                actor: "patient".into(),
-                patient: patient.map(|r| r.patient_id),
-                detail: format!("request {request_id}: {e}"),
-                ..Event::default()
-            })
-            .await?;
-            self.private.flush().await?;
-        }
-        result
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let result = self.approve_inner(request_id, grant_text).await;
+            if let Err(e) = &result {
+                let patient = self.private.request(request_id).await.ok().flatten();
+                self.log(Event {
+                    kind: "grant-refused".into(),
+                    actor: "patient".into(),
+                    patient: patient.map(|r| r.patient_id),
+                    detail: format!("request {request_id}: {e}"),
+                    ..Event::default()
+                })
+                .await?;
+            }
+            result
+        })
+        .await
     }
 
     async fn approve_inner(&self, request_id: &str, grant_text: &str) -> Result<RewrapReport> {
@@ -592,7 +604,6 @@ impl Engine {
             ..Event::default()
         });
         self.private.append_events(entries).await?;
-        self.private.flush().await?;
         Ok(report)
     }
 
@@ -601,27 +612,30 @@ impl Engine {
     /// # Errors
     /// `GrantRefused` for a denial that does not verify; the request not pending.
     pub async fn deny(&self, request_id: &str, denial_text: &str) -> Result<()> {
-        // A backup holds off until this operation's writes and log entries are all made.
-        let _hold = self.private.hold_writes().await;
-        let (rec, req) = self.request(request_id).await?;
-        let denial = SignedDenial::from_text(denial_text)
-            .map_err(|e| Error::GrantRefused(format!("the denial does not parse: {e}")))?;
-        let patient_key = self.patient_key(&rec.patient_id).await?;
-        denial
-            .check(&patient_key, &req)
-            .map_err(|e| Error::GrantRefused(e.to_string()))?;
-        self.private
-            .decide_request(request_id, RequestState::Denied, None)
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let (rec, req) = self.request(request_id).await?;
+            let denial = SignedDenial::from_text(denial_text)
+                .map_err(|e| Error::GrantRefused(format!("the denial does not parse: {e}")))?;
+            let patient_key = self.patient_key(&rec.patient_id).await?;
+            denial
+                .check(&patient_key, &req)
+                .map_err(|e| Error::GrantRefused(e.to_string()))?;
+            self.private
+                .decide_request(request_id, RequestState::Denied, None)
+                .await?;
+            self.log(Event {
+                kind: "denial".into(),
+                actor: format!("patient:{}", rec.patient_id),
+                patient: Some(rec.patient_id),
+                detail: format!("request {request_id} denied"),
+                ..Event::default()
+            })
             .await?;
-        self.log(Event {
-            kind: "denial".into(),
-            actor: format!("patient:{}", rec.patient_id),
-            patient: Some(rec.patient_id),
-            detail: format!("request {request_id} denied"),
-            ..Event::default()
+            Ok(())
         })
-        .await?;
-        self.private.flush().await
+        .await
     }
 
     /// Revokes a grant on the patient's signed word: the recipient's stanzas go from
@@ -631,34 +645,36 @@ impl Engine {
     /// # Errors
     /// `GrantRefused` for a revocation that does not verify or names no known grant.
     pub async fn revoke(&self, revocation_text: &str) -> Result<u64> {
-        // A backup holds off until this operation's writes and log entries are all made.
-        let _hold = self.private.hold_writes().await;
-        let rev = SignedRevocation::from_text(revocation_text)
-            .map_err(|e| Error::GrantRefused(format!("the revocation does not parse: {e}")))?;
-        let grant_id = hex::encode(rev.revocation.grant_id);
-        let mut record = self
-            .private
-            .grant(&grant_id)
-            .await?
-            .ok_or_else(|| Error::GrantRefused(format!("no grant {grant_id}")))?;
-        let signed = SignedGrant::from_text(&record.grant)?;
-        let patient_key = self.patient_key(&record.patient_id).await?;
-        rev.check(&patient_key, &signed)
-            .map_err(|e| Error::GrantRefused(e.to_string()))?;
-        let removed = self.remove_grant_stanzas(&record, &signed).await?;
-        record.revoked_ms = Some(now_ms());
-        self.private.update_grant(record.clone()).await?;
-        self.log(Event {
-            kind: "revocation".into(),
-            actor: format!("patient:{}", record.patient_id),
-            patient: Some(record.patient_id.clone()),
-            grant: Some(grant_id),
-            detail: format!("{removed} stanzas of {} removed", record.recipient),
-            ..Event::default()
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let rev = SignedRevocation::from_text(revocation_text)
+                .map_err(|e| Error::GrantRefused(format!("the revocation does not parse: {e}")))?;
+            let grant_id = hex::encode(rev.revocation.grant_id);
+            let mut record = self
+                .private
+                .grant(&grant_id)
+                .await?
+                .ok_or_else(|| Error::GrantRefused(format!("no grant {grant_id}")))?;
+            let signed = SignedGrant::from_text(&record.grant)?;
+            let patient_key = self.patient_key(&record.patient_id).await?;
+            rev.check(&patient_key, &signed)
+                .map_err(|e| Error::GrantRefused(e.to_string()))?;
+            let removed = self.remove_grant_stanzas(&record, &signed).await?;
+            record.revoked_ms = Some(now_ms());
+            self.private.update_grant(record.clone()).await?;
+            self.log(Event {
+                kind: "revocation".into(),
+                actor: format!("patient:{}", record.patient_id),
+                patient: Some(record.patient_id.clone()),
+                grant: Some(grant_id),
+                detail: format!("{removed} stanzas of {} removed", record.recipient),
+                ..Event::default()
+            })
+            .await?;
+            Ok(removed)
         })
-        .await?;
-        self.private.flush().await?;
-        Ok(removed)
+        .await
     }
 
     /// Removes the recipient's stanzas from every record of the patient that no other grant
@@ -745,33 +761,33 @@ impl Engine {
     /// # Errors
     /// Store failures.
     pub async fn expire_grants(&self) -> Result<u64> {
-        // A backup holds off until this operation's writes and log entries are all made.
-        let _hold = self.private.hold_writes().await;
-        let now = now_ms();
-        let mut closed = 0;
-        for mut g in self.private.list_grants().await? {
-            if g.revoked_ms.is_some() || g.expires_ms > now {
-                continue;
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let now = now_ms();
+            let mut closed = 0;
+            for mut g in self.private.list_grants().await? {
+                if g.revoked_ms.is_some() || g.expires_ms > now {
+                    continue;
+                }
+                let signed = SignedGrant::from_text(&g.grant)?;
+                let removed = self.remove_grant_stanzas(&g, &signed).await?;
+                g.revoked_ms = Some(now);
+                self.private.update_grant(g.clone()).await?;
+                self.log(Event {
+                    kind: "expiry".into(),
+                    actor: "gateway".into(),
+                    patient: Some(g.patient_id.clone()),
+                    grant: Some(g.id.clone()),
+                    detail: format!("grant ended; {removed} stanzas removed"),
+                    ..Event::default()
+                })
+                .await?;
+                closed += 1;
             }
-            let signed = SignedGrant::from_text(&g.grant)?;
-            let removed = self.remove_grant_stanzas(&g, &signed).await?;
-            g.revoked_ms = Some(now);
-            self.private.update_grant(g.clone()).await?;
-            self.log(Event {
-                kind: "expiry".into(),
-                actor: "gateway".into(),
-                patient: Some(g.patient_id.clone()),
-                grant: Some(g.id.clone()),
-                detail: format!("grant ended; {removed} stanzas removed"),
-                ..Event::default()
-            })
-            .await?;
-            closed += 1;
-        }
-        if closed > 0 {
-            self.private.flush().await?;
-        }
-        Ok(closed)
+            Ok(closed)
+        })
+        .await
     }
 
     /// The DEK of a record, unwrapped with the institution's stanza.

@@ -58,26 +58,28 @@ impl Engine {
                 .push((crate::engine::sharing::PATIENT_META.to_string(), p.clone()));
             manifest.metadata.sort();
         }
-        // A backup holds off until the manifest and its log entry are both written.
-        let _hold = self.private.hold_writes().await;
-        let (old, _) = self
-            .private
-            .commit_put_logged(
-                PutCommit {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    manifest: manifest.clone(),
-                    stanzas: Vec::new(),
-                    precondition: Precondition::None,
-                    upload: None,
-                },
-                crate::engine::log::write_entry("copy", bucket, key, Some(&manifest)),
-            )
-            .await?;
-        self.private.flush().await?;
-        self.patient_changed(old.as_ref());
-        self.patient_changed(Some(&manifest));
-        Ok(manifest)
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let (old, _) = self
+                .private
+                .commit_put_logged(
+                    PutCommit {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        manifest: manifest.clone(),
+                        stanzas: Vec::new(),
+                        precondition: Precondition::None,
+                        upload: None,
+                    },
+                    crate::engine::log::write_entry("copy", bucket, key, Some(&manifest)),
+                )
+                .await?;
+            self.patient_changed(old.as_ref());
+            self.patient_changed(Some(&manifest));
+            Ok(manifest)
+        })
+        .await
     }
 
     /// UploadPartCopy follows CopyObject's rule: data copied from a record stays its

@@ -231,26 +231,28 @@ impl Engine {
             ..manifest
         };
         manifest.validate()?;
-        // A backup holds off until the manifest and its log entry are both written.
-        let _hold = self.private.hold_writes().await;
-        let (old, _) = self
-            .private
-            .commit_put_logged(
-                PutCommit {
-                    bucket: upload.bucket,
-                    key: upload.key,
-                    manifest: manifest.clone(),
-                    stanzas,
-                    precondition,
-                    upload: Some(id.to_string()),
-                },
-                crate::engine::log::write_entry("put", bucket, key, Some(&manifest)),
-            )
-            .await?;
-        self.private.flush().await?;
-        self.patient_changed(old.as_ref());
-        self.patient_changed(Some(&manifest));
-        Ok(manifest)
+        // A backup holds off until every write and log entry below is made; the answer
+        // waits until they are durable.
+        self.durable(async {
+            let (old, _) = self
+                .private
+                .commit_put_logged(
+                    PutCommit {
+                        bucket: upload.bucket,
+                        key: upload.key,
+                        manifest: manifest.clone(),
+                        stanzas,
+                        precondition,
+                        upload: Some(id.to_string()),
+                    },
+                    crate::engine::log::write_entry("put", bucket, key, Some(&manifest)),
+                )
+                .await?;
+            self.patient_changed(old.as_ref());
+            self.patient_changed(Some(&manifest));
+            Ok(manifest)
+        })
+        .await
     }
 
     /// Aborts an upload and deletes its part blobs (no manifest ever referenced them).

@@ -381,7 +381,6 @@ pub(super) async fn delete_object(
         .delete(&input.bucket, &input.key)
         .await
         .map_err(to_s3_error)?;
-    front.engine.flush().await.map_err(to_s3_error)?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -487,8 +486,14 @@ pub(super) async fn delete_objects(
     let quiet = input.delete.quiet.unwrap_or(false);
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
-    for obj in input.delete.objects {
-        match front.engine.delete(&input.bucket, &obj.key).await {
+    let keys: Vec<String> = input.delete.objects.iter().map(|o| o.key.clone()).collect();
+    let results = front
+        .engine
+        .delete_many(&input.bucket, &keys)
+        .await
+        .map_err(to_s3_error)?;
+    for (obj, result) in input.delete.objects.into_iter().zip(results) {
+        match result {
             Ok(_) => {
                 if !quiet {
                     deleted.push(DeletedObject {
@@ -508,7 +513,6 @@ pub(super) async fn delete_objects(
             }
         }
     }
-    front.engine.flush().await.map_err(to_s3_error)?;
     Ok(S3Response::new(DeleteObjectsOutput {
         deleted: Some(deleted),
         errors: Some(errors),
