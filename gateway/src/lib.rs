@@ -13,7 +13,8 @@
 //!   and re-wrapping), [`engine::log`] (the transparency log), [`engine::remote`] (peers),
 //!   [`engine::rotate`], [`engine::keyrot`], [`engine::gc`], [`engine::backup`],
 //!   [`engine::audit`], [`engine::checksum`]; [`engine::catalog`] is what the fronts read and
-//!   change through the engine instead of the store.
+//!   change through the engine instead of the store, [`engine::maintenance`] what the admin
+//!   socket asks of it.
 //! - [`store`] (bottom, above keyring): the private store contract and its sled adapter
 //!   ([`store::private`], [`store::private::sled`]) and the public store
 //!   ([`store::public`], object_store behind a metrics and timeout decorator).

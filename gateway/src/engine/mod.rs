@@ -5,7 +5,9 @@
 //! its publication; [`remote`] calls to peer gateways; [`rotate`] re-keying; [`keyrot`] the
 //! institution key rollover; [`gc`] blob reclamation; [`backup`] encrypted backups;
 //! [`audit`] the patient-side log audit; [`checksum`] the S3 checksum algorithms; [`catalog`]
-//! the plain reads and changes the fronts make through the engine. The engine
+//! the plain reads and changes the fronts make through the engine; [`maintenance`] what the
+//! admin socket asks besides consent (access keys, verify, key re-wrap, gc, backup). Every
+//! method that changes state returns once it is durable (`Engine::durable`). The engine
 //! uses the store layer and keyring, never a front or the runtime.
 
 pub mod audit;
