@@ -42,6 +42,7 @@ TARGETS = {
     "peer_answer_": "peer_answer",
     "peer_chunk_": "peer_chunk",
     "rollover_": "rollover",
+    "logentry_": "logentry",
 }
 # Header fields that hold another encoded value: field -> (target, hex or text).
 FIELDS = {

@@ -98,8 +98,11 @@ async fn populated() -> Env {
     put(&engine, "one", &vec![1u8; 5000]).await;
     let two = put(&engine, "two", b"two").await;
     put(&engine, "gone", b"bye").await;
-    engine.delete("b", "gone").await.unwrap();
-    engine.copy(&two, "b", "two-copy", None).await.unwrap();
+    engine.delete("b", "gone", "AKTEST").await.unwrap();
+    engine
+        .copy(&two, "b", "two-copy", None, "AKTEST")
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     assert_eq!(
         publish(&*store, &env.public, &env.institution)

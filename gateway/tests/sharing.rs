@@ -443,7 +443,10 @@ async fn prefixes_mapped_to_a_patient() {
     let m = put(&e, "elsewhere", None, b"x").await;
     assert_eq!(m.patient, None);
     // A copy may not move a record into (or out of) a patient's prefix.
-    let r = e.engine.copy(&m, "ehr", "frank/copied", None).await;
+    let r = e
+        .engine
+        .copy(&m, "ehr", "frank/copied", None, "AKTEST")
+        .await;
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
 }
 
@@ -539,7 +542,7 @@ async fn revoking_a_wide_grant_keeps_only_what_a_narrow_one_covers() {
     // A record copied out of the narrow scope shares its data key: it keeps the key too.
     let source = e.private.manifest("ehr", "scans/1").await.unwrap().unwrap();
     e.engine
-        .copy(&source, "ehr", "copies/scan-1", None)
+        .copy(&source, "ehr", "copies/scan-1", None, "AKTEST")
         .await
         .unwrap();
 

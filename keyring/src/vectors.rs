@@ -1,7 +1,7 @@
 //! The checked-in test vectors under `testdata/` (and `testdata/tlog/`): the one deterministic
 //! generator of every file, [`generate_vectors`] (run explicitly with
 //! `cargo test -p medgate-keyring -- --ignored generate_vectors`; it calls each format's own
-//! generator: consent, patient index, backup, rollover, tlog), and the table-driven check that
+//! generator: consent, patient index, backup, rollover, tlog, log entry), and the table-driven check that
 //! the stanza, chunk, manifest, DEK record, idfile, vault and peer files still open (or fail) as
 //! their header says, and that deterministic encodings reproduce the stored bytes exactly. The
 //! other formats' files are checked next to their code.
@@ -118,6 +118,7 @@ fn generate_vectors() {
     crate::backup::backup_vectors::generate_backup_vectors();
     crate::rollover::rollover_vectors::generate_rollover_vectors();
     crate::checkpoint::tests::generate_tlog_vectors();
+    crate::logentry::logentry_vectors::generate_logentry_vectors();
 }
 
 /// The stanza, chunk, manifest, idfile and vault vectors.
@@ -1012,9 +1013,9 @@ fn vectors() {
             Some("idfile") => check_idfile(&v),
             Some("vault") => check_vault(&v),
             Some("peer") => check_peer(name, &v),
-            // Checked by the vector tests in consent/vectors.rs, patient_index.rs, backup.rs
-            // and rollover.rs.
-            Some("consent" | "patient" | "backup" | "rollover") => continue,
+            // Checked by the vector tests in consent/vectors.rs, patient_index.rs, backup.rs,
+            // rollover.rs and logentry.rs.
+            Some("consent" | "patient" | "backup" | "rollover" | "logentry") => continue,
             _ => panic!("vector {name}: unknown kind"),
         };
         assert_eq!(got, v.expect, "vector {name}");

@@ -773,12 +773,19 @@ pub async fn tiles_between(
     Ok(out)
 }
 
-/// The entry of a committed write (put, copy) or delete of `bucket/key`.
-pub(crate) fn write_entry(kind: &str, bucket: &str, key: &str, m: Option<&Manifest>) -> Event {
+/// The entry of a committed write (put, copy) or delete of `bucket/key` by `actor`: the access
+/// key id that made it (entries written before writes were attributed say `s3`).
+pub(crate) fn write_entry(
+    kind: &str,
+    actor: &str,
+    bucket: &str,
+    key: &str,
+    m: Option<&Manifest>,
+) -> Event {
     Event {
         time_ms: crate::now_ms(),
         kind: kind.into(),
-        actor: "s3".into(),
+        actor: actor.into(),
         patient: m.and_then(|m| m.patient.clone()),
         bucket: Some(bucket.into()),
         key: Some(key.into()),

@@ -124,6 +124,19 @@ pub struct PutRequest {
     pub checksums: ChecksumCheck,
     /// For CreateMultipartUpload: how part checksums combine (`COMPOSITE`, `FULL_OBJECT`).
     pub checksum_type: Option<String>,
+    /// Who writes: the access key id, logged as the entry's actor (a PUT's; unused by
+    /// CreateMultipartUpload and CopyObject, whose completion and copy name their own).
+    pub actor: String,
+}
+
+/// What CompleteMultipartUpload names besides the upload: the parts, the object checksums the
+/// client sent, the precondition, and who completes it (the access key id, logged as the
+/// entry's actor).
+pub struct Completion<'a> {
+    pub parts: &'a [ChosenPart],
+    pub object_checksums: &'a [(String, String)],
+    pub precondition: Precondition,
+    pub actor: &'a str,
 }
 
 /// A part named by CompleteMultipartUpload: number, ETag, and the part checksums the
@@ -251,8 +264,8 @@ impl Engine {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn delete(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
-        self.durable(self.delete_one(bucket, key)).await
+    pub async fn delete(&self, bucket: &str, key: &str, actor: &str) -> Result<Option<Manifest>> {
+        self.durable(self.delete_one(bucket, key, actor)).await
     }
 
     /// DeleteObjects: deletes each of `keys` (one log entry each) and returns once all of
@@ -264,11 +277,12 @@ impl Engine {
         &self,
         bucket: &str,
         keys: &[String],
+        actor: &str,
     ) -> Result<Vec<Result<Option<Manifest>>>> {
         self.durable(async {
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
-                out.push(self.delete_one(bucket, key).await);
+                out.push(self.delete_one(bucket, key, actor).await);
             }
             Ok(out)
         })
@@ -276,8 +290,8 @@ impl Engine {
     }
 
     /// One delete and its log entry (the caller holds the gate and flushes).
-    async fn delete_one(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
-        let entry = crate::engine::log::write_entry("delete", bucket, key, None);
+    async fn delete_one(&self, bucket: &str, key: &str, actor: &str) -> Result<Option<Manifest>> {
+        let entry = crate::engine::log::write_entry("delete", actor, bucket, key, None);
         let (removed, _) = self
             .private
             .delete_object_logged(bucket, key, entry)
@@ -375,7 +389,7 @@ impl Engine {
             parts: vec![part],
         };
         manifest.validate()?;
-        let (req_bucket, req_key) = (req.bucket.clone(), req.key.clone());
+        let (req_bucket, req_key, actor) = (req.bucket.clone(), req.key.clone(), req.actor.clone());
         let commit = PutCommit {
             bucket: req.bucket,
             key: req.key,
@@ -387,8 +401,13 @@ impl Engine {
         // A backup holds off until every write and log entry below is made; the answer
         // waits until they are durable.
         self.durable(async {
-            let entry =
-                crate::engine::log::write_entry("put", &req_bucket, &req_key, Some(&manifest));
+            let entry = crate::engine::log::write_entry(
+                "put",
+                &actor,
+                &req_bucket,
+                &req_key,
+                Some(&manifest),
+            );
             match self.private.commit_put_logged(commit, entry).await {
                 Ok((old, _)) => self.patient_changed(old.as_ref()),
                 Err(e) => {

@@ -226,8 +226,8 @@ impl Engine {
                 ..old.clone()
             };
             manifest.validate()?;
-            let mut entry = crate::engine::log::write_entry("rotate", &b, &k, Some(&manifest));
-            entry.actor = "admin".into();
+            let mut entry =
+                crate::engine::log::write_entry("rotate", "admin", &b, &k, Some(&manifest));
             entry.detail = format!("new data key; {} bytes re-sealed", manifest.size);
             let result = self
                 .durable(self.private.commit_put_logged(

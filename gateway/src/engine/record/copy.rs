@@ -18,6 +18,7 @@ impl Engine {
         bucket: &str,
         key: &str,
         replace: Option<PutRequest>,
+        actor: &str,
     ) -> Result<Manifest> {
         let mut manifest = source.clone();
         manifest.last_modified_ms = now_ms();
@@ -72,7 +73,7 @@ impl Engine {
                         precondition: Precondition::None,
                         upload: None,
                     },
-                    crate::engine::log::write_entry("copy", bucket, key, Some(&manifest)),
+                    crate::engine::log::write_entry("copy", actor, bucket, key, Some(&manifest)),
                 )
                 .await?;
             self.patient_changed(old.as_ref());

@@ -153,11 +153,15 @@ impl Engine {
         id: &str,
         bucket: &str,
         key: &str,
-        chosen: &[ChosenPart],
-        object_checksums: &[(String, String)],
-        precondition: Precondition,
+        completion: Completion<'_>,
     ) -> Result<Manifest> {
         const MIN_PART: u64 = 5 << 20;
+        let Completion {
+            parts: chosen,
+            object_checksums,
+            precondition,
+            actor,
+        } = completion;
         let upload = self.upload(id, bucket, key).await?;
         if chosen.is_empty() {
             return Err(Error::InvalidArgument(
@@ -245,7 +249,7 @@ impl Engine {
                         precondition,
                         upload: Some(id.to_string()),
                     },
-                    crate::engine::log::write_entry("put", bucket, key, Some(&manifest)),
+                    crate::engine::log::write_entry("put", actor, bucket, key, Some(&manifest)),
                 )
                 .await?;
             self.patient_changed(old.as_ref());

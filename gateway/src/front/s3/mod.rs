@@ -14,7 +14,9 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use crate::engine::record::{ChecksumCheck, ChosenPart, Engine, PartRequest, PutRequest, Trailers};
+use crate::engine::record::{
+    ChecksumCheck, ChosenPart, Completion, Engine, PartRequest, PutRequest, Trailers,
+};
 use crate::engine::{ListedObject, Precondition};
 use crate::Error;
 
@@ -42,7 +44,8 @@ fn timestamp(ms: u64) -> Timestamp {
 }
 
 /// Who a read is logged as: the access key that signed it.
-fn reader(credentials: &Option<s3s::auth::Credentials>) -> String {
+/// Who a request is, for the log: its access key id (never the secret), or `anonymous`.
+fn access_key_of(credentials: &Option<s3s::auth::Credentials>) -> String {
     credentials
         .as_ref()
         .map_or_else(|| "anonymous".into(), |c| c.access_key.clone())

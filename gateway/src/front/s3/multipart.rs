@@ -245,9 +245,12 @@ pub(super) async fn complete_multipart_upload(
             &input.upload_id,
             &input.bucket,
             &input.key,
-            &chosen,
-            &sent,
-            precondition,
+            Completion {
+                parts: &chosen,
+                object_checksums: &sent,
+                precondition,
+                actor: &access_key_of(&req.credentials),
+            },
         )
         .await
         .map_err(to_s3_error)?;

@@ -186,6 +186,7 @@ pub(super) async fn put_object(
     let content_md5 = parse_md5(input.content_md5.as_deref())?;
     let precondition = write_precondition(&input.if_none_match, &input.if_match)?;
     let put = PutRequest {
+        actor: access_key_of(&req.credentials),
         checksums: checksum_check(
             &req.headers,
             req.trailing_headers.clone(),
@@ -243,7 +244,7 @@ pub(super) async fn get_object(
     front: &Front,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
-    let actor = reader(&req.credentials);
+    let actor = access_key_of(&req.credentials);
     let input = req.input;
     let (m, shared) = front.read_target(&input.bucket, &input.key).await?;
     check_read_conditions(
@@ -333,7 +334,7 @@ pub(super) async fn head_object(
     front: &Front,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
-    let actor = reader(&req.credentials);
+    let actor = access_key_of(&req.credentials);
     let input = req.input;
     let (m, _) = front.read_target(&input.bucket, &input.key).await?;
     check_read_conditions(
@@ -378,7 +379,7 @@ pub(super) async fn delete_object(
     front.refuse_mounted(&input.bucket)?;
     front
         .engine
-        .delete(&input.bucket, &input.key)
+        .delete(&input.bucket, &input.key, &access_key_of(&req.credentials))
         .await
         .map_err(to_s3_error)?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -457,7 +458,13 @@ pub(super) async fn copy_object(
         .await?;
     let m = front
         .engine
-        .copy(&src, &input.bucket, &input.key, replace)
+        .copy(
+            &src,
+            &input.bucket,
+            &input.key,
+            replace,
+            &access_key_of(&req.credentials),
+        )
         .await
         .map_err(to_s3_error)?;
     Ok(S3Response::new(CopyObjectOutput {
@@ -489,7 +496,7 @@ pub(super) async fn delete_objects(
     let keys: Vec<String> = input.delete.objects.iter().map(|o| o.key.clone()).collect();
     let results = front
         .engine
-        .delete_many(&input.bucket, &keys)
+        .delete_many(&input.bucket, &keys, &access_key_of(&req.credentials))
         .await
         .map_err(to_s3_error)?;
     for (obj, result) in input.delete.objects.into_iter().zip(results) {
