@@ -1,6 +1,9 @@
-//! The upgrade fixture's private store (`tests/fixtures/upgrade-e15ed43`, written by main
-//! e15ed43, whose DEK records are version 1): opened and upgraded, every DEK record is
-//! version 2 and every stanza names the Recipient that really opens it.
+//! The upgrade fixtures' private stores. `tests/fixtures/upgrade-e15ed43` (written by main
+//! e15ed43, whose DEK records are version 1): opened and upgraded, every DEK record is version 2
+//! and every stanza names the Recipient that really opens it. `tests/fixtures/upgrade-2e5dec1`
+//! (written by main 2e5dec1, DEK records version 2, a key rollover whose re-wrap is pending):
+//! nothing to upgrade, and every stanza names the key that opens it, the previous institution
+//! key for the records written before the rollover, the new one for those after.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +12,11 @@ use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upgrade-e15ed43")
+    fixture_of("e15ed43")
+}
+
+fn fixture_of(commit: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/upgrade-{commit}"))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -23,6 +30,14 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), dest).unwrap();
         }
     }
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
 }
 
 fn identity(path: &Path) -> Identity {
@@ -125,4 +140,95 @@ async fn fixture_dek_records_are_upgraded_to_v2_with_their_recipients() {
             .iter()
             .all(|s| s.recipient().is_some()));
     }
+}
+
+#[tokio::test]
+async fn fixture_2e5dec1_dek_records_name_the_key_before_or_after_the_rollover() {
+    let dir_2e5dec1 = fixture_of("2e5dec1");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_2e5dec1.join("expected.json")).unwrap())
+            .unwrap();
+    let new = identity(&dir_2e5dec1.join("data/institution.key"));
+    let previous = identity(
+        &dir_2e5dec1
+            .join("data")
+            .join(expected["previous_identity_file"].as_str().unwrap()),
+    );
+    let patient = identity(&dir_2e5dec1.join("patient.key"));
+    let reader = identity(&dir_2e5dec1.join("reader.key"));
+    assert_eq!(
+        new.recipient().to_string(),
+        expected["institution"].as_str().unwrap()
+    );
+    assert_eq!(
+        previous.recipient().to_string(),
+        expected["institution_before_rotation"].as_str().unwrap()
+    );
+    let before = strings(&expected["records_before_rotation"]);
+    let patient_records = strings(&expected["patient"]["records"]);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&dir_2e5dec1.join("data/private"), dir.path());
+    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    // Version 2 already: the upgrade has nothing to do, under either key.
+    for r in [new.recipient(), previous.recipient()] {
+        assert_eq!(
+            store.upgrade_dek_records(&r, &[]).unwrap(),
+            DekUpgrade::default()
+        );
+    }
+
+    let mut objects = Vec::new();
+    for bucket in ["radiology", "labs"] {
+        for o in store.list_objects(bucket, "", "", 1000).await.unwrap() {
+            objects.push((format!("{bucket}/{}", o.key), o.manifest));
+        }
+    }
+    assert_eq!(
+        objects.len(),
+        expected["records"].as_object().unwrap().len()
+    );
+    let who: [(&Identity, Recipient); 4] = [
+        (&new, new.recipient()),
+        (&previous, previous.recipient()),
+        (&patient, patient.recipient()),
+        (&reader, reader.recipient()),
+    ];
+    let mut reader_stanzas = 0;
+    for (name, m) in &objects {
+        let stanzas = store.stanzas(m.dek_id).await.unwrap();
+        for s in &stanzas {
+            let r = s.recipient().expect("every v2 stanza names its recipient");
+            let (id, _) = who
+                .iter()
+                .find(|(_, k)| k.ct_eq(r))
+                .unwrap_or_else(|| panic!("{name}: a stanza for an unexpected key {r}"));
+            assert!(
+                matches!(id.unwrap_key(s.wrapped()), Some(Ok(_))),
+                "{name}: the stanza said to be {r}'s does not open with its key"
+            );
+            if r.ct_eq(&reader.recipient()) {
+                reader_stanzas += 1;
+            }
+        }
+        // The re-wrap is pending: a record written before the rollover has the previous
+        // key's stanza only, one written after it the new key's only.
+        let written_before = before.contains(name);
+        assert_eq!(
+            stanzas.iter().any(|s| s.is_for(&previous.recipient())),
+            written_before,
+            "{name}: the previous institution key's stanza"
+        );
+        assert_eq!(
+            stanzas.iter().any(|s| s.is_for(&new.recipient())),
+            !written_before,
+            "{name}: the new institution key's stanza"
+        );
+        assert_eq!(
+            stanzas.iter().any(|s| s.is_for(&patient.recipient())),
+            patient_records.contains(name),
+            "{name}: the patient's stanza"
+        );
+    }
+    // The grant in force wrapped the scan's data key (shared by its copy) for the reader.
+    assert!(reader_stanzas > 0);
 }
