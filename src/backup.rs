@@ -307,13 +307,22 @@ pub(crate) async fn backup(args: BackupArgs) -> Result<()> {
         bail!("{} is not a medgate identity file", id_path.display());
     }
     let identity_file = FileBytes(id_text);
+    // A key rotation under way: the previous identities (and its state) go in too.
+    let rotation_files: Vec<(String, FileBytes)> =
+        crate::keyrot::rotation_files(&id_path, &setup.data_dir)?
+            .into_iter()
+            .map(|(name, bytes)| (name, FileBytes(bytes)))
+            .collect();
 
     let partial = partial_path(&args.out)?;
     let file = create_new_private(&partial)?;
     let result = run_backup(
         &setup,
         &recipient,
-        identity_file,
+        KeyFiles {
+            identity: identity_file,
+            rotation: rotation_files,
+        },
         args.identity.as_deref(),
         file,
         &partial,
@@ -326,10 +335,17 @@ pub(crate) async fn backup(args: BackupArgs) -> Result<()> {
     result
 }
 
+/// The key files a backup carries: the institution identity file, and a key rotation's files
+/// while one is under way (`keyrot::rotation_files`).
+struct KeyFiles {
+    identity: FileBytes,
+    rotation: Vec<(String, FileBytes)>,
+}
+
 async fn run_backup(
     setup: &crate::Setup,
     recipient: &Recipient,
-    identity_file: FileBytes,
+    keys: KeyFiles,
     identity_path: Option<&Path>,
     mut file: std::fs::File,
     partial: &Path,
@@ -338,7 +354,14 @@ async fn run_backup(
     let socket = setup.data_dir.join("admin.sock");
     let progress = bar(0, "backup");
     let client = if socket.exists() {
-        match BackupClient::start(&socket, &recipient.to_string(), identity_file.clone()).await {
+        match BackupClient::start(
+            &socket,
+            &recipient.to_string(),
+            keys.identity.clone(),
+            keys.rotation.clone(),
+        )
+        .await
+        {
             Ok(c) => Some(c),
             Err(gateway::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 anyhow::bail!("{e}")
@@ -421,7 +444,8 @@ async fn run_backup(
             p.set_position(done);
         }),
     );
-    let files = vec![("institution.key".to_string(), identity_file)];
+    let mut files = vec![("institution.key".to_string(), keys.identity)];
+    files.extend(keys.rotation);
     let stats =
         gateway::engine::backup::write_backup(&*store, files, recipient, &institution, &mut sink)
             .await

@@ -42,6 +42,67 @@ fn next_path(identity: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The files of a key rotation that a backup must carry, named as a restore lays them out
+/// (beside `institution.key` in the data dir): each previous identity
+/// (`institution.key.old-<hex>`), the new one while the handover is under way
+/// (`institution.key.next`) and the state file (`keys-rotate.state`). Without the previous
+/// identities, records the re-wrap has not reached would not open after a restore.
+///
+/// # Errors
+/// A file that is there but cannot be read.
+pub(crate) fn rotation_files(
+    identity: &Path,
+    data_dir: &Path,
+) -> Result<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+    let mut out = Vec::new();
+    let read = |path: &Path| -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(zeroize::Zeroizing::new(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    };
+    if let (Some(dir), Some(stem)) = (identity.parent(), identity.file_name()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!("{}.old-", stem.to_string_lossy());
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => Some(e),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        let mut old = Vec::new();
+        for e in entries.into_iter().flatten() {
+            let path = e?.path();
+            let suffix = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(&prefix))
+                .filter(|s| !s.ends_with(".tmp"))
+                .map(str::to_string);
+            if let Some(suffix) = suffix {
+                old.push((format!("institution.key.old-{suffix}"), path));
+            }
+        }
+        old.sort();
+        for (name, path) in old {
+            if let Some(b) = read(&path)? {
+                out.push((name, b));
+            }
+        }
+    }
+    if let Some(b) = read(&next_path(identity))? {
+        out.push(("institution.key.next".to_string(), b));
+    }
+    if let Some(b) = read(&data_dir.join("keys-rotate.state"))? {
+        out.push(("keys-rotate.state".to_string(), b));
+    }
+    Ok(out)
+}
+
 /// The previous identities kept beside `identity` (`<identity>.old-*`).
 ///
 /// # Errors

@@ -218,3 +218,90 @@ def test_key_rotate_hands_over_rewraps_and_witness_follows(two, gateway_factory,
     a.start()
     wait_api(a)
     cli(b, *witness)
+
+
+def test_a_backup_taken_before_the_rewrap_ends_restores_every_record(gateway_factory,
+                                                                       tmp_path):
+    """A backup taken between the handover and the end of the re-wrap carries the previous
+    identity and the rotation's state: after a restore every record opens, those still
+    wrapped to the previous key included, and `keys rotate` finishes the re-wrap there.
+    Beside it, the restored dir without its previous identity serves the records written
+    after the handover and refuses the older ones with a message naming the missing file."""
+    from botocore.exceptions import ClientError
+
+    from test_backup import keygen as recovery_keygen
+
+    gw = gateway_factory()
+    s3 = client_for(gw)
+    s3.create_bucket(Bucket="ehr")
+    bodies = {f"before/{i}": os.urandom(3000 + i) for i in range(5)}
+    for k, v in bodies.items():
+        s3.put_object(Bucket="ehr", Key=k, Body=v)
+    wait_checkpoint_size(gw, len(bodies))
+    gw.stop()
+    _, out, err = cli(gw, "keys", "rotate", "--data-dir", str(gw.data_dir), "--handover-only")
+    assert "handed over" in out, out + err
+    gw.start()
+    s3 = client_for(gw)
+    s3.put_object(Bucket="ehr", Key="after/1", Body=b"written under the new key")
+    bodies["after/1"] = b"written under the new key"
+
+    recovery = tmp_path / "recovery.key"
+    recipient = recovery_keygen(gw, recovery)
+    out_file = tmp_path / "backups" / "mid-rotation.mgb"
+    out_file.parent.mkdir()
+    cp = gw.run_cli("backup", "--data-dir", str(gw.data_dir), "--out", str(out_file),
+                    "--recipient", recipient)
+    assert cp.returncode == 0 and b"through the running server" in cp.stderr, cp.stderr
+    assert b"MEDGATE-SECRET-KEY" not in out_file.read_bytes().upper()
+    gw.stop()
+
+    restored = tmp_path / "restored" / "data"
+    cp = gw.run_cli("restore", str(out_file), "--data-dir", str(restored),
+                    "--identity", str(recovery), "--institution", institution(gw),
+                    "--public-store", str(gw.public_dir))
+    assert cp.returncode == 0, cp.stderr.decode()
+    olds = sorted(p.name for p in gw.data_dir.glob("institution.key.old-*"))
+    assert len(olds) == 1
+    assert sorted(p.name for p in restored.glob("institution.key.old-*")) == olds
+    for name in [*olds, "keys-rotate.state", "institution.key"]:
+        assert (restored / name).read_bytes() == (gw.data_dir / name).read_bytes(), name
+
+    gw2 = gateway_factory(start=False, public_store=f"file://{gw.public_dir}")
+    gw2.data_dir = restored
+    gw2.secret_access_key = gw.secret_access_key
+    gw2.start()
+    s3b = client_for(gw2)
+    for k, v in bodies.items():
+        assert get_bytes(s3b, "ehr", k) == v, k
+
+    # Without the previous identity: the new record opens, the old ones are refused with a
+    # message that says what is missing (not "integrity").
+    gw2.stop()
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for name in olds:
+        shutil.move(restored / name, aside / name)
+    gw2.start()
+    s3b = client_for(gw2)
+    assert get_bytes(s3b, "ehr", "after/1") == bodies["after/1"]
+    try:
+        s3b.get_object(Bucket="ehr", Key="before/0")["Body"].read()
+        raise AssertionError("a record wrapped to the missing key was served")
+    except ClientError as e:
+        err = e.response["Error"]
+        assert err["Code"] == "InternalError", err
+        assert "institution.key.old-" in err["Message"], err
+        assert "integrity" not in err["Message"], err
+    gw2.stop()
+    for name in olds:
+        shutil.move(aside / name, restored / name)
+
+    # The rotation resumes on the restored dir and ends; every record still reads.
+    _, out, err = cli(gw2, "keys", "rotate", "--data-dir", str(restored))
+    assert "re-wrapped" in out, out + err
+    assert not (restored / "keys-rotate.state").exists()
+    gw2.start()
+    s3b = client_for(gw2)
+    for k, v in bodies.items():
+        assert get_bytes(s3b, "ehr", k) == v, k

@@ -344,7 +344,8 @@ def test_a_signed_backup_restores_without_allow_unsigned(old, tmp_path):
     assert not (gw.data_dir / "private").exists(), "a refused restore leaves nothing behind"
     _, out, err = cli(gw, *base, "--institution", old.exp["institution"])
     assert "restored" in out + err and "unsigned" not in out + err, out + err
-    # The backup carries institution.key only (the new key): the records still wrapped to the
+    # 2e5dec1's backup carries institution.key only (the new key; backups made since carry the
+    # rotation's files, test_key_rotate.py): the records still wrapped to the
     # previous key open with the previous identity, which the operator keeps until the re-wrap
     # is done (`keys rotate` says so) and puts back beside it.
     previous = gw.data_dir / old.exp["previous_identity_file"]

@@ -122,6 +122,10 @@ pub async fn write_backup(
     institution: &Identity,
     sink: &mut dyn BackupSink,
 ) -> Result<BackupStats> {
+    // A name restore would refuse is refused before anything is written.
+    for (name, _) in &files {
+        check_file_name(name)?;
+    }
     let created_ms = crate::now_ms();
     let (sealer, header) = Sealer::new_signed(
         recipient,

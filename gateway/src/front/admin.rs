@@ -131,6 +131,11 @@ pub enum AdminRequest {
     Backup {
         recipient: String,
         identity_file: crate::engine::backup::FileBytes,
+        /// The files of a key rotation under way, by their names in the data dir
+        /// (`institution.key.old-<hex>`, `institution.key.next`, `keys-rotate.state`):
+        /// records not yet re-wrapped open only with a previous identity.
+        #[serde(default)]
+        rotation_files: Vec<(String, crate::engine::backup::FileBytes)>,
     },
 }
 
@@ -771,11 +776,13 @@ async fn serve_one(stream: UnixStream, cx: &AdminContext) -> Result<()> {
             Ok(AdminRequest::Backup {
                 recipient,
                 identity_file,
+                rotation_files,
             }) => {
                 return crate::front::backup_socket::serve(
                     cx,
                     &recipient,
                     identity_file,
+                    rotation_files,
                     lines.into_inner(),
                     write,
                 )

@@ -91,6 +91,7 @@ pub(crate) async fn serve(
     cx: &AdminContext,
     recipient: &str,
     identity_file: FileBytes,
+    rotation_files: Vec<(String, FileBytes)>,
     mut read: BufReader<OwnedReadHalf>,
     write: OwnedWriteHalf,
 ) -> Result<()> {
@@ -105,7 +106,8 @@ pub(crate) async fn serve(
                 .await
         }
     };
-    let files = vec![("institution.key".to_string(), identity_file)];
+    let mut files = vec![("institution.key".to_string(), identity_file)];
+    files.extend(rotation_files);
     let stats = match cx.engine.write_backup(files, &recipient, &mut sink).await {
         Ok(stats) => stats,
         Err(e) => {
@@ -167,12 +169,14 @@ impl BackupClient {
         socket: &Path,
         recipient: &str,
         identity_file: FileBytes,
+        rotation_files: Vec<(String, FileBytes)>,
     ) -> Result<BackupClient> {
         let stream = crate::front::admin::connect(socket).await?;
         let (read, mut write) = stream.into_split();
         let req = AdminRequest::Backup {
             recipient: recipient.to_string(),
             identity_file,
+            rotation_files,
         };
         let mut line =
             Zeroizing::new(serde_json::to_vec(&req).map_err(|e| Error::Internal(e.to_string()))?);

@@ -44,11 +44,21 @@ pub fn to_s3_error(e: Error) -> S3Error {
                 "the storage backend is unavailable".into(),
             )
         }
-        Error::Integrity { .. } | Error::NoStanza(_) => {
+        Error::Integrity { .. } => {
             tracing::warn!(error = %e, "integrity failure");
             (
                 C::InternalError,
                 "stored data failed its integrity check".into(),
+            )
+        }
+        Error::NoStanza(_) => {
+            tracing::warn!(error = %e, "no institution key opens a record's data key");
+            (
+                C::InternalError,
+                "the gateway holds no institution key that opens this record's data key: after \
+                 `medgate keys rotate`, the previous identity file (institution.key.old-...) must \
+                 stay beside institution.key until the re-wrap has finished"
+                    .into(),
             )
         }
         _ => {
