@@ -87,6 +87,29 @@ def sealed_size(size: int) -> int:
     return size + TAG * chunks_of(size)
 
 
+def published_files(folder: Path) -> list[Path]:
+    """The complete files a reader of a folder public store sees in `folder`, sorted.
+
+    object_store's LocalFileSystem writes `name#N` and renames it to `name`, so a listing
+    taken during a write holds a staging file that is gone a moment later: those are skipped
+    (opaque names never contain `#`)."""
+    if not folder.exists():
+        return []
+    return sorted(p for p in folder.iterdir() if "#" not in p.name)
+
+
+def published_bytes(folder: Path) -> dict[str, bytes]:
+    """Every complete file of `folder` by name, with its bytes. A file deleted between the
+    listing and the read is left out (a rename onto a name never makes it disappear)."""
+    out = {}
+    for p in published_files(folder):
+        try:
+            out[p.name] = p.read_bytes()
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def tail(path: Path, lines: int = 200) -> str:
     try:
         text = path.read_text(errors="replace")

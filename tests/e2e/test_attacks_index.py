@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 
-from support import Gateway, client_for
+from support import Gateway, client_for, published_bytes
 from test_sharing import cli, keygen
 
 PATIENTS = 40
@@ -34,8 +34,7 @@ def index_dir(gw: Gateway):
 
 def observe(gw: Gateway) -> dict[str, bytes]:
     """What the cloud sees: every index file, by name."""
-    d = index_dir(gw)
-    return {p.name: p.read_bytes() for p in d.iterdir()} if d.exists() else {}
+    return published_bytes(index_dir(gw))
 
 
 def settle(gw: Gateway, want: int, quiet: float = 2.5, timeout: float = 60.0) -> dict[str, bytes]:

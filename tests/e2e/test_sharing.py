@@ -12,7 +12,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from support import MIB, client_for
+from support import MIB, client_for, published_files
 
 
 def cli(gw, *args, ok=True, env=None):
@@ -210,8 +210,7 @@ def pull(gw, key, inst, out, ok=True):
 
 
 def index_files(gw):
-    d = gw.public_dir / "v1" / "p"
-    return sorted(d.iterdir()) if d.exists() else []
+    return published_files(gw.public_dir / "v1" / "p")
 
 
 def test_patient_pull_with_the_gateway_stopped(gateway, tmp_path):

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from support import REPO_ROOT, Gateway, client_for
+from support import REPO_ROOT, Gateway, client_for, published_files
 
 FIXTURES = ("e15ed43", "2e5dec1")
 # What the gateway keeps private beside the store: 0600 as an operator restores them (git keeps
@@ -198,7 +198,7 @@ def test_pull_moves_from_the_old_index_to_the_new_format(old, upgraded, tmp_path
             "--out", str(out_dir)]
     _, out, _ = cli(upgraded, *pull, "--public-store", str(pristine))
     live = upgraded.public_dir / "v1" / "p"
-    [old_index] = sorted(live.iterdir())
+    [old_index] = published_files(live)
     old_bytes = (pristine / "v1" / "p" / old_index.name).read_bytes()
     assert old_bytes[0] == 1
 
