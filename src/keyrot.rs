@@ -42,6 +42,43 @@ fn next_path(identity: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The previous identities kept beside `identity` (`<identity>.old-<suffix>`, not the
+/// `.tmp` of one being written), as (suffix, path), sorted by suffix.
+///
+/// # Errors
+/// The folder is there but cannot be listed.
+fn previous_identity_paths(identity: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let (Some(dir), Some(stem)) = (identity.parent(), identity.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.old-", stem.to_string_lossy());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        let suffix = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(&prefix))
+            .filter(|s| !s.ends_with(".tmp"))
+            .map(str::to_string);
+        if let Some(suffix) = suffix {
+            out.push((suffix, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The files of a key rotation that a backup must carry, named as a restore lays them out
 /// (beside `institution.key` in the data dir): each previous identity
 /// (`institution.key.old-<hex>`), the new one while the handover is under way
@@ -54,7 +91,6 @@ pub(crate) fn rotation_files(
     identity: &Path,
     data_dir: &Path,
 ) -> Result<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>> {
-    let mut out = Vec::new();
     let read = |path: &Path| -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
         match std::fs::read(path) {
             Ok(b) => Ok(Some(zeroize::Zeroizing::new(b))),
@@ -62,36 +98,10 @@ pub(crate) fn rotation_files(
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     };
-    if let (Some(dir), Some(stem)) = (identity.parent(), identity.file_name()) {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let prefix = format!("{}.old-", stem.to_string_lossy());
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => Some(e),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-        };
-        let mut old = Vec::new();
-        for e in entries.into_iter().flatten() {
-            let path = e?.path();
-            let suffix = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix(&prefix))
-                .filter(|s| !s.ends_with(".tmp"))
-                .map(str::to_string);
-            if let Some(suffix) = suffix {
-                old.push((format!("institution.key.old-{suffix}"), path));
-            }
-        }
-        old.sort();
-        for (name, path) in old {
-            if let Some(b) = read(&path)? {
-                out.push((name, b));
-            }
+    let mut out = Vec::new();
+    for (suffix, path) in previous_identity_paths(identity)? {
+        if let Some(b) = read(&path)? {
+            out.push((format!("institution.key.old-{suffix}"), b));
         }
     }
     if let Some(b) = read(&next_path(identity))? {
@@ -108,35 +118,14 @@ pub(crate) fn rotation_files(
 /// # Errors
 /// A file that does not open (sealed without MEDGATE_PASSPHRASE, damaged).
 pub(crate) fn load_previous(identity: &Path, data_dir: &Path) -> Result<Vec<Arc<Identity>>> {
-    let (Some(dir), Some(stem)) = (identity.parent(), identity.file_name()) else {
-        return Ok(Vec::new());
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.old-", stem.to_string_lossy());
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    for e in entries {
-        let path = e?.path();
-        let is_old = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".tmp"));
-        if is_old {
-            out.push(Arc::new(
-                load_identity(&path, data_dir, false)
-                    .with_context(|| format!("previous institution identity {}", path.display()))?,
-            ));
-        }
-    }
-    Ok(out)
+    previous_identity_paths(identity)?
+        .into_iter()
+        .map(|(_, path)| {
+            load_identity(&path, data_dir, false)
+                .map(Arc::new)
+                .with_context(|| format!("previous institution identity {}", path.display()))
+        })
+        .collect()
 }
 
 /// Whether a server answers on the data dir's admin socket.
