@@ -84,6 +84,24 @@ pub(super) fn stored_checksum_type(m: &keyring::Manifest, enabled: bool) -> Opti
         .map(|(_, v)| ChecksumType::from_static(crate::engine::checksum::Kind::of_value(v).name()))
 }
 
+/// An s3s output struct with its five `checksum_*` fields filled from `value(algorithm)`
+/// (for example `|a| stored_checksum(&m, sums, a)`) and the other fields as written:
+/// `with_checksums!(HeadObjectOutput { e_tag: ..., ..Default::default() }, value)`.
+macro_rules! with_checksums {
+    ($ty:ident { $($fields:tt)* }, $value:expr) => {{
+        let value = $value;
+        $ty {
+            checksum_crc32: value("CRC32"),
+            checksum_crc32c: value("CRC32C"),
+            checksum_sha1: value("SHA1"),
+            checksum_sha256: value("SHA256"),
+            checksum_crc64nvme: value("CRC64NVME"),
+            $($fields)*
+        }
+    }};
+}
+pub(super) use with_checksums;
+
 pub(super) fn part_checksum(sums: &[(String, String)], algo: &str) -> Option<String> {
     sums.iter().find(|(a, _)| a == algo).map(|(_, v)| v.clone())
 }

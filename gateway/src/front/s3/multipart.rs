@@ -119,15 +119,13 @@ pub(super) async fn upload_part(
         }
     }
     .map_err(to_s3_error)?;
-    Ok(S3Response::new(UploadPartOutput {
-        e_tag: Some(etag(&etag_value)),
-        checksum_crc32: part_checksum(&sums, "CRC32"),
-        checksum_crc32c: part_checksum(&sums, "CRC32C"),
-        checksum_sha1: part_checksum(&sums, "SHA1"),
-        checksum_sha256: part_checksum(&sums, "SHA256"),
-        checksum_crc64nvme: part_checksum(&sums, "CRC64NVME"),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(with_checksums!(
+        UploadPartOutput {
+            e_tag: Some(etag(&etag_value)),
+            ..Default::default()
+        },
+        |a| part_checksum(&sums, a)
+    )))
 }
 
 pub(super) async fn upload_part_copy(
@@ -193,15 +191,13 @@ pub(super) async fn upload_part_copy(
         .await
         .map_err(to_s3_error)?;
     Ok(S3Response::new(UploadPartCopyOutput {
-        copy_part_result: Some(CopyPartResult {
-            e_tag: Some(etag(&tag)),
-            checksum_crc32: part_checksum(&sums, "CRC32"),
-            checksum_crc32c: part_checksum(&sums, "CRC32C"),
-            checksum_sha1: part_checksum(&sums, "SHA1"),
-            checksum_sha256: part_checksum(&sums, "SHA256"),
-            checksum_crc64nvme: part_checksum(&sums, "CRC64NVME"),
-            last_modified: Some(timestamp(crate::now_ms())),
-        }),
+        copy_part_result: Some(with_checksums!(
+            CopyPartResult {
+                e_tag: Some(etag(&tag)),
+                last_modified: Some(timestamp(crate::now_ms())),
+            },
+            |a| part_checksum(&sums, a)
+        )),
         ..Default::default()
     }))
 }
@@ -254,19 +250,17 @@ pub(super) async fn complete_multipart_upload(
         )
         .await
         .map_err(to_s3_error)?;
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
-        location: Some(format!("/{}/{}", input.bucket, input.key)),
-        bucket: Some(input.bucket),
-        key: Some(input.key),
-        e_tag: Some(etag(&m.etag)),
-        checksum_crc32: stored_checksum(&m, true, "CRC32"),
-        checksum_crc32c: stored_checksum(&m, true, "CRC32C"),
-        checksum_sha1: stored_checksum(&m, true, "SHA1"),
-        checksum_sha256: stored_checksum(&m, true, "SHA256"),
-        checksum_crc64nvme: stored_checksum(&m, true, "CRC64NVME"),
-        checksum_type: stored_checksum_type(&m, true),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(with_checksums!(
+        CompleteMultipartUploadOutput {
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(etag(&m.etag)),
+            checksum_type: stored_checksum_type(&m, true),
+            ..Default::default()
+        },
+        |a| stored_checksum(&m, true, a)
+    )))
 }
 
 pub(super) async fn abort_multipart_upload(
@@ -316,16 +310,16 @@ pub(super) async fn list_parts(
         is_truncated: Some(truncated),
         parts: Some(
             page.into_iter()
-                .map(|(n, p)| Part {
-                    checksum_crc32: part_checksum(&p.checksums, "CRC32"),
-                    checksum_crc32c: part_checksum(&p.checksums, "CRC32C"),
-                    checksum_sha1: part_checksum(&p.checksums, "SHA1"),
-                    checksum_sha256: part_checksum(&p.checksums, "SHA256"),
-                    checksum_crc64nvme: part_checksum(&p.checksums, "CRC64NVME"),
-                    part_number: Some(n as i32),
-                    e_tag: Some(ETag::Strong(p.md5)),
-                    size: Some(i64::try_from(p.plaintext_len).unwrap_or(i64::MAX)),
-                    last_modified: Some(timestamp(p.created_ms)),
+                .map(|(n, p)| {
+                    with_checksums!(
+                        Part {
+                            part_number: Some(n as i32),
+                            e_tag: Some(ETag::Strong(p.md5)),
+                            size: Some(i64::try_from(p.plaintext_len).unwrap_or(i64::MAX)),
+                            last_modified: Some(timestamp(p.created_ms)),
+                        },
+                        |a| part_checksum(&p.checksums, a)
+                    )
                 })
                 .collect(),
         ),

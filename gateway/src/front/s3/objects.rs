@@ -297,37 +297,35 @@ pub(super) async fn get_object(
     let len = range.end - range.start;
     // Whole-object checksums describe whole objects only.
     let sums = content_range.is_none() && checksum_mode_enabled(&input.checksum_mode);
-    Ok(S3Response::new(GetObjectOutput {
-        body: Some(body),
-        content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
-        content_range,
-        accept_ranges: Some("bytes".into()),
-        e_tag: Some(etag(&m.etag)),
-        last_modified: Some(timestamp(m.last_modified_ms)),
-        content_type: input
-            .response_content_type
-            .or_else(|| m.content_type.clone()),
-        cache_control: input
-            .response_cache_control
-            .or_else(|| header(&m, "cache-control")),
-        content_disposition: input
-            .response_content_disposition
-            .or_else(|| header(&m, "content-disposition")),
-        content_encoding: input
-            .response_content_encoding
-            .or_else(|| header(&m, "content-encoding")),
-        content_language: input
-            .response_content_language
-            .or_else(|| header(&m, "content-language")),
-        metadata: metadata(&m),
-        checksum_crc32: stored_checksum(&m, sums, "CRC32"),
-        checksum_crc32c: stored_checksum(&m, sums, "CRC32C"),
-        checksum_sha1: stored_checksum(&m, sums, "SHA1"),
-        checksum_sha256: stored_checksum(&m, sums, "SHA256"),
-        checksum_crc64nvme: stored_checksum(&m, sums, "CRC64NVME"),
-        checksum_type: stored_checksum_type(&m, sums),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(with_checksums!(
+        GetObjectOutput {
+            body: Some(body),
+            content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&m.etag)),
+            last_modified: Some(timestamp(m.last_modified_ms)),
+            content_type: input
+                .response_content_type
+                .or_else(|| m.content_type.clone()),
+            cache_control: input
+                .response_cache_control
+                .or_else(|| header(&m, "cache-control")),
+            content_disposition: input
+                .response_content_disposition
+                .or_else(|| header(&m, "content-disposition")),
+            content_encoding: input
+                .response_content_encoding
+                .or_else(|| header(&m, "content-encoding")),
+            content_language: input
+                .response_content_language
+                .or_else(|| header(&m, "content-language")),
+            metadata: metadata(&m),
+            checksum_type: stored_checksum_type(&m, sums),
+            ..Default::default()
+        },
+        |a| stored_checksum(&m, sums, a)
+    )))
 }
 
 pub(super) async fn head_object(
@@ -350,25 +348,23 @@ pub(super) async fn head_object(
         .await
         .map_err(to_s3_error)?;
     let sums = checksum_mode_enabled(&input.checksum_mode);
-    Ok(S3Response::new(HeadObjectOutput {
-        checksum_crc32: stored_checksum(&m, sums, "CRC32"),
-        checksum_crc32c: stored_checksum(&m, sums, "CRC32C"),
-        checksum_sha1: stored_checksum(&m, sums, "SHA1"),
-        checksum_sha256: stored_checksum(&m, sums, "SHA256"),
-        checksum_crc64nvme: stored_checksum(&m, sums, "CRC64NVME"),
-        checksum_type: stored_checksum_type(&m, sums),
-        content_length: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
-        accept_ranges: Some("bytes".into()),
-        e_tag: Some(etag(&m.etag)),
-        last_modified: Some(timestamp(m.last_modified_ms)),
-        content_type: m.content_type.clone(),
-        cache_control: header(&m, "cache-control"),
-        content_disposition: header(&m, "content-disposition"),
-        content_encoding: header(&m, "content-encoding"),
-        content_language: header(&m, "content-language"),
-        metadata: metadata(&m),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(with_checksums!(
+        HeadObjectOutput {
+            checksum_type: stored_checksum_type(&m, sums),
+            content_length: Some(i64::try_from(m.size).unwrap_or(i64::MAX)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&m.etag)),
+            last_modified: Some(timestamp(m.last_modified_ms)),
+            content_type: m.content_type.clone(),
+            cache_control: header(&m, "cache-control"),
+            content_disposition: header(&m, "content-disposition"),
+            content_encoding: header(&m, "content-encoding"),
+            content_language: header(&m, "content-language"),
+            metadata: metadata(&m),
+            ..Default::default()
+        },
+        |a| stored_checksum(&m, sums, a)
+    )))
 }
 
 pub(super) async fn delete_object(
