@@ -10,6 +10,11 @@
 //! | `/v1/peer/…`    | another institution      | `Authorization: Medgate-Peer <SignedPeerAuth>`: the caller's Ed25519 signature over method, host, path, full query, body hash, time and nonce; the caller's whole Recipient must be a configured `[[peers]]` entry's and the signature is checked against that entry's key, the time within 5 minutes, the nonce new; answers are `SignedPeerAnswer`s bound to the nonce, chunks `ChunkAnswer`s with their Merkle proofs |
 //! | `/v1/log/…`, `/openapi.json` | anyone      | none: checkpoints and proofs are public anyway       |
 //!
+//! The paths are the route table's ([`crate::routes::Route`]): [`router`] serves each row with
+//! its handler, and the clients build their paths from the same rows. Each kind of caller
+//! is an extractor (`auth.rs`: `AdminAuth`, `PatientAuth`, `PeerAuth`, `RecipientAuth`) that
+//! a handler takes as an argument; a refused caller never reaches the handler.
+//!
 //! What authorises a re-wrap is never the channel: grants, denials, revocations and key
 //! changes are statements the patient signed, checked against the key on file.
 //! Answers are JSON objects tagged by `status` (errors: `{"status":"error","message":…}`

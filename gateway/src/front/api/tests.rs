@@ -25,7 +25,13 @@ async fn serve() -> (tempfile::TempDir, String) {
         peers: Vec::new(),
         progress: None,
     };
-    let state = ApiState::new(engine, admin, Zeroizing::new("token".into()), Vec::new(), None);
+    let state = ApiState::new(
+        engine,
+        admin,
+        Zeroizing::new("token".into()),
+        Vec::new(),
+        None,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
@@ -95,7 +101,13 @@ fn the_openapi_document_lists_exactly_the_routes_of_the_table() {
         .iter()
         // The document does not describe itself.
         .filter(|r| **r != Route::OpenApi)
-        .map(|r| (r.method(), r.template().to_string(), Some(r.name().to_string())))
+        .map(|r| {
+            (
+                r.method(),
+                r.template().to_string(),
+                Some(r.name().to_string()),
+            )
+        })
         .collect();
     let key = |(m, p, n): &(Method, String, Option<String>)| (p.clone(), m.to_string(), n.clone());
     documented.sort_by_key(key);
