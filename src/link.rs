@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use gateway::front::admin::{AdminRequest, AdminResponse};
-use gateway::front::api::{ChallengeAnswer, PATIENT_SCHEME};
+use gateway::front::api::{
+    ChallengeAnswer, ChallengeBody, DenialBody, GrantBody, KeyChangeBody, RecipientChallengeBody,
+    RecipientExchangeBody, RevocationBody, PATIENT_SCHEME,
+};
+use gateway::routes::Route;
 use keyring::consent::{AuthChallenge, AuthToken};
 use keyring::Identity;
 
@@ -74,40 +78,47 @@ impl Link {
             Link::Local(dir) => return crate::fail_on_error(admin_request(dir, req).await?),
             Link::Api { base, http } => (base, http),
         };
-        let (method, path, body) = match req {
-            AdminRequest::PatientWhoami { .. } => ("GET", "/v1/patient/me".to_string(), None),
+        let (route, id, query, body) = match req {
+            AdminRequest::PatientWhoami { .. } => (Route::PatientMe, None, NO_QUERY, None),
             AdminRequest::Requests { .. } => {
-                ("GET", "/v1/patient/requests?all=true".to_string(), None)
+                (Route::PatientRequests, None, &[("all", "true")][..], None)
             }
-            AdminRequest::RequestGet { id } => ("GET", format!("/v1/patient/requests/{id}"), None),
+            AdminRequest::RequestGet { id } => (Route::PatientRequest, Some(id), NO_QUERY, None),
             AdminRequest::Approve { request_id, grant } => (
-                "POST",
-                format!("/v1/patient/requests/{request_id}/approve"),
-                Some(serde_json::json!({ "grant": grant })),
+                Route::PatientApprove,
+                Some(request_id),
+                NO_QUERY,
+                Some(json_body(&GrantBody { grant })?),
             ),
             AdminRequest::Deny { request_id, denial } => (
-                "POST",
-                format!("/v1/patient/requests/{request_id}/deny"),
-                Some(serde_json::json!({ "denial": denial })),
+                Route::PatientDeny,
+                Some(request_id),
+                NO_QUERY,
+                Some(json_body(&DenialBody { denial })?),
             ),
-            AdminRequest::Grants { .. } => ("GET", "/v1/patient/grants".to_string(), None),
+            AdminRequest::Grants { .. } => (Route::PatientGrants, None, NO_QUERY, None),
             AdminRequest::Revoke { revocation } => (
-                "POST",
-                "/v1/patient/revocations".to_string(),
-                Some(serde_json::json!({ "revocation": revocation })),
+                Route::PatientRevoke,
+                None,
+                NO_QUERY,
+                Some(json_body(&RevocationBody { revocation })?),
             ),
             AdminRequest::PatientRekey { change } => (
-                "POST",
-                "/v1/patient/key-change".to_string(),
-                Some(serde_json::json!({ "change": change })),
+                Route::PatientKeyChange,
+                None,
+                NO_QUERY,
+                Some(json_body(&KeyChangeBody { change })?),
             ),
             _ => bail!("not a patient operation"),
         };
-        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let token = self.token(me, method, &path, &body).await?;
+        let params: Vec<(&str, &str)> = id.as_deref().map(|id| ("id", id)).into_iter().collect();
+        let path = route.path_query(&params, query);
+        let method = route.method();
+        let body = body.unwrap_or_default();
+        let token = self.token(me, method.as_str(), &path, &body).await?;
         let url = join(base, &path)?;
         let mut rb = http
-            .request(method.parse()?, url)
+            .request(method, url)
             .header(reqwest::header::AUTHORIZATION, token);
         if !body.is_empty() {
             rb = rb
@@ -228,8 +239,11 @@ impl Link {
                 .unwrap_or_else(|| format!("HTTP {status}"))
         };
         let resp = http
-            .post(join(base, "/v1/recipient/challenge")?)
-            .json(&serde_json::json!({ "grant": grant }))
+            .post(join(base, Route::RecipientChallenge.template())?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json_body(&RecipientChallengeBody {
+                grant: grant.to_string(),
+            })?)
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway at {base}"))?;
@@ -242,13 +256,21 @@ impl Link {
             .map_err(|e| anyhow!("the gateway's challenge is not what medgate sends: {e}"))?;
         let challenge = AuthChallenge::from_text(&answer.challenge)
             .map_err(|e| anyhow!("the gateway's challenge: {e}"))?;
-        let path = "/v1/recipient/exchange";
-        let body = serde_json::json!({ "grant": grant, "bucket": bucket, "key": key })
-            .to_string()
-            .into_bytes();
-        let token = AuthToken::new(challenge, "POST", path, &body).sign(me);
+        let path = Route::RecipientExchange.path(&[]);
+        let body = json_body(&RecipientExchangeBody {
+            grant: grant.to_string(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })?;
+        let token = AuthToken::new(
+            challenge,
+            Route::RecipientExchange.method().as_str(),
+            &path,
+            &body,
+        )
+        .sign(me);
         let resp = http
-            .post(join(base, path)?)
+            .post(join(base, &path)?)
             .header(
                 reqwest::header::AUTHORIZATION,
                 format!("{PATIENT_SCHEME} {}", token.to_text()),
@@ -281,8 +303,12 @@ impl Link {
             bail!("no gateway API");
         };
         let resp = http
-            .post(join(base, "/v1/patient/challenge")?)
-            .json(&serde_json::json!({ "recipient": me.recipient().to_string() }))
+            .post(join(base, Route::PatientChallenge.template())?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json_body(&ChallengeBody {
+                patient: None,
+                recipient: Some(me.recipient().to_string()),
+            })?)
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway at {base}"))?;
@@ -300,6 +326,18 @@ impl Link {
         let token = AuthToken::new(challenge, method, path, body).sign(me);
         Ok(format!("{PATIENT_SCHEME} {}", token.to_text()))
     }
+}
+
+/// No query parameters.
+const NO_QUERY: &[(&str, &str)] = &[];
+
+/// A request body as JSON text, its keys in sorted order (the bytes the patient's
+/// signature covers are exactly these).
+///
+/// # Errors
+/// A body that does not serialize (never, for the API's body types).
+pub fn json_body<T: serde::Serialize>(body: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_value(body)?.to_string().into_bytes())
 }
 
 fn join(base: &url::Url, path: &str) -> Result<url::Url> {

@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use gateway::engine::sharing::{grant_for, registration_for};
 use gateway::front::admin::{AdminRequest, AdminResponse, NewShareRequest, RequestView};
+use gateway::routes::Route;
 use keyring::consent::{Denial, Revocation, ShareRequest, SignedGrant};
 use keyring::{Identity, Recipient};
 
@@ -1326,7 +1327,7 @@ async fn audit(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(anyhow!("cannot read {}: {e}", state_path.display())),
     };
-    let answer: EntriesAnswer = link.get_json(&me, "/v1/patient/entries").await?;
+    let answer: EntriesAnswer = link.get_json(&me, &Route::PatientEntries.path(&[])).await?;
     let opts: std::collections::BTreeMap<String, String> = opts.into_iter().collect();
     let store = gateway::store::public::open(Some(public_store), &opts, Path::new("."))
         .context("cannot open the public store")?;
@@ -1344,7 +1345,10 @@ async fn audit(
                 return Ok::<_, anyhow::Error>(Vec::new());
             }
             let p: ProofAnswer = link
-                .get_public(&format!("/v1/log/proofs/consistency?from={from}&to={to}"))
+                .get_public(
+                    &Route::LogConsistency
+                        .path_query(&[], &[("from", &from.to_string()), ("to", &to.to_string())]),
+                )
                 .await?;
             Ok(p.hashes)
         }

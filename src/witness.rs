@@ -177,9 +177,9 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
                 }
             } else {
                 let proof: gateway::front::api::ProofAnswer = link
-                    .get_public(&format!(
-                        "/v1/log/proofs/consistency?from={}&to={}",
-                        l.size, cp.size
+                    .get_public(&Route::LogConsistency.path_query(
+                        &[],
+                        &[("from", &l.size.to_string()), ("to", &cp.size.to_string())],
                     ))
                     .await?;
                 gateway::engine::audit::check_consistency(
@@ -201,8 +201,10 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
     SignedNote::parse(&cosigned)?;
     let answer = link
         .post_public(
-            "/v1/log/cosignatures",
-            &serde_json::json!({ "note": cosigned }),
+            &Route::LogCosign.path(&[]),
+            &serde_json::to_value(CosignBody {
+                note: cosigned.clone(),
+            })?,
         )
         .await;
     std::fs::write(
@@ -227,3 +229,5 @@ pub async fn witness(args: WitnessArgs) -> Result<()> {
 }
 
 use crate::link::GatewayArg;
+use gateway::front::api::CosignBody;
+use gateway::routes::Route;

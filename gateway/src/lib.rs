@@ -20,7 +20,8 @@
 //!   ([`store::public`], object_store behind a metrics and timeout decorator).
 //!
 //! Beside the layers, usable by all of them and using none: [`error`] (the one error type),
-//! [`metrics`] (process-wide counters) and [`now_ms`]. `docs/architecture.md` walks a PUT,
+//! [`metrics`] (process-wide counters), [`routes`] (the JSON API's route table, shared by its
+//! router and every client of it) and [`now_ms`]. `docs/architecture.md` walks a PUT,
 //! a GET and an approval through these modules; `tests/layers.py` checks the rules.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod front;
 pub mod metrics;
+pub mod routes;
 pub mod runtime;
 pub mod store;
 

@@ -40,6 +40,7 @@ use keyring::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::routes::Route;
 use crate::store::private::{MountRecord, PrivateStore};
 use crate::{Error, Result};
 
@@ -246,12 +247,7 @@ impl Remote {
         let peer = self.peer(peer)?.clone();
         let answer = self
             .client
-            .answer(
-                &peer,
-                reqwest::Method::POST,
-                "/v1/peer/requests",
-                Some(request),
-            )
+            .answer(&peer, Route::PeerNewRequest, &[], &[], Some(request))
             .await?;
         let (request_id, _, grant) = request_answer(&peer, &answer, None)?;
         let record = MountRecord {
@@ -292,8 +288,9 @@ impl Remote {
             .client
             .answer(
                 &peer,
-                reqwest::Method::GET,
-                &format!("/v1/peer/requests/{}", encode(&mount.request_id)),
+                Route::PeerRequest,
+                &[("id", &mount.request_id)],
+                &[],
                 None::<&()>,
             )
             .await?;
@@ -314,8 +311,9 @@ impl Remote {
             .client
             .answer(
                 &peer,
-                reqwest::Method::GET,
-                &format!("/v1/peer/requests/{}", encode(&mount.request_id)),
+                Route::PeerRequest,
+                &[("id", &mount.request_id)],
+                &[],
                 None::<&()>,
             )
             .await?;
@@ -348,8 +346,9 @@ impl Remote {
             .client
             .answer(
                 &peer,
-                reqwest::Method::GET,
-                &format!("/v1/peer/objects?grant={}", encode(&grant)),
+                Route::PeerObjects,
+                &[],
+                &[("grant", &grant)],
                 None::<&()>,
             )
             .await?;
@@ -407,8 +406,9 @@ impl Remote {
             .client
             .answer(
                 &peer,
-                reqwest::Method::POST,
-                "/v1/peer/exchange",
+                Route::PeerExchange,
+                &[],
+                &[],
                 Some(&ExchangeRequest {
                     grant: grant.clone(),
                     bucket: a_bucket.into(),
@@ -598,17 +598,17 @@ struct RemoteChunk {
 
 impl RemoteChunk {
     async fn read(self, remote: &Remote, s: &Session) -> Result<Bytes> {
-        let target = format!(
-            "/v1/peer/blob?grant={}&bucket={}&key={}&blob={}&chunk={}",
-            encode(&s.grant),
-            encode(&s.bucket),
-            encode(&s.key),
-            self.blob.to_hex(),
-            self.index
-        );
+        let (blob, chunk) = (self.blob.to_hex(), self.index.to_string());
+        let query = [
+            ("grant", s.grant.as_str()),
+            ("bucket", s.bucket.as_str()),
+            ("key", s.key.as_str()),
+            ("blob", blob.as_str()),
+            ("chunk", chunk.as_str()),
+        ];
         let (_, body) = remote
             .client
-            .call(&s.peer, reqwest::Method::GET, &target, None)
+            .call(&s.peer, Route::PeerBlob, &[], &query, None)
             .await?;
         // The leaf and proof lead to the blob's root in the manifest A signed; only a chunk
         // that passes is opened (and the AEAD under the record's key, bound to the blob, the
@@ -634,11 +634,6 @@ impl RemoteChunk {
         )
         .await
     }
-}
-
-/// Percent-encodes a query value (everything but unreserved characters).
-pub fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// S3's bucket naming rules (3 to 63 of `a-z 0-9 . -`, starting and ending with a letter or

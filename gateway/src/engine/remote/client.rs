@@ -104,7 +104,7 @@ impl PeerClient {
         })?;
         peer.check_url()?;
         let url = base
-            .join("v1/peer/rollover")
+            .join(Route::PeerRollover.path(&[]).trim_start_matches('/'))
             .map_err(|e| Error::InvalidArgument(format!("peer {} url: {e}", peer.name)))?;
         let resp = self
             .pinned
@@ -162,7 +162,7 @@ impl PeerClient {
         Ok(Some(key))
     }
 
-    /// Sends `method target` with `body` to `peer`, signed; returns the nonce it was signed
+    /// Sends `route` (its path with `params`, and `query`) with `body` to `peer`, signed; returns the nonce it was signed
     /// with and the answer's body (at most [`MAX_ANSWER_BYTES`]). A peer's error answer
     /// becomes `GrantRefused` (401, 403) or `Peer`.
     ///
@@ -172,10 +172,13 @@ impl PeerClient {
     pub async fn call(
         &self,
         peer: &Peer,
-        method: reqwest::Method,
-        target: &str,
+        route: Route,
+        params: &[(&str, &str)],
+        query: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<([u8; 16], Bytes)> {
+        let method = route.method();
+        let target = route.path_query(params, query);
         let base = peer.url.as_ref().ok_or_else(|| {
             Error::InvalidArgument(format!("peer {} has no url in the config", peer.name))
         })?;
@@ -268,15 +271,16 @@ impl PeerClient {
     pub async fn answer(
         &self,
         peer: &Peer,
-        method: reqwest::Method,
-        target: &str,
+        route: Route,
+        params: &[(&str, &str)],
+        query: &[(&str, &str)],
         body: Option<&impl Serialize>,
     ) -> Result<PeerAnswer> {
         let body = body
             .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let (nonce, bytes) = self.call(peer, method, target, body).await?;
+        let (nonce, bytes) = self.call(peer, route, params, query, body).await?;
         let text: SignedAnswerText = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Peer(format!("{}: unexpected answer: {e}", peer.name)))?;
         let signed = SignedPeerAnswer::from_text(&text.answer)

@@ -7,9 +7,8 @@ use super::*;
     responses((status = 200, body = Answer, description = "`patients`")))]
 pub(super) async fn admin_patients(
     State(st): State<ApiState>,
-    headers: HeaderMap,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::PatientList).await
 }
 
@@ -17,10 +16,8 @@ pub(super) async fn admin_patients(
     request_body = RegisterBody, responses((status = 200, body = Answer, description = "`patient`")))]
 pub(super) async fn admin_register(
     State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminAuth { body }: AdminAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     let b: RegisterBody = parse_json(&body)?;
     st.admin_call(AdminRequest::PatientRegister {
         id: b.id,
@@ -34,10 +31,9 @@ pub(super) async fn admin_register(
     params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`patient`")))]
 pub(super) async fn admin_patient(
     State(st): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::PatientShow { id }).await
 }
 
@@ -46,11 +42,9 @@ pub(super) async fn admin_patient(
     responses((status = 200, body = Answer, description = "`done`"), (status = 403, description = "the proof does not verify")))]
 pub(super) async fn admin_break_glass(
     State(st): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    AdminAuth { body }: AdminAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     let b: BreakGlassBody = parse_json(&body)?;
     st.admin_call(AdminRequest::PatientBreakGlass {
         id,
@@ -66,10 +60,9 @@ pub(super) async fn admin_break_glass(
     params(PatientFilter), responses((status = 200, body = Answer, description = "`requests`")))]
 pub(super) async fn admin_requests(
     State(st): State<ApiState>,
-    headers: HeaderMap,
     Query(q): Query<PatientFilter>,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::Requests { patient: q.patient })
         .await
 }
@@ -78,10 +71,8 @@ pub(super) async fn admin_requests(
     request_body = NewShareRequest, responses((status = 200, body = Answer, description = "`request`")))]
 pub(super) async fn admin_new_request(
     State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminAuth { body }: AdminAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     let b: NewShareRequest = parse_json(&body)?;
     st.admin_call(AdminRequest::ShareRequest(Box::new(b))).await
 }
@@ -90,10 +81,9 @@ pub(super) async fn admin_new_request(
     params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`request`")))]
 pub(super) async fn admin_request(
     State(st): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::RequestGet { id }).await
 }
 
@@ -101,10 +91,9 @@ pub(super) async fn admin_request(
     params(PatientFilter), responses((status = 200, body = Answer, description = "`grants`")))]
 pub(super) async fn admin_grants(
     State(st): State<ApiState>,
-    headers: HeaderMap,
     Query(q): Query<PatientFilter>,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::Grants { patient: q.patient })
         .await
 }
@@ -113,9 +102,8 @@ pub(super) async fn admin_grants(
     responses((status = 200, body = Answer, description = "`access-keys` (ids and buckets, never secrets)")))]
 pub(super) async fn admin_access_keys(
     State(st): State<ApiState>,
-    headers: HeaderMap,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::AccessKeyList).await
 }
 
@@ -124,10 +112,8 @@ pub(super) async fn admin_access_keys(
     responses((status = 200, body = Answer, description = "`access-key-created`, with the secret, shown once")))]
 pub(super) async fn admin_new_access_key(
     State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminAuth { body }: AdminAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     let b: AccessKeyBody = if body.is_empty() {
         AccessKeyBody {
             buckets: Vec::new(),
@@ -147,10 +133,9 @@ pub(super) async fn admin_new_access_key(
     params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`deleted`")))]
 pub(super) async fn admin_delete_access_key(
     State(st): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::AccessKeyDelete { id }).await
 }
 
@@ -158,10 +143,9 @@ pub(super) async fn admin_delete_access_key(
     params(EventsQuery), responses((status = 200, body = Answer, description = "`events`")))]
 pub(super) async fn admin_events(
     State(st): State<ApiState>,
-    headers: HeaderMap,
     Query(q): Query<EventsQuery>,
+    _: AdminAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     st.admin_call(AdminRequest::Events {
         from: q.from,
         limit: q.limit.unwrap_or(1000),
@@ -174,10 +158,8 @@ pub(super) async fn admin_events(
     request_body = VerifyBody, responses((status = 200, body = Answer, description = "`verified`, with the problems found")))]
 pub(super) async fn admin_verify(
     State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminAuth { body }: AdminAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.admin(&headers)?;
     let deep = if body.is_empty() {
         false
     } else {
@@ -196,9 +178,8 @@ pub(super) fn remote(st: &ApiState) -> Result<&Arc<Remote>> {
     responses((status = 200, body = MountsAnswer)))]
 pub(super) async fn admin_mounts(
     State(st): State<ApiState>,
-    headers: HeaderMap,
+    _: AdminAuth,
 ) -> ApiResult<Json<MountsAnswer>> {
-    st.admin(&headers)?;
     let mounts = match &st.0.remote {
         Some(r) => r.mounts_with_state().await,
         None => Vec::new(),
@@ -213,10 +194,8 @@ pub(super) async fn admin_mounts(
     request_body = MountBody, responses((status = 200, body = MountsAnswer)))]
 pub(super) async fn admin_mount(
     State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminAuth { body }: AdminAuth<Bytes>,
 ) -> ApiResult<Json<MountsAnswer>> {
-    st.admin(&headers)?;
     let b: MountBody = parse_json(&body)?;
     let m = remote(&st)?.ask(&b.peer, &b.bucket, &b.request).await?;
     Ok(Json(MountsAnswer {

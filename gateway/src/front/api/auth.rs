@@ -1,7 +1,159 @@
 //! How the JSON API knows its callers: the admin token, a patient's signed single-use
 //! challenge, a grant recipient's challenge, and a peer institution's signed request.
+//!
+//! Each is an axum extractor a handler takes as an argument: [`AdminAuth`], [`PatientAuth`],
+//! [`PeerAuth`] and [`RecipientAuth`]. A handler runs only once its caller is known; the
+//! refusal is the handler's `ApiError` answer (401 with its message). Patient and peer
+//! signatures cover the body: `PatientAuth<Bytes>` and `PeerAuth<Bytes>` read it, check the
+//! signature over it and hand it on; `PatientAuth` and `PeerAuth` (no body, for GETs) check
+//! over the empty body, as the API always did. `AdminAuth<Bytes>` reads the body before it
+//! checks the token, so a refusal comes in the same order as when each handler checked
+//! the token itself (after axum's body limit, before the JSON is parsed).
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 
 use super::*;
+
+/// What an extractor hands on when the route has no body (a GET): nothing.
+pub(super) struct NoBody;
+
+/// The caller presented the admin token (`Authorization: Bearer`), compared in constant
+/// time. `AdminAuth<Bytes>` also carries the request's body.
+pub(super) struct AdminAuth<B = NoBody> {
+    pub body: B,
+}
+
+impl FromRequestParts<ApiState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> ApiResult<Self> {
+        st.admin(&parts.headers)?;
+        Ok(AdminAuth { body: NoBody })
+    }
+}
+
+impl FromRequest<ApiState> for AdminAuth<Bytes> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &ApiState) -> std::result::Result<Self, Response> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        st.admin(&headers)
+            .map_err(|e| ApiError(e).into_response())?;
+        Ok(AdminAuth { body })
+    }
+}
+
+/// A registered patient's signed, single-use challenge over this request (method, path
+/// and query, body hash): `id` is the patient's. `PatientAuth<Bytes>` carries the body
+/// the signature covers.
+pub(super) struct PatientAuth<B = NoBody> {
+    pub id: String,
+    pub body: B,
+}
+
+impl FromRequestParts<ApiState> for PatientAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> ApiResult<Self> {
+        let id = st
+            .patient(&parts.method, &parts.uri, &parts.headers, b"")
+            .await?;
+        Ok(PatientAuth { id, body: NoBody })
+    }
+}
+
+impl FromRequest<ApiState> for PatientAuth<Bytes> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &ApiState) -> std::result::Result<Self, Response> {
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let body = Bytes::from_request(req, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let id = st
+            .patient(&method, &uri, &headers, &body)
+            .await
+            .map_err(|e| ApiError(e).into_response())?;
+        Ok(PatientAuth { id, body })
+    }
+}
+
+/// A configured peer's signed request (see [`ApiState::peer`]): the peer and the
+/// request's nonce, which the answer is bound to. `PeerAuth<Bytes>` carries the body the
+/// signature covers.
+pub(super) struct PeerAuth<B = NoBody> {
+    pub peer: Peer,
+    pub nonce: [u8; 16],
+    pub body: B,
+}
+
+impl FromRequestParts<ApiState> for PeerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> ApiResult<Self> {
+        let (peer, nonce) = st.peer(&parts.method, &parts.uri, &parts.headers, b"")?;
+        Ok(PeerAuth {
+            peer,
+            nonce,
+            body: NoBody,
+        })
+    }
+}
+
+impl FromRequest<ApiState> for PeerAuth<Bytes> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &ApiState) -> std::result::Result<Self, Response> {
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let body = Bytes::from_request(req, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (peer, nonce) = st
+            .peer(&method, &uri, &headers, &body)
+            .map_err(|e| ApiError(e).into_response())?;
+        Ok(PeerAuth { peer, nonce, body })
+    }
+}
+
+/// A grant recipient's request (`POST /v1/recipient/exchange`): the body names the grant,
+/// and the request must be signed with that grant's recipient key over a challenge issued
+/// for that grant (`POST /v1/recipient/challenge`). The body is parsed first (a bad one
+/// is 400 before any signature is looked at); the challenge is used up only once the
+/// signature verified.
+pub(super) struct RecipientAuth {
+    pub body: RecipientExchangeBody,
+}
+
+impl FromRequest<ApiState> for RecipientAuth {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &ApiState) -> std::result::Result<Self, Response> {
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let body = Bytes::from_request(req, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        st.recipient(&method, &uri, &headers, &body)
+            .await
+            .map(|body| RecipientAuth { body })
+            .map_err(|e| ApiError(e).into_response())
+    }
+}
 
 pub(super) fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Result<&'h str> {
     let value = headers
@@ -18,7 +170,7 @@ pub(super) fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Result<
 }
 
 impl ApiState {
-    pub(super) fn admin(&self, headers: &HeaderMap) -> Result<()> {
+    fn admin(&self, headers: &HeaderMap) -> Result<()> {
         use subtle::ConstantTimeEq;
         let given = authorization(headers, "Bearer")?;
         let want = self.0.admin_token.as_bytes();
@@ -31,7 +183,7 @@ impl ApiState {
 
     /// `challenge` if this institution issued it (its MAC) within the window; `ask` is the
     /// path that hands out new ones, for the error message.
-    pub(super) fn issued_challenge<'c>(
+    fn issued_challenge<'c>(
         &self,
         challenge: &'c AuthChallenge,
         ask: &str,
@@ -59,7 +211,7 @@ impl ApiState {
     /// Checks a patient's signed token for this request and returns the patient id: the
     /// challenge must be one this institution issued (its MAC), within the window, signed
     /// with the key on file for its patient; only then is it used up.
-    pub(super) async fn patient(
+    async fn patient(
         &self,
         method: &Method,
         uri: &Uri,
@@ -68,7 +220,8 @@ impl ApiState {
     ) -> Result<String> {
         let signed = SignedAuth::from_text(authorization(headers, PATIENT_SCHEME)?)
             .map_err(|e| Error::Unauthorized(format!("patient token: {e}")))?;
-        let challenge = self.issued_challenge(&signed.token.challenge, "/v1/patient/challenge")?;
+        let challenge =
+            self.issued_challenge(&signed.token.challenge, Route::PatientChallenge.template())?;
         let engine = &self.0.engine;
         let now = crate::now_ms();
         let expected = AuthToken::new(challenge.clone(), method.as_str(), &target(uri), body);
@@ -121,6 +274,46 @@ impl ApiState {
         })
     }
 
+    /// Checks a grant recipient's signed request and returns its body (see
+    /// [`RecipientAuth`]).
+    async fn recipient(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<RecipientExchangeBody> {
+        let b: RecipientExchangeBody = parse_json(body)?;
+        let signed = SignedAuth::from_text(authorization(headers, PATIENT_SCHEME)?)
+            .map_err(|e| Error::Unauthorized(format!("recipient token: {e}")))?;
+        let challenge = self.issued_challenge(
+            &signed.token.challenge,
+            Route::RecipientChallenge.template(),
+        )?;
+        if challenge.patient_id != format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant) {
+            return Err(Error::Unauthorized(
+                "the challenge was issued for another grant".into(),
+            ));
+        }
+        let grant = self.0.engine.grant_in_force(&b.grant).await?;
+        let key: Recipient = grant
+            .recipient
+            .parse()
+            .map_err(|_| Error::Corrupt("a grant's recipient".into()))?;
+        let now = crate::now_ms();
+        let expected = AuthToken::new(challenge.clone(), method.as_str(), &target(uri), body);
+        signed
+            .verify(&key, &expected, now, AUTH_WINDOW_MS)
+            .map_err(|e| Error::Unauthorized(format!("recipient signature: {e}")))?;
+        // Used up only once its signature verified, as a patient's.
+        self.0.used_challenges.use_once(
+            challenge.challenge,
+            challenge.issued_ms.saturating_add(AUTH_WINDOW_MS),
+            now,
+        )?;
+        Ok(b)
+    }
+
     /// Checks a peer's signature on this request and returns the configured peer and the
     /// request's nonce (which the answer is bound to).
     ///
@@ -128,7 +321,7 @@ impl ApiState {
     /// equals the one the request names, compared in constant time, and the signature is
     /// checked against that configured key only. Anything else is 401 before anything is
     /// logged or looked up.
-    pub(super) fn peer(
+    fn peer(
         &self,
         method: &Method,
         uri: &Uri,

@@ -78,7 +78,7 @@ pub(super) async fn log_consistency(
 }
 
 /// `POST /v1/log/cosignatures`: the latest checkpoint, cosigned by a witness.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CosignBody {
     /// The signed note with the witness's cosignature line added.
     pub note: String,

@@ -10,6 +10,11 @@
 //! | `/v1/peer/…`    | another institution      | `Authorization: Medgate-Peer <SignedPeerAuth>`: the caller's Ed25519 signature over method, host, path, full query, body hash, time and nonce; the caller's whole Recipient must be a configured `[[peers]]` entry's and the signature is checked against that entry's key, the time within 5 minutes, the nonce new; answers are `SignedPeerAnswer`s bound to the nonce, chunks `ChunkAnswer`s with their Merkle proofs |
 //! | `/v1/log/…`, `/openapi.json` | anyone      | none: checkpoints and proofs are public anyway       |
 //!
+//! The paths are the route table's ([`crate::routes::Route`]): [`router`] serves each row with
+//! its handler, and the clients build their paths from the same rows. Each kind of caller
+//! is an extractor (`auth.rs`: `AdminAuth`, `PatientAuth`, `PeerAuth`, `RecipientAuth`) that
+//! a handler takes as an argument; a refused caller never reaches the handler.
+//!
 //! What authorises a re-wrap is never the channel: grants, denials, revocations and key
 //! changes are statements the patient signed, checked against the key on file.
 //! Answers are JSON objects tagged by `status` (errors: `{"status":"error","message":…}`
@@ -34,7 +39,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
 use keyring::consent::{
@@ -49,6 +54,7 @@ use crate::engine::record::Engine;
 use crate::engine::remote::{ExchangeRequest, Peer, PeerShareRequest, Remote, SignedAnswerText};
 use crate::front::admin::{self, AdminContext, AdminRequest, AdminResponse, NewShareRequest};
 use crate::front::replay::ReplayCache;
+use crate::routes::Route;
 use crate::{Error, Result};
 
 mod admin_routes;
@@ -56,9 +62,12 @@ mod auth;
 mod log_routes;
 mod patient_routes;
 mod peer_routes;
+#[cfg(test)]
+mod tests;
 
 use admin_routes::*;
 use auth::*;
+pub use log_routes::CosignBody;
 use log_routes::*;
 pub use patient_routes::entries_for;
 use patient_routes::*;
@@ -119,58 +128,14 @@ impl ApiState {
     }
 }
 
-/// The API's routes.
+/// The API's routes: every row of the route table ([`crate::routes::Route`]) with its
+/// handler, so the paths served are exactly the ones the clients build.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/openapi.json", get(openapi_json))
-        .route("/v1/log/checkpoint", get(log_checkpoint))
-        .route("/v1/log/proofs/inclusion", get(log_inclusion))
-        .route("/v1/log/proofs/consistency", get(log_consistency))
-        .route("/v1/log/cosignatures", post(log_cosign))
-        .route(
-            "/v1/admin/patients",
-            get(admin_patients).post(admin_register),
-        )
-        .route("/v1/admin/patients/{id}", get(admin_patient))
-        .route(
-            "/v1/admin/patients/{id}/break-glass",
-            post(admin_break_glass),
-        )
-        .route(
-            "/v1/admin/requests",
-            get(admin_requests).post(admin_new_request),
-        )
-        .route("/v1/admin/requests/{id}", get(admin_request))
-        .route("/v1/admin/grants", get(admin_grants))
-        .route(
-            "/v1/admin/access-keys",
-            get(admin_access_keys).post(admin_new_access_key),
-        )
-        .route(
-            "/v1/admin/access-keys/{id}",
-            axum::routing::delete(admin_delete_access_key),
-        )
-        .route("/v1/admin/events", get(admin_events))
-        .route("/v1/admin/verify", post(admin_verify))
-        .route("/v1/admin/mounts", get(admin_mounts).post(admin_mount))
-        .route("/v1/patient/challenge", post(patient_challenge))
-        .route("/v1/recipient/challenge", post(recipient_challenge))
-        .route("/v1/recipient/exchange", post(recipient_exchange))
-        .route("/v1/patient/me", get(patient_me))
-        .route("/v1/patient/requests", get(patient_requests))
-        .route("/v1/patient/requests/{id}", get(patient_request))
-        .route("/v1/patient/requests/{id}/approve", post(patient_approve))
-        .route("/v1/patient/requests/{id}/deny", post(patient_deny))
-        .route("/v1/patient/grants", get(patient_grants))
-        .route("/v1/patient/revocations", post(patient_revoke))
-        .route("/v1/patient/key-change", post(patient_key_change))
-        .route("/v1/patient/entries", get(patient_entries))
-        .route("/v1/peer/requests", post(peer_new_request))
-        .route("/v1/peer/requests/{id}", get(peer_request))
-        .route("/v1/peer/objects", get(peer_objects))
-        .route("/v1/peer/exchange", post(peer_exchange))
-        .route("/v1/peer/blob", get(peer_blob))
-        .route("/v1/peer/rollover", get(peer_rollover))
+    Route::ALL
+        .iter()
+        .fold(Router::new(), |router, &route| {
+            router.route(route.template(), handler(route))
+        })
         .fallback(|| async {
             ApiError(Error::NotFound(
                 "no such API path; see /openapi.json".into(),
@@ -178,6 +143,63 @@ pub fn router(state: ApiState) -> Router {
         })
         .with_state(state)
         .layer(axum::middleware::map_response(with_iso_times))
+}
+
+/// The handler of `route`, on the route's method. A route added to the table without a
+/// handler here does not compile.
+fn handler(route: Route) -> MethodRouter<ApiState> {
+    let m = method_filter(&route.method());
+    match route {
+        Route::OpenApi => on(m, openapi_json),
+        Route::LogCheckpoint => on(m, log_checkpoint),
+        Route::LogInclusion => on(m, log_inclusion),
+        Route::LogConsistency => on(m, log_consistency),
+        Route::LogCosign => on(m, log_cosign),
+        Route::AdminPatients => on(m, admin_patients),
+        Route::AdminRegister => on(m, admin_register),
+        Route::AdminPatient => on(m, admin_patient),
+        Route::AdminBreakGlass => on(m, admin_break_glass),
+        Route::AdminRequests => on(m, admin_requests),
+        Route::AdminNewRequest => on(m, admin_new_request),
+        Route::AdminRequest => on(m, admin_request),
+        Route::AdminGrants => on(m, admin_grants),
+        Route::AdminAccessKeys => on(m, admin_access_keys),
+        Route::AdminNewAccessKey => on(m, admin_new_access_key),
+        Route::AdminDeleteAccessKey => on(m, admin_delete_access_key),
+        Route::AdminEvents => on(m, admin_events),
+        Route::AdminVerify => on(m, admin_verify),
+        Route::AdminMounts => on(m, admin_mounts),
+        Route::AdminMount => on(m, admin_mount),
+        Route::PatientChallenge => on(m, patient_challenge),
+        Route::PatientMe => on(m, patient_me),
+        Route::PatientRequests => on(m, patient_requests),
+        Route::PatientRequest => on(m, patient_request),
+        Route::PatientApprove => on(m, patient_approve),
+        Route::PatientDeny => on(m, patient_deny),
+        Route::PatientGrants => on(m, patient_grants),
+        Route::PatientRevoke => on(m, patient_revoke),
+        Route::PatientKeyChange => on(m, patient_key_change),
+        Route::PatientEntries => on(m, patient_entries),
+        Route::RecipientChallenge => on(m, recipient_challenge),
+        Route::RecipientExchange => on(m, recipient_exchange),
+        Route::PeerNewRequest => on(m, peer_new_request),
+        Route::PeerRequest => on(m, peer_request),
+        Route::PeerObjects => on(m, peer_objects),
+        Route::PeerExchange => on(m, peer_exchange),
+        Route::PeerBlob => on(m, peer_blob),
+        Route::PeerRollover => on(m, peer_rollover),
+    }
+}
+
+/// axum's filter for one of the table's methods (GET also answers HEAD, as axum's `get`).
+fn method_filter(method: &Method) -> MethodFilter {
+    if method == Method::POST {
+        MethodFilter::POST
+    } else if method == Method::DELETE {
+        MethodFilter::DELETE
+    } else {
+        MethodFilter::GET
+    }
 }
 
 /// Every JSON answer gets, beside each `*_ms` time (milliseconds since the epoch), the
@@ -398,15 +420,17 @@ pub struct EventsQuery {
 }
 
 /// `POST /v1/patient/challenge`: who is asking, by id or by key.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ChallengeBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
     /// The patient's Recipient, when the id is not at hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
 }
 
 /// `POST /v1/recipient/challenge`: the grant a recipient is about to use.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RecipientChallengeBody {
     pub grant: String,
 }
@@ -439,25 +463,25 @@ pub struct AllFilter {
 }
 
 /// `POST /v1/patient/requests/{id}/approve`: a `SignedGrant` text.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct GrantBody {
     pub grant: String,
 }
 
 /// `POST /v1/patient/requests/{id}/deny`: a `SignedDenial` text.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DenialBody {
     pub denial: String,
 }
 
 /// `POST /v1/patient/revocations`: a `SignedRevocation` text.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RevocationBody {
     pub revocation: String,
 }
 
 /// `POST /v1/patient/key-change`: a `SignedKeyChange` text.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct KeyChangeBody {
     pub change: String,
 }

@@ -69,36 +69,8 @@ pub(super) async fn recipient_challenge(
     request_body = RecipientExchangeBody, responses((status = 200, body = Answer, description = "`exchange`")))]
 pub(super) async fn recipient_exchange(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    RecipientAuth { body: b }: RecipientAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    let b: RecipientExchangeBody = parse_json(&body)?;
-    let signed = SignedAuth::from_text(authorization(&headers, PATIENT_SCHEME)?)
-        .map_err(|e| Error::Unauthorized(format!("recipient token: {e}")))?;
-    let challenge = st.issued_challenge(&signed.token.challenge, "/v1/recipient/challenge")?;
-    if challenge.patient_id != format!("{RECIPIENT_CHALLENGE_PREFIX}{}", b.grant) {
-        return Err(
-            Error::Unauthorized("the challenge was issued for another grant".into()).into(),
-        );
-    }
-    let grant = st.0.engine.grant_in_force(&b.grant).await?;
-    let key: Recipient = grant
-        .recipient
-        .parse()
-        .map_err(|_| Error::Corrupt("a grant's recipient".into()))?;
-    let now = crate::now_ms();
-    let expected = AuthToken::new(challenge.clone(), method.as_str(), &target(&uri), &body);
-    signed
-        .verify(&key, &expected, now, AUTH_WINDOW_MS)
-        .map_err(|e| Error::Unauthorized(format!("recipient signature: {e}")))?;
-    // Used up only once its signature verified, as a patient's.
-    st.0.used_challenges.use_once(
-        challenge.challenge,
-        challenge.issued_ms.saturating_add(AUTH_WINDOW_MS),
-        now,
-    )?;
     st.admin_call(AdminRequest::Exchange {
         grant: b.grant,
         bucket: b.bucket,
@@ -111,11 +83,8 @@ pub(super) async fn recipient_exchange(
     responses((status = 200, body = Answer, description = "`patient`")))]
 pub(super) async fn patient_me(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    PatientAuth { id, .. }: PatientAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    let id = st.patient(&method, &uri, &headers, b"").await?;
     st.admin_call(AdminRequest::PatientShow { id }).await
 }
 
@@ -123,12 +92,9 @@ pub(super) async fn patient_me(
     params(AllFilter), responses((status = 200, body = Answer, description = "`requests`")))]
 pub(super) async fn patient_requests(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<AllFilter>,
+    PatientAuth { id, .. }: PatientAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    let id = st.patient(&method, &uri, &headers, b"").await?;
     let mut r = admin::execute(&st.0.admin, AdminRequest::Requests { patient: Some(id) }).await?;
     if let AdminResponse::Requests { requests } = &mut r {
         if !q.all {
@@ -151,12 +117,9 @@ pub(super) async fn own_request(st: &ApiState, patient: &str, id: &str) -> Resul
     params(("id" = String, Path)), responses((status = 200, body = Answer, description = "`request`")))]
 pub(super) async fn patient_request(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    PatientAuth { id: patient, .. }: PatientAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    let patient = st.patient(&method, &uri, &headers, b"").await?;
     Ok(Json(own_request(&st, &patient, &id).await?))
 }
 
@@ -165,13 +128,9 @@ pub(super) async fn patient_request(
     responses((status = 200, body = Answer, description = "`rewrapped`"), (status = 403, description = "grant refused")))]
 pub(super) async fn patient_approve(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    PatientAuth { id: patient, body }: PatientAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    let patient = st.patient(&method, &uri, &headers, &body).await?;
     own_request(&st, &patient, &id).await?;
     let b: GrantBody = parse_json(&body)?;
     st.admin_call(AdminRequest::Approve {
@@ -186,13 +145,9 @@ pub(super) async fn patient_approve(
     responses((status = 200, body = Answer, description = "`done`")))]
 pub(super) async fn patient_deny(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    PatientAuth { id: patient, body }: PatientAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    let patient = st.patient(&method, &uri, &headers, &body).await?;
     own_request(&st, &patient, &id).await?;
     let b: DenialBody = parse_json(&body)?;
     st.admin_call(AdminRequest::Deny {
@@ -206,11 +161,8 @@ pub(super) async fn patient_deny(
     responses((status = 200, body = Answer, description = "`grants`")))]
 pub(super) async fn patient_grants(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    PatientAuth { id, .. }: PatientAuth,
 ) -> ApiResult<Json<AdminResponse>> {
-    let id = st.patient(&method, &uri, &headers, b"").await?;
     st.admin_call(AdminRequest::Grants { patient: Some(id) })
         .await
 }
@@ -219,12 +171,8 @@ pub(super) async fn patient_grants(
     request_body = RevocationBody, responses((status = 200, body = Answer, description = "`done`")))]
 pub(super) async fn patient_revoke(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    PatientAuth { id: patient, body }: PatientAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    let patient = st.patient(&method, &uri, &headers, &body).await?;
     let b: RevocationBody = parse_json(&body)?;
     // The revocation is checked against the patient's key on file by the engine; the
     // grant must also be this patient's.
@@ -244,12 +192,8 @@ pub(super) async fn patient_revoke(
     request_body = KeyChangeBody, responses((status = 200, body = Answer, description = "`done`")))]
 pub(super) async fn patient_key_change(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    PatientAuth { body, .. }: PatientAuth<Bytes>,
 ) -> ApiResult<Json<AdminResponse>> {
-    st.patient(&method, &uri, &headers, &body).await?;
     let b: KeyChangeBody = parse_json(&body)?;
     st.admin_call(AdminRequest::PatientRekey { change: b.change })
         .await
@@ -259,11 +203,8 @@ pub(super) async fn patient_key_change(
     responses((status = 200, body = EntriesAnswer)))]
 pub(super) async fn patient_entries(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    PatientAuth { id: patient, .. }: PatientAuth,
 ) -> ApiResult<Json<EntriesAnswer>> {
-    let patient = st.patient(&method, &uri, &headers, b"").await?;
     Ok(Json(entries_for(&st.0.engine, &patient).await?))
 }
 

@@ -8,12 +8,8 @@ use super::*;
         description = "a SignedPeerAnswer of kind 0x01 (request state), context medgate/v1/request-answer")))]
 pub(super) async fn peer_new_request(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    PeerAuth { peer, nonce, body }: PeerAuth<Bytes>,
 ) -> ApiResult<Json<SignedAnswerText>> {
-    let (peer, nonce) = st.peer(&method, &uri, &headers, &body)?;
     let b: PeerShareRequest = parse_json(&body)?;
     let n = NewShareRequest {
         patient: b.patient,
@@ -75,12 +71,9 @@ pub(super) async fn request_answer(
         description = "a SignedPeerAnswer of kind 0x01 (request state), context medgate/v1/request-answer")))]
 pub(super) async fn peer_request(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    PeerAuth { peer, nonce, .. }: PeerAuth,
 ) -> ApiResult<Json<SignedAnswerText>> {
-    let (peer, nonce) = st.peer(&method, &uri, &headers, b"")?;
     let (rec, req) = st.0.engine.request(&id).await?;
     if !req.recipient.ct_eq(&peer.recipient) {
         return Err(Error::NotFound(format!("no share request {id} for you")).into());
@@ -135,12 +128,9 @@ pub(super) async fn peer_may_read(
         description = "a SignedPeerAnswer of kind 0x02 (listing), context medgate/v1/objects-answer")))]
 pub(super) async fn peer_objects(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<GrantQuery>,
+    PeerAuth { peer, nonce, .. }: PeerAuth,
 ) -> ApiResult<Json<SignedAnswerText>> {
-    let (peer, nonce) = st.peer(&method, &uri, &headers, b"")?;
     let (g, signed) = peer_grant(&st, &peer, &q.grant).await?;
     let mut objects = Vec::new();
     for (bucket, key, m) in st.0.engine.patient_objects(&g.patient_id).await? {
@@ -175,12 +165,8 @@ pub(super) async fn peer_objects(
         (status = 403, description = "grant not in force or record not covered")))]
 pub(super) async fn peer_exchange(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    PeerAuth { peer, nonce, body }: PeerAuth<Bytes>,
 ) -> ApiResult<Json<SignedAnswerText>> {
-    let (peer, nonce) = st.peer(&method, &uri, &headers, &body)?;
     let b: ExchangeRequest = parse_json(&body)?;
     peer_grant(&st, &peer, &b.grant).await?;
     let (m, stanza) =
@@ -205,12 +191,9 @@ pub(super) async fn peer_exchange(
               (status = 403, description = "grant not in force, record version not covered, or no key for the caller")))]
 pub(super) async fn peer_blob(
     State(st): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<BlobQuery>,
+    PeerAuth { peer, .. }: PeerAuth,
 ) -> ApiResult<Response> {
-    let (peer, _) = st.peer(&method, &uri, &headers, b"")?;
     let (g, signed) = peer_grant(&st, &peer, &q.grant).await?;
     let engine = &st.0.engine;
     let m = engine
