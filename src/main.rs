@@ -22,8 +22,8 @@ use clap::{Args, Parser, Subcommand};
 use gateway::engine::record::EngineConfig;
 use gateway::front::admin::{self, AdminContext, AdminRequest, AdminResponse};
 use gateway::runtime::run::{Listening, RunConfig, RunErrorSource};
+use gateway::store::private::prelude::*;
 use gateway::store::private::sled::SledStore;
-use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient};
 
 use crate::config::{parse_kv, FileConfig};

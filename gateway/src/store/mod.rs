@@ -5,5 +5,7 @@
 //! store (object_store behind a metrics and timeout decorator). Nothing here imports the
 //! engine, a front or the runtime.
 
+pub mod kv;
 pub mod private;
 pub mod public;
+pub mod rules;
