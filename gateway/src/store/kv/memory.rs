@@ -187,3 +187,88 @@ impl Kv for MemoryKv {
             .map_err(|_| Error::Internal("the backup was abandoned".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::kv::prefix;
+
+    #[test]
+    fn an_abort_writes_nothing_and_a_commit_everything() {
+        let kv = MemoryKv::new();
+        let t = [Table::Blobs, Table::Orphans];
+        let r: Result<()> = kv.transact(&t, |tx| {
+            tx.put(Table::Blobs, b"a", b"1")?;
+            assert_eq!(tx.get(Table::Blobs, b"a")?, Some(b"1".to_vec()));
+            Err(TxError::Abort(Error::PreconditionFailed))
+        });
+        assert!(matches!(r, Err(Error::PreconditionFailed)));
+        assert_eq!(kv.get(Table::Blobs, b"a").unwrap(), None);
+        kv.transact(&t, |tx| {
+            tx.put(Table::Blobs, b"a", b"1")?;
+            tx.put(Table::Orphans, b"b", b"2")?;
+            assert_eq!(tx.delete(Table::Orphans, b"b")?, Some(b"2".to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kv.get(Table::Blobs, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.len(Table::Orphans).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_table_the_transaction_did_not_name_is_an_internal_error() {
+        let kv = MemoryKv::new();
+        let r = kv.transact(&[Table::Blobs], |tx| tx.get(Table::Deks, b"x"));
+        assert!(matches!(r, Err(Error::Internal(_))), "{r:?}");
+    }
+
+    #[test]
+    fn a_retry_runs_the_body_again() {
+        let kv = MemoryKv::new();
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let n = kv
+            .transact(&[Table::Blobs], |tx| {
+                tx.put(Table::Blobs, b"k", b"v")?;
+                match runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Err(TxError::Retry),
+                    n => Ok(n),
+                }
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(kv.len(Table::Blobs).unwrap(), 1);
+    }
+
+    #[test]
+    fn ranges_are_ordered_bounded_and_never_panic() {
+        let kv = MemoryKv::new();
+        let rows = [&b"a"[..], b"ab", b"ab\xff", b"b"]
+            .iter()
+            .map(|k| (k.to_vec(), Some(Vec::new())))
+            .collect();
+        kv.batch(Table::Objects, rows).unwrap();
+        let keys = |r: KeyRange| -> Vec<Vec<u8>> {
+            kv.range(Table::Objects, r)
+                .unwrap()
+                .map(|row| row.unwrap().0)
+                .collect()
+        };
+        assert_eq!(keys(prefix(b"ab")), [b"ab".to_vec(), b"ab\xff".to_vec()]);
+        assert_eq!(keys(prefix(b"")).len(), 4);
+        let backwards = (
+            Bound::Included(b"b".to_vec()),
+            Bound::Included(b"a".to_vec()),
+        );
+        assert!(keys(backwards).is_empty());
+        let last = kv
+            .range(
+                Table::Objects,
+                (Bound::Unbounded, Bound::Included(b"ab\x00".to_vec())),
+            )
+            .unwrap()
+            .next_back()
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.0, b"ab".to_vec());
+    }
+}

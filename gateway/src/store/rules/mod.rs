@@ -128,3 +128,6 @@ impl<K> std::ops::Deref for KvStore<K> {
         &self.kv
     }
 }
+
+#[cfg(test)]
+mod tests;
