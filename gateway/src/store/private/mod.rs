@@ -3,7 +3,10 @@
 //! It holds bucket and object names, manifests, wrapped data keys (stanzas), the Merkle
 //! leaves of every blob, blob reference counts, pending uploads and S3 access keys with
 //! their secrets sealed under the institution's identity. [`PrivateStore`] is the
-//! contract; [`sled`](self::sled) is the embedded implementation.
+//! contract, the sum of five row traits ([`ObjectRows`], [`UploadRows`], [`ConsentRows`],
+//! [`LogRows`], [`AdminRows`]); `crate::store::rules::KvStore` implements them once over any
+//! `crate::store::kv::Kv`, and [`sled`](self::sled) is the embedded adapter
+//! (`SledStore = KvStore<SledKv>`).
 //!
 //! # Contract
 //! - Every method that changes more than one record is atomic: after a crash either all
