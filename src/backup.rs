@@ -18,7 +18,7 @@ use clap::{Args, Subcommand};
 use gateway::engine::backup::{FileBytes, FileSink};
 use gateway::front::admin::AdminResponse;
 use gateway::front::backup_socket::{BackupClient, Frame};
-use gateway::store::private::PrivateStore;
+use gateway::store::private::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyring::{Identity, Recipient};
 use serde::{Deserialize, Serialize};

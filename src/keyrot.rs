@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use gateway::front::admin::{self, AdminRequest, AdminResponse};
-use gateway::store::private::PrivateStore;
+use gateway::store::private::prelude::*;
 use keyring::{Identity, Recipient, SignedRollover};
 
 use crate::{

@@ -22,8 +22,8 @@ use clap::{Args, Parser, Subcommand};
 use gateway::engine::record::EngineConfig;
 use gateway::front::admin::{self, AdminContext, AdminRequest, AdminResponse};
 use gateway::runtime::run::{Listening, RunConfig, RunErrorSource};
+use gateway::store::private::prelude::*;
 use gateway::store::private::sled::SledStore;
-use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient};
 
 use crate::config::{parse_kv, FileConfig};
@@ -665,8 +665,8 @@ fn load_admin_token(path: &Path) -> Result<zeroize::Zeroizing<String>> {
 
 /// Opens the private store and upgrades what an older medgate wrote there: DEK records
 /// whose stanzas are stored without their Recipient are given it
-/// ([`SledStore::upgrade_dek_records`]; once per store), matching each stanza against the
-/// institution, the configured peers and backup recovery Recipient, and the patients and
+/// (`KvStore::upgrade_dek_records` in `gateway::store::rules`; once per store), matching
+/// each stanza against the institution, the configured peers and backup recovery Recipient, and the patients and
 /// grant recipients the store knows.
 fn open_private(setup: &Setup, cache_bytes: u64, institution: &Recipient) -> Result<SledStore> {
     let data_dir = &setup.data_dir;

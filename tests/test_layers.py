@@ -74,6 +74,14 @@ def test_sled_outside_the_adapter_fails():
                 "the sled crate is named outside the sled adapter")
 
 
+def test_rules_naming_an_adapter_fail():
+    expect_fail("rules", {"store/rules/objects.rs": "fn planted() { let _ = crate::store::private::sled::SledKv::open; }"},
+                "store/rules/objects.rs:")
+    expect_fail("kv", {"store/kv.rs": "use super::private::sled_backup as planted;"},
+                "the store's rules name an adapter")
+    expect_pass("rules naming sled in a comment", {"store/rules/log.rs": "// the sled adapter runs this as one SledKv transaction"})
+
+
 def test_front_naming_the_store_fails():
     expect_fail("front", {"front/s3.rs": "fn planted() { let _ = crate::store::public::blob_path; }"},
                 "a front may not name the store")

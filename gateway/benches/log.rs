@@ -16,7 +16,7 @@ use gateway::engine::log::{
     consistency_proof, inclusion_proof, tiles_between, tree_root, Appender,
 };
 use gateway::store::private::sled::SledStore;
-use gateway::store::private::{Event, PrivateStore};
+use gateway::store::private::{prelude::*, Event};
 use keyring::merkle::ConsistencyProof;
 use keyring::InclusionProof;
 

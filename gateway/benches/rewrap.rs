@@ -23,7 +23,7 @@ use std::time::Instant;
 use gateway::engine::record::{Engine, EngineConfig};
 use gateway::engine::sharing::{grant_for, registration_for};
 use gateway::store::private::sled::SledStore;
-use gateway::store::private::{DekStanza, Precondition, PrivateStore, PutCommit};
+use gateway::store::private::{prelude::*, DekStanza, Precondition, PutCommit};
 use gateway::store::public::PublicStore;
 use keyring::consent::{Records, Scope, ShareRequest};
 use keyring::{BlobId, DataKey, DekId, Identity, Manifest, Part, SUITE_V1};

@@ -10,7 +10,7 @@ use gateway::engine::log::CHECKPOINT_PATH;
 use gateway::engine::record::{Engine, EngineConfig};
 use gateway::front::api::{entries_for, EntriesAnswer};
 use gateway::store::private::sled::SledStore;
-use gateway::store::private::{Event, PrivateStore};
+use gateway::store::private::{prelude::*, Event};
 use gateway::store::public::PublicStore;
 use keyring::Identity;
 use object_store::path::Path as StorePath;

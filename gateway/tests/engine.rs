@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use gateway::engine::gc;
 use gateway::engine::record::{Engine, EngineConfig, PutRequest};
 use gateway::store::private::sled::SledStore;
-use gateway::store::private::{BlobState, Precondition, PrivateStore, PutCommit};
+use gateway::store::private::{prelude::*, BlobState, Precondition, PutCommit};
 use gateway::store::public::PublicStore;
 use gateway::Error;
 use keyring::{leaf_hash, BlobId, Identity, Layout, Manifest};

@@ -2,8 +2,8 @@
 
 mod conformance;
 
+use gateway::store::private::prelude::*;
 use gateway::store::private::sled::SledStore;
-use gateway::store::private::PrivateStore;
 
 fn fresh() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();

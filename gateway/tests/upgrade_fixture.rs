@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use gateway::store::private::prelude::*;
 use gateway::store::private::sled::{DekUpgrade, SledStore};
-use gateway::store::private::PrivateStore;
 use keyring::{Identity, Recipient};
 
 fn fixture() -> PathBuf {

@@ -405,6 +405,7 @@ pub fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::private::prelude::*;
     use crate::store::private::sled::SledStore;
     use std::sync::Arc;
     use std::time::Duration;

@@ -3,23 +3,32 @@
 //! It holds bucket and object names, manifests, wrapped data keys (stanzas), the Merkle
 //! leaves of every blob, blob reference counts, pending uploads and S3 access keys with
 //! their secrets sealed under the institution's identity. [`PrivateStore`] is the
-//! contract; [`sled`](self::sled) is the embedded implementation.
+//! contract, the sum of five row traits ([`ObjectRows`], [`UploadRows`], [`ConsentRows`],
+//! [`LogRows`], [`AdminRows`]); `crate::store::rules::KvStore` implements them once over any
+//! `crate::store::kv::Kv`, and [`sled`](self::sled) is the embedded adapter
+//! (`SledStore = KvStore<SledKv>`).
 //!
 //! # Contract
 //! - Every method that changes more than one record is atomic: after a crash either all
 //!   of its writes are visible or none is.
-//! - A successful [`PrivateStore::commit_put`] or [`PrivateStore::delete_object`] is
-//!   durable once [`PrivateStore::flush`] returns; callers flush before they answer.
+//! - A successful [`ObjectRows::commit_put`] or [`ObjectRows::delete_object`] is
+//!   durable once [`AdminRows::flush`] returns; callers flush before they answer.
 //! - Blobs are never deleted here; a blob whose reference count drops to zero is
 //!   recorded as an orphan for `gc`.
 //! - The transparency log is dense: every append, whether a batch of
-//!   [`PrivateStore::append_events`] or the entry of a logged commit
-//!   ([`PrivateStore::commit_put_logged`], [`PrivateStore::delete_object_logged`]), takes
+//!   [`LogRows::append_events`] or the entry of a logged commit
+//!   ([`ObjectRows::commit_put_logged`], [`ObjectRows::delete_object_logged`]), takes
 //!   the next indices with no gap, in the transaction that writes the entries and the
-//!   Merkle tree hashes they change ([`PrivateStore::log_hashes`]).
+//!   Merkle tree hashes they change ([`LogRows::log_hashes`]).
 
 pub mod sled;
 pub mod sled_backup;
+
+/// The private store's traits, for code that calls them on a concrete store (a
+/// `SledStore`) rather than through `dyn PrivateStore`: `use …::private::prelude::*`.
+pub mod prelude {
+    pub use super::{AdminRows, ConsentRows, LogRows, ObjectRows, PrivateStore, UploadRows};
+}
 
 use async_trait::async_trait;
 pub use keyring::dek_record::DekStanza;
@@ -296,9 +305,18 @@ pub struct ListedObject {
     pub manifest: Manifest,
 }
 
-/// The private store's interface. See the module docs for the contract.
+/// The private store's interface: the five row traits together. See the module docs for the
+/// contract; `crate::store::rules::KvStore` implements every one of them over any
+/// [`crate::store::kv::Kv`]. Engine code holds a `&dyn PrivateStore` or an
+/// `Arc<dyn PrivateStore>` and calls any of their methods.
+pub trait PrivateStore: ObjectRows + UploadRows + ConsentRows + LogRows + AdminRows {}
+
+impl<T: ObjectRows + UploadRows + ConsentRows + LogRows + AdminRows> PrivateStore for T {}
+
+/// Buckets, objects (manifests), blobs and their reference counts, pending and orphan
+/// blobs, Merkle leaves: the rows a write, a read, a delete and gc touch.
 #[async_trait]
-pub trait PrivateStore: Send + Sync + 'static {
+pub trait ObjectRows: Send + Sync + 'static {
     async fn create_bucket(&self, name: &str, created_ms: u64) -> Result<()>;
     async fn delete_bucket(&self, name: &str) -> Result<()>;
     async fn bucket(&self, name: &str) -> Result<Option<BucketInfo>>;
@@ -331,8 +349,8 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// writes the manifest and stanzas, and releases the old version's references.
     /// Returns the manifest it replaced.
     async fn commit_put(&self, commit: PutCommit) -> Result<Option<Manifest>>;
-    /// [`PrivateStore::commit_put`] that appends `entry` to the log in the same
-    /// transaction (as [`PrivateStore::append_events`] would), so a crash never leaves a
+    /// [`ObjectRows::commit_put`] that appends `entry` to the log in the same
+    /// transaction (as [`LogRows::append_events`] would), so a crash never leaves a
     /// committed write without its log entry. Returns the replaced manifest and the
     /// entry's index.
     async fn commit_put_logged(
@@ -342,7 +360,7 @@ pub trait PrivateStore: Send + Sync + 'static {
     ) -> Result<(Option<Manifest>, u64)>;
     /// Removes an object, releasing its blob and DEK references. Returns what it removed.
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>>;
-    /// [`PrivateStore::delete_object`] that, if it removed an object, appends `entry` in
+    /// [`ObjectRows::delete_object`] that, if it removed an object, appends `entry` in
     /// the same transaction, its `patient` set to the removed manifest's. Returns what it
     /// removed and the entry's index.
     async fn delete_object_logged(
@@ -363,7 +381,13 @@ pub trait PrivateStore: Send + Sync + 'static {
     async fn pending(&self) -> Result<Vec<(BlobId, u64)>>;
     /// Orphan rows (blobs whose last reference went, or whose upload failed), for gc.
     async fn orphans(&self) -> Result<Vec<(BlobId, u64)>>;
+    /// Every object that belongs to `patient` (manifest's patient field), by bucket and key.
+    async fn patient_objects(&self, patient: &str) -> Result<Vec<(String, String, Manifest)>>;
+}
 
+/// Multipart uploads and their parts.
+#[async_trait]
+pub trait UploadRows: Send + Sync + 'static {
     /// Starts a multipart upload.
     async fn create_upload(&self, id: &str, record: UploadRecord) -> Result<()>;
     async fn upload(&self, id: &str) -> Result<Option<UploadRecord>>;
@@ -376,19 +400,17 @@ pub trait PrivateStore: Send + Sync + 'static {
     async fn parts(&self, id: &str) -> Result<Vec<(u32, PartRecord)>>;
     /// Removes an upload and its parts; their blobs become orphans. Returns the parts.
     async fn abort_upload(&self, id: &str) -> Result<Vec<PartRecord>>;
+}
 
-    async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()>;
-    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>>;
-    async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
-    async fn delete_access_key(&self, id: &str) -> Result<bool>;
-
+/// Patients, share requests, grants, the stanzas (wrapped data keys) a grant adds or a
+/// revocation removes, and peers re-pinned after a key rollover.
+#[async_trait]
+pub trait ConsentRows: Send + Sync + 'static {
     /// Registers a patient; with `replace` false an existing id is an error
     /// (`InvalidArgument`), so a key change must say so.
     async fn put_patient(&self, record: PatientRecord, replace: bool) -> Result<()>;
     async fn patient(&self, id: &str) -> Result<Option<PatientRecord>>;
     async fn list_patients(&self) -> Result<Vec<PatientRecord>>;
-    /// Every object that belongs to `patient` (manifest's patient field), by bucket and key.
-    async fn patient_objects(&self, patient: &str) -> Result<Vec<(String, String, Manifest)>>;
 
     /// Stores a new share request; an id already stored is an error.
     async fn insert_request(&self, record: ShareRequestRecord) -> Result<()>;
@@ -415,7 +437,7 @@ pub trait PrivateStore: Send + Sync + 'static {
     /// 4-byte tag, which other recipients may share. Stanzas of unknown recipient (version 1
     /// rows the upgrade could not match) are kept. Returns how many went.
     async fn remove_stanzas(&self, dek: DekId, recipient: &Recipient) -> Result<usize>;
-    /// [`PrivateStore::add_stanzas`] for many data keys at once (one transaction where the
+    /// [`ConsentRows::add_stanzas`] for many data keys at once (one transaction where the
     /// store has them): per entry, whether its DEK exists.
     async fn add_stanzas_batch(&self, batch: Vec<(DekId, DekStanza)>) -> Result<Vec<bool>> {
         let mut out = Vec::with_capacity(batch.len());
@@ -424,16 +446,32 @@ pub trait PrivateStore: Send + Sync + 'static {
         }
         Ok(out)
     }
+    /// Peers re-pinned after a verified key rollover: (peer name, its new Recipient text).
+    async fn peer_keys(&self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    /// Records that `peer` is now pinned to `recipient` (a verified key rollover), durably.
+    async fn put_peer_key(&self, peer: &str, recipient: &str) -> Result<()> {
+        let _ = (peer, recipient);
+        Err(crate::Error::Internal(
+            "this private store cannot record peer key rollovers".into(),
+        ))
+    }
+}
 
+/// The transparency log: entries with their per-patient chain, its Merkle tree (tiles),
+/// published checkpoints.
+#[async_trait]
+pub trait LogRows: Send + Sync + 'static {
     /// Appends events to the log, in order, in one transaction: each gets the next dense
     /// index (its `seq`), a fresh random 32-byte salt, its patient's next sequence number
     /// and previous commitment (an earlier event of the same batch counts), and its
     /// Merkle leaf (the leaf hash of its salted commitment, see `keyring::logentry`); the
     /// tree hashes the batch changes are stored with them. Returns
     /// the index of the first (the log size if `events` is empty). Durable once
-    /// [`PrivateStore::flush`] returns.
+    /// [`AdminRows::flush`] returns.
     async fn append_events(&self, events: Vec<Event>) -> Result<u64>;
-    /// [`PrivateStore::append_events`] of one event.
+    /// [`LogRows::append_events`] of one event.
     async fn append_event(&self, event: Event) -> Result<u64> {
         self.append_events(vec![event]).await
     }
@@ -453,6 +491,16 @@ pub trait PrivateStore: Send + Sync + 'static {
     async fn checkpoints(&self) -> Result<Vec<(u64, String)>>;
     /// Events with `seq >= from`, at most `limit`.
     async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>>;
+}
+
+/// S3 access keys, mounts of peers' shares, durability (`flush`), and the backup gate and
+/// marks.
+#[async_trait]
+pub trait AdminRows: Send + Sync + 'static {
+    async fn put_access_key(&self, record: AccessKeyRecord) -> Result<()>;
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>>;
+    async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>>;
+    async fn delete_access_key(&self, id: &str) -> Result<bool>;
 
     /// Adds or replaces a mount (by bucket).
     async fn put_mount(&self, record: MountRecord) -> Result<()>;
@@ -486,23 +534,12 @@ pub trait PrivateStore: Send + Sync + 'static {
             "this private store cannot record backups".into(),
         ))
     }
-    /// Peers re-pinned after a verified key rollover: (peer name, its new Recipient text).
-    async fn peer_keys(&self) -> Result<Vec<(String, String)>> {
-        Ok(Vec::new())
-    }
-    /// Records that `peer` is now pinned to `recipient` (a verified key rollover), durably.
-    async fn put_peer_key(&self, peer: &str, recipient: &str) -> Result<()> {
-        let _ = (peer, recipient);
-        Err(crate::Error::Internal(
-            "this private store cannot record peer key rollovers".into(),
-        ))
-    }
     /// Whether this store was restored from a backup and its patient index sequence numbers
     /// have not yet been brought past the published ones.
     async fn restored_pending(&self) -> Result<bool> {
         Ok(false)
     }
-    /// Clears the mark [`PrivateStore::restored_pending`] reads, durably.
+    /// Clears the mark [`AdminRows::restored_pending`] reads, durably.
     async fn clear_restored(&self) -> Result<()> {
         Ok(())
     }

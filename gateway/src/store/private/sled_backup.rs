@@ -8,9 +8,10 @@ use tokio::sync::mpsc;
 use super::ExportBatch;
 use crate::{Error, Result};
 
-/// The sled tree that records when the last backup was taken.
+/// The sled tree that records when the last backup was taken (`Table::BackupMeta`).
 pub const META_TREE: &str = "backup_meta";
-const LAST_BACKUP_KEY: &[u8] = b"last_backup_ms";
+use crate::store::rules::LAST_BACKUP_KEY;
+pub use crate::store::rules::RESTORED_KEY;
 /// Entries per export batch.
 const BATCH: usize = 1024;
 
@@ -52,38 +53,9 @@ pub(crate) fn export_sled(db: &sled::Db, out: &mpsc::Sender<ExportBatch>) -> Res
     Ok(())
 }
 
-fn decode_ms(v: &[u8]) -> Result<u64> {
-    <[u8; 8]>::try_from(v)
-        .map(u64::from_be_bytes)
-        .map_err(|_| Error::Corrupt("last backup time".into()))
-}
-
-pub(crate) fn last_backup_ms(db: &sled::Db) -> Result<Option<u64>> {
-    match db.open_tree(META_TREE)?.get(LAST_BACKUP_KEY)? {
-        Some(v) => decode_ms(&v).map(Some),
-        None => Ok(None),
-    }
-}
-
 pub(crate) fn set_last_backup_ms(db: &sled::Db, ms: u64) -> Result<()> {
     db.open_tree(META_TREE)?
         .insert(LAST_BACKUP_KEY, &ms.to_be_bytes())?;
-    Ok(())
-}
-
-/// The key of [`META_TREE`] that marks a data dir restored from a backup whose patient
-/// index sequence numbers the next server start must bring past every published one.
-pub const RESTORED_KEY: &[u8] = b"restored_index_seqs";
-
-/// Whether the store at `db` was restored and has not caught its index numbers up yet.
-pub(crate) fn restored_pending(db: &sled::Db) -> Result<bool> {
-    Ok(db.open_tree(META_TREE)?.get(RESTORED_KEY)?.is_some())
-}
-
-/// Clears the mark [`restored_pending`] reads.
-pub(crate) fn clear_restored(db: &sled::Db) -> Result<()> {
-    db.open_tree(META_TREE)?.remove(RESTORED_KEY)?;
-    db.flush()?;
     Ok(())
 }
 

@@ -1,5 +1,11 @@
 use super::*;
-use keyring::{DataKey, Identity};
+use crate::store::private::prelude::*;
+use crate::store::private::{GrantRecord, PatientRecord};
+use crate::store::rules::rows::{
+    decode_dek, encode_json, leaf_key, object_key, DEK_V2_MARK, PATIENT_INDEX_MARK,
+};
+use keyring::dek_record::{DekRecord, DekStanza};
+use keyring::{BlobId, DataKey, DekId, Identity, Manifest, Recipient};
 
 fn stanza() -> DekStanza {
     let id = Identity::generate();
