@@ -18,6 +18,7 @@ pub mod gc;
 pub mod keyrot;
 pub mod log;
 pub mod maintenance;
+pub(crate) mod read;
 pub mod record;
 pub mod remote;
 pub mod rotate;

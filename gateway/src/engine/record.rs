@@ -16,11 +16,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::channel::mpsc;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use keyring::{
-    leaf_hash, BlobId, DataKey, DekId, Hash, Identity, Layout, Manifest, Part, PayloadKey,
-    Recipient, RootBuilder, WrappedKey,
+    leaf_hash, BlobId, DataKey, DekId, Hash, Identity, Manifest, Part, PayloadKey, Recipient,
+    RootBuilder, WrappedKey,
 };
 use md5::{Digest, Md5};
 use object_store::{PutPayload, WriteMultipart};
@@ -34,13 +33,11 @@ use crate::store::public::{blob_path, PublicStore};
 use crate::{now_ms, Error, Result};
 
 mod blob_writer;
-mod chunks;
 mod copy;
 mod multipart;
 
+use crate::engine::read;
 use blob_writer::*;
-pub(crate) use chunks::open_chunk;
-use chunks::*;
 
 /// Leaves are written to the private store in batches of this many while a blob uploads.
 const LEAF_BATCH: usize = 256;
@@ -205,7 +202,7 @@ pub struct Engine {
     pub(in crate::engine) institution_recipient: Recipient,
     config: EngineConfig,
     /// Shared by every read; see [`READ_BUDGET`].
-    read_budget: Arc<tokio::sync::Semaphore>,
+    pub(in crate::engine) read_budget: Arc<tokio::sync::Semaphore>,
     /// Shared by every write; see [`WRITE_SLOTS`].
     write_slots: Arc<tokio::sync::Semaphore>,
     /// Patients whose published index is behind (see `sharing::Engine::publish_indexes`).
@@ -611,31 +608,15 @@ impl Engine {
     > {
         let stanzas = self.private.stanzas(manifest.dek_id).await?;
         let dek = self.data_key(manifest, &stanzas)?;
-        let mut windows = Vec::new();
-        let mut part_start = 0u64;
-        for part in &manifest.parts {
-            let part_end = part_start + part.plaintext_len;
-            if part_end > start && part_start < end {
-                let from = start.max(part_start) - part_start;
-                let to = end.min(part_end) - part_start;
-                // Invariant for Window: from < to. An empty part inside the range
-                // contributes no bytes and is skipped.
-                if from < to {
-                    windows.push(Window {
-                        blob: part.blob,
-                        layout: Layout::new(part.plaintext_len, part.chunk_size)?,
-                        key: Arc::new(PayloadKey::derive(&dek, &part.blob)),
-                        from,
-                        to,
-                    });
-                }
-            }
-            part_start = part_end;
-        }
+        // This gateway's manifests are its own: an invalid part is an error before any
+        // chunk is read.
+        let windows = read::windows(manifest, &dek, start, end)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         drop(dek);
         // One line per read says what it costs in the public store; tests assert on it
         // (a 1 MiB range fetches at most 2 chunks of each part it touches).
-        let per_part: Vec<u64> = windows.iter().map(Window::chunk_count).collect();
+        let per_part: Vec<u64> = windows.iter().map(read::Window::chunk_count).collect();
         crate::metrics::global()
             .read_chunks
             .observe(per_part.iter().sum::<u64>() as f64);
@@ -647,46 +628,17 @@ impl Engine {
             max_chunks_per_part = per_part.iter().copied().max().unwrap_or(0),
             "read plan"
         );
-        let engine = Arc::clone(self);
-        let jobs = windows.into_iter().flat_map(Window::chunks);
-        let mut chunks = futures::stream::iter(jobs)
-            .map(move |job| {
-                let engine = Arc::clone(&engine);
-                async move { job.read(&engine).await }
-            })
-            .buffered(READ_CONCURRENCY);
-        // Verify the first chunk now so that tampering becomes a clean S3 error.
-        let first = match chunks.next().await {
-            Some(r) => Some(r?),
-            None => None,
-        };
-        let (mut tx, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(READ_AHEAD);
-        tokio::spawn(async move {
-            if let Some(first) = first {
-                if tx.send(Ok(first)).await.is_err() {
-                    return;
-                }
-            }
-            while let Some(next) = chunks.next().await {
-                match next {
-                    Ok(bytes) => {
-                        if tx.send(Ok(bytes)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "aborting a GET body: a later chunk failed");
-                        let _ = tx
-                            .send(Err(std::io::Error::other(
-                                "a later chunk could not be read or failed its check",
-                            )))
-                            .await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(rx)
+        read::stream(
+            read::ChunkSource::Local(Arc::clone(self)),
+            windows.into_iter().map(Ok).collect(),
+            read::ReadAhead {
+                concurrency: READ_CONCURRENCY,
+                queue: READ_AHEAD,
+                warn: "aborting a GET body: a later chunk failed",
+                cut: "a later chunk could not be read or failed its check",
+            },
+        )
+        .await
     }
 }
 

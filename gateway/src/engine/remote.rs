@@ -31,15 +31,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use keyring::consent::PeerAuth;
 use keyring::peer::{check_peer_chunk_size, MAX_PEER_CHUNK_SIZE};
 use keyring::{
-    AnswerBody, BlobId, ChunkAnswer, DataKey, Identity, Layout, Manifest, PayloadKey, PeerAnswer,
-    Recipient, RequestStatus, SignedPeerAnswer, WrappedKey,
+    AnswerBody, ChunkAnswer, DataKey, Identity, Manifest, PeerAnswer, Recipient, RequestStatus,
+    SignedPeerAnswer, WrappedKey,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::engine::read;
 use crate::routes::Route;
 use crate::store::private::{MountRecord, PrivateStore};
 use crate::{Error, Result};
@@ -480,38 +481,52 @@ impl Remote {
     ) -> Result<
         impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + Unpin + 'static,
     > {
-        let jobs = chunk_jobs(Arc::clone(&session), start, end);
-        let remote = Arc::clone(self);
-        let mut chunks = futures::stream::iter(jobs)
-            .map(move |job| {
-                let remote = Arc::clone(&remote);
-                let session = Arc::clone(&session);
-                async move { job?.read(&remote, &session).await }
-            })
-            .buffered(REMOTE_READ_CONCURRENCY);
-        let first = match chunks.next().await {
-            Some(r) => Some(r?),
-            None => None,
-        };
-        let (mut tx, rx) = futures::channel::mpsc::channel(2);
-        tokio::spawn(async move {
-            if let Some(first) = first {
-                if tx.send(Ok(first)).await.is_err() {
-                    return;
-                }
-            }
-            while let Some(next) = chunks.next().await {
-                let item = next.map_err(|e| {
-                    tracing::warn!(error = %e, "aborting a shared read: a later chunk failed");
-                    std::io::Error::other("shared read failed")
-                });
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(rx)
+        let windows = read::windows(&session.manifest, &session.dek, start, end);
+        read::stream(
+            read::ChunkSource::Peer {
+                remote: Arc::clone(self),
+                session,
+            },
+            windows,
+            read::ReadAhead {
+                concurrency: REMOTE_READ_CONCURRENCY,
+                queue: 2,
+                warn: "aborting a shared read: a later chunk failed",
+                cut: "shared read failed",
+            },
+        )
+        .await
+    }
+
+    /// The peer source of the read pipeline: chunk `job.index` from the peer's blob
+    /// endpoint, with its leaf once the inclusion proof led to the part's root in the
+    /// manifest the peer signed.
+    pub(crate) async fn sealed_chunk(
+        &self,
+        s: &Session,
+        job: &read::ChunkJob,
+    ) -> Result<(Bytes, keyring::Hash)> {
+        let (blob, chunk) = (job.blob.to_hex(), job.index.to_string());
+        let query = [
+            ("grant", s.grant.as_str()),
+            ("bucket", s.bucket.as_str()),
+            ("key", s.key.as_str()),
+            ("blob", blob.as_str()),
+            ("chunk", chunk.as_str()),
+        ];
+        let (_, body) = self
+            .client
+            .call(&s.peer, Route::PeerBlob, &[], &query, None)
+            .await?;
+        // The leaf and proof lead to the blob's root in the manifest A signed; only a chunk
+        // that passes is opened (and the AEAD under the record's key, bound to the blob, the
+        // index and the last-chunk flag, is checked again there).
+        let answer =
+            ChunkAnswer::decode(&body).map_err(|_| Error::integrity(&job.blob, job.index))?;
+        answer
+            .verify(job.index, job.layout.chunk_count(), &job.root)
+            .map_err(|_| Error::integrity(&job.blob, job.index))?;
+        Ok((Bytes::from(answer.sealed), answer.leaf))
     }
 }
 
@@ -533,107 +548,6 @@ fn request_answer(
     }
     let grant = status.has_grant().then(|| answer.grant.clone());
     Ok((request_id.clone(), *status, grant))
-}
-
-/// The chunks holding plaintext `start..end` of a session's record, one at a time: a lazy
-/// walk over the manifest's parts, so a peer's manifest cannot make this gateway build a
-/// list of millions of jobs up front.
-fn chunk_jobs(
-    session: Arc<Session>,
-    start: u64,
-    end: u64,
-) -> impl Iterator<Item = Result<RemoteChunk>> + Send + Sync + 'static {
-    let parts: Vec<(usize, u64)> = {
-        let mut out = Vec::new();
-        let mut part_start = 0u64;
-        for (i, part) in session.manifest.parts.iter().enumerate() {
-            let part_end = part_start.saturating_add(part.plaintext_len);
-            if part_end > start && part_start < end {
-                out.push((i, part_start));
-            }
-            part_start = part_end;
-        }
-        out
-    };
-    parts.into_iter().flat_map(move |(i, part_start)| {
-        let part = &session.manifest.parts[i];
-        let part_end = part_start + part.plaintext_len;
-        let from = start.max(part_start) - part_start;
-        let to = end.min(part_end) - part_start;
-        let first: Box<dyn Iterator<Item = Result<RemoteChunk>> + Send + Sync> =
-            match Layout::new(part.plaintext_len, part.chunk_size) {
-                Err(e) => Box::new(std::iter::once(Err(e.into()))),
-                Ok(_) if from >= to => Box::new(std::iter::empty()),
-                Ok(layout) => {
-                    let key = Arc::new(PayloadKey::derive(&session.dek, &part.blob));
-                    let (blob, root) = (part.blob, part.root);
-                    Box::new(layout.chunks_for_range(from, to - 1).map(move |index| {
-                        let chunk_start = layout.plain_offset(index);
-                        Ok(RemoteChunk {
-                            blob,
-                            root,
-                            layout,
-                            key: Arc::clone(&key),
-                            index,
-                            lo: from.saturating_sub(chunk_start),
-                            hi: to - chunk_start,
-                        })
-                    }))
-                }
-            };
-        first
-    })
-}
-
-/// One sealed chunk of a shared record: fetched from the peer, checked, opened here.
-struct RemoteChunk {
-    blob: BlobId,
-    root: keyring::Hash,
-    layout: Layout,
-    key: Arc<PayloadKey>,
-    index: u64,
-    lo: u64,
-    hi: u64,
-}
-
-impl RemoteChunk {
-    async fn read(self, remote: &Remote, s: &Session) -> Result<Bytes> {
-        let (blob, chunk) = (self.blob.to_hex(), self.index.to_string());
-        let query = [
-            ("grant", s.grant.as_str()),
-            ("bucket", s.bucket.as_str()),
-            ("key", s.key.as_str()),
-            ("blob", blob.as_str()),
-            ("chunk", chunk.as_str()),
-        ];
-        let (_, body) = remote
-            .client
-            .call(&s.peer, Route::PeerBlob, &[], &query, None)
-            .await?;
-        // The leaf and proof lead to the blob's root in the manifest A signed; only a chunk
-        // that passes is opened (and the AEAD under the record's key, bound to the blob, the
-        // index and the last-chunk flag, is checked again there).
-        let answer =
-            ChunkAnswer::decode(&body).map_err(|_| Error::integrity(&self.blob, self.index))?;
-        answer
-            .verify(self.index, self.layout.chunk_count(), &self.root)
-            .map_err(|_| Error::integrity(&self.blob, self.index))?;
-        if answer.sealed.len() as u64 != self.layout.sealed_len(self.index) {
-            return Err(Error::integrity(&self.blob, self.index));
-        }
-        let last = self.layout.is_last(self.index);
-        crate::engine::record::open_chunk(
-            self.key,
-            self.blob,
-            self.index,
-            last,
-            Bytes::from(answer.sealed),
-            Some(answer.leaf),
-            self.lo,
-            self.hi,
-        )
-        .await
-    }
 }
 
 /// S3's bucket naming rules (3 to 63 of `a-z 0-9 . -`, starting and ending with a letter or
@@ -676,19 +590,14 @@ impl crate::engine::record::Engine {
                 chunk
             )));
         }
-        let from = layout.sealed_offset(chunk);
-        let to = from + layout.sealed_len(chunk);
         let leaves = self.private.leaves(part.blob, 0, count - 1).await?;
         let leaf = *leaves
             .get(usize::try_from(chunk).unwrap_or(usize::MAX))
             .ok_or_else(|| Error::Corrupt(format!("leaves of blob {}", part.blob.to_hex())))?;
         let proof = keyring::InclusionProof::generate(&leaves, chunk)?;
-        let sealed = self
-            .public
-            .get_range(&crate::store::public::blob_path(&part.blob), from..to)
+        let sealed = read::sealed_range(&self.public, &part.blob, &layout, chunk)
             .await
             .map_err(Error::Public)?;
-        crate::metrics::global().chunks_fetched.inc();
         Ok(keyring::ChunkAnswer {
             index: chunk,
             leaf,

@@ -1,4 +1,15 @@
 use super::*;
+use keyring::BlobId;
+
+/// The read pipeline's chunk jobs for plaintext `start..end` of a session's record: what
+/// `Remote::open` streams.
+fn chunk_jobs(
+    s: Arc<Session>,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = Result<read::ChunkJob>> {
+    read::jobs(read::windows(&s.manifest, &s.dek, start, end))
+}
 
 fn session(parts: Vec<keyring::Part>) -> Arc<Session> {
     let size = parts.iter().map(|p| p.plaintext_len).sum();
@@ -45,7 +56,7 @@ fn a_huge_manifest_is_walked_lazily() {
     // 2^40 chunks: a job list built up front would never finish; the walk yields the
     // first chunks at once, in order, with the right byte windows.
     let s = session(vec![part(1, 1 << 40), part(1024, 4096)]);
-    let first: Vec<RemoteChunk> = chunk_jobs(Arc::clone(&s), 5, u64::MAX)
+    let first: Vec<read::ChunkJob> = chunk_jobs(Arc::clone(&s), 5, u64::MAX)
         .take(3)
         .collect::<Result<_>>()
         .expect("jobs");
