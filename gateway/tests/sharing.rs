@@ -839,3 +839,68 @@ async fn a_publication_tick_hides_which_patient_changed() {
         assert_eq!(rec.index_seq, seq, "{id}");
     }
 }
+
+/// A patient's (or a recipient's) read with only the manifest and the DEK goes through the
+/// read pipeline's blob source: every chunk of every part, an empty record's one chunk
+/// included, is checked and opened; a blob that does not rebuild its root, or a key that
+/// does not open it, is an integrity error and nothing reaches the output.
+#[tokio::test]
+async fn read_record_checks_every_part_before_its_plaintext() {
+    let e = env().await;
+    let alice = register(&e, "alice").await;
+    let dek_of = |m: Manifest| {
+        let e = &e;
+        let alice = &alice;
+        async move {
+            let stanzas = e.private.stanzas(m.dek_id).await.unwrap();
+            stanzas
+                .iter()
+                .find_map(|s| alice.unwrap_key(s.wrapped()).and_then(Result::ok))
+                .expect("alice's stanza")
+        }
+    };
+    // Three chunks of 4096 and a short last one.
+    let body: Vec<u8> = (0..13_000u32).map(|i| (i % 251) as u8).collect();
+    let big = put(&e, "alice/big", Some("alice"), &body).await;
+    let empty = put(&e, "alice/empty", Some("alice"), b"").await;
+    let big_dek = dek_of(big.clone()).await;
+    let empty_dek = dek_of(empty.clone()).await;
+
+    let mut out = Vec::new();
+    let n = gateway::engine::sharing::read_record(&e.public, &big, &big_dek, &mut out)
+        .await
+        .unwrap();
+    assert_eq!((n, out.as_slice()), (13_000, body.as_slice()));
+    let mut out = Vec::new();
+    let n = gateway::engine::sharing::read_record(&e.public, &empty, &empty_dek, &mut out)
+        .await
+        .unwrap();
+    assert_eq!((n, out.len()), (0, 0));
+
+    // Another record's key: the root holds, the first chunk does not open.
+    for (m, dek) in [(&big, &empty_dek), (&empty, &big_dek)] {
+        let mut out = Vec::new();
+        let r = gateway::engine::sharing::read_record(&e.public, m, dek, &mut out).await;
+        assert!(matches!(r, Err(Error::Integrity { chunk: 0, .. })), "{r:?}");
+        assert!(out.is_empty());
+    }
+
+    // One flipped bit in the last chunk: the part's root fails before any plaintext.
+    let path = gateway::store::public::blob_path(&big.parts[0].blob);
+    let mut sealed = e
+        .public
+        .get(&path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let last = sealed.len() - 1;
+    sealed[last] ^= 1;
+    e.public.put(&path, sealed.into()).await.unwrap();
+    let mut out = Vec::new();
+    let r = gateway::engine::sharing::read_record(&e.public, &big, &big_dek, &mut out).await;
+    assert!(matches!(r, Err(Error::Integrity { .. })), "{r:?}");
+    assert!(out.is_empty(), "plaintext before the part verified");
+}

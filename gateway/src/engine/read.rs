@@ -1,12 +1,13 @@
-//! The read pipeline: every read of a record's plaintext goes through [`stream`].
+//! The read pipeline: every read of a record's plaintext goes through it.
 //!
 //! A read is a manifest, the record's data key and a byte range. [`windows`] cuts the range
 //! into one [`Window`] per part it touches (a few per object, never one per chunk); each
 //! window yields its [`ChunkJob`]s lazily, so an object of millions of chunks never becomes
 //! a list of them. A [`ChunkSource`] fetches one sealed chunk together with the leaf it
 //! must hash to: this gateway's public store with the leaf kept in the private store
-//! ([`ChunkSource::Local`]), or a peer's blob endpoint with a leaf proven against the root
-//! of the manifest the peer signed ([`ChunkSource::Peer`]). Every chunk, whatever its
+//! ([`ChunkSource::Local`]), a peer's blob endpoint with a leaf proven against the root of
+//! the manifest the peer signed ([`ChunkSource::Peer`]), or a blob already fetched whole
+//! whose leaves rebuilt the part's root ([`ChunkSource::Blob`]). Every chunk, whatever its
 //! source, then has its length and leaf hash checked and is opened ([`open_chunk`]) before
 //! a byte of it is used, and is trimmed to the range.
 //!
@@ -18,15 +19,18 @@
 //!
 //! Callers: `Engine::open` (GET and ranged GET, the UploadPartCopy source, rotate's
 //! re-encryption) with the local source; `Remote::open` (a mounted bucket's GET) with the
-//! peer source. `Engine::peer_chunk`, which serves the peer source at the other end,
-//! fetches with [`sealed_range`] like the local source.
+//! peer source; [`read_record`] (a recipient's or a patient's read with only the manifest
+//! and the DEK, `sharing::read_record`) with the blob source. `Engine::peer_chunk`, which
+//! serves the peer source at the other end, fetches with [`sealed_range`] like the local
+//! source. Not yet here: `verify --deep` (`log::rehash_blob`) re-hashes whole blobs
+//! against the stored leaves without opening them.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
-use keyring::{leaf_hash, BlobId, DataKey, Hash, Layout, Manifest, PayloadKey};
+use keyring::{leaf_hash, BlobId, DataKey, Hash, Layout, Manifest, Part, PayloadKey};
 use subtle::ConstantTimeEq;
 
 use crate::engine::record::Engine;
@@ -47,6 +51,10 @@ pub(crate) enum ChunkSource {
         remote: Arc<Remote>,
         session: Arc<Session>,
     },
+    /// One part's whole blob, fetched by whoever holds only the manifest and the data key
+    /// (a recipient, a patient pulling their records: [`read_record`]), with the leaves
+    /// that rebuilt the part's root.
+    Blob { sealed: Bytes, leaves: Vec<Hash> },
 }
 
 /// How far a read runs ahead of its client.
@@ -61,7 +69,11 @@ pub(crate) struct ReadAhead {
     pub(crate) cut: &'static str,
 }
 
-/// The plaintext bytes `from..to` of one part; never empty (`from < to`).
+/// Chunks of an already fetched blob opened at once by [`read_record`].
+const BLOB_CONCURRENCY: usize = 4;
+
+/// The plaintext bytes `from..to` of one part; never empty (`from < to`), except the whole
+/// of an empty part in [`read_record`] (its one chunk, a tag, is still opened).
 pub(crate) struct Window {
     blob: BlobId,
     /// The part's Merkle root, from the manifest.
@@ -70,19 +82,19 @@ pub(crate) struct Window {
     key: Arc<PayloadKey>,
     from: u64,
     to: u64,
+    /// The chunks holding `from..to`.
+    chunks: std::ops::RangeInclusive<u64>,
 }
 
 impl Window {
     /// How many chunks the window touches.
     pub(crate) fn chunk_count(&self) -> u64 {
-        let range = self.layout.chunks_for_range(self.from, self.to - 1);
-        range.end() - range.start() + 1
+        self.chunks.end() - self.chunks.start() + 1
     }
 
     /// One job per chunk the window touches, generated lazily.
     fn jobs(self) -> impl Iterator<Item = ChunkJob> {
-        let range = self.layout.chunks_for_range(self.from, self.to - 1);
-        range.map(move |index| {
+        self.chunks.clone().map(move |index| {
             let chunk_start = self.layout.plain_offset(index);
             ChunkJob {
                 blob: self.blob,
@@ -114,23 +126,43 @@ pub(crate) fn windows(
         if part_end > start && part_start < end {
             let from = start.max(part_start) - part_start;
             let to = end.min(part_end) - part_start;
-            match Layout::new(part.plaintext_len, part.chunk_size) {
-                Err(e) => out.push(Err(e.into())),
-                // An empty part inside the range contributes no bytes.
-                Ok(_) if from >= to => {}
-                Ok(layout) => out.push(Ok(Window {
-                    blob: part.blob,
-                    root: part.root,
-                    layout,
-                    key: Arc::new(PayloadKey::derive(dek, &part.blob)),
-                    from,
-                    to,
-                })),
-            }
+            out.extend(window(part, dek, from, to));
         }
         part_start = part_end;
     }
     out
+}
+
+/// The window of plaintext `from..to` of `part`: none when it is empty, an error when the
+/// part's layout is invalid.
+fn window(part: &Part, dek: &DataKey, from: u64, to: u64) -> Option<Result<Window>> {
+    match Layout::new(part.plaintext_len, part.chunk_size) {
+        Err(e) => Some(Err(e.into())),
+        // An empty part inside the range contributes no bytes.
+        Ok(_) if from >= to => None,
+        Ok(layout) => Some(Ok(Window {
+            blob: part.blob,
+            root: part.root,
+            layout,
+            key: Arc::new(PayloadKey::derive(dek, &part.blob)),
+            from,
+            to,
+            chunks: layout.chunks_for_range(from, to - 1),
+        })),
+    }
+}
+
+/// Every chunk of `part`, an empty part's one chunk included.
+fn whole_part(part: &Part, layout: Layout, dek: &DataKey) -> Window {
+    Window {
+        blob: part.blob,
+        root: part.root,
+        layout,
+        key: Arc::new(PayloadKey::derive(dek, &part.blob)),
+        from: 0,
+        to: part.plaintext_len,
+        chunks: 0..=layout.chunk_count() - 1,
+    }
 }
 
 /// The jobs of `windows`, in order and generated lazily; a window that is an error yields
@@ -174,11 +206,26 @@ impl ChunkSource {
                     .await
                     .map_err(|_| Error::Internal("read budget closed".into()))?,
             ),
-            ChunkSource::Peer { .. } => None,
+            ChunkSource::Peer { .. } | ChunkSource::Blob { .. } => None,
         };
         let (sealed, leaf) = match self {
             ChunkSource::Local(engine) => engine.sealed_chunk(&job).await?,
             ChunkSource::Peer { remote, session } => remote.sealed_chunk(session, &job).await?,
+            ChunkSource::Blob { sealed, leaves } => {
+                let from = job.layout.sealed_offset(job.index);
+                let to = from + job.layout.sealed_len(job.index);
+                let leaf = usize::try_from(job.index)
+                    .ok()
+                    .and_then(|i| leaves.get(i))
+                    .copied()
+                    .ok_or_else(|| Error::integrity(&job.blob, job.index))?;
+                let range = usize::try_from(from)
+                    .ok()
+                    .zip(usize::try_from(to).ok())
+                    .filter(|(f, t)| f <= t && *t <= sealed.len())
+                    .ok_or_else(|| Error::integrity(&job.blob, job.index))?;
+                (sealed.slice(range.0..range.1), leaf)
+            }
         };
         if sealed.len() as u64 != job.layout.sealed_len(job.index) {
             return Err(Error::integrity(&job.blob, job.index));
@@ -189,6 +236,22 @@ impl ChunkSource {
         )
         .await
     }
+}
+
+/// The plaintext chunks of `windows` from `source`, in order, `concurrency` of them
+/// fetched and opened at once; jobs are made only as the stream is polled.
+fn chunks(
+    source: ChunkSource,
+    windows: Vec<Result<Window>>,
+    concurrency: usize,
+) -> impl Stream<Item = Result<Bytes>> + Send + Unpin + 'static {
+    let source = Arc::new(source);
+    futures::stream::iter(jobs(windows))
+        .map(move |job| {
+            let source = Arc::clone(&source);
+            async move { source.read(job?).await }
+        })
+        .buffered(concurrency)
 }
 
 /// Streams the plaintext of `windows` from `source` (see the module docs). The first chunk
@@ -204,14 +267,7 @@ pub(crate) async fn stream(
 ) -> Result<
     impl Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + Unpin + 'static,
 > {
-    let jobs = jobs(windows);
-    let source = Arc::new(source);
-    let mut chunks = futures::stream::iter(jobs)
-        .map(move |job| {
-            let source = Arc::clone(&source);
-            async move { source.read(job?).await }
-        })
-        .buffered(ahead.concurrency);
+    let mut chunks = chunks(source, windows, ahead.concurrency);
     // Check the first chunk now so that tampering becomes a clean error.
     let first = match chunks.next().await {
         Some(r) => Some(r?),
@@ -240,6 +296,52 @@ pub(crate) async fn stream(
         }
     });
     Ok(rx)
+}
+
+/// Reads a whole record from the public store with nothing but its manifest and its DEK:
+/// what a recipient (or a patient pulling their records) does without the institution's
+/// key. Each part's blob is fetched whole, its chunks' leaf hashes must rebuild the part's
+/// Merkle root from the manifest, and only then are its chunks opened through the
+/// pipeline ([`ChunkSource::Blob`]); the plaintext goes to `out` only after its part
+/// verified.
+///
+/// # Errors
+/// `Integrity` for a blob that does not match its root or does not open; public store
+/// failures; I/O errors of `out`.
+pub(crate) async fn read_record(
+    public: &PublicStore,
+    manifest: &Manifest,
+    dek: &DataKey,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<u64> {
+    let mut written = 0u64;
+    for part in &manifest.parts {
+        let layout = Layout::new(part.plaintext_len, part.chunk_size)?;
+        let sealed = public.get(&blob_path(&part.blob)).await?.bytes().await?;
+        if sealed.len() as u64 != layout.sealed_total() {
+            return Err(Error::integrity(&part.blob, 0));
+        }
+        let mut roots = keyring::RootBuilder::new();
+        let mut leaves = Vec::new();
+        for i in 0..layout.chunk_count() {
+            let (from, len) = (layout.sealed_offset(i), layout.sealed_len(i));
+            let leaf = leaf_hash(&sealed[from as usize..(from + len) as usize]);
+            roots.push(leaf);
+            leaves.push(leaf);
+        }
+        if !keyring::merkle::hash_eq(&roots.finish(), &part.root) {
+            return Err(Error::integrity(&part.blob, 0));
+        }
+        let source = ChunkSource::Blob { sealed, leaves };
+        let whole = vec![Ok(whole_part(part, layout, dek))];
+        let mut plain = chunks(source, whole, BLOB_CONCURRENCY);
+        while let Some(p) = plain.next().await {
+            let p = p?;
+            out.write_all(&p)?;
+            written += p.len() as u64;
+        }
+    }
+    Ok(written)
 }
 
 /// The sealed bytes of chunk `index` of `blob` from the public store (one ranged request);

@@ -840,9 +840,8 @@ pub fn grant_for(patient: &Identity, request: &ShareRequest) -> String {
 
 /// Reads a whole record from the public store with nothing but its manifest and its DEK:
 /// what a recipient (or a patient pulling their records) does without the institution's
-/// key. Each part's blob is fetched, its chunks' leaf hashes must rebuild the part's
-/// Merkle root from the manifest, and every chunk must open; the plaintext goes to `out`
-/// only after its part verified.
+/// key; see `engine::read::read_record`: each part's blob must rebuild the
+/// part's Merkle root before any of its plaintext goes to `out`.
 ///
 /// # Errors
 /// `Integrity` for a blob that does not match its root or does not open; public store
@@ -853,39 +852,7 @@ pub async fn read_record(
     dek: &DataKey,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64> {
-    use keyring::{leaf_hash, merkle, Layout, PayloadKey, RootBuilder};
-    let mut written = 0u64;
-    for part in &manifest.parts {
-        let layout = Layout::new(part.plaintext_len, part.chunk_size)?;
-        let sealed = public
-            .get(&crate::store::public::blob_path(&part.blob))
-            .await?
-            .bytes()
-            .await?;
-        if sealed.len() as u64 != layout.sealed_total() {
-            return Err(Error::integrity(&part.blob, 0));
-        }
-        let mut roots = RootBuilder::new();
-        for i in 0..layout.chunk_count() {
-            let (from, len) = (layout.sealed_offset(i), layout.sealed_len(i));
-            let chunk = &sealed[from as usize..(from + len) as usize];
-            roots.push(leaf_hash(chunk));
-        }
-        if !merkle::hash_eq(&roots.finish(), &part.root) {
-            return Err(Error::integrity(&part.blob, 0));
-        }
-        let key = PayloadKey::derive(dek, &part.blob);
-        for i in 0..layout.chunk_count() {
-            let (from, len) = (layout.sealed_offset(i), layout.sealed_len(i));
-            let chunk = &sealed[from as usize..(from + len) as usize];
-            let plain = key
-                .open(i, layout.is_last(i), chunk)
-                .map_err(|_| Error::integrity(&part.blob, i))?;
-            out.write_all(&plain)?;
-            written += plain.len() as u64;
-        }
-    }
-    Ok(written)
+    crate::engine::read::read_record(public, manifest, dek, out).await
 }
 
 impl Engine {
