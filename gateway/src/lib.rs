@@ -9,7 +9,9 @@
 //!   cache of peer calls ([`front::replay`]) and the legacy `us` region mapping (`front::region`).
 //! - [`engine`]: what a request means. [`engine::record::Engine`] streams a body, seals it
 //!   chunk by chunk into one blob of the public store and commits the manifest, wrapped keys
-//!   and Merkle leaves to the private store in one transaction; [`engine::sharing`] (consent
+//!   and Merkle leaves to the private store in one transaction, and opens ranges through
+//!   the one read pipeline (`engine::read`: lazy chunk jobs over a chunk source, the local
+//!   public store or a peer, each chunk checked before it is opened); [`engine::sharing`] (consent
 //!   and re-wrapping), [`engine::log`] (the transparency log), [`engine::remote`] (peers),
 //!   [`engine::rotate`], [`engine::keyrot`], [`engine::gc`], [`engine::backup`],
 //!   [`engine::audit`], [`engine::checksum`]; [`engine::catalog`] is what the fronts read and

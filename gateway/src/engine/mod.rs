@@ -1,7 +1,10 @@
 //! The engine layer: what a request means, independent of the wire it came on.
 //!
 //! [`record`] holds `Engine` and the write and read of a record (multipart and copy
-//! included); [`sharing`] consent, grants and re-wrapping; [`log`] the transparency log and
+//! included); `read` the read pipeline every reader of sealed chunks uses (GET, ranged GET,
+//! the UploadPartCopy source, rotate, a mounted bucket's reads from a peer, a recipient's or
+//! patient's `sharing::read_record`), with a chunk source: the local public store, a peer,
+//! or a blob fetched whole; [`sharing`] consent, grants and re-wrapping; [`log`] the transparency log and
 //! its publication; [`remote`] calls to peer gateways; [`rotate`] re-keying; [`keyrot`] the
 //! institution key rollover; [`gc`] blob reclamation; [`backup`] encrypted backups;
 //! [`audit`] the patient-side log audit; [`checksum`] the S3 checksum algorithms; [`catalog`]

@@ -7,11 +7,13 @@
 //! after a flush is the write acknowledged. Memory is bounded by the chunk size and the
 //! public store's part size, never by the object size.
 //!
-//! The read path fetches only the sealed chunks a range needs, checks each against its
-//! leaf before opening it, and checks the first chunk before any header is sent.
+//! The read path (`open`) unwraps the DEK and hands the range to the read pipeline
+//! (`engine::read`, with this gateway's public store as the chunk source): only the sealed
+//! chunks a range needs are fetched, each checked against its leaf before it is opened,
+//! and the first chunk before any header is sent.
 //!
 //! Files: this one holds `Engine`, PUT, delete and the read entry point (`open`);
-//! `multipart`, `copy`, `chunks` (read side) and `blob_writer` (write side) the rest.
+//! `multipart`, `copy` and `blob_writer` (write side) the rest.
 
 use std::sync::Arc;
 
