@@ -21,8 +21,11 @@
 //!   the next indices with no gap, in the transaction that writes the entries and the
 //!   Merkle tree hashes they change ([`LogRows::log_hashes`]).
 
+mod event;
 pub mod sled;
 pub mod sled_backup;
+
+pub use event::{entry_of, Actor, Event, EventKind};
 
 /// The private store's traits, for code that calls them on a concrete store (a
 /// `SledStore`) rather than through `dyn PrivateStore`: `use …::private::prelude::*`.
@@ -32,7 +35,6 @@ pub mod prelude {
 
 use async_trait::async_trait;
 pub use keyring::dek_record::DekStanza;
-use keyring::logentry::Entry;
 use keyring::{BlobId, DekId, Hash, Manifest, Recipient};
 use serde::{Deserialize, Serialize};
 
@@ -241,40 +243,6 @@ pub struct GrantRecord {
     /// The records re-wrapped under this grant: (bucket, key, hex DEK id).
     #[serde(default)]
     pub records: Vec<(String, String, String)>,
-}
-
-/// One entry of the append-only activity record (issue D turns it into a Merkle log).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Position in the record, assigned by the store.
-    #[serde(default)]
-    pub seq: u64,
-    pub time_ms: u64,
-    /// put, delete, copy, share-request, grant, denial, rewrap, revocation, read, ...
-    pub kind: String,
-    /// Who acted: an access key id, `patient:ID`, `admin`, a peer's name.
-    pub actor: String,
-    #[serde(default)]
-    pub patient: Option<String>,
-    #[serde(default)]
-    pub bucket: Option<String>,
-    #[serde(default)]
-    pub key: Option<String>,
-    #[serde(default)]
-    pub grant: Option<String>,
-    #[serde(default)]
-    pub detail: String,
-    /// The record's object root (hex), for writes: what `verify` checks manifests against.
-    #[serde(default)]
-    pub root: Option<String>,
-    /// Set by the store: the patient's entry count with this one, and the commitment of
-    /// their previous entry (hex); the random salt of this entry's commitment (hex).
-    #[serde(default)]
-    pub patient_seq: u64,
-    #[serde(default)]
-    pub patient_prev: String,
-    #[serde(default)]
-    pub salt: String,
 }
 
 /// A bucket of this gateway that shows records another institution shares with it: reads
@@ -594,34 +562,6 @@ pub struct ExportBatch {
 pub(crate) fn unhex32(s: &str, what: &str) -> Result<Hash> {
     let v = hex::decode(s).map_err(|_| Error::Corrupt(what.into()))?;
     <[u8; 32]>::try_from(v.as_slice()).map_err(|_| Error::Corrupt(what.into()))
-}
-
-/// The log entry an event stands for (the store fills seq, salt and the patient chain).
-///
-/// # Errors
-/// `Corrupt` for malformed hex fields.
-pub fn entry_of(e: &Event) -> Result<Entry> {
-    Ok(Entry {
-        index: e.seq,
-        time_ms: e.time_ms,
-        kind: e.kind.clone(),
-        actor: e.actor.clone(),
-        patient: e.patient.clone(),
-        patient_seq: e.patient_seq,
-        patient_prev: if e.patient_prev.is_empty() {
-            [0u8; 32]
-        } else {
-            unhex32(&e.patient_prev, "log entry: patient_prev")?
-        },
-        bucket: e.bucket.clone(),
-        key: e.key.clone(),
-        grant: e.grant.clone(),
-        root: match &e.root {
-            Some(r) => Some(unhex32(r, "log entry: root")?),
-            None => None,
-        },
-        detail: e.detail.clone(),
-    })
 }
 
 #[cfg(test)]
