@@ -170,7 +170,7 @@ async fn run(store: &dyn PrivateStore, s: &Script) {
 
 fn rows<K: Kv>(store: &KvStore<K>, table: Table) -> Vec<(Vec<u8>, Vec<u8>)> {
     store
-        .kv()
+        .raw_kv()
         .range(table, prefix(b""))
         .unwrap()
         .map(|r| r.unwrap())
@@ -249,7 +249,7 @@ async fn the_log_refuses_and_flags_unknown_event_kinds() {
     planted[at..at + to.len()].copy_from_slice(to);
     assert_ne!(planted, row);
     store
-        .kv()
+        .raw_kv()
         .transact(&[Table::Events], |tx: &dyn Tx| {
             tx.put(Table::Events, &0u64.to_be_bytes(), &planted)
         })
