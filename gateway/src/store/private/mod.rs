@@ -146,6 +146,20 @@ pub struct PutCommit {
 
 /// A multipart upload in progress. Its DEK is drawn at creation and wrapped for the
 /// institution; every part is sealed under it with a fresh blob id.
+///
+/// Row (JSON in `uploads`), unversioned: a field added later reads as its default from an
+/// older row (that is how older forms are recognised), and unknown fields are ignored.
+///
+/// | field                | JSON                        | absent in older rows: read as |
+/// |----------------------|-----------------------------|-------------------------------|
+/// | `bucket`, `key`      | string                      | (always present)              |
+/// | `created_ms`, `touched_ms` | number                | (always present)              |
+/// | `dek_id`             | hex (32)                    | (always present)              |
+/// | `stanza`             | array of byte numbers       | (always present)              |
+/// | `content_type`       | string or null              | (always present)              |
+/// | `headers`, `metadata`| array of [name, value]      | (always present)              |
+/// | `checksum_algorithm` | string or null              | null                          |
+/// | `checksum_type`      | string or null              | null                          |
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
     pub bucket: String,
@@ -170,6 +184,10 @@ pub struct UploadRecord {
 }
 
 /// One uploaded part: one blob.
+///
+/// Row (JSON in `parts`), unversioned like [`UploadRecord`]: `blob` (hex, 32), `chunk_size`,
+/// `plaintext_len` (numbers), `root` (hex, 64), `md5` (hex text), `created_ms`, and
+/// `checksums` (array of [algorithm, base64]; absent in older rows: read as empty).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
     #[serde(with = "hex_blob")]
@@ -188,6 +206,10 @@ pub struct PartRecord {
 
 /// A registered patient: the public key the gateway wraps their records' DEKs to and
 /// checks their signatures against.
+///
+/// Row (JSON in `patients`), unversioned (a later field reads as its default from an older
+/// row): `id`, `recipient` (Bech32), `registered_ms`, `proof` (hex), and `index_seq`
+/// (absent in older rows: read as 0).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientRecord {
     pub id: String,
@@ -211,6 +233,10 @@ pub enum RequestState {
 }
 
 /// A share request as the gateway keeps it.
+///
+/// Row (JSON in `requests`), unversioned: `id` (hex), `request` (text form), `patient_id`,
+/// `state` (`"pending"`, `"approved"`, `"denied"`), `created_ms`, and `grant` (hex id or
+/// null; absent in older rows: read as null).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareRequestRecord {
     /// Hex of the request's hash.
@@ -226,6 +252,11 @@ pub struct ShareRequestRecord {
 }
 
 /// An accepted grant: what was re-wrapped under it, and whether it still stands.
+///
+/// Row (JSON in `grants`), unversioned: `id` (hex), `grant` (text form), `request_id`,
+/// `patient_id`, `recipient` (Bech32), `issued_ms`, `expires_ms`, then `revoked_ms` (number or
+/// null) and `records` (array of [bucket, key, hex DEK id]), both absent in older rows: read
+/// as null and empty.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {
     /// Hex of `SignedGrant::id`.
@@ -247,6 +278,10 @@ pub struct GrantRecord {
 
 /// A bucket of this gateway that shows records another institution shares with it: reads
 /// go to the peer's exchange API under the grant that approved `request_id`.
+///
+/// Row (JSON in `mounts`), unversioned: `bucket`, `peer`, `request_id`, `grant` (hex id or
+/// null; absent: null), `created_ms`; `state` is never stored (skipped when `None`, and
+/// always `None` in a row).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
     /// The local bucket name clients read.
