@@ -16,7 +16,11 @@ The layers, bottom to top: base (lib.rs, error.rs, metrics.rs, routes.rs: usable
 4. a front never calls `flush` (of anything): every engine method that changes state returns
    only once it is durable, so durability is decided in one place (`Engine::durable`);
 5. the store's rules (store/rules/) and its transaction interface (store/kv.rs, store/kv/)
-   never name an adapter (`…::sled…`, `SledKv`, `SledStore`): they see only `Kv`.
+   never name an adapter (`…::sled…`, `SledKv`, `SledStore`): they see only `Kv`;
+6. `KvStore::raw_kv()` (the adapter under the rules, for tests that plant or inspect raw
+   rows) is called only by test code and inside store/: anywhere else it would read or
+   write rows around the rules. Run without arguments, the binary's sources (`src/` at the
+   repository root) are checked for it too.
 
 Breaches known when the rules were written and not yet fixed are listed, one `file: path`
 a line, in tests/layers_allowed.txt; an entry that no longer matches anything is itself an
@@ -206,6 +210,25 @@ def load_allowed(path: Path) -> set[str]:
     return {l.split("#", 1)[0].strip() for l in path.read_text().splitlines()} - {""}
 
 
+def raw_kv_calls(code: str, shown: str) -> list[str]:
+    """Rule 6: every use of `raw_kv` in `code` (comments, strings and test code already out)."""
+    out = []
+    for m in re.finditer(r"\braw_kv\b", code):
+        line = code.count("\n", 0, m.start()) + 1
+        out.append(f"{shown}:{line}: raw_kv(): the adapter under the store's rules is for tests and store/ only; call the store's methods")
+    return out
+
+
+def check_binary(src: Path) -> list[str]:
+    """Rule 6 on the binary's sources (`src/`): no `raw_kv` outside test code."""
+    errors: list[str] = []
+    for path in sorted(src.rglob("*.rs")):
+        rel = path.relative_to(src)
+        code = non_test_code(strip_comments_and_strings(path.read_text()), rel)
+        errors.extend(raw_kv_calls(code, f"src/{rel}"))
+    return errors
+
+
 def check(src: Path, allowed: set[str] | None = None) -> list[str]:
     allowed = allowed or set()
     used: set[str] = set()
@@ -242,6 +265,8 @@ def check(src: Path, allowed: set[str] | None = None) -> list[str]:
             for m in re.finditer(r"::\s*sled\w*\b|\bSledKv\b|\bSledStore\b", code):
                 line = code.count("\n", 0, m.start()) + 1
                 errors.append(f"{rel}:{line}: the store's rules name an adapter; they use only the Kv interface (store/kv.rs)")
+        if layer != "store":
+            errors.extend(raw_kv_calls(code, str(rel)))
         if not is_sled_adapter:
             for m in re.finditer(r"(?<![\w:])sled\s*::|\buse\s+sled\b|\bextern\s+crate\s+sled\b", code):
                 line = code.count("\n", 0, m.start()) + 1
@@ -258,6 +283,9 @@ def main() -> int:
         return 2
     allow = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parent / "layers_allowed.txt"
     errors = check(src, load_allowed(allow))
+    binary = Path(__file__).resolve().parent.parent / "src"
+    if len(sys.argv) <= 1 and binary.is_dir():
+        errors += check_binary(binary)
     for e in errors:
         print(e)
     if errors:

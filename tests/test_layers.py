@@ -107,6 +107,18 @@ def test_front_flushing_fails():
                 "front/api/mod.rs:")
 
 
+def test_raw_kv_outside_the_store_and_tests_fails():
+    expect_fail("raw_kv in the engine", {"engine/gc.rs": "fn planted(s: &crate::store::private::sled::SledStore) {\n"
+                                                        "    let _ = s\n        .raw_kv();\n}"},
+                "engine/gc.rs:")
+    expect_fail("raw_kv message", {"runtime/run.rs": "fn planted<K>(s: &crate::store::rules::KvStore<K>) -> &K { s.raw_kv() }"},
+                "raw_kv(): the adapter under the store's rules is for tests and store/ only")
+    expect_pass("raw_kv in test code and in store/", {
+        "engine/gc.rs": "#[cfg(test)]\nmod planted_tests {\n    fn f<K>(s: &crate::store::rules::KvStore<K>) -> &K { s.raw_kv() }\n}",
+        "store/rules/admin.rs": "fn planted<K>(s: &KvStore<K>) -> &K { s.raw_kv() }",
+    })
+
+
 def test_unknown_top_level_module_fails():
     expect_fail("unknown", {"engine/gc.rs": "fn planted() { let _ = crate::newlayer::thing; }"},
                 "unknown top-level module 'newlayer'")

@@ -18,10 +18,11 @@
 //!   change through the engine instead of the store, [`engine::maintenance`] what the admin
 //!   socket asks of it.
 //! - [`store`] (bottom, above keyring): the private store contract ([`store::private`]: five
-//!   row traits, `PrivateStore` their sum), its rules written once ([`store::rules`]) over a
-//!   small transaction interface ([`store::kv`]), the sled adapter ([`store::private::sled`])
-//!   and an in-memory one ([`store::kv::memory`]); and the public store ([`store::public`],
-//!   object_store behind a metrics and timeout decorator).
+//!   row traits, `PrivateStore` their sum, and the typed rows they speak in), its rules
+//!   written once ([`store::rules`]) over a small transaction interface ([`store::kv`]), the
+//!   sled adapter ([`store::private::sled`]) and an in-memory one ([`store::kv::memory`]);
+//!   and the public store ([`store::public`], object_store behind a metrics and timeout
+//!   decorator).
 //!
 //! Beside the layers, usable by all of them and using none: [`error`] (the one error type),
 //! [`metrics`] (process-wide counters), [`routes`] (the JSON API's route table, shared by its

@@ -5,7 +5,7 @@
 //!    an old-key checkpoint.
 //! 2. A [`keyring::SignedRollover`] (signed by the old key and by the new one) names both
 //!    keys, the log's origin (unchanged) and the log size at the handover. It goes into the log
-//!    as an entry of kind [`ROLLOVER_KIND`] (actor `admin`, the rollover's text form as
+//!    as an entry of kind `key-rollover` ([`EventKind::KeyRollover`], actor `admin`, the rollover's text form as
 //!    `detail`), so the log itself records the handover, and into the public store at
 //!    `v1/rollover/<seq>` (text form), where witnesses, patients and peers fetch it.
 //! 3. Access-key secrets (sealed under a vault key derived from the institution identity) are
@@ -33,12 +33,10 @@ use object_store::path::Path as StorePath;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::record::Engine;
-use crate::store::private::{DekStanza, Event, PrivateStore};
+use crate::store::private::{Actor, DekStanza, Event, EventKind, PrivateStore};
 use crate::store::public::PublicStore;
 use crate::{now_ms, Error, Result};
 
-/// Kind of the log entry that records a rollover.
-pub const ROLLOVER_KIND: &str = "key-rollover";
 /// Where rollover `<seq>` is published (text form).
 pub const ROLLOVER_PREFIX: &str = "v1/rollover/";
 /// The most rollovers a chain may hold (bounds what a reader fetches).
@@ -174,7 +172,7 @@ pub async fn handover(
         .events(signed.rollover.log_size, 16)
         .await?
         .iter()
-        .any(|e| e.kind == ROLLOVER_KIND && e.detail == text);
+        .any(|e| e.kind == EventKind::KeyRollover && e.detail == text);
     if !logged {
         let size = private.log_size().await?;
         if size != signed.rollover.log_size {
@@ -187,8 +185,8 @@ pub async fn handover(
         private
             .append_event(Event {
                 time_ms: signed.rollover.time_ms,
-                kind: ROLLOVER_KIND.into(),
-                actor: "admin".into(),
+                kind: EventKind::KeyRollover,
+                actor: Actor::Admin,
                 detail: text,
                 ..Event::default()
             })

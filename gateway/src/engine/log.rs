@@ -39,7 +39,7 @@ use keyring::{Hash, Identity, InclusionProof, Manifest, Recipient};
 use object_store::path::Path as StorePath;
 use tokio::sync::oneshot;
 
-use crate::store::private::{Event, PrivateStore};
+use crate::store::private::{Actor, Event, EventKind, PrivateStore};
 use crate::store::public::PublicStore;
 use crate::{Error, Result};
 
@@ -49,14 +49,13 @@ pub const CHECKPOINT_PATH: &str = "v1/log/checkpoint";
 pub const TILE_PREFIX: &str = "v1/log/";
 
 pub use crate::store::private::entry_of;
-use crate::store::private::unhex32;
 
 /// An event's salted commitment.
 ///
 /// # Errors
 /// `Corrupt` for malformed stored fields.
 pub fn commitment_of(e: &Event) -> Result<Hash> {
-    let salt = unhex32(&e.salt, "log entry: salt")?;
+    let salt = e.salt_hash()?;
     Ok(entry_of(e)?.commitment(&salt))
 }
 
@@ -329,7 +328,7 @@ pub async fn verify(
                 }
                 Err(err) => r.problems.push(format!("log index {}: {err}", e.seq)),
             }
-            if e.kind == crate::engine::keyrot::ROLLOVER_KIND {
+            if e.kind == EventKind::KeyRollover {
                 match keyring::SignedRollover::from_text(&e.detail) {
                     Ok(s) => rollovers.push(s),
                     Err(err) => r.problems.push(format!(
@@ -339,11 +338,11 @@ pub async fn verify(
                 }
             }
             if let (Some(b), Some(k)) = (&e.bucket, &e.key) {
-                match e.kind.as_str() {
-                    "put" | "copy" | "rotate" => {
+                match &e.kind {
+                    kind if kind.is_object_write() => {
                         logged_roots.insert((b.clone(), k.clone()), e.root.clone());
                     }
-                    "delete" => {
+                    EventKind::Delete => {
                         logged_roots.remove(&(b.clone(), k.clone()));
                     }
                     _ => {}
@@ -773,10 +772,11 @@ pub async fn tiles_between(
     Ok(out)
 }
 
-/// The entry of a committed write (put, copy) or delete of `bucket/key` by `actor`: the access
-/// key id that made it (entries written before writes were attributed say `s3`).
+/// The entry of a committed write (put, copy, rotate) or delete of `bucket/key` by `actor`: the
+/// access key id that made it, or `admin` for a rotation (entries written before writes were
+/// attributed say `s3`, [`Actor::S3`]).
 pub(crate) fn write_entry(
-    kind: &str,
+    kind: EventKind,
     actor: &str,
     bucket: &str,
     key: &str,
@@ -784,8 +784,8 @@ pub(crate) fn write_entry(
 ) -> Event {
     Event {
         time_ms: crate::now_ms(),
-        kind: kind.into(),
-        actor: actor.into(),
+        kind,
+        actor: Actor::parse(actor),
         patient: m.and_then(|m| m.patient.clone()),
         bucket: Some(bucket.into()),
         key: Some(key.into()),
@@ -939,8 +939,8 @@ impl crate::engine::record::Engine {
         detail: String,
     ) -> Result<u64> {
         self.log(Event {
-            kind: "read".into(),
-            actor: actor.into(),
+            kind: EventKind::Read,
+            actor: Actor::parse(actor),
             patient: m.patient.clone(),
             bucket: Some(bucket.into()),
             key: Some(key.into()),

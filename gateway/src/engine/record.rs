@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::engine::checksum::{self, Hasher};
 use crate::store::private::{
-    DekStanza, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord,
+    DekStanza, EventKind, PartRecord, Precondition, PrivateStore, PutCommit, UploadRecord,
 };
 use crate::store::public::{blob_path, PublicStore};
 use crate::{now_ms, Error, Result};
@@ -290,7 +290,7 @@ impl Engine {
 
     /// One delete and its log entry (the caller holds the gate and flushes).
     async fn delete_one(&self, bucket: &str, key: &str, actor: &str) -> Result<Option<Manifest>> {
-        let entry = crate::engine::log::write_entry("delete", actor, bucket, key, None);
+        let entry = crate::engine::log::write_entry(EventKind::Delete, actor, bucket, key, None);
         let (removed, _) = self
             .private
             .delete_object_logged(bucket, key, entry)
@@ -401,7 +401,7 @@ impl Engine {
         // waits until they are durable.
         self.durable(async {
             let entry = crate::engine::log::write_entry(
-                "put",
+                EventKind::Put,
                 &actor,
                 &req_bucket,
                 &req_key,

@@ -19,7 +19,7 @@ use keyring::{DataKey, DekId, Manifest, Recipient};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::record::{ChecksumCheck, Engine};
-use crate::store::private::{Precondition, PutCommit};
+use crate::store::private::{EventKind, Precondition, PutCommit};
 use crate::{now_ms, Error, Result};
 
 /// Which records a rotation covers.
@@ -104,7 +104,7 @@ impl Engine {
                 let Some(last) = batch.last() else { break };
                 next = last.seq + 1;
                 for e in batch {
-                    if e.kind == "rotate" {
+                    if e.kind == EventKind::Rotate {
                         if let (Some(b), Some(k)) = (e.bucket, e.key) {
                             done.insert((b, k));
                         }
@@ -226,8 +226,13 @@ impl Engine {
                 ..old.clone()
             };
             manifest.validate()?;
-            let mut entry =
-                crate::engine::log::write_entry("rotate", "admin", &b, &k, Some(&manifest));
+            let mut entry = crate::engine::log::write_entry(
+                EventKind::Rotate,
+                "admin",
+                &b,
+                &k,
+                Some(&manifest),
+            );
             entry.detail = format!("new data key; {} bytes re-sealed", manifest.size);
             let result = self
                 .durable(self.private.commit_put_logged(

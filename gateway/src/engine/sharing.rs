@@ -25,7 +25,8 @@ use keyring::{DataKey, DekId, Identity, Recipient, Signature, WrappedKey};
 
 use crate::engine::record::Engine;
 use crate::store::private::{
-    DekStanza, Event, GrantRecord, PatientRecord, RequestState, ShareRequestRecord,
+    Actor, DekStanza, Event, EventKind, GrantRecord, PatientRecord, RequestState,
+    ShareRequestRecord,
 };
 use crate::{now_ms, Error, Result};
 
@@ -94,8 +95,8 @@ impl Engine {
             };
             self.private.put_patient(rec.clone(), false).await?;
             self.log(Event {
-                kind: "patient-register".into(),
-                actor: actor.into(),
+                kind: EventKind::PatientRegister,
+                actor: Actor::parse(actor),
                 patient: Some(id.into()),
                 detail: format!("key {}", key),
                 ..Event::default()
@@ -132,8 +133,8 @@ impl Engine {
                 .map_err(|_| Error::Corrupt(format!("key of patient {id}")))?;
             if let Err(e) = change.verify(&old, self.institution_id(), &id, now_ms(), 600_000) {
                 self.log(Event {
-                    kind: "key-change-refused".into(),
-                    actor: format!("patient:{id}"),
+                    kind: EventKind::KeyChangeRefused,
+                    actor: Actor::Patient(id.to_string()),
                     patient: Some(id.clone()),
                     detail: e.to_string(),
                     ..Event::default()
@@ -149,8 +150,8 @@ impl Engine {
                 new,
                 proof,
                 Event {
-                    kind: "key-change".into(),
-                    actor: format!("patient:{id}"),
+                    kind: EventKind::KeyChange,
+                    actor: Actor::Patient(id.to_string()),
                     ..Event::default()
                 },
             )
@@ -215,8 +216,8 @@ impl Engine {
                 new,
                 sig.to_hex(),
                 Event {
-                    kind: "key-break-glass".into(),
-                    actor: format!("admin:{admin}"),
+                    kind: EventKind::KeyBreakGlass,
+                    actor: Actor::NamedAdmin(admin.to_string()),
                     detail: format!("reason: {reason}; "),
                     ..Event::default()
                 },
@@ -426,8 +427,8 @@ impl Engine {
             };
             self.private.insert_request(rec.clone()).await?;
             self.log(Event {
-                kind: "share-request".into(),
-                actor: actor.into(),
+                kind: EventKind::ShareRequest,
+                actor: Actor::parse(actor),
                 patient: Some(req.patient_id.clone()),
                 detail: format!(
                     "request {} for {} ({}: {})",
@@ -469,8 +470,8 @@ impl Engine {
             if let Err(e) = &result {
                 let patient = self.private.request(request_id).await.ok().flatten();
                 self.log(Event {
-                    kind: "grant-refused".into(),
-                    actor: "patient".into(),
+                    kind: EventKind::GrantRefused,
+                    actor: Actor::UnverifiedPatient,
                     patient: patient.map(|r| r.patient_id),
                     detail: format!("request {request_id}: {e}"),
                     ..Event::default()
@@ -574,8 +575,8 @@ impl Engine {
                     .push((bucket.clone(), key.clone(), m.dek_id.to_hex()));
                 entries.push(Event {
                     time_ms: now_ms(),
-                    kind: "rewrap".into(),
-                    actor: "gateway".into(),
+                    kind: EventKind::Rewrap,
+                    actor: Actor::Gateway,
                     patient: Some(rec.patient_id.clone()),
                     bucket: Some(bucket.clone()),
                     key: Some(key.clone()),
@@ -591,8 +592,8 @@ impl Engine {
         self.private.update_grant(record).await?;
         entries.push(Event {
             time_ms: now_ms(),
-            kind: "grant".into(),
-            actor: format!("patient:{}", rec.patient_id),
+            kind: EventKind::Grant,
+            actor: Actor::Patient(rec.patient_id.clone()),
             patient: Some(rec.patient_id.clone()),
             grant: Some(grant_id),
             detail: format!(
@@ -626,8 +627,8 @@ impl Engine {
                 .decide_request(request_id, RequestState::Denied, None)
                 .await?;
             self.log(Event {
-                kind: "denial".into(),
-                actor: format!("patient:{}", rec.patient_id),
+                kind: EventKind::Denial,
+                actor: Actor::Patient(rec.patient_id.clone()),
                 patient: Some(rec.patient_id),
                 detail: format!("request {request_id} denied"),
                 ..Event::default()
@@ -664,8 +665,8 @@ impl Engine {
             record.revoked_ms = Some(now_ms());
             self.private.update_grant(record.clone()).await?;
             self.log(Event {
-                kind: "revocation".into(),
-                actor: format!("patient:{}", record.patient_id),
+                kind: EventKind::Revocation,
+                actor: Actor::Patient(record.patient_id.clone()),
                 patient: Some(record.patient_id.clone()),
                 grant: Some(grant_id),
                 detail: format!("{removed} stanzas of {} removed", record.recipient),
@@ -775,8 +776,8 @@ impl Engine {
                 g.revoked_ms = Some(now);
                 self.private.update_grant(g.clone()).await?;
                 self.log(Event {
-                    kind: "expiry".into(),
-                    actor: "gateway".into(),
+                    kind: EventKind::Expiry,
+                    actor: Actor::Gateway,
                     patient: Some(g.patient_id.clone()),
                     grant: Some(g.id.clone()),
                     detail: format!("grant ended; {removed} stanzas removed"),
@@ -902,8 +903,8 @@ impl Engine {
                 Error::GrantRefused(format!("{bucket}/{key} has no key for this grant"))
             })?;
         self.log(Event {
-            kind: "read".into(),
-            actor: actor.into(),
+            kind: EventKind::Read,
+            actor: Actor::parse(actor),
             patient: Some(g.patient_id.clone()),
             bucket: Some(bucket.into()),
             key: Some(key.into()),

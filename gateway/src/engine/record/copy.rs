@@ -73,7 +73,13 @@ impl Engine {
                         precondition: Precondition::None,
                         upload: None,
                     },
-                    crate::engine::log::write_entry("copy", actor, bucket, key, Some(&manifest)),
+                    crate::engine::log::write_entry(
+                        crate::store::private::EventKind::Copy,
+                        actor,
+                        bucket,
+                        key,
+                        Some(&manifest),
+                    ),
                 )
                 .await?;
             self.patient_changed(old.as_ref());

@@ -249,7 +249,13 @@ impl Engine {
                         precondition,
                         upload: Some(id.to_string()),
                     },
-                    crate::engine::log::write_entry("put", actor, bucket, key, Some(&manifest)),
+                    crate::engine::log::write_entry(
+                        crate::store::private::EventKind::Put,
+                        actor,
+                        bucket,
+                        key,
+                        Some(&manifest),
+                    ),
                 )
                 .await?;
             self.patient_changed(old.as_ref());

@@ -21,8 +21,11 @@
 //!   the next indices with no gap, in the transaction that writes the entries and the
 //!   Merkle tree hashes they change ([`LogRows::log_hashes`]).
 
+mod event;
 pub mod sled;
 pub mod sled_backup;
+
+pub use event::{entry_of, Actor, Event, EventKind};
 
 /// The private store's traits, for code that calls them on a concrete store (a
 /// `SledStore`) rather than through `dyn PrivateStore`: `use …::private::prelude::*`.
@@ -32,7 +35,6 @@ pub mod prelude {
 
 use async_trait::async_trait;
 pub use keyring::dek_record::DekStanza;
-use keyring::logentry::Entry;
 use keyring::{BlobId, DekId, Hash, Manifest, Recipient};
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +146,20 @@ pub struct PutCommit {
 
 /// A multipart upload in progress. Its DEK is drawn at creation and wrapped for the
 /// institution; every part is sealed under it with a fresh blob id.
+///
+/// Row (JSON in `uploads`), unversioned: a field added later reads as its default from an
+/// older row (that is how older forms are recognised), and unknown fields are ignored.
+///
+/// | field                | JSON                        | absent in older rows: read as |
+/// |----------------------|-----------------------------|-------------------------------|
+/// | `bucket`, `key`      | string                      | (always present)              |
+/// | `created_ms`, `touched_ms` | number                | (always present)              |
+/// | `dek_id`             | hex (32)                    | (always present)              |
+/// | `stanza`             | array of byte numbers       | (always present)              |
+/// | `content_type`       | string or null              | (always present)              |
+/// | `headers`, `metadata`| array of [name, value]      | (always present)              |
+/// | `checksum_algorithm` | string or null              | null                          |
+/// | `checksum_type`      | string or null              | null                          |
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
     pub bucket: String,
@@ -168,6 +184,10 @@ pub struct UploadRecord {
 }
 
 /// One uploaded part: one blob.
+///
+/// Row (JSON in `parts`), unversioned like [`UploadRecord`]: `blob` (hex, 32), `chunk_size`,
+/// `plaintext_len` (numbers), `root` (hex, 64), `md5` (hex text), `created_ms`, and
+/// `checksums` (array of [algorithm, base64]; absent in older rows: read as empty).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
     #[serde(with = "hex_blob")]
@@ -186,6 +206,10 @@ pub struct PartRecord {
 
 /// A registered patient: the public key the gateway wraps their records' DEKs to and
 /// checks their signatures against.
+///
+/// Row (JSON in `patients`), unversioned (a later field reads as its default from an older
+/// row): `id`, `recipient` (Bech32), `registered_ms`, `proof` (hex), and `index_seq`
+/// (absent in older rows: read as 0).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientRecord {
     pub id: String,
@@ -209,6 +233,10 @@ pub enum RequestState {
 }
 
 /// A share request as the gateway keeps it.
+///
+/// Row (JSON in `requests`), unversioned: `id` (hex), `request` (text form), `patient_id`,
+/// `state` (`"pending"`, `"approved"`, `"denied"`), `created_ms`, and `grant` (hex id or
+/// null; absent in older rows: read as null).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareRequestRecord {
     /// Hex of the request's hash.
@@ -224,6 +252,11 @@ pub struct ShareRequestRecord {
 }
 
 /// An accepted grant: what was re-wrapped under it, and whether it still stands.
+///
+/// Row (JSON in `grants`), unversioned: `id` (hex), `grant` (text form), `request_id`,
+/// `patient_id`, `recipient` (Bech32), `issued_ms`, `expires_ms`, then `revoked_ms` (number or
+/// null) and `records` (array of [bucket, key, hex DEK id]), both absent in older rows: read
+/// as null and empty.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {
     /// Hex of `SignedGrant::id`.
@@ -243,42 +276,12 @@ pub struct GrantRecord {
     pub records: Vec<(String, String, String)>,
 }
 
-/// One entry of the append-only activity record (issue D turns it into a Merkle log).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Position in the record, assigned by the store.
-    #[serde(default)]
-    pub seq: u64,
-    pub time_ms: u64,
-    /// put, delete, copy, share-request, grant, denial, rewrap, revocation, read, ...
-    pub kind: String,
-    /// Who acted: an access key id, `patient:ID`, `admin`, a peer's name.
-    pub actor: String,
-    #[serde(default)]
-    pub patient: Option<String>,
-    #[serde(default)]
-    pub bucket: Option<String>,
-    #[serde(default)]
-    pub key: Option<String>,
-    #[serde(default)]
-    pub grant: Option<String>,
-    #[serde(default)]
-    pub detail: String,
-    /// The record's object root (hex), for writes: what `verify` checks manifests against.
-    #[serde(default)]
-    pub root: Option<String>,
-    /// Set by the store: the patient's entry count with this one, and the commitment of
-    /// their previous entry (hex); the random salt of this entry's commitment (hex).
-    #[serde(default)]
-    pub patient_seq: u64,
-    #[serde(default)]
-    pub patient_prev: String,
-    #[serde(default)]
-    pub salt: String,
-}
-
 /// A bucket of this gateway that shows records another institution shares with it: reads
 /// go to the peer's exchange API under the grant that approved `request_id`.
+///
+/// Row (JSON in `mounts`), unversioned: `bucket`, `peer`, `request_id`, `grant` (hex id or
+/// null; absent: null), `created_ms`; `state` is never stored (skipped when `None`, and
+/// always `None` in a row).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
     /// The local bucket name clients read.
@@ -594,34 +597,6 @@ pub struct ExportBatch {
 pub(crate) fn unhex32(s: &str, what: &str) -> Result<Hash> {
     let v = hex::decode(s).map_err(|_| Error::Corrupt(what.into()))?;
     <[u8; 32]>::try_from(v.as_slice()).map_err(|_| Error::Corrupt(what.into()))
-}
-
-/// The log entry an event stands for (the store fills seq, salt and the patient chain).
-///
-/// # Errors
-/// `Corrupt` for malformed hex fields.
-pub fn entry_of(e: &Event) -> Result<Entry> {
-    Ok(Entry {
-        index: e.seq,
-        time_ms: e.time_ms,
-        kind: e.kind.clone(),
-        actor: e.actor.clone(),
-        patient: e.patient.clone(),
-        patient_seq: e.patient_seq,
-        patient_prev: if e.patient_prev.is_empty() {
-            [0u8; 32]
-        } else {
-            unhex32(&e.patient_prev, "log entry: patient_prev")?
-        },
-        bucket: e.bucket.clone(),
-        key: e.key.clone(),
-        grant: e.grant.clone(),
-        root: match &e.root {
-            Some(r) => Some(unhex32(r, "log entry: root")?),
-            None => None,
-        },
-        detail: e.detail.clone(),
-    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use keyring::Hash;
 use super::rows::*;
 use super::KvStore;
 use crate::store::kv::{abort, prefix, Kv, Table, Tx, TxError, TxResult};
-use crate::store::private::{entry_of, Event, LogRows};
+use crate::store::private::{entry_of, Event, EventKind, LogRows};
 use crate::{Error, Result};
 
 /// The entries one append wrote, in one row keyed by the first one's index, v1:
@@ -19,7 +19,9 @@ use crate::{Error, Result};
 /// | 1      | 4   | entry count n (u32 BE)                     |
 /// | 5      | …   | n × (length l (u32 BE) ‖ JSON [`Event`])   |
 ///
-/// A row that starts with `{` is one JSON event (the layout before blocks).
+/// A row that starts with `{` (0x7B, never a version byte) is one JSON event: the layout
+/// before blocks, still read. Each JSON event has the shape in [`Event`]'s docs; an event
+/// of a kind no version wrote ([`EventKind::Other`]) is `Corrupt`.
 pub struct EventBlock {
     pub(crate) bytes: Vec<u8>,
 }
@@ -50,7 +52,7 @@ impl EventBlock {
     /// `Corrupt` for a row that is neither.
     pub fn decode(v: &[u8]) -> Result<Vec<Event>> {
         if v.first() == Some(&b'{') {
-            return Ok(vec![decode_json(v, "event")?]);
+            return Ok(vec![known(decode_json(v, "event")?)?]);
         }
         let bad = || Error::Corrupt("event block".into());
         let (&version, rest) = v.split_first().ok_or_else(bad)?;
@@ -63,13 +65,25 @@ impl EventBlock {
             let (len, r) = split_u32(rest).ok_or_else(bad)?;
             let len = len as usize;
             let json = r.get(..len).ok_or_else(bad)?;
-            out.push(decode_json(json, "event")?);
+            out.push(known(decode_json(json, "event")?)?);
             rest = &r[len..];
         }
         if !rest.is_empty() {
             return Err(bad());
         }
         Ok(out)
+    }
+}
+
+/// An event of a stored row, whose kind must be one this version knows: every kind any
+/// version wrote is an [`EventKind`] variant, so `Other` in a row is damage.
+fn known(e: Event) -> Result<Event> {
+    match &e.kind {
+        EventKind::Other(kind) => Err(Error::Corrupt(format!(
+            "log entry {}: unknown kind {kind:?}",
+            e.seq
+        ))),
+        _ => Ok(e),
     }
 }
 
@@ -99,6 +113,11 @@ impl LogTx<'_> {
         let mut leaves = Vec::with_capacity(events.len());
         let mut block = EventBlock::start(events.len());
         for (event, salt) in events.iter().zip(salts) {
+            if let EventKind::Other(kind) = &event.kind {
+                return abort(Error::InvalidArgument(format!(
+                    "log entry of unknown kind {kind:?}: the log holds only the kinds of EventKind"
+                )));
+            }
             let mut e = event.clone();
             e.seq = index;
             e.salt = hex::encode(salt);

@@ -114,17 +114,13 @@ impl<K: Kv> KvStore<K> {
         .with_patient_index()
     }
 
-    /// The adapter underneath.
-    pub fn kv(&self) -> &K {
-        &self.kv
-    }
-}
-
-/// The adapter's own methods and fields (sled's trees in its tests) are reachable through
-/// the store.
-impl<K> std::ops::Deref for KvStore<K> {
-    type Target = K;
-    fn deref(&self) -> &K {
+    /// The adapter underneath, for tests only: its `Kv` methods and its own fields (sled's
+    /// trees) read and write rows around every rule above (reference counts, the log chain,
+    /// the gates), so only test code calls it, to plant or inspect raw rows.
+    /// `tests/layers.py` refuses it outside tests and `store/` (rule 6). There is no other
+    /// way from a `KvStore` to its adapter (no `Deref`).
+    #[doc(hidden)]
+    pub fn raw_kv(&self) -> &K {
         &self.kv
     }
 }

@@ -1,5 +1,24 @@
 //! Row keys and encodings of the private store (the store's format, whatever the adapter),
 //! and the reference-count and pending-blob rules its transactions share.
+//!
+//! # Row versions
+//! Every persisted row either carries its version or has a documented shape from which an
+//! older form is recognised (the table of [`crate::store::rules`] names each table's row):
+//!
+//! | row                                   | versioned by                           | older forms                                 |
+//! |---------------------------------------|----------------------------------------|---------------------------------------------|
+//! | `buckets` ([`BucketRow`])             | JSON `v` (1)                           | none: `v` = 1 since the first row           |
+//! | `objects` (`keyring::Manifest`)       | its encoding's version byte            | keyring reads every version                 |
+//! | `deks` (`keyring::dek_record`)        | version byte (v1, v2)                  | v1 read, upgraded at open (`upgrade.rs`)    |
+//! | `events` (`log::EventBlock`)          | version byte 0x01                      | a row starting with `{`: one JSON event     |
+//! | one event (`private::Event`)          | JSON shape (its docs); kind and actor as the texts of `EventKind`, `Actor` | fields added later read as their defaults |
+//! | `access_keys` (`AccessKeyRecord`)     | JSON `v` (1 when absent, 2)            | v1: no `v`, `label_patients` read as true   |
+//! | `uploads`, `parts`, `patients`, `requests`, `grants`, `mounts` | JSON shape (each type's docs) | fields added later read as their defaults |
+//! | `blobs`, `pending`, `orphans`, `log_meta/size`, `backup_meta/last_backup_ms` | u64 BE, fixed | none                      |
+//! | `patient_heads`                       | fixed: seq (u64 BE) ‖ commitment (32)  | none; another length is `Corrupt`           |
+//! | `log_tiles`                           | C2SP tlog tile bytes (32 per hash)     | a sled store's `log_leaves`, converted at open |
+//! | `checkpoints`, `peer_keys`            | text (signed note; Recipient)          | none                                        |
+//! | `leaves`, `dek_refs`, `patient_objects`, `part_blobs`, marks | fixed (hash, empty, id, 0x01) | none                        |
 
 use keyring::dek_record::DekRecord;
 use keyring::{BlobId, DekId, Hash, Manifest};
@@ -8,7 +27,10 @@ use serde::{Deserialize, Serialize};
 use crate::store::kv::{abort, Kv, Table, Tx, TxResult};
 use crate::{Error, Result};
 
-/// A `buckets` row (JSON), v1.
+/// A `buckets` row (JSON), versioned by its `v` field: `{"v":1,"created_ms":N,"objects":N}`
+/// (`objects`: how many objects the bucket holds, so a delete of a non-empty bucket is
+/// refused without a scan). Every row ever written is `v` = 1; a later layout takes `v` = 2
+/// and keeps reading these.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct BucketRow {
     pub(crate) v: u8,

@@ -170,7 +170,7 @@ async fn run(store: &dyn PrivateStore, s: &Script) {
 
 fn rows<K: Kv>(store: &KvStore<K>, table: Table) -> Vec<(Vec<u8>, Vec<u8>)> {
     store
-        .kv()
+        .raw_kv()
         .range(table, prefix(b""))
         .unwrap()
         .map(|r| r.unwrap())
@@ -211,4 +211,52 @@ async fn sled_and_memory_adapters_hold_the_same_rows() {
             _ => assert_eq!(a, b, "{table:?}"),
         }
     }
+}
+
+/// The log holds only kinds `EventKind` names: an append of another is refused (nothing
+/// written), and a stored row holding one (damage: no version wrote one) reads as `Corrupt`
+/// naming it, while the same row with a known kind reads.
+#[tokio::test]
+async fn the_log_refuses_and_flags_unknown_event_kinds() {
+    use crate::store::kv::Tx;
+    use crate::store::private::EventKind;
+    let store = KvStore::new(MemoryKv::new()).unwrap();
+    let good = Event {
+        time_ms: 1,
+        kind: EventKind::Read,
+        actor: "AK".into(),
+        ..Event::default()
+    };
+    let odd = Event {
+        kind: EventKind::Other("teleport".into()),
+        ..good.clone()
+    };
+    let err = store.append_event(odd.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::InvalidArgument(m) if m.contains("teleport")),
+        "{err:?}"
+    );
+    assert_eq!(store.log_size().await.unwrap(), 0);
+    assert_eq!(store.append_event(good).await.unwrap(), 0);
+    let row = rows(&store, Table::Events).remove(0).1;
+    // The same row with the kind's text replaced by one of the same length.
+    let (from, to) = (&b"\"kind\":\"read\""[..], &b"\"kind\":\"tele\""[..]);
+    let at = row
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the row holds its kind");
+    let mut planted = row.clone();
+    planted[at..at + to.len()].copy_from_slice(to);
+    assert_ne!(planted, row);
+    store
+        .raw_kv()
+        .transact(&[Table::Events], |tx: &dyn Tx| {
+            tx.put(Table::Events, &0u64.to_be_bytes(), &planted)
+        })
+        .unwrap();
+    let err = store.events(0, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::Corrupt(m) if m.contains("unknown kind \"tele\"")),
+        "{err:?}"
+    );
 }

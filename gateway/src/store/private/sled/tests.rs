@@ -143,6 +143,7 @@ async fn v1_rows_are_upgraded_with_their_recipients() {
     );
     let (twin_a, twin_b) = colliding_identities();
     store
+        .raw_kv()
         .patients
         .insert(
             b"p-1",
@@ -157,6 +158,7 @@ async fn v1_rows_are_upgraded_with_their_recipients() {
         )
         .unwrap();
     store
+        .raw_kv()
         .grants
         .insert(
             b"g-1",
@@ -193,8 +195,8 @@ async fn v1_rows_are_upgraded_with_their_recipients() {
     let plain = put_with(&store, "plain", vec![named(&patient, &dek)]).await;
     // Write the rows as the gateway before version 2 did.
     for d in [id, plain] {
-        let rec = decode_dek(&store.deks.get(d.0).unwrap().unwrap()).unwrap();
-        store.deks.insert(d.0, rec.encode_v1()).unwrap();
+        let rec = decode_dek(&store.raw_kv().deks.get(d.0).unwrap().unwrap()).unwrap();
+        store.raw_kv().deks.insert(d.0, rec.encode_v1()).unwrap();
     }
     let v1 = store.stanzas(id).await.unwrap();
     assert!(v1.iter().all(|s| s.recipient().is_none()));
@@ -211,7 +213,7 @@ async fn v1_rows_are_upgraded_with_their_recipients() {
             unknown: 2
         }
     );
-    let row = store.deks.get(id.0).unwrap().unwrap();
+    let row = store.raw_kv().deks.get(id.0).unwrap().unwrap();
     assert_eq!(
         DekRecord::version_of(&row),
         Some(keyring::dek_record::DEK_RECORD_V2)
@@ -242,12 +244,12 @@ async fn v1_rows_are_upgraded_with_their_recipients() {
         .unwrap();
     assert_eq!(again, DekUpgrade::default());
     // A crash before the mark: the pass runs again and changes no row's bytes.
-    store.log_meta.remove(DEK_V2_MARK).unwrap();
+    store.raw_kv().log_meta.remove(DEK_V2_MARK).unwrap();
     let after = store
         .upgrade_dek_records(&inst.recipient(), &others)
         .unwrap();
     assert_eq!(after.stanzas, 0);
-    assert_eq!(store.deks.get(id.0).unwrap().unwrap(), row);
+    assert_eq!(store.raw_kv().deks.get(id.0).unwrap().unwrap(), row);
 }
 
 /// A backup carries `deks` rows as they are: one taken before the upgrade restores
@@ -296,8 +298,9 @@ async fn backups_carry_dek_rows_of_either_version() {
     let dek = DataKey::generate();
     let own = DekStanza::new(inst.recipient(), inst.wrap_own(&dek)).unwrap();
     let id = put_with(&store, "k", vec![own, named(&peer, &dek)]).await;
-    let v2 = store.deks.get(id.0).unwrap().unwrap();
+    let v2 = store.raw_kv().deks.get(id.0).unwrap().unwrap();
     store
+        .raw_kv()
         .deks
         .insert(id.0, decode_dek(&v2).unwrap().encode_v1())
         .unwrap();
@@ -314,14 +317,14 @@ async fn backups_carry_dek_rows_of_either_version() {
         .upgrade_dek_records(&inst.recipient(), &[peer.recipient()])
         .unwrap();
     assert_eq!((report.rows, report.stanzas, report.unknown), (1, 2, 0));
-    assert_eq!(old.deks.get(id.0).unwrap().unwrap(), v2);
+    assert_eq!(old.raw_kv().deks.get(id.0).unwrap().unwrap(), v2);
 
     // After: version 2 rows and the mark come back; nothing left to upgrade.
     store
         .upgrade_dek_records(&inst.recipient(), &[peer.recipient()])
         .unwrap();
     let (_new_dir, new) = round_trip(&store, &inst).await;
-    assert_eq!(new.deks.get(id.0).unwrap().unwrap(), v2);
+    assert_eq!(new.raw_kv().deks.get(id.0).unwrap().unwrap(), v2);
     assert_eq!(
         new.upgrade_dek_records(&inst.recipient(), &[]).unwrap(),
         DekUpgrade::default()
@@ -379,7 +382,7 @@ async fn gc_forgets_uploads_that_failed_before_reaching_the_public_store() {
         ..Default::default()
     };
     assert!(matches!(engine.put(req, body).await, Err(Error::Body(_))));
-    assert!(store.pending.is_empty());
+    assert!(store.raw_kv().pending.is_empty());
     assert!(
         public.list(None).next().await.is_none(),
         "nothing was uploaded"
@@ -396,12 +399,12 @@ async fn gc_forgets_uploads_that_failed_before_reaching_the_public_store() {
     .unwrap();
     assert_eq!(report.scanned, 0);
     assert_eq!(
-        store.orphans.len(),
+        store.raw_kv().orphans.len(),
         0,
         "orphan row of a never-uploaded blob leaks"
     );
     assert_eq!(
-        store.leaves.len(),
+        store.raw_kv().leaves.len(),
         0,
         "leaves of a never-uploaded blob leak"
     );
@@ -472,16 +475,21 @@ async fn patient_index_follows_writes_and_is_built_for_older_stores() {
     assert_eq!(keys(&store, "annie").await, ["a2", "x"]);
     store.delete_object("b", "x").await.unwrap();
     assert_eq!(keys(&store, "annie").await, ["a2"]);
-    assert_eq!(store.patient_objects.len(), 1);
+    assert_eq!(store.raw_kv().patient_objects.len(), 1);
 
     // A store from before the index: no rows, no mark. Opening it builds the index.
     put(&store, "a3", Some("ann")).await;
-    store.patient_objects.clear().unwrap();
-    store.log_meta.remove(PATIENT_INDEX_MARK).unwrap();
+    store.raw_kv().patient_objects.clear().unwrap();
+    store.raw_kv().log_meta.remove(PATIENT_INDEX_MARK).unwrap();
     store.flush().await.unwrap();
     drop(store);
     let store = SledStore::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(keys(&store, "ann").await, ["a3"]);
     assert_eq!(keys(&store, "annie").await, ["a2"]);
-    assert!(store.log_meta.get(PATIENT_INDEX_MARK).unwrap().is_some());
+    assert!(store
+        .raw_kv()
+        .log_meta
+        .get(PATIENT_INDEX_MARK)
+        .unwrap()
+        .is_some());
 }
