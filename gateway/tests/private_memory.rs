@@ -23,27 +23,7 @@ macro_rules! on_memory {
     )*};
 }
 
-on_memory!(
-    conformance_buckets,
-    conformance_commit_requires_pending,
-    conformance_commit_to_missing_bucket,
-    conformance_commit_and_overwrite,
-    conformance_shared_blob_and_dek,
-    conformance_delete_object,
-    conformance_preconditions,
-    conformance_list_objects,
-    conformance_leaves,
-    conformance_reap,
-    conformance_access_keys,
-    conformance_uploads,
-    conformance_patients,
-    conformance_patient_objects,
-    conformance_requests_and_grants,
-    conformance_decide_race,
-    conformance_stanzas,
-    conformance_events,
-    conformance_event_batches,
-);
+conformance::every_test!(on_memory);
 
 /// What the persistence tests write reads back whole from the same store (the in-memory
 /// store has no reopen).

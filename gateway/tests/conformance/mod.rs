@@ -1,9 +1,9 @@
 //! The `PrivateStore` conformance suite.
 //!
 //! Every function takes a fresh, empty store behind `&dyn PrivateStore` and checks one part
-//! of the contract in `gateway::store::private`. Each backend's test file (`private_sled.rs`, and
-//! later PostgreSQL) includes this module with `mod conformance;` and calls every function on
-//! its own fresh store.
+//! of the contract in `gateway::store::private`. Each backend's test file (`private_sled.rs`,
+//! `private_memory.rs`, and later PostgreSQL) includes this module with `mod conformance;` and
+//! runs the whole list, [`every_test!`], on its own fresh store.
 #![allow(dead_code)]
 
 use gateway::store::private::{
@@ -1682,3 +1682,33 @@ pub async fn persistence_sharing_check(store: &dyn PrivateStore, p: &PersistedSh
         "sequence numbers are never reused after a reopen"
     );
 }
+
+/// Hands every conformance test's name to `$run`, a macro in the adapter's test file that
+/// makes one `#[tokio::test]` per name on a fresh store of that adapter: every adapter runs
+/// the same list, and a test added here runs on all of them.
+macro_rules! every_test {
+    ($run:ident) => {
+        $run!(
+            conformance_buckets,
+            conformance_commit_requires_pending,
+            conformance_commit_to_missing_bucket,
+            conformance_commit_and_overwrite,
+            conformance_shared_blob_and_dek,
+            conformance_delete_object,
+            conformance_preconditions,
+            conformance_list_objects,
+            conformance_leaves,
+            conformance_reap,
+            conformance_access_keys,
+            conformance_uploads,
+            conformance_patients,
+            conformance_patient_objects,
+            conformance_requests_and_grants,
+            conformance_decide_race,
+            conformance_stanzas,
+            conformance_events,
+            conformance_event_batches,
+        );
+    };
+}
+pub(crate) use every_test;
